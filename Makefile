@@ -12,7 +12,6 @@ export PYTHONHASHSEED ?= 0
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ./client -e ".[dev]"
 	touch $(STAMP)
 

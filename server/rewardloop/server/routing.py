@@ -1,0 +1,133 @@
+"""Routing requests to the shard that owns the user, with adaptive micro-batching.
+
+A request goes out at once when its shard has a free slot (so an idle service adds no
+wait); while `max_in_flight` calls to that shard are under way, requests queue and
+leave together as one batch when a slot frees. Under load, batches grow by themselves;
+DESIGN.md measured ~2x throughput on 2 cores from this over one call per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from redis.exceptions import RedisError
+
+from rewardloop.server.errors import unavailable
+from rewardloop.workers.keys import shard_for
+from rewardloop.workers.messages import Decision, FeedbackCall, RecommendCall, Recorded, Rejected
+from rewardloop.workers.observability import SHARD_BATCH_SIZE
+
+Call = TypeVar("Call")
+Result = TypeVar("Result")
+
+try:  # Ray >= 2.40 raises this while a restarting actor cannot take calls yet.
+    from ray.exceptions import ActorUnavailableError
+
+    _ACTOR_DOWN: tuple[type[BaseException], ...] = (RayActorError, ActorUnavailableError, GetTimeoutError)
+except ImportError:  # pragma: no cover
+    _ACTOR_DOWN = (RayActorError, GetTimeoutError)
+
+
+class Batcher(Generic[Call, Result]):
+    def __init__(
+        self,
+        send: Callable[[list[Call]], Awaitable[list[Result]]],
+        kind: str,
+        max_in_flight: int = 2,
+        max_batch: int = 256,
+    ):
+        self._send = send
+        self._kind = kind
+        self._max_in_flight = max_in_flight
+        self._max_batch = max_batch
+        self._queue: list[tuple[Call, asyncio.Future[Result]]] = []
+        self._in_flight = 0
+
+    async def submit(self, call: Call) -> Result:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._queue.append((call, future))
+        if self._in_flight < self._max_in_flight:
+            self._dispatch()
+        return await future
+
+    def _dispatch(self) -> None:
+        batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+        self._in_flight += 1
+        SHARD_BATCH_SIZE.labels(self._kind).observe(len(batch))
+        asyncio.get_running_loop().create_task(self._run(batch))
+
+    async def _run(self, batch: list[tuple[Call, asyncio.Future[Result]]]) -> None:
+        try:
+            results = await self._send([call for call, _ in batch])
+        except BaseException as exc:
+            error = _translate(exc)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+        else:
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+        finally:
+            self._in_flight -= 1
+            if self._queue and self._in_flight < self._max_in_flight:
+                self._dispatch()
+
+
+def _translate(exc: BaseException) -> BaseException:
+    """Ray and Redis failures are the caller's UNAVAILABLE; anything else stays a bug."""
+    if isinstance(exc, _ACTOR_DOWN):
+        return unavailable(f"shard unavailable, retry: {type(exc).__name__}")
+    if isinstance(exc, RayTaskError) and isinstance(exc.cause, RedisError):
+        return unavailable(f"storage unavailable, retry: {exc.cause}")
+    if isinstance(exc, RedisError):
+        return unavailable(f"storage unavailable, retry: {exc}")
+    return exc
+
+
+class ShardRouter:
+    """One recommend and one feedback batcher per shard actor."""
+
+    def __init__(self, actors: Sequence[Any], max_in_flight: int = 2):
+        self.actors = list(actors)
+        self._recommend = [
+            Batcher[RecommendCall, Decision | Rejected](_remote(a.recommend), "recommend", max_in_flight)
+            for a in self.actors
+        ]
+        self._feedback = [
+            Batcher[FeedbackCall, Recorded | Rejected](_remote(a.feedback), "feedback", max_in_flight)
+            for a in self.actors
+        ]
+
+    def shard_of(self, pseudonym: str) -> int:
+        return shard_for(pseudonym, len(self.actors))
+
+    async def recommend(self, call: RecommendCall) -> Decision | Rejected:
+        return await self._recommend[self.shard_of(call.pseudonym)].submit(call)
+
+    async def feedback(self, call: FeedbackCall) -> Recorded | Rejected:
+        return await self._feedback[self.shard_of(call.pseudonym)].submit(call)
+
+    async def user_state(self, pseudonym: str) -> dict[str, dict[str, Any]]:
+        try:
+            state: dict[str, dict[str, Any]] = await self.actors[self.shard_of(pseudonym)].user_state.remote(
+                pseudonym
+            )
+        except BaseException as exc:
+            raise _translate(exc) from exc
+        return state
+
+    def flush(self, timeout: float = 30.0) -> None:
+        ray.get([a.flush.remote() for a in self.actors], timeout=timeout)
+
+
+def _remote(method: Any) -> Callable[[list[Any]], Awaitable[list[Any]]]:
+    async def send(batch: list[Any]) -> list[Any]:
+        results: list[Any] = await method.remote(batch)
+        return results
+
+    return send

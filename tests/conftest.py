@@ -1,0 +1,93 @@
+"""Session-wide real parts: one embedded redis-server, one local Ray cluster, one
+running rewardloop service on 127.0.0.1 (random port), shared by every integration
+test. Unit tests use none of them (fixtures are lazy)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import ray
+import redis
+
+from rewardloop.workers.config import ServiceConfig
+from rewardloop.workers.observability import configure_tracing
+from rewardloop.workers.redis_server import EmbeddedRedis
+
+ITEMS = [f"item-{i:03d}" for i in range(30)]
+LEARN_ITEMS = 10
+TEST_CONFIG = {
+    "service": {"shards": 2, "seed": 11, "snapshot_every": 5, "pseudonym_key": "test-key"},
+    "surfaces": {
+        "ucb": {"algorithm": "ucb1", "items": ITEMS},
+        "ts": {"algorithm": "thompson", "items": ITEMS},
+        "eg": {"algorithm": "epsilon_greedy", "items": ITEMS, "params": {"epsilon": 0.1}},
+        # The learning tests' catalogue: the simulator's first LEARN_ITEMS items.
+        "learn_ucb": {"algorithm": "ucb1", "items": ITEMS[:LEARN_ITEMS]},
+        "learn_ts": {"algorithm": "thompson", "items": ITEMS[:LEARN_ITEMS]},
+    },
+    "experiments": {
+        "color": {"variants": {"blue": 1, "green": 1}, "surfaces": ["ucb"]},
+        "layout": {"variants": {"grid": 1, "list": 3}, "traffic": 0.5},
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def service_config() -> ServiceConfig:
+    return ServiceConfig.from_dict(TEST_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}},
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def traces_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("traces") / "spans.jsonl"
+    configure_tracing(f"file:{path}", service_name="rewardloop-front-test")
+    return path
+
+
+@pytest.fixture(scope="session")
+async def service(
+    ray_cluster: None, redis_server: EmbeddedRedis, service_config: ServiceConfig, traces_file: Path
+) -> AsyncIterator[object]:
+    from rewardloop.server.app import Service
+
+    svc = Service(service_config, redis_server.url, "127.0.0.1:0", traces=f"file:{traces_file}")
+    await svc.start()
+    yield svc
+    await svc.stop(grace=1.0)
+
+
+@pytest.fixture(scope="session")
+async def channel(service: object) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(service.target) as ch:  # type: ignore[attr-defined]
+        yield ch

@@ -1,0 +1,341 @@
+"""Configs, registry, golden values and propensity correctness of the bandit policies."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+import rewardloop.workers.policies as policies
+from rewardloop.workers.policies import (
+    ALGORITHMS,
+    UCB1,
+    ConfigError,
+    EpsilonGreedy,
+    Policy,
+    PolicyConfig,
+    PolicyState,
+    Thompson,
+    config_from_dict,
+    make_policy,
+)
+from rewardloop.workers.policies.thompson import ThompsonPolicy, _beta_draws
+
+
+def with_rewards(policy: Policy, rewards: dict[int, list[float]]) -> PolicyState:
+    state = policy.new_state()
+    for arm, arm_rewards in rewards.items():
+        for reward in arm_rewards:
+            policy.update(state, arm, reward)
+    return state
+
+
+def slate(policy: Policy, state: PolicyState, available: list[int], n: int, seed: int = 0) -> list[tuple]:
+    chosen = policy.select(state, np.array(available), n, np.random.default_rng(seed))
+    return [(c.arm, c.score, c.propensity) for c in chosen]
+
+
+# --- public surface and registry -------------------------------------------------------
+
+
+def test_public_api() -> None:
+    assert set(policies.__all__) == {
+        *("PolicyConfig", "Policy", "PolicyState", "Choice", "ConfigError"),
+        *("EpsilonGreedy", "UCB1", "Thompson", "config_from_dict", "make_policy", "ALGORITHMS"),
+    }
+    assert {"epsilon_greedy": EpsilonGreedy, "thompson": Thompson, "ucb1": UCB1} == ALGORITHMS
+    assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("config", "params"),
+    [
+        (EpsilonGreedy(), {"epsilon": 0.1, "initial_mean": 1.0}),
+        (UCB1(), {"c": math.sqrt(2.0)}),
+        (Thompson(), {"prior_alpha": 1.0, "prior_beta": 1.0, "samples": 64}),
+    ],
+)
+def test_defaults(config: PolicyConfig, params: dict[str, Any]) -> None:
+    assert config.to_dict() == params
+    assert config_from_dict(config.name) == config_from_dict(config.name, {}) == config
+
+
+def test_values_are_normalised_so_dicts_are_canonical() -> None:
+    config = config_from_dict("ucb1", {"c": 2})
+    assert config == UCB1(c=2.0)
+    assert type(config.to_dict()["c"]) is float
+    assert type(Thompson(samples=np.int64(8)).samples) is int  # type: ignore[arg-type]
+    assert type(EpsilonGreedy(epsilon=np.float32(0.5)).epsilon) is float  # type: ignore[arg-type]
+
+
+def test_configs_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        UCB1(1.0)  # type: ignore[call-arg]
+
+
+BAD_CONFIGS = [
+    ("foo", {}, r"^unknown algorithm 'foo'; known: epsilon_greedy, thompson, ucb1$"),
+    (None, {}, r"^unknown algorithm None; known: epsilon_greedy, thompson, ucb1$"),
+    ("ucb1", {"alpha": 1.0}, r"^unknown parameter 'alpha' for ucb1; known: c$"),
+    (
+        "thompson",
+        {"epsilon": 0.1},
+        r"^unknown parameter 'epsilon' for thompson; known: prior_alpha, prior_beta",
+    ),
+    ("ucb1", {"c": -1}, r"^c must be > 0, got -1$"),
+    ("ucb1", {"c": 0.0}, r"^c must be > 0, got 0.0$"),
+    ("ucb1", {"c": float("nan")}, r"^c must be > 0, got nan$"),
+    ("ucb1", {"c": float("inf")}, r"^c must be finite, got inf$"),
+    ("ucb1", {"c": "1.5"}, r"^c must be a real number, got '1.5'$"),
+    ("ucb1", {"c": True}, r"^c must be a real number, got True$"),
+    ("ucb1", {"c": None}, r"^c must be a real number, got None$"),
+    ("epsilon_greedy", {"epsilon": 1.2}, r"^epsilon must be in \[0, 1\], got 1.2$"),
+    ("epsilon_greedy", {"epsilon": -0.1}, r"^epsilon must be in \[0, 1\], got -0.1$"),
+    ("epsilon_greedy", {"epsilon": float("nan")}, r"^epsilon must be in \[0, 1\], got nan$"),
+    ("epsilon_greedy", {"initial_mean": 2}, r"^initial_mean must be in \[0, 1\], got 2$"),
+    ("thompson", {"prior_alpha": 0}, r"^prior_alpha must be > 0, got 0$"),
+    ("thompson", {"prior_beta": -1.0}, r"^prior_beta must be > 0, got -1.0$"),
+    ("thompson", {"samples": 0}, r"^samples must be in \[1, 10000\], got 0$"),
+    ("thompson", {"samples": 10_001}, r"^samples must be in \[1, 10000\], got 10001$"),
+    ("thompson", {"samples": 2.5}, r"^samples must be an integer, got 2.5$"),
+    ("thompson", {"samples": 64.0}, r"^samples must be an integer, got 64.0$"),
+]
+
+
+@pytest.mark.parametrize(("name", "params", "match"), BAD_CONFIGS)
+def test_bad_configs_name_the_parameter(name: str, params: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(name, params)
+
+
+def test_direct_construction_validates_too() -> None:
+    with pytest.raises(ConfigError, match=r"epsilon must be in \[0, 1\], got 1.2"):
+        EpsilonGreedy(epsilon=1.2)
+
+
+def test_make_policy_rejects_unregistered_config() -> None:
+    class Unregistered(PolicyConfig):
+        name = "unregistered"
+
+    with pytest.raises(ConfigError, match="no policy registered for config type Unregistered"):
+        make_policy(Unregistered(), n_arms=3)
+
+
+# --- UCB1 golden values ------------------------------------------------------------------
+
+
+def test_ucb1_scores_by_hand() -> None:
+    policy = make_policy(UCB1(c=1.0), n_arms=4)
+    state = with_rewards(policy, {0: [1.0, 0.0], 1: [1.0], 2: [0.0]})
+    # N = 4 pulls; bonus sqrt(ln 4 / n_i): n=2 -> 0.83255461, n=1 -> 1.17741002.
+    assert slate(policy, state, [0, 1, 2, 3], n=4) == [
+        (3, math.inf, 1.0),  # unplayed first
+        (1, pytest.approx(1.0 + 1.1774100225154747), 1.0),
+        (0, pytest.approx(0.5 + 0.8325546111576977), 1.0),
+        (2, pytest.approx(0.0 + 1.1774100225154747), 1.0),
+    ]
+
+
+def test_ucb1_total_pulls_include_arms_not_available() -> None:
+    policy = make_policy(UCB1(c=0.5), n_arms=3)
+    state = with_rewards(policy, {0: [0.5], 1: [0.25, 0.25], 2: [1.0] * 5})
+    # N = 8: scores 0.5 + 0.5 sqrt(ln 8) and 0.25 + 0.5 sqrt(ln 8 / 2).
+    assert slate(policy, state, [1, 0], n=2) == [
+        (0, pytest.approx(0.5 + 0.5 * math.sqrt(math.log(8))), 1.0),
+        (1, pytest.approx(0.25 + 0.5 * math.sqrt(math.log(8) / 2)), 1.0),
+    ]
+
+
+def test_ucb1_splits_ties_evenly() -> None:
+    policy = make_policy(UCB1(), n_arms=5)
+    fresh = policy.new_state()
+    assert [p for _, _, p in slate(policy, fresh, [0, 1, 2, 3], n=4)] == [1 / 4, 1 / 3, 1 / 2, 1.0]
+    twins = with_rewards(policy, {0: [1.0], 1: [0.5], 2: [0.5], 3: [0.0], 4: [0.0]})
+    first = slate(policy, twins, [1, 2, 3], n=1)[0]
+    assert first[0] in (1, 2) and first[2] == 0.5
+    arms = Counter(slate(policy, twins, [1, 2, 3], n=1, seed=seed)[0][0] for seed in range(400))
+    assert set(arms) == {1, 2} and 160 < arms[1] < 240  # 400 fair coins: 4.0 sigma
+
+
+def test_ucb1_with_a_single_pull_has_no_bonus() -> None:
+    policy = make_policy(UCB1(), n_arms=2)
+    state = with_rewards(policy, {0: [0.75]})
+    assert slate(policy, state, [0, 1], n=2) == [(1, math.inf, 1.0), (0, 0.75, 1.0)]  # ln 1 = 0
+
+
+# --- epsilon-greedy golden values --------------------------------------------------------
+
+
+def test_epsilon_greedy_propensities_by_hand() -> None:
+    policy = make_policy(EpsilonGreedy(epsilon=0.3, initial_mean=0.0), n_arms=4)
+    state = with_rewards(policy, {0: [0.2], 1: [0.9], 2: [0.9], 3: [0.1]})
+    rule = policy._slate_rule(state, np.arange(4), np.random.default_rng(0))
+    scores, probabilities = rule(np.arange(4))
+    assert scores.tolist() == [0.2, 0.9, 0.9, 0.1]
+    # 0.3 / 4 everywhere plus 0.7 split between the two greedy arms.
+    assert probabilities == pytest.approx([0.075, 0.425, 0.425, 0.075])
+    _, probabilities = rule(np.array([0, 2, 3]))  # arm 1 taken: arm 2 is the only greedy one
+    assert probabilities == pytest.approx([0.1, 0.8, 0.1])
+    for seed in range(20):
+        (first, _, p1), (second, _, p2) = slate(policy, state, [0, 1, 2, 3], n=2, seed=seed)
+        assert p1 == pytest.approx(0.425 if first in (1, 2) else 0.075)
+        # Three arms left: 0.1 each, plus 0.7 for the greedy arm(s) among them.
+        greedy_left = 2 if first in (0, 3) else 1
+        assert p2 == pytest.approx(0.1 + 0.7 / greedy_left if second in (1, 2) else 0.1), (first, second)
+
+
+def test_epsilon_greedy_initial_mean_sets_optimism() -> None:
+    for initial_mean, first in ((1.0, 1), (0.0, 0)):
+        policy = make_policy(EpsilonGreedy(epsilon=0.0, initial_mean=initial_mean), n_arms=2)
+        state = with_rewards(policy, {0: [0.8]})
+        assert slate(policy, state, [0, 1], n=1) == [(first, [0.8, initial_mean][first], 1.0)]
+
+
+def test_epsilon_one_is_uniform() -> None:
+    policy = make_policy(EpsilonGreedy(epsilon=1.0), n_arms=5)
+    state = with_rewards(policy, {0: [1.0], 3: [0.0]})
+    assert [p for _, _, p in slate(policy, state, [0, 1, 2, 3, 4], n=5)] == pytest.approx(
+        [1 / 5, 1 / 4, 1 / 3, 1 / 2, 1.0]
+    )
+
+
+# --- Thompson golden values --------------------------------------------------------------
+
+
+def test_thompson_posterior_by_hand() -> None:
+    policy = make_policy(Thompson(prior_alpha=2.0, prior_beta=3.0), n_arms=3)
+    assert isinstance(policy, ThompsonPolicy)
+    state = with_rewards(policy, {0: [1.0, 0.5, 0.0], 1: [1.0]})
+    alpha, beta = policy.posterior(state)
+    assert alpha.tolist() == [3.5, 3.0, 2.0]  # prior_alpha + reward sum
+    assert beta.tolist() == [4.5, 3.0, 3.0]  # prior_beta + count - reward sum
+    scores = {arm: score for arm, score, _ in slate(policy, state, [0, 1, 2], n=3)}
+    assert scores == {0: 3.5 / 8, 1: 0.5, 2: 0.4}  # posterior means
+
+
+def test_thompson_propensities_are_multiples_of_one_over_k() -> None:
+    policy = make_policy(Thompson(samples=8), n_arms=6)
+    state = with_rewards(policy, {0: [1.0, 0.0], 1: [1.0], 2: [0.0, 0.0]})
+    for seed in range(30):
+        for _, _, propensity in slate(policy, state, list(range(6)), n=3, seed=seed):
+            assert (propensity * 8).is_integer()
+
+
+def test_thompson_certain_posterior_gives_propensity_one() -> None:
+    policy = make_policy(Thompson(), n_arms=3)
+    state = with_rewards(policy, {0: [0.0] * 500, 1: [1.0] * 500, 2: [0.0] * 500})
+    assert [(arm, p) for arm, _, p in slate(policy, state, [0, 1, 2], n=1)] == [(1, 1.0)]
+    one_sample = make_policy(Thompson(samples=1), n_arms=3)
+    assert all(p == 1.0 for _, _, p in slate(one_sample, one_sample.new_state(), [0, 1, 2], n=3))
+
+
+@pytest.mark.parametrize(("a", "b"), [(1.0, 1.0), (3.0, 2.0), (0.5, 0.5), (0.3, 4.0)])
+def test_beta_draws_follow_the_beta_distribution(a: float, b: float) -> None:
+    # Shapes >= 1 use the gamma ratio, shapes < 1 numpy's beta: both must be Beta(a, b).
+    draws = _beta_draws(np.array([a, 1.0]), np.array([b, 1.0]), 4000, np.random.default_rng(7))
+    assert draws.shape == (4000, 2)
+    assert stats.kstest(draws[:, 0], stats.beta(a, b).cdf).pvalue > 0.001
+
+
+# --- propensities are the probabilities of the draws made ---------------------------------
+
+
+def test_epsilon_greedy_empirical_frequencies_match_propensities() -> None:
+    policy = make_policy(EpsilonGreedy(epsilon=0.4), n_arms=5)
+    state = with_rewards(policy, {0: [0.3], 1: [0.9], 2: [0.5], 3: [0.1], 4: [0.0]})
+    rng = np.random.default_rng(11)
+    draws = 10_000
+    first: Counter[int] = Counter()
+    reported: dict[int, set[float]] = {}
+    second_after_greedy: Counter[int] = Counter()
+    reported_second: dict[int, float] = {}
+    for _ in range(draws):
+        one, two = policy.select(state, np.arange(5), 2, rng)
+        first[one.arm] += 1
+        reported.setdefault(one.arm, set()).add(one.propensity)
+        if one.arm == 1:
+            second_after_greedy[two.arm] += 1
+            reported_second[two.arm] = two.propensity
+    expected = {arm: 0.08 + (0.6 if arm == 1 else 0.0) for arm in range(5)}
+    for arm in range(5):
+        assert len(reported[arm]) == 1 and reported[arm].pop() == pytest.approx(expected[arm])
+        margin = 4 * math.sqrt(expected[arm] * (1 - expected[arm]) / draws)
+        assert abs(first[arm] / draws - expected[arm]) < margin, arm
+    # Given arm 1 went first, arm 2 (mean 0.5) is greedy among the rest: 0.1 + 0.6.
+    given = first[1]
+    for arm, propensity in reported_second.items():
+        assert propensity == pytest.approx(0.7 if arm == 2 else 0.1)
+        margin = 4 * math.sqrt(propensity * (1 - propensity) / given)
+        assert abs(second_after_greedy[arm] / given - propensity) < margin, arm
+
+
+def exact_thompson_probabilities(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """P(arm i has the largest posterior draw) = integral of f_i(x) * prod_j!=i F_j(x)."""
+    posteriors = [stats.beta(a, b) for a, b in zip(alpha, beta, strict=True)]
+
+    def integrand(x: float, i: int) -> float:
+        others = math.prod(p.cdf(x) for j, p in enumerate(posteriors) if j != i)
+        return float(posteriors[i].pdf(x) * others)
+
+    return np.array([integrate.quad(integrand, 0, 1, args=(i,))[0] for i in range(len(posteriors))])
+
+
+@pytest.mark.parametrize("prior", [1.0, 0.5])
+def test_thompson_empirical_frequencies_match_propensities(prior: float) -> None:
+    policy = make_policy(Thompson(prior_alpha=prior, prior_beta=prior, samples=16), n_arms=3)
+    state = with_rewards(policy, {0: [1.0, 1.0, 1.0, 0.0, 0.0], 1: [1.0, 0.0]})
+    assert isinstance(policy, ThompsonPolicy)
+    exact = exact_thompson_probabilities(*policy.posterior(state))
+    assert exact.sum() == pytest.approx(1.0, abs=1e-6)
+    arms = np.arange(3)
+    draws = 6_000
+    counts = np.zeros(3)
+    mean_probabilities = np.zeros(3)
+    for seed in range(draws):
+        choice = policy.select(state, arms, 1, np.random.default_rng(seed))[0]
+        # The same seed replays the slate's posterior samples (drawn before the slot draw).
+        _, probabilities = policy._slate_rule(state, arms, np.random.default_rng(seed))(arms)
+        assert choice.propensity == probabilities[choice.arm]  # exact, given the samples
+        counts[choice.arm] += 1
+        mean_probabilities += probabilities / draws
+    margin = 4 * np.sqrt(exact * (1 - exact) / draws)
+    # Picking one of K posterior samples uniformly is Thompson sampling: both the draws and
+    # the average conditional probability match P(arm is the argmax of one posterior draw).
+    assert np.all(np.abs(counts / draws - exact) < margin), (counts / draws, exact)
+    assert np.all(np.abs(mean_probabilities - exact) < margin), (mean_probabilities, exact)
+
+
+# --- state checks specific to the count / reward-sum bookkeeping --------------------------
+
+
+@pytest.mark.parametrize(
+    ("counts", "sums", "n_updates", "match"),
+    [
+        ([-1.0, 2.0], [0.0, 1.0], 1, r"need 0 <= reward_sums <= counts"),
+        ([1.0, 1.0], [0.5, 1.5], 2, r"need 0 <= reward_sums <= counts"),
+        ([1.0, 1.0], [-0.5, 1.0], 2, r"need 0 <= reward_sums <= counts"),
+        ([1.0, 1.0], [0.5, 1.0], 3, r"counts sum to 2.0, n_updates=3"),
+        ([np.inf, 1.0], [0.5, 1.0], 3, r"non-finite"),
+    ],
+)
+def test_load_state_rejects_states_no_updates_produce(
+    counts: list[float], sums: list[float], n_updates: int, match: str
+) -> None:
+    for name in ALGORITHMS:
+        policy = make_policy(ALGORITHMS[name](), n_arms=2)
+        state = PolicyState({"counts": np.array(counts), "reward_sums": np.array(sums)}, n_updates)
+        with pytest.raises(ValueError, match=f"corrupt {name} policy state: {match}"):
+            policy.load_state(policy.dump_state(state))
+
+
+def test_policy_state_equality_is_bitwise() -> None:
+    state = PolicyState({"counts": np.array([1.0, 0.0])}, 1)
+    assert state == state.copy()
+    assert state != PolicyState({"counts": np.array([1.0, -0.0])}, 1)
+    assert state != PolicyState({"counts": np.array([1.0, 0.0])}, 2)
+    assert state != PolicyState({"counts": np.array([1, 0])}, 1)
+    assert state != "state"

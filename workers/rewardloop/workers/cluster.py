@@ -1,0 +1,59 @@
+"""Hosting the shards as Ray actors.
+
+Each shard is a named async actor that Ray restarts after a crash (`max_restarts=-1`);
+a restarted shard starts empty and rebuilds each user from Redis on first touch, so a
+crash loses nothing that was acknowledged. Calls in flight when a shard dies fail (the
+front answers UNAVAILABLE) instead of being retried by Ray, because only the caller
+knows whether to retry; Feedback retries are safe thanks to event ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from rewardloop.workers.config import ServiceConfig
+from rewardloop.workers.observability import configure_tracing
+from rewardloop.workers.shard import ShardCore
+
+NAMESPACE = "rewardloop"
+
+
+class HostedShard(ShardCore):
+    def __init__(self, config: ServiceConfig, redis_url: str, shard_index: int, traces: str = ""):
+        configure_tracing(traces, service_name=f"rewardloop-shard-{shard_index}")
+        super().__init__(config, redis_url, shard_index)
+
+
+ShardActor: Any = ray.remote(HostedShard)
+
+
+def start_shards(
+    config: ServiceConfig, redis_url: str, traces: str = "", name_prefix: str = "shard"
+) -> list[Any]:
+    """Create (or reuse, by name) the shard actors and wait until each answers."""
+    actors = [
+        ShardActor.options(
+            name=f"{name_prefix}-{k}",
+            namespace=NAMESPACE,
+            get_if_exists=True,
+            max_restarts=-1,
+            max_task_retries=0,
+            # Async actor: concurrent batches interleave on one event loop at awaits.
+            max_concurrency=1000,
+            # Shards are mostly waiting on Redis and the network: do not reserve a core each.
+            num_cpus=0,
+        ).remote(config, redis_url, k, traces)
+        for k in range(config.shards)
+    ]
+    ray.get([a.ready.remote() for a in actors], timeout=120)
+    return actors
+
+
+def stop_shards(actors: list[Any], flush: bool = True, timeout: float = 30.0) -> None:
+    """Flush snapshots (graceful) and end the actors for good."""
+    if flush:
+        ray.get([a.flush.remote() for a in actors], timeout=timeout)
+    for actor in actors:
+        ray.kill(actor, no_restart=True)

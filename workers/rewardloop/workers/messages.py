@@ -1,0 +1,63 @@
+"""What the gRPC front sends to a shard and gets back: plain, picklable values.
+
+The front has validated every field before a call leaves it; a shard only rejects what
+it alone can judge (an unknown decision, an item the decision did not show).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A caller's mistake found by the shard, with the gRPC status name to return."""
+
+    code: str  # "INVALID_ARGUMENT" | "NOT_FOUND"
+    message: str
+
+
+@dataclass(frozen=True)
+class RecommendCall:
+    pseudonym: str
+    surface: str
+    n: int
+    candidates: tuple[str, ...] = ()
+    context: dict[str, float | str] = field(default_factory=dict)
+    trace: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChosenItem:
+    item_id: str
+    score: float
+    propensity: float
+    slot: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision_id: str
+    items: tuple[ChosenItem, ...]
+    policy: str
+    model_version: str
+
+
+@dataclass(frozen=True)
+class FeedbackCall:
+    pseudonym: str
+    event_id: str
+    item_id: str
+    signal: int
+    value: float
+    reward: float
+    occurred_at_ms: int
+    decision_id: str = ""
+    surface: str = ""
+    trace: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    duplicate: bool
+    reward: float

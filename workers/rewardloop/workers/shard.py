@@ -1,0 +1,322 @@
+"""The shard: sole owner of the state of the users hashed to it.
+
+Each user's policy states live here in memory, rebuilt from Redis on first touch
+(snapshot + feedback-log replay). Feedback is made durable in Redis *before* it is
+applied and acknowledged; decisions and snapshots are written behind, off the request
+path. `ShardCore` is plain asyncio code, testable without Ray; `workers.cluster` hosts
+it as a Ray actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from opentelemetry import propagate, trace
+from redis.exceptions import RedisError
+
+from rewardloop.workers.config import ServiceConfig, SurfaceConfig
+from rewardloop.workers.messages import (
+    ChosenItem,
+    Decision,
+    FeedbackCall,
+    RecommendCall,
+    Recorded,
+    Rejected,
+)
+from rewardloop.workers.policies import Policy, make_policy
+from rewardloop.workers.store import DecisionRecord, FeedbackRecord, Store
+from rewardloop.workers.user_state import (
+    LoggedReward,
+    UserState,
+    encode_snapshot,
+    replay,
+    replay_start,
+    restore_from_snapshot,
+)
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("rewardloop.workers.shard")
+
+# Users kept in memory per shard; the least recently used beyond it are dropped (their
+# state is in Redis, a later request rebuilds it).
+MAX_CACHED_USERS = 200_000
+# Recent decisions kept in memory for feedback joins before Redis is asked.
+MAX_RECENT_DECISIONS = 100_000
+WRITE_BACK_RETRY_SECONDS = 0.5
+
+
+class ShardCore:
+    def __init__(self, config: ServiceConfig, redis_url: str, shard_index: int = 0):
+        self.config = config
+        self.shard_index = shard_index
+        # Tells one incarnation of the shard from the next (Ray restarts it after a crash).
+        self.incarnation = uuid.uuid4().hex
+        self.store = Store(redis_url)
+        self.surfaces: dict[str, SurfaceConfig] = dict(config.surfaces)
+        self.policies: dict[str, Policy] = {
+            name: make_policy(s.policy_config, len(s.items)) for name, s in self.surfaces.items()
+        }
+        self._all_arms = {name: np.arange(len(s.items)) for name, s in self.surfaces.items()}
+        self._users: OrderedDict[str, UserState] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[UserState]] = {}
+        self._recent: OrderedDict[str, tuple[str, str, tuple[str, ...]]] = OrderedDict()
+        self._feedback_lock = asyncio.Lock()
+        self._pending_decisions: list[DecisionRecord] = []
+        self._pending_snapshots: dict[str, bytes] = {}
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- requests ---------------------------------------------------------------------
+
+    async def recommend(self, calls: Sequence[RecommendCall]) -> list[Decision | Rejected]:
+        users = await self._users_for({c.pseudonym for c in calls})
+        return [self._decide(c, users[c.pseudonym]) for c in calls]
+
+    async def feedback(self, calls: Sequence[FeedbackCall]) -> list[Recorded | Rejected]:
+        # One batch at a time: a user's log order and the order its state learns in
+        # must agree, or a snapshot could claim a log position it does not cover.
+        async with self._feedback_lock:
+            surfaces = await self._resolve_surfaces(calls)
+            results: list[Recorded | Rejected | None] = [None] * len(calls)
+            accepted: list[tuple[int, FeedbackRecord]] = []
+            for i, (call, surface) in enumerate(zip(calls, surfaces, strict=True)):
+                if isinstance(surface, Rejected):
+                    results[i] = surface
+                else:
+                    accepted.append((i, _feedback_record(call, surface)))
+            users = await self._users_for({r.pseudonym for _, r in accepted})
+            try:
+                stream_ids = await self.store.record_feedback([r for _, r in accepted])
+            except RedisError:
+                # Some events may be durable without being applied: rebuild these users
+                # from Redis on next touch rather than trust memory.
+                for pseudonym in users:
+                    self._users.pop(pseudonym, None)
+                raise
+            for (i, record), stream_id in zip(accepted, stream_ids, strict=True):
+                if stream_id is not None:
+                    self._learn(users[record.pseudonym], record, stream_id)
+                results[i] = Recorded(duplicate=stream_id is None, reward=record.reward)
+            self._schedule_write_back()
+        return [r for r in results if r is not None]
+
+    async def user_state(self, pseudonym: str) -> dict[str, dict[str, Any]]:
+        """The user's learned arrays per surface (for tests, export and debugging)."""
+        state = (await self._users_for({pseudonym}))[pseudonym]
+        return {
+            name: {"n_updates": s.n_updates, **{k: v.tolist() for k, v in s.arrays.items()}}
+            for name, s in state.policies.items()
+        }
+
+    async def ready(self) -> tuple[int, str]:
+        await self.store.redis.ping()
+        return self.shard_index, self.incarnation
+
+    async def flush(self) -> None:
+        """Snapshot every user with unsnapshotted rewards and finish all writes behind."""
+        for state in self._users.values():
+            if state.since_snapshot or state.dirty:
+                self._queue_snapshot(state)
+        self._schedule_write_back()
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
+
+    # -- decisions --------------------------------------------------------------------
+
+    def _decide(self, call: RecommendCall, state: UserState) -> Decision:
+        parent = propagate.extract(call.trace) if call.trace else None
+        with tracer.start_as_current_span(
+            "shard.recommend",
+            context=parent,
+            attributes={"rewardloop.user": call.pseudonym, "rewardloop.surface": call.surface},
+        ):
+            surface = self.surfaces[call.surface]
+            policy = self.policies[call.surface]
+            policy_state = state.policies[call.surface]
+            if call.candidates:
+                available = np.fromiter((surface.index[c] for c in call.candidates), dtype=np.int64)
+            else:
+                available = self._all_arms[call.surface]
+            choices = policy.select(policy_state, available, call.n, state.rng)
+            decision = Decision(
+                decision_id=uuid.uuid4().hex,
+                items=tuple(
+                    ChosenItem(surface.items[c.arm], float(c.score), float(c.propensity), c.slot)
+                    for c in choices
+                ),
+                policy=surface.policy_config.name,
+                model_version=f"{surface.fingerprint}.{policy_state.n_updates}",
+            )
+        item_ids = tuple(i.item_id for i in decision.items)
+        self._remember(decision.decision_id, (call.pseudonym, call.surface, item_ids))
+        self._pending_decisions.append(
+            DecisionRecord(
+                pseudonym=call.pseudonym,
+                decision_id=decision.decision_id,
+                surface=call.surface,
+                items=item_ids,
+                propensities=tuple(i.propensity for i in decision.items),
+                policy=decision.policy,
+                model_version=decision.model_version,
+                decided_at_ms=int(time.time() * 1000),
+            )
+        )
+        self._schedule_write_back()
+        return decision
+
+    def _remember(self, decision_id: str, entry: tuple[str, str, tuple[str, ...]]) -> None:
+        self._recent[decision_id] = entry
+        if len(self._recent) > MAX_RECENT_DECISIONS:
+            self._recent.popitem(last=False)
+
+    # -- feedback ---------------------------------------------------------------------
+
+    async def _resolve_surfaces(self, calls: Sequence[FeedbackCall]) -> list[str | Rejected]:
+        """Each event's surface, from its decision when it names one."""
+        decisions: dict[int, tuple[str, tuple[str, ...]] | None] = {}
+        lookups = []
+        for i, c in enumerate(calls):
+            if not c.decision_id:
+                continue
+            recent = self._recent.get(c.decision_id)
+            if recent is not None and recent[0] == c.pseudonym:
+                decisions[i] = (recent[1], recent[2])
+            else:
+                lookups.append(i)
+        if lookups:
+            found = await self.store.find_decisions(
+                [(calls[i].pseudonym, calls[i].decision_id) for i in lookups]
+            )
+            for i, record in zip(lookups, found, strict=True):
+                decisions[i] = None if record is None else (record["s"], tuple(record["i"]))
+        return [self._check_feedback(c, decisions.get(i), bool(c.decision_id)) for i, c in enumerate(calls)]
+
+    def _check_feedback(
+        self, call: FeedbackCall, decision: tuple[str, tuple[str, ...]] | None, names_decision: bool
+    ) -> str | Rejected:
+        if decision is None:
+            if names_decision and not call.surface:
+                return Rejected(
+                    "NOT_FOUND", f"decision_id {call.decision_id!r} is not a decision of this user"
+                )
+            surface_name = call.surface
+        else:
+            surface_name, items = decision
+            if call.surface and call.surface != surface_name:
+                return Rejected(
+                    "INVALID_ARGUMENT",
+                    f"surface {call.surface!r} does not match the decision's surface {surface_name!r}",
+                )
+            if call.item_id not in items:
+                return Rejected(
+                    "INVALID_ARGUMENT", f"item_id {call.item_id!r} was not among the decision's items"
+                )
+        surface = self.surfaces.get(surface_name)
+        if surface is None:
+            return Rejected("NOT_FOUND", f"surface {surface_name!r} is not configured")
+        if call.item_id not in surface.index:
+            return Rejected(
+                "INVALID_ARGUMENT", f"item_id {call.item_id!r} is not in surface {surface_name!r}"
+            )
+        return surface_name
+
+    def _learn(self, state: UserState, record: FeedbackRecord, stream_id: str) -> None:
+        state.learn(
+            self.policies,
+            self.surfaces,
+            LoggedReward(stream_id, record.surface, record.item_id, record.reward),
+        )
+        state.last_id = stream_id
+        state.since_snapshot += 1
+        if state.since_snapshot >= self.config.snapshot_every:
+            self._queue_snapshot(state)
+
+    # -- users ------------------------------------------------------------------------
+
+    async def _users_for(self, pseudonyms: set[str]) -> dict[str, UserState]:
+        found: dict[str, UserState] = {}
+        missing = []
+        for p in pseudonyms:
+            state = self._users.get(p)
+            if state is None:
+                missing.append(p)
+            else:
+                self._users.move_to_end(p)
+                found[p] = state
+        if missing:
+            loaded = await asyncio.gather(*(self._load(p) for p in missing))
+            found.update(zip(missing, loaded, strict=True))
+        return found
+
+    async def _load(self, pseudonym: str) -> UserState:
+        pending = self._loading.get(pseudonym)
+        if pending is not None:
+            return await pending
+        future: asyncio.Future[UserState] = asyncio.get_running_loop().create_future()
+        self._loading[pseudonym] = future
+        try:
+            blob = await self.store.load_snapshot(pseudonym)
+            state = restore_from_snapshot(blob, pseudonym, self.policies, self.surfaces, self.config.seed)
+            rewards = [r async for r in self.store.logged_rewards(pseudonym, replay_start(state))]
+            replay(state, rewards, self.policies, self.surfaces)
+            state.since_snapshot = len(rewards)
+            self._users[pseudonym] = state
+            if len(self._users) > MAX_CACHED_USERS:
+                _, evicted = self._users.popitem(last=False)
+                if evicted.since_snapshot:
+                    self._queue_snapshot(evicted)
+            future.set_result(state)
+            return state
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters get it, nobody else must
+            raise
+        finally:
+            del self._loading[pseudonym]
+
+    # -- writes behind ----------------------------------------------------------------
+
+    def _queue_snapshot(self, state: UserState) -> None:
+        self._pending_snapshots[state.pseudonym] = encode_snapshot(state, self.policies, self.surfaces)
+        state.since_snapshot = 0
+        state.dirty = False
+
+    def _schedule_write_back(self) -> None:
+        if self._writer is None and (self._pending_decisions or self._pending_snapshots):
+            self._writer = asyncio.get_running_loop().create_task(self._write_back())
+
+    async def _write_back(self) -> None:
+        try:
+            while self._pending_decisions or self._pending_snapshots:
+                decisions, self._pending_decisions = self._pending_decisions, []
+                snapshots, self._pending_snapshots = self._pending_snapshots, {}
+                try:
+                    await self.store.write_back(decisions, snapshots)
+                except RedisError as exc:
+                    log.warning("shard %d: write-back failed, retrying: %s", self.shard_index, exc)
+                    self._pending_decisions[:0] = decisions
+                    # A newer snapshot queued meanwhile supersedes the failed one.
+                    self._pending_snapshots = {**snapshots, **self._pending_snapshots}
+                    await asyncio.sleep(WRITE_BACK_RETRY_SECONDS)
+        finally:
+            self._writer = None
+
+
+def _feedback_record(call: FeedbackCall, surface: str) -> FeedbackRecord:
+    return FeedbackRecord(
+        pseudonym=call.pseudonym,
+        event_id=call.event_id,
+        surface=surface,
+        item_id=call.item_id,
+        reward=call.reward,
+        signal=call.signal,
+        value=call.value,
+        occurred_at_ms=call.occurred_at_ms,
+        decision_id=call.decision_id,
+    )

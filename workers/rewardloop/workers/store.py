@@ -1,0 +1,134 @@
+"""Redis access for the shard actors: the durable side of every user's state.
+
+Writes that acknowledge feedback go through one Lua script per event (idempotency
+marker + log append, atomically), pipelined so a whole batch costs one round trip.
+Keys follow `keys.UserKeys`; every script touches the keys of one user only, so the
+same calls work on a Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from rewardloop.workers.keys import UserKeys
+from rewardloop.workers.user_state import LoggedReward
+
+# Idempotency window for event ids: a retry within it is counted once.
+DEDUP_TTL_SECONDS = 7 * 24 * 3600
+# Decisions kept per user in the capped decision log, and the join index's lifetime.
+DECISION_LOG_LENGTH = 1000
+DECISION_INDEX_TTL_SECONDS = 30 * 24 * 3600
+REPLAY_PAGE = 1000
+
+_RECORD_EVENT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
+return id
+"""
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    """What the feedback log keeps of one accepted event."""
+
+    pseudonym: str
+    event_id: str
+    surface: str
+    item_id: str
+    reward: float
+    signal: int
+    value: float
+    occurred_at_ms: int
+    decision_id: str
+
+    def fields(self) -> list[str]:
+        return [
+            "e", self.event_id, "s", self.surface, "i", self.item_id, "r", repr(self.reward),
+            "g", str(self.signal), "v", repr(self.value), "t", str(self.occurred_at_ms),
+            "d", self.decision_id,
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    pseudonym: str
+    decision_id: str
+    surface: str
+    items: tuple[str, ...]
+    propensities: tuple[float, ...]
+    policy: str
+    model_version: str
+    decided_at_ms: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "d": self.decision_id, "s": self.surface, "i": self.items, "p": self.propensities,
+                "a": self.policy, "v": self.model_version, "t": self.decided_at_ms,
+            },
+            separators=(",", ":"),
+        )  # fmt: skip
+
+
+class Store:
+    def __init__(self, url: str):
+        self.redis = aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+        self._record_event = self.redis.register_script(_RECORD_EVENT)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def record_feedback(self, records: Sequence[FeedbackRecord]) -> list[str | None]:
+        """Make events durable; the stream id of each, or None for an already-seen event id."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for r in records:
+                keys = UserKeys(r.pseudonym)
+                await self._record_event(
+                    keys=[keys.event(r.event_id), keys.feedback_log],
+                    args=[DEDUP_TTL_SECONDS, *r.fields()],
+                    client=pipe,
+                )
+            results = await pipe.execute()
+        return [None if res is None else res.decode() for res in results]
+
+    async def load_snapshot(self, pseudonym: str) -> bytes | None:
+        blob: Any = await self.redis.get(UserKeys(pseudonym).snapshot)
+        return None if blob is None else bytes(blob)
+
+    async def logged_rewards(self, pseudonym: str, start: str) -> AsyncIterator[LoggedReward]:
+        """Feedback-log entries from `start` (an XRANGE bound) to the end, paged."""
+        key = UserKeys(pseudonym).feedback_log
+        while True:
+            page: Any = await self.redis.xrange(key, min=start, max="+", count=REPLAY_PAGE)
+            for raw_id, f in page:
+                yield LoggedReward(raw_id.decode(), f[b"s"].decode(), f[b"i"].decode(), float(f[b"r"]))
+            if len(page) < REPLAY_PAGE:
+                return
+            start = "(" + page[-1][0].decode()
+
+    async def find_decisions(self, lookups: Sequence[tuple[str, str]]) -> list[dict[str, Any] | None]:
+        """Decision records for (pseudonym, decision_id) pairs; None where unknown."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pseudonym, decision_id in lookups:
+                pipe.hget(UserKeys(pseudonym).decision_index, decision_id)
+            raw = await pipe.execute()
+        return [None if r is None else json.loads(r) for r in raw]
+
+    async def write_back(self, decisions: Sequence[DecisionRecord], snapshots: dict[str, bytes]) -> None:
+        """Background writes: decision log + join index, and snapshots, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for d in decisions:
+                keys = UserKeys(d.pseudonym)
+                record = d.to_json()
+                pipe.xadd(keys.decision_log, {"j": record}, maxlen=DECISION_LOG_LENGTH, approximate=True)
+                pipe.hset(keys.decision_index, d.decision_id, record)
+                pipe.expire(keys.decision_index, DECISION_INDEX_TTL_SECONDS)
+            for pseudonym, blob in snapshots.items():
+                pipe.set(UserKeys(pseudonym).snapshot, blob)
+            await pipe.execute()
