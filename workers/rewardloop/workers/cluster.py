@@ -9,6 +9,7 @@ knows whether to retry; Feedback retries are safe thanks to event ids.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import ray
@@ -18,6 +19,7 @@ from rewardloop.workers.observability import configure_tracing
 from rewardloop.workers.shard import ShardCore
 
 NAMESPACE = "rewardloop"
+log = logging.getLogger(__name__)
 
 
 class HostedShard(ShardCore):
@@ -54,6 +56,11 @@ def start_shards(
 def stop_shards(actors: list[Any], flush: bool = True, timeout: float = 30.0) -> None:
     """Flush snapshots (graceful) and end the actors for good."""
     if flush:
-        ray.get([a.flush.remote() for a in actors], timeout=timeout)
+        try:
+            ray.get([a.flush.remote() for a in actors], timeout=timeout)
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            # Snapshots only shorten replay; the feedback log already holds every
+            # acknowledged event, so stopping without them loses nothing.
+            log.warning("shards did not flush before stopping: %s", exc)
     for actor in actors:
         ray.kill(actor, no_restart=True)

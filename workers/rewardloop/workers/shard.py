@@ -50,6 +50,10 @@ MAX_CACHED_USERS = 200_000
 # Recent decisions kept in memory for feedback joins before Redis is asked.
 MAX_RECENT_DECISIONS = 100_000
 WRITE_BACK_RETRY_SECONDS = 0.5
+# Decisions held for writing while Redis is down; beyond it the oldest are dropped (the
+# decision log is for analysis and joins; feedback naming a lost decision still joins
+# when it names its surface).
+MAX_PENDING_DECISIONS = 100_000
 
 
 class ShardCore:
@@ -301,6 +305,10 @@ class ShardCore:
                 except RedisError as exc:
                     log.warning("shard %d: write-back failed, retrying: %s", self.shard_index, exc)
                     self._pending_decisions[:0] = decisions
+                    overflow = len(self._pending_decisions) - MAX_PENDING_DECISIONS
+                    if overflow > 0:
+                        log.error("shard %d: dropping %d unwritten decisions", self.shard_index, overflow)
+                        del self._pending_decisions[:overflow]
                     # A newer snapshot queued meanwhile supersedes the failed one.
                     self._pending_snapshots = {**snapshots, **self._pending_snapshots}
                     await asyncio.sleep(WRITE_BACK_RETRY_SECONDS)
