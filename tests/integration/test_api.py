@@ -80,9 +80,7 @@ def _call_every_rpc_through_reflection(target: str) -> None:
 
 async def test_recommend_returns_decision_propensities_and_version(channel: grpc.aio.Channel) -> None:
     stub = recommender_pb2_grpc.RecommenderStub(channel)
-    reply = await stub.Recommend(
-        recommender_pb2.RecommendRequest(user_id="api-1", surface="eg", n=5), timeout=5
-    )
+    reply = await stub.Recommend(recommender_pb2.RecommendRequest(user_id="api-1", surface="eg", n=5), timeout=5)
     assert len(reply.items) == 5
     assert len({i.item_id for i in reply.items}) == 5
     assert [i.slot for i in reply.items] == [0, 1, 2, 3, 4]
@@ -150,9 +148,7 @@ RECOMMEND_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("name", "request_", "code", "field"), RECOMMEND_CASES, ids=[c[0] for c in RECOMMEND_CASES]
-)
+@pytest.mark.parametrize(("name", "request_", "code", "field"), RECOMMEND_CASES, ids=[c[0] for c in RECOMMEND_CASES])
 async def test_recommend_rejects_bad_input(
     channel: grpc.aio.Channel, name: str, request_: object, code: grpc.StatusCode, field: str
 ) -> None:
@@ -198,9 +194,7 @@ FEEDBACK_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("name", "event", "code", "field"), FEEDBACK_CASES, ids=[c[0] for c in FEEDBACK_CASES]
-)
+@pytest.mark.parametrize(("name", "event", "code", "field"), FEEDBACK_CASES, ids=[c[0] for c in FEEDBACK_CASES])
 async def test_feedback_rejects_bad_input(
     channel: grpc.aio.Channel, name: str, event: feedback_pb2.FeedbackEvent, code: grpc.StatusCode, field: str
 ) -> None:
@@ -225,9 +219,7 @@ async def test_feedback_item_must_belong_to_the_decision(channel: grpc.aio.Chann
     other = next(i for i in (f"item-{k:03d}" for k in range(30)) if i != rec.items[0].item_id)
     stub = feedback_pb2_grpc.FeedbackStub(channel)
     for fields, field in (({"item_id": other}, "item_id"), ({"surface": "ts"}, "surface")):
-        event = _fb(
-            user_id="join-1", decision_id=rec.decision_id, **{"item_id": rec.items[0].item_id, **fields}
-        )
+        event = _fb(user_id="join-1", decision_id=rec.decision_id, **{"item_id": rec.items[0].item_id, **fields})
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Record(event, timeout=5)
         assert err.value.code() == INVALID

@@ -24,9 +24,7 @@ async def own_redis_service(
     ray_cluster: None, service_config: ServiceConfig, tmp_path: Path
 ) -> AsyncIterator[tuple[Service, EmbeddedRedis]]:
     redis_server = EmbeddedRedis(tmp_path / "redis").start()
-    service = await Service(
-        service_config, redis_server.url, "127.0.0.1:0", shard_prefix="redis-down"
-    ).start()
+    service = await Service(service_config, redis_server.url, "127.0.0.1:0", shard_prefix="redis-down").start()
     yield service, redis_server
     await service.stop(grace=0.5, flush=False)
     redis_server.stop()
@@ -39,9 +37,7 @@ async def test_redis_down_is_unavailable_and_nothing_acknowledged_is_lost(
     async with AsyncClient(service.target, default_timeout=5) as client:
         rec = await client.recommend("rd-1", "ucb")
         await client.recommend("rd-cached", "ucb")
-        first = await client.record(
-            "rd-1", rec.item_ids[0], Signal.CLICK, 1.0, surface="ucb", event_id="rd-e1"
-        )
+        first = await client.record("rd-1", rec.item_ids[0], Signal.CLICK, 1.0, surface="ucb", event_id="rd-e1")
         assert not first.duplicate
 
         redis_server.stop()
@@ -57,13 +53,9 @@ async def test_redis_down_is_unavailable_and_nothing_acknowledged_is_lost(
 
         redis_server.start()  # same data directory: the AOF brings everything back
         await asyncio.sleep(0.2)
-        retried = await client.record(
-            "rd-1", rec.item_ids[0], Signal.CLICK, 1.0, surface="ucb", event_id="rd-e2"
-        )
+        retried = await client.record("rd-1", rec.item_ids[0], Signal.CLICK, 1.0, surface="ucb", event_id="rd-e2")
         assert not retried.duplicate  # the failed attempt recorded nothing
-        again = await client.record(
-            "rd-1", rec.item_ids[0], Signal.CLICK, 1.0, surface="ucb", event_id="rd-e1"
-        )
+        again = await client.record("rd-1", rec.item_ids[0], Signal.CLICK, 1.0, surface="ucb", event_id="rd-e1")
         assert again.duplicate  # the one acknowledged before the outage survived it
     assert service.router is not None
     state = await service.router.user_state(pseudonymize("rd-1", service_config.pseudonym_key.encode()))
@@ -86,9 +78,7 @@ async def test_bearer_tokens_guard_the_api_but_not_health(
         async with AsyncClient(service.target, metadata={"authorization": "Bearer s3cret"}) as allowed:
             assert len((await allowed.recommend("auth-1", "ucb")).items) == 1
         async with grpc.aio.insecure_channel(service.target) as channel:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=5
-            )
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         await service.stop(grace=0.5)

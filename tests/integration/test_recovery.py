@@ -133,9 +133,7 @@ async def assert_state_matches(service: Service, producer: Producer, config: Ser
         assert learned["n_updates"] == sum(counts.values())
 
 
-async def test_killed_shard_loses_no_acknowledged_feedback(
-    service: Service, service_config: ServiceConfig
-) -> None:
+async def test_killed_shard_loses_no_acknowledged_feedback(service: Service, service_config: ServiceConfig) -> None:
     producer = Producer(service.target, "kill")
     traffic = asyncio.create_task(producer.run())
     for victim in (0, 1, 0):
@@ -166,9 +164,7 @@ async def test_whole_service_restart_loses_no_acknowledged_feedback(
     # A crash as far as Redis can tell: no final snapshot, in-flight calls cut off.
     await first.stop(grace=0, flush=False)
     acked_before_restart = len(producer.acked)
-    second = await Service(
-        service_config, redis_server.url, f"127.0.0.1:{port}", shard_prefix="restart-b"
-    ).start()
+    second = await Service(service_config, redis_server.url, f"127.0.0.1:{port}", shard_prefix="restart-b").start()
     try:
         await asyncio.sleep(2.0)
         producer.stop()

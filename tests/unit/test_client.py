@@ -296,9 +296,7 @@ def test_record_defaults(client: Client, fake: FakeRewardloop) -> None:
         (Signal.CLICK, feedback_pb2.SIGNAL_CLICK),
     ],
 )
-def test_signal_by_name_or_enum(
-    client: Client, fake: FakeRewardloop, signal: Signal | str, expected: int
-) -> None:
+def test_signal_by_name_or_enum(client: Client, fake: FakeRewardloop, signal: Signal | str, expected: int) -> None:
     client.record("user-1", "a", signal, surface="home_feed")
 
     assert fake.attempts[0].request.signal == expected
@@ -520,9 +518,7 @@ def test_sync_metadata_is_sent_on_every_call(target: str, fake: FakeRewardloop) 
 
 
 async def test_async_metadata_is_sent_on_every_call(target: str, fake: FakeRewardloop) -> None:
-    async with AsyncClient(
-        target, metadata=[("authorization", "Bearer t0k"), ("x-team", "search")]
-    ) as client:
+    async with AsyncClient(target, metadata=[("authorization", "Bearer t0k"), ("x-team", "search")]) as client:
         await client.recommend("user-1", "home_feed")
         await client.record("user-1", "a", "click", surface="home_feed")
         await client.record_batch([FeedbackEvent("user-1", "a", "click", surface="home_feed")])

@@ -1,14 +1,18 @@
 """Checks every registered policy must pass (River's `checks/` habit).
 
-Parametrized over ALGORITHMS: registering a new algorithm runs all of these on it.
+Parametrized over ALGORITHMS: registering a new algorithm runs all of these on it. Every
+policy is built with ``context_dim=5`` and arm features and fed random contexts and
+propensities, which the context-free ones (and all but EXP3) ignore.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import struct
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -24,7 +28,26 @@ from rewardloop.workers.policies import (
 )
 
 N_ARMS = 10
+CONTEXT_DIM = 5
 NAMES = sorted(ALGORITHMS)
+
+
+def build(config: PolicyConfig, n_arms: int = N_ARMS) -> Policy:
+    """``config``'s policy with everything any algorithm needs: a context size and arm features.
+
+    The features are a constant and two small ones, as item features should be for hybrid
+    LinUCB (see hybrid_linucb.py).
+    """
+    small = 0.3 * np.random.default_rng(n_arms).normal(size=(n_arms, 2))
+    features = np.column_stack((np.ones(n_arms), small))
+    return make_policy(config, n_arms, context_dim=CONTEXT_DIM, arm_features=features)
+
+
+CONTEXTUAL = [name for name in NAMES if build(ALGORITHMS[name]()).contextual]
+CONTEXT_FREE = [name for name in NAMES if name not in CONTEXTUAL]
+NEEDS_PROPENSITY = [name for name in NAMES if build(ALGORITHMS[name]()).needs_propensity]
+# The others obey merge and combine laws: test_policy_priors.py.
+NO_PRIOR = [name for name in NAMES if not build(ALGORITHMS[name]()).supports_prior]
 
 
 @pytest.fixture(params=NAMES)
@@ -34,21 +57,43 @@ def name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def policy(name: str) -> Policy:
-    return make_policy(ALGORITHMS[name](), n_arms=N_ARMS)
+    return build(ALGORITHMS[name]())
 
 
-def feedback(seed: int, steps: int) -> list[tuple[int, float]]:
-    """A seeded (arm, reward) log with fractional rewards; arm 9 is never played."""
+class Event(NamedTuple):
+    arm: int
+    reward: float
+    context: np.ndarray
+    propensity: float
+
+
+def context(seed: int) -> np.ndarray:
+    """A context vector: a bias term, then standard normal features."""
+    return np.concatenate(([1.0], np.random.default_rng(seed).normal(size=CONTEXT_DIM - 1)))
+
+
+def feedback(seed: int, steps: int) -> list[Event]:
+    """A seeded log with fractional rewards, contexts and propensities; arm 9 is never played."""
     rng = np.random.default_rng(seed)
     return [
-        (int(rng.integers(N_ARMS - 1)), float(rng.choice([0.0, 1.0, rng.random()]))) for _ in range(steps)
+        Event(
+            int(rng.integers(N_ARMS - 1)),
+            float(rng.choice([0.0, 1.0, rng.random()])),
+            np.concatenate(([1.0], rng.normal(size=CONTEXT_DIM - 1))),
+            float(rng.uniform(0.05, 1.0)),
+        )
+        for _ in range(steps)
     ]
+
+
+def learn(policy: Policy, state: PolicyState, event: Event) -> None:
+    policy.update(state, event.arm, event.reward, context=event.context, propensity=event.propensity)
 
 
 def trained(policy: Policy, seed: int = 0, steps: int = 200) -> PolicyState:
     state = policy.new_state()
-    for arm, reward in feedback(seed, steps):
-        policy.update(state, arm, reward)
+    for event in feedback(seed, steps):
+        learn(policy, state, event)
     return state
 
 
@@ -59,19 +104,27 @@ def states(policy: Policy) -> list[PolicyState]:
 # --- learned state -------------------------------------------------------------------------
 
 
-def test_new_state_is_empty_float64(policy: Policy) -> None:
+def test_new_state_is_empty(policy: Policy) -> None:
     state = policy.new_state()
     assert state.n_updates == 0
     assert state.arrays
     for array in state.arrays.values():
-        assert array.dtype == np.float64
+        assert array.dtype in (np.float64, np.int64)  # int64: sliding-window UCB's ring of arms
         assert not array.any()
+
+
+def test_capabilities_are_class_level_flags(policy: Policy) -> None:
+    for flag in ("contextual", "supports_prior", "needs_propensity"):
+        assert type(getattr(type(policy), flag)) is bool, flag
+    assert policy.context_dim == (CONTEXT_DIM if policy.contextual else 0)
 
 
 def test_update_counts_updates_and_changes_state(policy: Policy) -> None:
     state = policy.new_state()
-    policy.update(state, 3, 0.7)
-    policy.update(state, np.int64(3), np.float64(0.2))  # type: ignore[arg-type]
+    x = context(0)
+    policy.update(state, 3, 0.7, context=x, propensity=0.5)
+    arm, reward, propensity = np.int64(3), np.float64(0.2), np.float64(0.5)
+    policy.update(state, arm, reward, context=x.tolist(), propensity=propensity)  # type: ignore[arg-type]
     assert state.n_updates == 2
     assert state != policy.new_state()
 
@@ -80,10 +133,10 @@ def test_replay_is_bit_identical(policy: Policy) -> None:
     snapshot = trained(policy, seed=2)
     log = feedback(seed=3, steps=500)
     first, second = snapshot.copy(), snapshot.copy()
-    for arm, reward in log:
-        policy.update(first, arm, reward)
-    for arm, reward in log:
-        policy.update(second, arm, reward)
+    for event in log:
+        learn(policy, first, event)
+    for event in log:
+        learn(policy, second, event)
     assert first == second
     assert policy.dump_state(first) == policy.dump_state(second)
     assert snapshot == trained(policy, seed=2), "copy() must not share arrays"
@@ -106,7 +159,7 @@ def test_update_rejects_bad_input_without_changing_state(
     state = trained(policy)
     before = state.copy()
     with pytest.raises(error, match=match):
-        policy.update(state, arm, reward)  # type: ignore[arg-type]
+        policy.update(state, arm, reward, context=context(0), propensity=0.5)  # type: ignore[arg-type]
     assert state == before
 
 
@@ -119,11 +172,12 @@ def test_state_round_trips_through_bytes_and_continues_identically(policy: Polic
         loaded = policy.load_state(blob)
         assert loaded == state
         assert policy.dump_state(loaded) == blob
-        for arm, reward in feedback(seed=4, steps=50):
-            policy.update(state, arm, reward)
-            policy.update(loaded, arm, reward)
-            original = policy.select(state, np.arange(N_ARMS), 3, np.random.default_rng(arm))
-            restored = policy.select(loaded, np.arange(N_ARMS), 3, np.random.default_rng(arm))
+        for event in feedback(seed=4, steps=50):
+            learn(policy, state, event)
+            learn(policy, loaded, event)
+            x, arms = context(event.arm), np.arange(N_ARMS)
+            original = policy.select(state, arms, 3, np.random.default_rng(event.arm), context=x)
+            restored = policy.select(loaded, arms, 3, np.random.default_rng(event.arm), context=x)
             assert original == restored
         assert policy.dump_state(loaded) == policy.dump_state(state)
 
@@ -144,16 +198,15 @@ def test_header_names_algorithm_and_size(policy: Policy) -> None:
 
 def test_load_state_rejects_wrong_algorithm(name: str, policy: Policy) -> None:
     for other in set(ALGORITHMS) - {name}:
-        foreign = make_policy(ALGORITHMS[other](), n_arms=N_ARMS)
+        foreign = build(ALGORITHMS[other]())
         blob = foreign.dump_state(trained(foreign))
-        with pytest.raises(
-            ValueError, match=f"policy state is for algorithm '{other}', this policy is '{name}'"
-        ):
+        message = f"policy state is for algorithm '{other}', this policy is '{name}'"
+        with pytest.raises(ValueError, match=message):
             policy.load_state(blob)
 
 
 def test_load_state_rejects_wrong_n_arms(policy: Policy) -> None:
-    bigger = make_policy(policy.config, n_arms=N_ARMS + 1)
+    bigger = build(policy.config, n_arms=N_ARMS + 1)
     with pytest.raises(ValueError, match="policy state has n_arms=10, this policy has n_arms=11"):
         bigger.load_state(policy.dump_state(trained(policy)))
 
@@ -184,16 +237,17 @@ def test_load_state_rejects_every_flipped_byte(policy: Policy) -> None:
             policy.load_state(bytes(damaged))
 
 
-def test_load_state_rejects_non_finite_values(policy: Policy) -> None:
-    for name in policy.new_state().arrays:
-        state = trained(policy)
-        state.arrays[name].flat[0] = np.nan
-        with pytest.raises(ValueError, match="corrupt"):
-            policy.load_state(policy.dump_state(state))
+def test_load_state_rejects_impossible_values(policy: Policy) -> None:
+    for name, array in policy.new_state().arrays.items():
+        for bad in (np.nan, np.inf) if array.dtype.kind == "f" else (-1, N_ARMS):
+            state = trained(policy)
+            state.arrays[name].flat[0] = bad
+            with pytest.raises(ValueError, match="corrupt"):
+                policy.load_state(policy.dump_state(state))
 
 
 def test_dump_state_rejects_a_state_of_another_shape(policy: Policy) -> None:
-    other = make_policy(policy.config, n_arms=N_ARMS + 1)
+    other = build(policy.config, n_arms=N_ARMS + 1)
     with pytest.raises(ValueError, match="must be float64"):
         policy.dump_state(other.new_state())
 
@@ -206,7 +260,7 @@ def test_choices_are_well_formed(policy: Policy) -> None:
     for state in states(policy):
         for available in (np.arange(N_ARMS), np.array([7, 2, 9, 4]), np.array([5]), [3, 1, 8]):
             for n in range(1, len(available) + 1):
-                slate = policy.select(state, available, n, rng)
+                slate = policy.select(state, available, n, rng, context=context(n))
                 assert [c.slot for c in slate] == list(range(n))
                 assert len({c.arm for c in slate}) == n
                 assert {c.arm for c in slate} <= set(np.asarray(available).tolist())
@@ -221,7 +275,7 @@ def test_slot_probabilities_sum_to_one(policy: Policy) -> None:
     rng = np.random.default_rng(1)
     available = np.array([0, 3, 9, 4, 6, 1], dtype=np.intp)
     for state in states(policy):
-        rule = policy._slate_rule(state, available, rng)
+        rule = policy._slate_rule(state, available, rng, context(2) if policy.contextual else np.empty(0))
         for remaining in (np.arange(6), np.array([0, 2, 5]), np.array([4])):
             scores, probabilities = rule(remaining)
             assert scores.shape == probabilities.shape == remaining.shape
@@ -232,20 +286,34 @@ def test_slot_probabilities_sum_to_one(policy: Policy) -> None:
 def test_same_seed_same_choices(policy: Policy) -> None:
     for state in states(policy):
         for seed in range(5):
-            first = policy.select(state, np.arange(N_ARMS), 4, np.random.default_rng(seed))
-            second = policy.select(state, np.arange(N_ARMS), 4, np.random.default_rng(seed))
+            x = context(seed)
+            first = policy.select(state, np.arange(N_ARMS), 4, np.random.default_rng(seed), context=x)
+            second = policy.select(state, np.arange(N_ARMS), 4, np.random.default_rng(seed), context=x)
             assert first == second
 
 
-def test_select_mutates_neither_state_nor_available(policy: Policy) -> None:
+def read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False  # any write raises
+    return array
+
+
+def test_select_mutates_neither_state_nor_available_nor_context(policy: Policy) -> None:
     state = trained(policy)
     before = policy.dump_state(state)
-    available = np.array([8, 1, 5, 3, 0])
-    available.flags.writeable = False  # any write raises
+    available = read_only(np.array([8, 1, 5, 3, 0]))
+    x = read_only(context(0))
     for seed in range(5):
-        policy.select(state, available, 5, np.random.default_rng(seed))
+        policy.select(state, available, 5, np.random.default_rng(seed), context=x)
     assert available.tolist() == [8, 1, 5, 3, 0]
+    assert x.tolist() == context(0).tolist()
     assert policy.dump_state(state) == before
+
+
+def test_update_does_not_mutate_the_context(policy: Policy) -> None:
+    state = trained(policy)
+    x = read_only(context(1))
+    policy.update(state, 2, 0.5, context=x, propensity=0.25)
+    assert x.tolist() == context(1).tolist()
 
 
 def test_library_uses_only_the_passed_rng(policy: Policy) -> None:
@@ -253,7 +321,7 @@ def test_library_uses_only_the_passed_rng(policy: Policy) -> None:
     random.seed(0)
     numpy_before, python_before = np.random.get_state(), random.getstate()
     state = trained(policy)
-    policy.select(state, np.arange(N_ARMS), 5, np.random.default_rng(0))
+    policy.select(state, np.arange(N_ARMS), 5, np.random.default_rng(0), context=context(0))
     policy.dump_state(state)
     after = np.random.get_state()
     assert all(np.array_equal(a, b) for a, b in zip(numpy_before, after, strict=True))
@@ -263,7 +331,8 @@ def test_library_uses_only_the_passed_rng(policy: Policy) -> None:
 @pytest.mark.parametrize("n", [0, -1, 5, 1.0, True, None])
 def test_n_must_be_between_one_and_available(policy: Policy, n: object) -> None:
     with pytest.raises(ValueError, match=r"n must be an integer in \[1, 4\]"):
-        policy.select(policy.new_state(), np.arange(4), n, np.random.default_rng(0))  # type: ignore[arg-type]
+        rng = np.random.default_rng(0)
+        policy.select(policy.new_state(), np.arange(4), n, rng, context=context(0))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -279,7 +348,108 @@ def test_n_must_be_between_one_and_available(policy: Policy, n: object) -> None:
 )
 def test_available_must_be_distinct_valid_arms(policy: Policy, available: np.ndarray, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        policy.select(policy.new_state(), available, 1, np.random.default_rng(0))
+        policy.select(policy.new_state(), available, 1, np.random.default_rng(0), context=context(0))
+
+
+# --- contexts and propensities -------------------------------------------------------------
+
+BAD_CONTEXTS: list[tuple[Any, str]] = [
+    (None, r"context is required by \w+: a vector of 5 floats"),
+    (np.ones(4), r"context must have shape \(5,\), got \(4,\)"),
+    (np.ones((5, 1)), r"context must have shape \(5,\), got \(5, 1\)"),
+    (np.float64(1.0), r"context must have shape \(5,\), got \(\)"),
+    (np.array([1.0, 0.0, np.nan, 0.0, 0.0]), r"context must be finite"),
+    (np.array([1.0, 0.0, 0.0, -np.inf, 0.0]), r"context must be finite"),
+    (["1", "x", "0", "0", "0"], r"context must be a vector of 5 floats"),
+]
+
+
+@pytest.mark.parametrize("name", CONTEXTUAL)
+@pytest.mark.parametrize(("bad", "match"), BAD_CONTEXTS)
+def test_contextual_policies_reject_bad_contexts(name: str, bad: Any, match: str) -> None:
+    policy = build(ALGORITHMS[name]())
+    state = trained(policy)
+    before = state.copy()
+    with pytest.raises(ValueError, match=match):
+        policy.update(state, 1, 0.5, context=bad)
+    assert state == before
+    with pytest.raises(ValueError, match=match):
+        policy.select(state, np.arange(N_ARMS), 2, np.random.default_rng(0), context=bad)
+
+
+@pytest.mark.parametrize("name", CONTEXTUAL)
+@pytest.mark.parametrize("context_dim", [0, None])
+def test_contextual_policies_need_a_context_dim(name: str, context_dim: int | None) -> None:
+    features = np.ones((N_ARMS, 2))
+    with pytest.raises(ValueError, match=f"{name} is contextual: context_dim must be >= 1, got 0"):
+        if context_dim is None:
+            make_policy(ALGORITHMS[name](), N_ARMS, arm_features=features)
+        else:
+            make_policy(ALGORITHMS[name](), N_ARMS, context_dim=context_dim, arm_features=features)
+
+
+@pytest.mark.parametrize("context_dim", [-1, 1.5, True, "3"])
+def test_make_policy_validates_context_dim(name: str, context_dim: object) -> None:
+    with pytest.raises(ValueError, match="context_dim must be a non-negative integer"):
+        make_policy(ALGORITHMS[name](), N_ARMS, context_dim, np.ones((N_ARMS, 2)))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", CONTEXT_FREE)
+def test_context_free_policies_ignore_context_and_its_size(name: str) -> None:
+    plain, with_context = make_policy(ALGORITHMS[name](), N_ARMS), build(ALGORITHMS[name]())
+    assert plain.context_dim == with_context.context_dim == 0
+    first, second = plain.new_state(), with_context.new_state()
+    for event in feedback(seed=5, steps=100):
+        plain.update(first, event.arm, event.reward, propensity=event.propensity)
+        junk = np.array([np.nan])
+        with_context.update(second, event.arm, event.reward, context=junk, propensity=event.propensity)
+    assert first == second
+    for seed in range(5):
+        without = plain.select(first, np.arange(N_ARMS), 3, np.random.default_rng(seed))
+        ignored = with_context.select(second, np.arange(N_ARMS), 3, np.random.default_rng(seed), context="x")
+        assert without == ignored
+
+
+@pytest.mark.parametrize("name", NEEDS_PROPENSITY)
+@pytest.mark.parametrize(
+    ("propensity", "match"),
+    [
+        (None, r"propensity is required by \w+"),
+        (0.0, r"propensity must be in \(0, 1\], got 0.0"),
+        (1.5, r"propensity must be in \(0, 1\], got 1.5"),
+        (math.nan, r"propensity must be in \(0, 1\], got nan"),
+    ],
+)
+def test_propensity_is_required_and_checked(name: str, propensity: float | None, match: str) -> None:
+    policy = build(ALGORITHMS[name]())
+    state = trained(policy)
+    before = state.copy()
+    with pytest.raises(ValueError, match=match):
+        policy.update(state, 1, 0.5, context=context(0), propensity=propensity)
+    assert state == before
+
+
+@pytest.mark.parametrize("name", [name for name in NAMES if name not in NEEDS_PROPENSITY])
+def test_propensity_is_ignored_unless_needed(name: str) -> None:
+    policy = build(ALGORITHMS[name]())
+    first, second = policy.new_state(), policy.new_state()
+    for event in feedback(seed=6, steps=50):
+        policy.update(first, event.arm, event.reward, context=event.context)
+        learn(policy, second, event)
+    assert first == second
+
+
+# --- priors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NO_PRIOR)
+def test_merge_and_combine_are_refused_without_prior_support(name: str) -> None:
+    policy = build(ALGORITHMS[name]())
+    state = trained(policy)
+    with pytest.raises(ValueError, match=f"{policy.name} does not support merge"):
+        policy.merge([state, state])
+    with pytest.raises(ValueError, match=f"{policy.name} does not support combine"):
+        policy.combine(state, state, 1.0)
 
 
 # --- configs -----------------------------------------------------------------------------
@@ -311,12 +481,13 @@ def test_config_round_trips_through_json(name: str) -> None:
 
 def test_make_policy_uses_the_registry(name: str) -> None:
     config = ALGORITHMS[name]()
-    policy = make_policy(config, n_arms=3)
+    policy = build(config, n_arms=3)
     assert isinstance(policy, Policy)
     assert policy.config is config and policy.n_arms == 3 and policy.name == name
+    assert repr(policy).startswith(f"{type(policy).__name__}({config!r}, n_arms=3")
 
 
 @pytest.mark.parametrize("n_arms", [0, -1, 2**32, 1.5, True, "3"])
 def test_make_policy_validates_n_arms(name: str, n_arms: object) -> None:
     with pytest.raises(ValueError, match=r"n_arms must be an integer in \[1, 2\*\*32\)"):
-        make_policy(ALGORITHMS[name](), n_arms)  # type: ignore[arg-type]
+        make_policy(ALGORITHMS[name](), n_arms, CONTEXT_DIM, np.ones((3, 2)))  # type: ignore[arg-type]

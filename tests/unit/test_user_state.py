@@ -38,9 +38,7 @@ def _policies(config: ServiceConfig) -> dict:  # type: ignore[type-arg]
 def _log(n: int, seed: int = 0) -> list[LoggedReward]:
     rng = np.random.default_rng(seed)
     return [
-        LoggedReward(
-            f"{1000 + k}-0", str(rng.choice(["a", "b"])), f"i{rng.integers(6)}", float(rng.random() < 0.4)
-        )
+        LoggedReward(f"{1000 + k}-0", str(rng.choice(["a", "b"])), f"i{rng.integers(6)}", float(rng.random() < 0.4))
         for k in range(n)
     ]
 

@@ -76,9 +76,7 @@ def recommendation_from_proto(response: recommender_pb2.RecommendResponse) -> Re
     return Recommendation(
         decision_id=response.decision_id,
         items=tuple(
-            RecommendedItem(
-                item_id=item.item_id, score=item.score, propensity=item.propensity, slot=item.slot
-            )
+            RecommendedItem(item_id=item.item_id, score=item.score, propensity=item.propensity, slot=item.slot)
             for item in response.items
         ),
         policy=response.policy,
@@ -134,9 +132,7 @@ def record_batch_request(events: Sequence[FeedbackEvent]) -> feedback_pb2.Record
     return feedback_pb2.RecordBatchRequest(events=[feedback_event_to_proto(event) for event in events])
 
 
-def feedback_result_from_record(
-    event: FeedbackEvent, response: feedback_pb2.RecordResponse
-) -> FeedbackResult:
+def feedback_result_from_record(event: FeedbackEvent, response: feedback_pb2.RecordResponse) -> FeedbackResult:
     return FeedbackResult(event_id=event.event_id, duplicate=response.duplicate, reward=response.reward)
 
 

@@ -76,9 +76,7 @@ class Client:
         Raises `NotFound` for an unknown surface, `InvalidArgument` for a malformed field.
         """
         request = _convert.recommend_request(user_id, surface, n=n, context=context, candidates=candidates)
-        return _convert.recommendation_from_proto(
-            self._unary(self._connection.stubs.recommend, request, timeout)
-        )
+        return _convert.recommendation_from_proto(self._unary(self._connection.stubs.recommend, request, timeout))
 
     def record(
         self,
@@ -104,14 +102,10 @@ class Client:
         event = _convert.feedback_event(
             user_id, item_id, signal, value, decision_id, surface, event_id=event_id, occurred_at=occurred_at
         )
-        response = self._unary(
-            self._connection.stubs.record, _convert.feedback_event_to_proto(event), timeout
-        )
+        response = self._unary(self._connection.stubs.record, _convert.feedback_event_to_proto(event), timeout)
         return _convert.feedback_result_from_record(event, response)
 
-    def record_batch(
-        self, events: Sequence[FeedbackEvent], *, timeout: float | None = None
-    ) -> list[FeedbackResult]:
+    def record_batch(self, events: Sequence[FeedbackEvent], *, timeout: float | None = None) -> list[FeedbackResult]:
         """Record up to 1000 events in one call; one result per event, in order.
 
         A rejected event is a result with `ok` False (see `FeedbackResult.error`), not an
@@ -124,9 +118,7 @@ class Client:
         response = self._unary(self._connection.stubs.record_batch, request, timeout)
         return _convert.feedback_results_from_batch(events, response)
 
-    def assign(
-        self, user_id: str, experiments: Sequence[str] = (), *, timeout: float | None = None
-    ) -> dict[str, str]:
+    def assign(self, user_id: str, experiments: Sequence[str] = (), *, timeout: float | None = None) -> dict[str, str]:
         """The user's variant per experiment (all running experiments when `experiments` is empty).
 
         A user outside an experiment's traffic share is absent from the result.

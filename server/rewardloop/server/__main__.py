@@ -31,9 +31,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--config", default=os.environ.get("REWARDLOOP_CONFIG"), help="TOML file")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
     parser.add_argument("--data-dir", default=os.environ.get("REWARDLOOP_DATA_DIR", "var"))
-    parser.add_argument(
-        "--metrics-port", type=int, default=int(os.environ.get("REWARDLOOP_METRICS_PORT", "9464"))
-    )
+    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("REWARDLOOP_METRICS_PORT", "9464")))
     parser.add_argument("--traces", default=os.environ.get("REWARDLOOP_TRACES", ""))
     return parser.parse_args()
 

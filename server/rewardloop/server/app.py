@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from rewardloop.server.admin import AdminService
 from rewardloop.server.routing import ShardRouter
 from rewardloop.server.services import (
     AssignerService,
@@ -25,6 +26,8 @@ from rewardloop.server.services import (
     TokenAuth,
 )
 from rewardloop.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     assigner_pb2,
     assigner_pb2_grpc,
     feedback_pb2,
@@ -41,12 +44,13 @@ SERVICE_NAMES = (
     recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name,
     feedback_pb2.DESCRIPTOR.services_by_name["Feedback"].full_name,
     assigner_pb2.DESCRIPTOR.services_by_name["Assigner"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
 )
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 def create_server(
-    address: str, config: ServiceConfig, router: ShardRouter, auth_tokens: Sequence[str] = ()
+    address: str, config: ServiceConfig, router: ShardRouter, redis_url: str, auth_tokens: Sequence[str] = ()
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """The gRPC server, bound but not started; port 0 picks a free port."""
     interceptors: list[grpc.aio.ServerInterceptor] = [aio_server_interceptor()]
@@ -64,6 +68,7 @@ def create_server(
     recommender_pb2_grpc.add_RecommenderServicer_to_server(RecommenderService(config, router), server)
     feedback_pb2_grpc.add_FeedbackServicer_to_server(FeedbackService(config, router), server)
     assigner_pb2_grpc.add_AssignerServicer_to_server(AssignerService(config), server)
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(config, redis_url), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -109,7 +114,7 @@ class Service:
         self.actors = start_shards(self.config, self.redis_url, self.traces, self.shard_prefix)
         self.router = ShardRouter(self.actors)
         self._server, self.port, self._health = create_server(
-            self.address, self.config, self.router, self.auth_tokens
+            self.address, self.config, self.router, self.redis_url, self.auth_tokens
         )
         await self._server.start()
         for name in ("", *SERVICE_NAMES):

@@ -114,9 +114,7 @@ class ShardRouter:
 
     async def user_state(self, pseudonym: str) -> dict[str, dict[str, Any]]:
         try:
-            state: dict[str, dict[str, Any]] = await self.actors[self.shard_of(pseudonym)].user_state.remote(
-                pseudonym
-            )
+            state: dict[str, dict[str, Any]] = await self.actors[self.shard_of(pseudonym)].user_state.remote(pseudonym)
         except BaseException as exc:
             raise _translate(exc) from exc
         return state

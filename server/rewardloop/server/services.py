@@ -59,9 +59,7 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         return recommender_pb2.RecommendResponse(
             decision_id=decision.decision_id,
             items=[
-                recommender_pb2.RecommendedItem(
-                    item_id=i.item_id, score=i.score, propensity=i.propensity, slot=i.slot
-                )
+                recommender_pb2.RecommendedItem(item_id=i.item_id, score=i.score, propensity=i.propensity, slot=i.slot)
                 for i in decision.items
             ],
             policy=decision.policy,
@@ -128,9 +126,7 @@ class AssignerService(assigner_pb2_grpc.AssignerServicer):
 
 
 def _assignments(experiments: list[Any], user_id: str) -> list[common_pb2.ExperimentAssignment]:
-    return [
-        common_pb2.ExperimentAssignment(experiment=e, variant=v) for e, v in assign_all(experiments, user_id)
-    ]
+    return [common_pb2.ExperimentAssignment(experiment=e, variant=v) for e, v in assign_all(experiments, user_id)]
 
 
 def _with_trace(call: Any) -> Any:
@@ -223,8 +219,6 @@ class TokenAuth(grpc.aio.ServerInterceptor):
             return await continuation(details)
 
         async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, "authorization: a valid bearer token is required"
-            )
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "authorization: a valid bearer token is required")
 
         return grpc.unary_unary_rpc_method_handler(deny)

@@ -11,6 +11,7 @@ import time
 from rewardloop.server.errors import ServiceError, invalid, not_found
 from rewardloop.v1 import feedback_pb2, recommender_pb2
 from rewardloop.workers.config import NAME_PATTERN, ServiceConfig, SurfaceConfig
+from rewardloop.workers.features import FeatureError
 from rewardloop.workers.keys import pseudonymize
 from rewardloop.workers.messages import FeedbackCall, RecommendCall
 from rewardloop.workers.reward import Signal, check_value, reward_for
@@ -60,12 +61,23 @@ def recommend_call(req: recommender_pb2.RecommendRequest, config: ServiceConfig)
         raise invalid("n", f"must be in [1, {MAX_N}], got {n}")
     if n > available:
         raise invalid("n", f"must be at most the number of candidates ({available}), got {n}")
+    context = context_features(req.context)
+    features: tuple[float, ...] = ()
+    segment = ""
+    if not surface.features.empty:  # surfaces without a schema ignore context
+        try:
+            features = tuple(surface.features.vector(context).tolist())
+        except FeatureError as exc:
+            raise invalid(exc.field, str(exc).removeprefix(f"{exc.field}: ")) from None
+        segment_feature = surface.cold_start.segment_feature
+        segment = str(context.get(segment_feature, "")) if segment_feature else ""
     return RecommendCall(
         pseudonym=pseudonymize(req.user_id, config.pseudonym_key.encode()),
         surface=surface.name,
         n=n,
         candidates=candidates,
-        context=context_features(req.context),
+        features=features,
+        segment=segment,
     )
 
 
@@ -95,9 +107,7 @@ def _check_feature_name(key: str) -> None:
         raise invalid("context", f"feature name {key!r} must be 1..64 characters of [A-Za-z0-9_.-]")
 
 
-def feedback_call(
-    event: feedback_pb2.FeedbackEvent, config: ServiceConfig, now_ms: int | None = None
-) -> FeedbackCall:
+def feedback_call(event: feedback_pb2.FeedbackEvent, config: ServiceConfig, now_ms: int | None = None) -> FeedbackCall:
     event_id_size = len(event.event_id.encode())
     if event_id_size == 0:
         raise invalid("event_id", "must not be empty")

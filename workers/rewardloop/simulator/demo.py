@@ -108,8 +108,7 @@ def write_svg(path: Path, result: RunResult, random: float, oracle: float) -> No
 
     curve = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(ctrs))
     lines = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        'font-family="sans-serif">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
         f'<polyline points="{curve}" fill="none" stroke="#1f77b4" stroke-width="2"/>',
         f'<line x1="{pad}" x2="{width - pad}" y1="{y(random):.1f}" y2="{y(random):.1f}" stroke="#d62728" '

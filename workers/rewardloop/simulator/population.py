@@ -42,6 +42,41 @@ favourites all differ for 36 of those seeds, and three differ for the other four
 For per-user learning within 30-60 interactions on a 30-item catalogue, make tastes peakier:
 ``Population(n_items=30, taste_strength=2.0, base_ctr=0.03)`` has random CTR 10% and oracle 59%;
 a per-user epsilon-greedy (0.1) reaches ~38% CTR over interactions 31-60 there (seed 0, measured).
+
+Features and context, for contextual bandits, cold start and off-policy evaluation:
+
+* User features, what a service may know about a user: ``f_i = (W t_i + feature_noise * n_i) /
+  sqrt(1 + feature_noise^2)``, ``n_i ~ N(0, I)``. ``W`` has ``n_user_features`` unit rows drawn
+  from ``seed``; the noise comes from the taste seed. Features have unit scale (unit variance
+  over populations; within one, the few segment centroids make a feature's spread over users
+  0.5-1.7), and a linear read-out recovers most of a taste, so an unseen user can be served.
+* Request context: ``x ~ N(0, I)`` of length ``n_context``, fresh for every request from the
+  caller's rng. It moves every user's taste the same way, to ``t_i + M x``, where ``M``
+  (``d x n_context``, from ``seed``) has ``N(0, context_strength^2 / n_context)`` entries: ``M x``
+  moves each taste coordinate by about ``context_strength`` (think: short videos at night). No
+  context is the zero context: exactly the model above, bit for bit.
+
+With the defaults, context changes a user's best item for 47% of requests; over (user, context)
+pairs a random item gets 9.1% and the contextual oracle 44% (context spreads tastes, so both sit a
+little above the context-free 8.3% and 39%):
+
+>>> rng = np.random.default_rng(0)
+>>> users = [u for u in range(pop.n_users) for _ in range(5)]
+>>> contexts = [pop.draw_context(u, rng) for u in users]
+>>> round(pop.random_ctr_contextual(users, contexts), 3), round(pop.oracle_ctr_contextual(users, contexts), 3)
+(0.091, 0.439)
+>>> float(np.mean([pop.best_item(u, c) != pop.best_item(u) for u, c in zip(users, contexts, strict=True)]))
+0.468
+
+For contextual learning tests use ``Population(n_items=10, taste_dim=4, taste_strength=2.0,
+base_ctr=0.03)``: random CTR 6.2%, contextual oracle 29% (seed 0), and context changes the best
+item for 33% of requests. A per-item ridge regression (lambda 1) of clicks on ``[1, user features,
+context]``, fit on 5,000 uniformly logged requests of 150 users, picks items worth 91% of the
+oracle CTR for 50 unseen users (mean over seeds 0-19, range 87-95%), against 84% without the
+context and 62% for the population's best item in each context. Disjoint LinUCB (alpha 1, updated
+after every round of 150 users) reaches 92% of the oracle in rounds 21-30 (seeds 0-9: 88-96%,
+2.8-3.7x random). The 50-item default catalogue is too wide for 5,000 samples: about 100 per item
+for nine coefficients, and the regression reaches 70% of the oracle (seeds 0-4: 57-82%).
 """
 
 from __future__ import annotations
@@ -52,7 +87,7 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
@@ -97,6 +132,13 @@ class Population:
     >>> response = pop.respond(0, 3, np.random.default_rng(3))
     >>> response.clicked, round(response.dwell_seconds, 1), response.rating, response.liked
     (True, 25.4, None, False)
+    >>> pop.user_features(0).round(2).tolist()
+    [-0.7, -0.36, 0.62, 0.02, 0.2, 0.19]
+    >>> context = pop.draw_context(0, np.random.default_rng(3))
+    >>> pop.context_dict(context.round(2))
+    {'c0': 2.04, 'c1': -2.56}
+    >>> pop.click_probabilities(0, context).round(3).tolist()
+    [0.029, 0.034, 0.009, 0.121, 0.008]
     >>> Population(n_users=3, n_segments=4)
     Traceback (most recent call last):
     ...
@@ -119,9 +161,19 @@ class Population:
     """Share of clicks that come with a rating, in [0, 1]."""
     taste_seed: int | None = None
     """Draws segments and tastes; None means `seed`."""
+    n_user_features: int = 6
+    """Length of `user_features`: a noisy linear view of the taste."""
+    feature_noise: float = 0.1
+    """Noise of each user feature relative to its taste signal (both unit scale), >= 0."""
+    n_context: int = 2
+    """Length of a request context (`draw_context`)."""
+    context_strength: float = 0.5
+    """Scale of the context's shift of the taste, relative to the taste itself; 0 ignores context."""
 
     _items: FloatArray = field(init=False, repr=False, compare=False)
     _tastes: FloatArray = field(init=False, repr=False, compare=False)
+    _features: FloatArray = field(init=False, repr=False, compare=False)
+    _context_map: FloatArray = field(init=False, repr=False, compare=False)
     _segments: IntArray = field(init=False, repr=False, compare=False)
     _user_ids: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _item_ids: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -139,17 +191,45 @@ class Population:
         noise = rng.standard_normal((self.n_users, d))
         tastes = math.sqrt(1.0 - self.individuality) * centroids[segments]
         tastes += math.sqrt(self.individuality) * noise
-        for array in (items, tastes, segments):
+        features, context_map = self._draw_features(tastes), self._draw_context_map()
+        for array in (items, tastes, segments, features, context_map):
             array.flags.writeable = False
         user_width, item_width = max(4, len(str(self.n_users - 1))), max(3, len(str(self.n_items - 1)))
         object.__setattr__(self, "_items", items)
         object.__setattr__(self, "_tastes", tastes)
         object.__setattr__(self, "_segments", segments)
+        object.__setattr__(self, "_features", features)
+        object.__setattr__(self, "_context_map", context_map)
         object.__setattr__(self, "_user_ids", tuple(f"sim-u{i:0{user_width}d}" for i in range(self.n_users)))
         object.__setattr__(self, "_item_ids", tuple(f"item-{j:0{item_width}d}" for j in range(self.n_items)))
 
+    def _draw_features(self, tastes: FloatArray) -> FloatArray:
+        # The map comes from `seed` and stays put under `shifted`; the noise comes from the taste
+        # stream, so a shifted user is a new user: new taste, new features.
+        k = self.n_user_features
+        view = np.random.default_rng([self.seed, 2]).standard_normal((k, self.taste_dim))
+        view /= np.linalg.norm(view, axis=1, keepdims=True)
+        taste_seed = self.seed if self.taste_seed is None else self.taste_seed
+        noise = np.random.default_rng([taste_seed, 2]).standard_normal((self.n_users, k))
+        # Taste coordinates have unit variance (over populations), so every feature does too.
+        return (tastes @ view.T + self.feature_noise * noise) / math.sqrt(1.0 + self.feature_noise**2)
+
+    def _draw_context_map(self) -> FloatArray:
+        # A standard-normal context moves each taste coordinate by N(0, context_strength^2).
+        m = self.n_context
+        context_map = np.random.default_rng([self.seed, 3]).standard_normal((self.taste_dim, m))
+        return self.context_strength * context_map / math.sqrt(max(m, 1))
+
     def _validate(self) -> None:
-        lower_bounds = {"n_users": 1, "n_items": 1, "seed": 0, "n_segments": 1, "taste_dim": 1}
+        lower_bounds = {
+            "n_users": 1,
+            "n_items": 1,
+            "seed": 0,
+            "n_segments": 1,
+            "taste_dim": 1,
+            "n_user_features": 0,
+            "n_context": 0,
+        }
         if self.taste_seed is not None:
             lower_bounds["taste_seed"] = 0
         for name, low in lower_bounds.items():
@@ -162,8 +242,9 @@ class Population:
             raise ValueError(f"n_segments must be <= n_users ({self.n_users}), got {self.n_segments}")
         if not 0.0 < self.base_ctr < 1.0:
             raise ValueError(f"base_ctr must be in (0, 1), got {self.base_ctr}")
-        if not 0.0 <= self.taste_strength < math.inf:
-            raise ValueError(f"taste_strength must be finite and >= 0, got {self.taste_strength}")
+        for name in ("taste_strength", "feature_noise", "context_strength"):
+            if not 0.0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
         for name in ("individuality", "rating_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -186,63 +267,118 @@ class Population:
         try:
             return self._item_ids.index(item_id)
         except ValueError:
-            raise ValueError(
-                f"item_id {item_id!r} is not in this catalogue of {self.n_items} items"
-            ) from None
+            raise ValueError(f"item_id {item_id!r} is not in this catalogue of {self.n_items} items") from None
+
+    @property
+    def user_feature_names(self) -> tuple[str, ...]:
+        """Keys of `user_feature_dict`: ``u0``, ``u1``, ..."""
+        return tuple(f"u{k}" for k in range(self.n_user_features))
+
+    @property
+    def context_names(self) -> tuple[str, ...]:
+        """Keys of `context_dict`: ``c0``, ``c1``, ..."""
+        return tuple(f"c{k}" for k in range(self.n_context))
 
     def segment_of(self, user_index: int) -> int:
         return int(self._segments[self._check(user_index, "user_index", self.n_users)])
 
-    def click_probability(self, user_index: int, item_index: int) -> float:
+    def user_features(self, user_index: int) -> FloatArray:
+        """What a service may know about the user (read-only), shape (n_user_features,), unit scale."""
+        return self._features[self._check(user_index, "user_index", self.n_users)]
+
+    def user_feature_dict(self, user_index: int) -> dict[str, float]:
+        """`user_features` keyed by `user_feature_names`, ready for a request's numeric context."""
+        return dict(zip(self.user_feature_names, self.user_features(user_index).tolist(), strict=True))
+
+    def draw_context(self, user_index: int, rng: np.random.Generator) -> FloatArray:
+        """One request's context, standard normal of shape (n_context,), independent of everything else.
+
+        Exactly `n_context` draws from `rng`. The user is checked but does not change the distribution
+        (yet): the parameter is there so that per-user context habits need no new signature.
+        """
+        self._check(user_index, "user_index", self.n_users)
+        return rng.standard_normal(self.n_context)
+
+    def context_dict(self, context: ArrayLike) -> dict[str, float]:
+        """`context` keyed by `context_names`, ready for a request's numeric context."""
+        return dict(zip(self.context_names, self._check_context(context).tolist(), strict=True))
+
+    def click_probability(self, user_index: int, item_index: int, context: ArrayLike | None = None) -> float:
         self._check(item_index, "item_index", self.n_items)
-        return float(self.click_probabilities(user_index)[item_index])
+        return float(self.click_probabilities(user_index, context)[item_index])
 
-    def click_probabilities(self, user_index: int) -> FloatArray:
-        """Click probability of every item for one user, shape (n_items,)."""
+    def click_probabilities(self, user_index: int, context: ArrayLike | None = None) -> FloatArray:
+        """Click probability of every item for one user, shape (n_items,); no context = zero context."""
         users = np.array([self._check(user_index, "user_index", self.n_users)])
-        return _sigmoid(self._bias + self._taste_logits(users, None))[0]
+        contexts = None if context is None else self._check_context(context)[None, :]
+        return _sigmoid(self._bias + self._taste_logits(users, None, contexts))[0]
 
-    def respond(self, user_index: int, item_index: int, rng: np.random.Generator) -> Response:
+    def best_item(self, user_index: int, context: ArrayLike | None = None) -> int:
+        """Index of the item the user is most likely to click in this context."""
+        return int(np.argmax(self.click_probabilities(user_index, context)))
+
+    def respond(
+        self,
+        user_index: int,
+        item_index: int,
+        rng: np.random.Generator,
+        context: ArrayLike | None = None,
+    ) -> Response:
         """Draw what the user does when shown the item; all randomness comes from `rng`."""
         self._check(user_index, "user_index", self.n_users)
         self._check(item_index, "item_index", self.n_items)
-        logit = float(self._taste_logits(np.array([user_index]), np.array([item_index]))[0, 0])
+        contexts = None if context is None else self._check_context(context)[None, :]
+        logit = float(self._taste_logits(np.array([user_index]), np.array([item_index]), contexts)[0, 0])
         p_click, affinity = 1.0 / (1.0 + math.exp(-self._bias - logit)), 1.0 / (1.0 + math.exp(-logit))
         # Always six draws, whatever happens: a replay stays aligned event by event, and two
         # policies run on one rng seed see common random numbers (less noise in comparisons).
         u_click, u_bounce, u_rating, u_like = rng.random(4)
         n_dwell, n_rating = rng.standard_normal(2)
         if u_click >= p_click:
-            return Response(
-                clicked=False, dwell_seconds=_BOUNCE_MAX_S * float(u_bounce), rating=None, liked=False
-            )
+            return Response(clicked=False, dwell_seconds=_BOUNCE_MAX_S * float(u_bounce), rating=None, liked=False)
         dwell = (_DWELL_MEDIAN_MIN_S + _DWELL_MEDIAN_SPAN_S * affinity) * math.exp(_DWELL_SIGMA * n_dwell)
         rating = None
         if u_rating < self.rating_rate:
             rating = float(np.clip(np.rint(1.0 + 4.0 * affinity + _RATING_NOISE_SD * n_rating), 1.0, 5.0))
-        return Response(
-            clicked=True, dwell_seconds=dwell, rating=rating, liked=bool(u_like < affinity**2 / 2)
-        )
+        return Response(clicked=True, dwell_seconds=dwell, rating=rating, liked=bool(u_like < affinity**2 / 2))
 
-    def oracle_ctr(
-        self, user_indices: Sequence[int] | None = None, candidates: Sequence[int] | None = None
-    ) -> float:
+    def oracle_ctr(self, user_indices: Sequence[int] | None = None, candidates: Sequence[int] | None = None) -> float:
         """Mean over users of the best candidate's click probability (all users/items by default)."""
         return float(self._click_matrix(user_indices, candidates).max(axis=1).mean())
 
-    def random_ctr(
-        self, user_indices: Sequence[int] | None = None, candidates: Sequence[int] | None = None
-    ) -> float:
+    def random_ctr(self, user_indices: Sequence[int] | None = None, candidates: Sequence[int] | None = None) -> float:
         """Mean click probability of a uniformly random candidate, averaged over users."""
         return float(self._click_matrix(user_indices, candidates).mean())
 
+    def oracle_ctr_contextual(
+        self, user_indices: Sequence[int], contexts: ArrayLike, candidates: Sequence[int] | None = None
+    ) -> float:
+        """Mean over (user, context) pairs, ``contexts[k]`` going with ``user_indices[k]``, of the best
+        candidate's click probability in that context."""
+        return float(self._contextual_click_matrix(user_indices, contexts, candidates).max(axis=1).mean())
+
+    def random_ctr_contextual(
+        self, user_indices: Sequence[int], contexts: ArrayLike, candidates: Sequence[int] | None = None
+    ) -> float:
+        """Mean click probability of a uniformly random candidate over the same pairs."""
+        return float(self._contextual_click_matrix(user_indices, contexts, candidates).mean())
+
     def shifted(self, seed: int) -> Population:
         """Same ids, catalogue and segment sizes; segment memberships, centroids and tastes redrawn.
+
+        User features follow the new tastes (with new noise) through the same feature map, and the
+        context's effect is unchanged. So a contextual model trained before the shift sees every
+        user's features change, and what features and context say about clicks changes only as
+        far as the redrawn centroids move item popularity: in the recommended contextual setting
+        (module docstring) a regression worth 91% of the oracle before the shift is worth 83%
+        after it (mean over seeds 0-9), while per-user click counts describe tastes that are gone.
 
         >>> pop = Population()
         >>> later = pop.shifted(seed=1)
         >>> later.item_ids == pop.item_ids, later.click_probability(0, 0) == pop.click_probability(0, 0)
         (True, False)
+        >>> bool(np.array_equal(later.user_features(0), pop.user_features(0)))
+        False
         """
         return replace(self, taste_seed=seed)
 
@@ -250,16 +386,47 @@ class Population:
     def _bias(self) -> float:
         return math.log(self.base_ctr / (1.0 - self.base_ctr))
 
-    def _taste_logits(self, users: IntArray, items: IntArray | None) -> FloatArray:
+    def _taste_logits(self, users: IntArray, items: IntArray | None, contexts: FloatArray | None = None) -> FloatArray:
+        """Shape (len(users), n_items or len(items)); row k in context ``contexts[k]`` if given."""
         vectors = self._items if items is None else self._items[items]
-        return self.taste_strength * (self._tastes[users] @ vectors.T) / math.sqrt(self.taste_dim)
+        tastes = self._tastes[users]
+        if contexts is not None:
+            tastes = tastes + contexts @ self._context_map.T
+        return self.taste_strength * (tastes @ vectors.T) / math.sqrt(self.taste_dim)
 
-    def _click_matrix(
-        self, user_indices: Sequence[int] | None, candidates: Sequence[int] | None
-    ) -> FloatArray:
+    def _click_matrix(self, user_indices: Sequence[int] | None, candidates: Sequence[int] | None) -> FloatArray:
         users = self._check_all(user_indices, "user_indices", self.n_users)
         items = self._check_all(candidates, "candidates", self.n_items)
         return _sigmoid(self._bias + self._taste_logits(users, items))
+
+    def _contextual_click_matrix(
+        self, user_indices: Sequence[int], contexts: ArrayLike, candidates: Sequence[int] | None
+    ) -> FloatArray:
+        users = self._check_all(user_indices, "user_indices", self.n_users)
+        items = self._check_all(candidates, "candidates", self.n_items)
+        array = self._as_floats(contexts, "contexts")
+        if array.shape != (len(users), self.n_context):
+            raise ValueError(
+                f"contexts must have shape (len(user_indices), n_context) = ({len(users)}, "
+                f"{self.n_context}), got {array.shape}"
+            )
+        return _sigmoid(self._bias + self._taste_logits(users, items, array))
+
+    def _check_context(self, context: ArrayLike) -> FloatArray:
+        array = self._as_floats(context, "context")
+        if array.shape != (self.n_context,):
+            raise ValueError(f"context must have shape ({self.n_context},), got {array.shape}")
+        return array
+
+    @staticmethod
+    def _as_floats(values: ArrayLike, name: str) -> FloatArray:
+        try:
+            array = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be an array of numbers, got {values!r}") from None
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{name} must be finite, got {values!r}")
+        return array
 
     @staticmethod
     def _check(index: int, name: str, size: int) -> int:

@@ -31,9 +31,7 @@ class HostedShard(ShardCore):
 ShardActor: Any = ray.remote(HostedShard)
 
 
-def start_shards(
-    config: ServiceConfig, redis_url: str, traces: str = "", name_prefix: str = "shard"
-) -> list[Any]:
+def start_shards(config: ServiceConfig, redis_url: str, traces: str = "", name_prefix: str = "shard") -> list[Any]:
     """Create (or reuse, by name) the shard actors and wait until each answers."""
     actors = [
         ShardActor.options(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import tomllib
@@ -25,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from rewardloop.workers.features import FeatureSchema
 from rewardloop.workers.policies import ConfigError, PolicyConfig, config_from_dict
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
@@ -35,11 +39,36 @@ DEV_PSEUDONYM_KEY = "rewardloop-dev-pseudonym-key"
 
 
 @dataclass(frozen=True)
+class ColdStart:
+    """How much a user's model leans on the population (and its segment) before its own evidence.
+
+    ``strength`` and ``segment_strength`` are pseudo-observations: the user's model starts as if it
+    had seen ``strength`` rewards at the segment's (or population's) estimates, and the segment's
+    as if it had seen ``segment_strength`` at the population's. 0 disables the prior.
+    """
+
+    strength: float = 2.0
+    segment_strength: float = 20.0
+    # Feature whose categorical value names the user's segment; None: population only.
+    segment_feature: str | None = None
+
+
+@dataclass(frozen=True)
 class SurfaceConfig:
     name: str
     policy_config: PolicyConfig
     items: tuple[str, ...]
     index: Mapping[str, int] = field(repr=False, compare=False, hash=False)
+    features: FeatureSchema = field(default_factory=FeatureSchema)
+    cold_start: ColdStart = field(default_factory=ColdStart)
+    item_features: tuple[tuple[float, ...], ...] | None = None
+
+    @property
+    def context_dim(self) -> int:
+        return self.features.dim
+
+    def item_feature_matrix(self) -> np.ndarray | None:
+        return None if self.item_features is None else np.array(self.item_features, dtype=np.float64)
 
     @property
     def fingerprint(self) -> str:
@@ -49,6 +78,8 @@ class SurfaceConfig:
                 "algorithm": self.policy_config.name,
                 "params": self.policy_config.to_dict(),
                 "items": self.items,
+                "features": self.features.to_dict(),
+                "item_features": self.item_features,
             },
             sort_keys=True,
         )
@@ -94,9 +125,7 @@ class ServiceConfig:
         surfaces = {name: _surface(name, spec) for name, spec in raw.get("surfaces", {}).items()}
         if not surfaces:
             raise ConfigError("surfaces: at least one surface must be configured")
-        experiments = {
-            name: _experiment(name, spec, surfaces) for name, spec in raw.get("experiments", {}).items()
-        }
+        experiments = {name: _experiment(name, spec, surfaces) for name, spec in raw.get("experiments", {}).items()}
         return cls(
             surfaces=surfaces,
             experiments=experiments,
@@ -110,7 +139,7 @@ class ServiceConfig:
 def _surface(name: str, spec: Mapping[str, Any]) -> SurfaceConfig:
     where = f"surfaces.{name}"
     _check_name(where, name)
-    _reject_unknown(where, spec, {"algorithm", "params", "items"})
+    _reject_unknown(where, spec, {"algorithm", "params", "items", "features", "cold_start", "item_features"})
     items = spec.get("items")
     if not isinstance(items, list) or not items:
         raise ConfigError(f"{where}.items must be a non-empty list of item ids")
@@ -129,12 +158,51 @@ def _surface(name: str, spec: Mapping[str, Any]) -> SurfaceConfig:
         policy_config = config_from_dict(algorithm, dict(spec.get("params", {})))
     except ConfigError as exc:
         raise ConfigError(f"{where}.params: {exc}") from exc
-    return SurfaceConfig(name, policy_config, tuple(items), {item: i for i, item in enumerate(items)})
+    features = FeatureSchema.from_dict(spec.get("features", {}), f"{where}.features")
+    return SurfaceConfig(
+        name,
+        policy_config,
+        tuple(items),
+        {item: i for i, item in enumerate(items)},
+        features=features,
+        cold_start=_cold_start(where, spec.get("cold_start", {}), features),
+        item_features=_item_features(where, spec.get("item_features"), items),
+    )
 
 
-def _experiment(
-    name: str, spec: Mapping[str, Any], surfaces: Mapping[str, SurfaceConfig]
-) -> ExperimentConfig:
+def _cold_start(where: str, spec: Mapping[str, Any], features: FeatureSchema) -> ColdStart:
+    where = f"{where}.cold_start"
+    _reject_unknown(where, spec, {"strength", "segment_strength", "segment_feature"})
+    defaults = ColdStart()
+    strengths = {}
+    for key in ("strength", "segment_strength"):
+        value = spec.get(key, getattr(defaults, key))
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e6:
+            raise ConfigError(f"{where}.{key} must be a number in [0, 1e6), got {value!r}")
+        strengths[key] = float(value)
+    segment_feature = spec.get("segment_feature")
+    if segment_feature is not None and segment_feature not in dict(features.categorical):
+        raise ConfigError(f"{where}.segment_feature must name a categorical feature, got {segment_feature!r}")
+    return ColdStart(segment_feature=segment_feature, **strengths)
+
+
+def _item_features(where: str, spec: Any, items: list[str]) -> tuple[tuple[float, ...], ...] | None:
+    """Per-item feature vectors (hybrid LinUCB): a table item id -> list of numbers."""
+    if spec is None:
+        return None
+    where = f"{where}.item_features"
+    if not isinstance(spec, Mapping) or set(spec) != set(items):
+        raise ConfigError(f"{where} must give a vector for every item of the catalogue, and no other")
+    rows = [spec[item] for item in items]
+    width = len(rows[0]) if isinstance(rows[0], list) else 0
+    for item, row in zip(items, rows, strict=True):
+        ok = isinstance(row, list) and len(row) == width > 0
+        if not ok or not all(isinstance(v, int | float) and math.isfinite(v) for v in row):
+            raise ConfigError(f"{where}.{item} must be a list of {width or 'some'} finite numbers like the others")
+    return tuple(tuple(float(v) for v in row) for row in rows)
+
+
+def _experiment(name: str, spec: Mapping[str, Any], surfaces: Mapping[str, SurfaceConfig]) -> ExperimentConfig:
     where = f"experiments.{name}"
     _check_name(where, name)
     _reject_unknown(where, spec, {"variants", "salt", "traffic", "surfaces"})

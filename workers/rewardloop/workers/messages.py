@@ -23,7 +23,10 @@ class RecommendCall:
     surface: str
     n: int
     candidates: tuple[str, ...] = ()
-    context: dict[str, float | str] = field(default_factory=dict)
+    # The surface's feature vector for this request (empty for context-free surfaces).
+    features: tuple[float, ...] = ()
+    # The user's segment for cold-start priors ("" when the surface has none).
+    segment: str = ""
     trace: dict[str, str] = field(default_factory=dict)
 
 

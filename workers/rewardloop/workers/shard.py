@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from rewardloop.workers.messages import (
     Rejected,
 )
 from rewardloop.workers.policies import Policy, make_policy
+from rewardloop.workers.priors import Priors
 from rewardloop.workers.store import DecisionRecord, FeedbackRecord, Store
 from rewardloop.workers.user_state import (
     LoggedReward,
@@ -50,6 +52,7 @@ MAX_CACHED_USERS = 200_000
 # Recent decisions kept in memory for feedback joins before Redis is asked.
 MAX_RECENT_DECISIONS = 100_000
 WRITE_BACK_RETRY_SECONDS = 0.5
+PRIOR_REFRESH_SECONDS = 1.0
 # Decisions held for writing while Redis is down; beyond it the oldest are dropped (the
 # decision log is for analysis and joins; feedback naming a lost decision still joins
 # when it names its surface).
@@ -65,12 +68,17 @@ class ShardCore:
         self.store = Store(redis_url)
         self.surfaces: dict[str, SurfaceConfig] = dict(config.surfaces)
         self.policies: dict[str, Policy] = {
-            name: make_policy(s.policy_config, len(s.items)) for name, s in self.surfaces.items()
+            name: make_policy(
+                s.policy_config, len(s.items), context_dim=s.context_dim, arm_features=s.item_feature_matrix()
+            )
+            for name, s in self.surfaces.items()
         }
+        self.priors = Priors(self.surfaces, self.policies, shard_index, config.shards)
+        self._prior_task: asyncio.Task[None] | None = None
         self._all_arms = {name: np.arange(len(s.items)) for name, s in self.surfaces.items()}
         self._users: OrderedDict[str, UserState] = OrderedDict()
         self._loading: dict[str, asyncio.Future[UserState]] = {}
-        self._recent: OrderedDict[str, tuple[str, str, tuple[str, ...]]] = OrderedDict()
+        self._recent: OrderedDict[str, KnownDecision] = OrderedDict()
         self._feedback_lock = asyncio.Lock()
         self._pending_decisions: list[DecisionRecord] = []
         self._pending_snapshots: dict[str, bytes] = {}
@@ -86,14 +94,14 @@ class ShardCore:
         # One batch at a time: a user's log order and the order its state learns in
         # must agree, or a snapshot could claim a log position it does not cover.
         async with self._feedback_lock:
-            surfaces = await self._resolve_surfaces(calls)
+            joined = await self._join(calls)
             results: list[Recorded | Rejected | None] = [None] * len(calls)
             accepted: list[tuple[int, FeedbackRecord]] = []
-            for i, (call, surface) in enumerate(zip(calls, surfaces, strict=True)):
-                if isinstance(surface, Rejected):
-                    results[i] = surface
+            for i, record in enumerate(joined):
+                if isinstance(record, Rejected):
+                    results[i] = record
                 else:
-                    accepted.append((i, _feedback_record(call, surface)))
+                    accepted.append((i, record))
             users = await self._users_for({r.pseudonym for _, r in accepted})
             try:
                 stream_ids = await self.store.record_feedback([r for _, r in accepted])
@@ -120,7 +128,22 @@ class ShardCore:
 
     async def ready(self) -> tuple[int, str]:
         await self.store.redis.ping()
+        if self._prior_task is None and self.priors.surfaces:
+            await self.priors.restore(self.store.redis)
+            self._prior_task = asyncio.get_running_loop().create_task(self._refresh_priors_forever())
         return self.shard_index, self.incarnation
+
+    async def refresh_priors(self) -> None:
+        """Publish this shard's population statistics and merge everyone's, now."""
+        await self.priors.refresh(self.store.redis)
+
+    async def _refresh_priors_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PRIOR_REFRESH_SECONDS)
+            try:
+                await self.priors.refresh(self.store.redis)
+            except RedisError as exc:
+                log.warning("shard %d: prior refresh failed: %s", self.shard_index, exc)
 
     async def flush(self) -> None:
         """Snapshot every user with unsnapshotted rewards and finish all writes behind."""
@@ -147,95 +170,107 @@ class ShardCore:
                 available = np.fromiter((surface.index[c] for c in call.candidates), dtype=np.int64)
             else:
                 available = self._all_arms[call.surface]
-            choices = policy.select(policy_state, available, call.n, state.rng)
+            context = np.array(call.features) if policy.contextual else None
+            prior = self.priors.prior(call.surface, call.segment)
+            effective = policy.combine(policy_state, *prior) if prior is not None else policy_state
+            choices = policy.select(effective, available, call.n, state.rng, context=context)
             decision = Decision(
                 decision_id=uuid.uuid4().hex,
                 items=tuple(
-                    ChosenItem(surface.items[c.arm], float(c.score), float(c.propensity), c.slot)
-                    for c in choices
+                    ChosenItem(surface.items[c.arm], float(c.score), float(c.propensity), c.slot) for c in choices
                 ),
                 policy=surface.policy_config.name,
                 model_version=f"{surface.fingerprint}.{policy_state.n_updates}",
             )
-        item_ids = tuple(i.item_id for i in decision.items)
-        self._remember(decision.decision_id, (call.pseudonym, call.surface, item_ids))
-        self._pending_decisions.append(
-            DecisionRecord(
-                pseudonym=call.pseudonym,
-                decision_id=decision.decision_id,
-                surface=call.surface,
-                items=item_ids,
-                propensities=tuple(i.propensity for i in decision.items),
-                policy=decision.policy,
-                model_version=decision.model_version,
-                decided_at_ms=int(time.time() * 1000),
-            )
+        record = DecisionRecord(
+            pseudonym=call.pseudonym,
+            decision_id=decision.decision_id,
+            surface=call.surface,
+            items=tuple(i.item_id for i in decision.items),
+            propensities=tuple(i.propensity for i in decision.items),
+            policy=decision.policy,
+            model_version=decision.model_version,
+            decided_at_ms=int(time.time() * 1000),
+            features=call.features,
+            segment=call.segment,
         )
+        self._remember(KnownDecision.of(record))
+        self._pending_decisions.append(record)
         self._schedule_write_back()
         return decision
 
-    def _remember(self, decision_id: str, entry: tuple[str, str, tuple[str, ...]]) -> None:
-        self._recent[decision_id] = entry
+    def _remember(self, decision: KnownDecision) -> None:
+        self._recent[decision.decision_id] = decision
         if len(self._recent) > MAX_RECENT_DECISIONS:
             self._recent.popitem(last=False)
 
     # -- feedback ---------------------------------------------------------------------
 
-    async def _resolve_surfaces(self, calls: Sequence[FeedbackCall]) -> list[str | Rejected]:
-        """Each event's surface, from its decision when it names one."""
-        decisions: dict[int, tuple[str, tuple[str, ...]] | None] = {}
+    async def _join(self, calls: Sequence[FeedbackCall]) -> list[FeedbackRecord | Rejected]:
+        """Each event joined to its decision (when it names one), or why it cannot be."""
+        decisions: dict[int, KnownDecision | None] = {}
         lookups = []
         for i, c in enumerate(calls):
             if not c.decision_id:
                 continue
             recent = self._recent.get(c.decision_id)
-            if recent is not None and recent[0] == c.pseudonym:
-                decisions[i] = (recent[1], recent[2])
+            if recent is not None and recent.pseudonym == c.pseudonym:
+                decisions[i] = recent
             else:
                 lookups.append(i)
         if lookups:
-            found = await self.store.find_decisions(
-                [(calls[i].pseudonym, calls[i].decision_id) for i in lookups]
-            )
-            for i, record in zip(lookups, found, strict=True):
-                decisions[i] = None if record is None else (record["s"], tuple(record["i"]))
-        return [self._check_feedback(c, decisions.get(i), bool(c.decision_id)) for i, c in enumerate(calls)]
+            found = await self.store.find_decisions([(calls[i].pseudonym, calls[i].decision_id) for i in lookups])
+            for i, stored in zip(lookups, found, strict=True):
+                decisions[i] = None if stored is None else KnownDecision.from_json(calls[i].pseudonym, stored)
+        return [self._check_feedback(c, decisions.get(i)) for i, c in enumerate(calls)]
 
-    def _check_feedback(
-        self, call: FeedbackCall, decision: tuple[str, tuple[str, ...]] | None, names_decision: bool
-    ) -> str | Rejected:
+    def _check_feedback(self, call: FeedbackCall, decision: KnownDecision | None) -> FeedbackRecord | Rejected:
+        features, propensity, segment = b"", 0.0, ""
         if decision is None:
-            if names_decision and not call.surface:
-                return Rejected(
-                    "NOT_FOUND", f"decision_id {call.decision_id!r} is not a decision of this user"
-                )
+            if call.decision_id and not call.surface:
+                return Rejected("NOT_FOUND", f"decision_id {call.decision_id!r} is not a decision of this user")
             surface_name = call.surface
         else:
-            surface_name, items = decision
+            surface_name = decision.surface
             if call.surface and call.surface != surface_name:
                 return Rejected(
                     "INVALID_ARGUMENT",
                     f"surface {call.surface!r} does not match the decision's surface {surface_name!r}",
                 )
-            if call.item_id not in items:
-                return Rejected(
-                    "INVALID_ARGUMENT", f"item_id {call.item_id!r} was not among the decision's items"
-                )
+            if call.item_id not in decision.items:
+                return Rejected("INVALID_ARGUMENT", f"item_id {call.item_id!r} was not among the decision's items")
+            features = np.asarray(decision.features, dtype="<f8").tobytes()
+            propensity = decision.propensities[decision.items.index(call.item_id)]
+            segment = decision.segment
         surface = self.surfaces.get(surface_name)
         if surface is None:
             return Rejected("NOT_FOUND", f"surface {surface_name!r} is not configured")
         if call.item_id not in surface.index:
-            return Rejected(
-                "INVALID_ARGUMENT", f"item_id {call.item_id!r} is not in surface {surface_name!r}"
-            )
-        return surface_name
+            return Rejected("INVALID_ARGUMENT", f"item_id {call.item_id!r} is not in surface {surface_name!r}")
+        return FeedbackRecord(
+            pseudonym=call.pseudonym,
+            event_id=call.event_id,
+            surface=surface_name,
+            item_id=call.item_id,
+            reward=call.reward,
+            signal=call.signal,
+            value=call.value,
+            occurred_at_ms=call.occurred_at_ms,
+            decision_id=call.decision_id,
+            features=features,
+            propensity=propensity,
+            segment=segment,
+        )
 
     def _learn(self, state: UserState, record: FeedbackRecord, stream_id: str) -> None:
-        state.learn(
-            self.policies,
-            self.surfaces,
-            LoggedReward(stream_id, record.surface, record.item_id, record.reward),
+        logged = LoggedReward(
+            stream_id, record.surface, record.item_id, record.reward, record.features, record.propensity
         )
+        if state.learn(self.policies, self.surfaces, logged):
+            arm = self.surfaces[record.surface].index[record.item_id]
+            self.priors.learn(
+                record.surface, record.segment, arm, record.reward, logged.context(), record.propensity or None
+            )
         state.last_id = stream_id
         state.since_snapshot += 1
         if state.since_snapshot >= self.config.snapshot_every:
@@ -316,15 +351,38 @@ class ShardCore:
             self._writer = None
 
 
-def _feedback_record(call: FeedbackCall, surface: str) -> FeedbackRecord:
-    return FeedbackRecord(
-        pseudonym=call.pseudonym,
-        event_id=call.event_id,
-        surface=surface,
-        item_id=call.item_id,
-        reward=call.reward,
-        signal=call.signal,
-        value=call.value,
-        occurred_at_ms=call.occurred_at_ms,
-        decision_id=call.decision_id,
-    )
+@dataclass(frozen=True)
+class KnownDecision:
+    """What a feedback join needs of a decision."""
+
+    decision_id: str
+    pseudonym: str
+    surface: str
+    items: tuple[str, ...]
+    propensities: tuple[float, ...]
+    features: tuple[float, ...]
+    segment: str
+
+    @classmethod
+    def of(cls, record: DecisionRecord) -> KnownDecision:
+        return cls(
+            record.decision_id,
+            record.pseudonym,
+            record.surface,
+            record.items,
+            record.propensities,
+            record.features,
+            record.segment,
+        )
+
+    @classmethod
+    def from_json(cls, pseudonym: str, stored: dict[str, Any]) -> KnownDecision:
+        return cls(
+            stored["d"],
+            pseudonym,
+            stored["s"],
+            tuple(stored["i"]),
+            tuple(stored["p"]),
+            tuple(stored.get("x", ())),
+            stored.get("sg", ""),
+        )

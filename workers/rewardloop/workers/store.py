@@ -46,12 +46,17 @@ class FeedbackRecord:
     value: float
     occurred_at_ms: int
     decision_id: str
+    # The decision's feature vector (float64 bytes; empty for context-free surfaces or
+    # feedback that could not be joined to its decision), the item's propensity, segment.
+    features: bytes = b""
+    propensity: float = 0.0
+    segment: str = ""
 
-    def fields(self) -> list[str]:
+    def fields(self) -> list[str | bytes]:
         return [
             "e", self.event_id, "s", self.surface, "i", self.item_id, "r", repr(self.reward),
             "g", str(self.signal), "v", repr(self.value), "t", str(self.occurred_at_ms),
-            "d", self.decision_id,
+            "d", self.decision_id, "x", self.features, "p", repr(self.propensity), "sg", self.segment,
         ]  # fmt: skip
 
 
@@ -65,12 +70,15 @@ class DecisionRecord:
     policy: str
     model_version: str
     decided_at_ms: int
+    features: tuple[float, ...] = ()
+    segment: str = ""
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "d": self.decision_id, "s": self.surface, "i": self.items, "p": self.propensities,
-                "a": self.policy, "v": self.model_version, "t": self.decided_at_ms,
+                "a": self.policy, "v": self.model_version, "t": self.decided_at_ms, "x": self.features,
+                "sg": self.segment,
             },
             separators=(",", ":"),
         )  # fmt: skip
@@ -107,7 +115,14 @@ class Store:
         while True:
             page: Any = await self.redis.xrange(key, min=start, max="+", count=REPLAY_PAGE)
             for raw_id, f in page:
-                yield LoggedReward(raw_id.decode(), f[b"s"].decode(), f[b"i"].decode(), float(f[b"r"]))
+                yield LoggedReward(
+                    raw_id.decode(),
+                    f[b"s"].decode(),
+                    f[b"i"].decode(),
+                    float(f[b"r"]),
+                    features=f.get(b"x", b""),
+                    propensity=float(f.get(b"p", b"0")),
+                )
             if len(page) < REPLAY_PAGE:
                 return
             start = "(" + page[-1][0].decode()

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from rewardloop.workers.config import SurfaceConfig
 from rewardloop.workers.keys import user_seed
@@ -45,6 +46,13 @@ class LoggedReward:
     surface: str
     item_id: str
     reward: float
+    # The joined decision's feature vector as float64 bytes; empty when there is none.
+    features: bytes = b""
+    # Propensity of the item in its decision (0.0 when unknown).
+    propensity: float = 0.0
+
+    def context(self) -> npt.NDArray[np.float64] | None:
+        return np.frombuffer(self.features, dtype="<f8") if self.features else None
 
 
 @dataclass
@@ -58,15 +66,22 @@ class UserState:
     # Surfaces whose snapshot was unusable: every logged reward up to last_id replays too.
     stale: frozenset[str] = field(default_factory=frozenset)
 
-    def learn(
-        self, policies: Mapping[str, Policy], surfaces: Mapping[str, SurfaceConfig], r: LoggedReward
-    ) -> bool:
-        """Apply one logged reward; False when it no longer maps onto the configuration."""
+    def learn(self, policies: Mapping[str, Policy], surfaces: Mapping[str, SurfaceConfig], r: LoggedReward) -> bool:
+        """Apply one logged reward; False when it cannot train this surface's policy.
+
+        It cannot when the surface or item is no longer configured, or when a contextual
+        policy would need the decision's features and the event was never joined to its
+        decision (such events stay in the log for analysis; they train nothing).
+        """
         surface = surfaces.get(r.surface)
         arm = surface.index.get(r.item_id) if surface else None
         if surface is None or arm is None:
             return False
-        policies[r.surface].update(self.policies[r.surface], arm, r.reward)
+        policy = policies[r.surface]
+        context = r.context()
+        if policy.contextual and (context is None or context.shape != (surface.context_dim,)):
+            return False
+        policy.update(self.policies[r.surface], arm, r.reward, context=context, propensity=r.propensity or None)
         return True
 
 
@@ -78,9 +93,7 @@ def new_user_state(pseudonym: str, policies: Mapping[str, Policy], seed: int) ->
     )
 
 
-def encode_snapshot(
-    state: UserState, policies: Mapping[str, Policy], surfaces: Mapping[str, SurfaceConfig]
-) -> bytes:
+def encode_snapshot(state: UserState, policies: Mapping[str, Policy], surfaces: Mapping[str, SurfaceConfig]) -> bytes:
     blobs = [(name, policies[name].dump_state(s)) for name, s in sorted(state.policies.items())]
     offsets, position = {}, 0
     for name, blob in blobs:
@@ -94,9 +107,7 @@ def encode_snapshot(
         },
         sort_keys=True,
     ).encode()
-    return (
-        _PREAMBLE.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, len(header)) + header + b"".join(b for _, b in blobs)
-    )
+    return _PREAMBLE.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, len(header)) + header + b"".join(b for _, b in blobs)
 
 
 def restore_from_snapshot(
@@ -112,9 +123,7 @@ def restore_from_snapshot(
         return state
     magic, version, header_len = _PREAMBLE.unpack_from(blob)
     if magic != SNAPSHOT_MAGIC or version != SNAPSHOT_VERSION:
-        raise ValueError(
-            f"not a user snapshot of version {SNAPSHOT_VERSION}: magic={magic!r} version={version}"
-        )
+        raise ValueError(f"not a user snapshot of version {SNAPSHOT_VERSION}: magic={magic!r} version={version}")
     body_start = _PREAMBLE.size + header_len
     header = json.loads(blob[_PREAMBLE.size : body_start])
     stale = set()

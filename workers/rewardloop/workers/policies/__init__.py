@@ -1,8 +1,18 @@
 """Bandit policies: which items to show, with the probability each was shown with.
 
-Configs (``EpsilonGreedy``, ``UCB1``, ``Thompson``) are frozen, validated hyper-parameters;
+Configs are frozen, validated hyper-parameters, one per algorithm:
+
+- context-free, stationary: ``EpsilonGreedy``, ``UCB1``, ``Thompson`` (Beta), ``GaussianThompson``,
+  ``Softmax``; adversarial: ``EXP3`` (needs the propensity on update);
+- contextual (need ``context_dim`` and a context on update and select): ``LinUCB``, ``LinTS``,
+  ``HybridLinUCB`` (also needs ``arm_features``);
+- for drifting rewards: ``DiscountedUCB``, ``SlidingWindowUCB``, ``DiscountedThompson``,
+  ``DiscountedLinUCB``.
+
 ``make_policy`` pairs one with its implementation; learned state is a ``PolicyState`` the
-caller keeps and stores as bytes (``dump_state`` / ``load_state``).
+caller keeps and stores as bytes (``dump_state`` / ``load_state``). Algorithms whose state is
+additive (``Policy.supports_prior``) also ``merge`` states (per-shard population statistics)
+and ``combine`` a user's state with a population or segment prior before selecting.
 
 >>> import numpy as np
 >>> policy = make_policy(config_from_dict("epsilon_greedy", {"epsilon": 0.1}), n_arms=5)
@@ -13,23 +23,47 @@ caller keeps and stores as bytes (``dump_state`` / ``load_state``).
 ([0, 1], 2)
 >>> policy.load_state(policy.dump_state(state)) == state
 True
+>>> population = policy.merge([state, state])  # e.g. two shards' statistics
+>>> effective = policy.combine(policy.new_state(), population, strength=5.0)
+>>> effective.arrays["counts"].tolist(), effective.arrays["reward_sums"].tolist()
+([0.0, 0.0, 0.0, 5.0, 0.0], [0.0, 0.0, 0.0, 5.0, 0.0])
 """
 
 from rewardloop.workers.policies.base import Choice, ConfigError, Policy, PolicyConfig, PolicyState
+from rewardloop.workers.policies.discounted_linucb import DiscountedLinUCB
+from rewardloop.workers.policies.discounted_thompson import DiscountedThompson
+from rewardloop.workers.policies.discounted_ucb import DiscountedUCB
 from rewardloop.workers.policies.epsilon_greedy import EpsilonGreedy
+from rewardloop.workers.policies.exp3 import EXP3
+from rewardloop.workers.policies.gaussian_thompson import GaussianThompson
+from rewardloop.workers.policies.hybrid_linucb import HybridLinUCB
+from rewardloop.workers.policies.lin_ts import LinTS
+from rewardloop.workers.policies.linucb import LinUCB
 from rewardloop.workers.policies.registry import ALGORITHMS, config_from_dict, make_policy
+from rewardloop.workers.policies.sliding_window_ucb import SlidingWindowUCB
+from rewardloop.workers.policies.softmax import Softmax
 from rewardloop.workers.policies.thompson import Thompson
 from rewardloop.workers.policies.ucb import UCB1
 
 __all__ = [
     "ALGORITHMS",
+    "EXP3",
     "UCB1",
     "Choice",
     "ConfigError",
+    "DiscountedLinUCB",
+    "DiscountedThompson",
+    "DiscountedUCB",
     "EpsilonGreedy",
+    "GaussianThompson",
+    "HybridLinUCB",
+    "LinTS",
+    "LinUCB",
     "Policy",
     "PolicyConfig",
     "PolicyState",
+    "SlidingWindowUCB",
+    "Softmax",
     "Thompson",
     "config_from_dict",
     "make_policy",

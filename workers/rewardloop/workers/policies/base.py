@@ -6,9 +6,17 @@ Its *implementation* (a :class:`Policy` subclass built by ``make_policy``) holds
 state either: everything learned lives in a :class:`PolicyState` the caller owns, so one
 policy object serves every user of a surface and states travel through Redis as bytes.
 
-The base class owns the bookkeeping (per-arm ``counts`` and ``reward_sums``, float64), the
-slate loop of :meth:`Policy.select` and the byte format. An algorithm implements one hook,
-:meth:`Policy._slate_rule`.
+The base class owns the bookkeeping (per-arm ``counts`` and ``reward_sums``, float64), input
+validation, the slate loop of :meth:`Policy.select`, the byte format and, for algorithms whose
+state is additive sufficient statistics (``supports_prior``), :meth:`Policy.merge` and
+:meth:`Policy.combine`. An algorithm implements one hook, :meth:`Policy._slate_rule`; those
+with other bookkeeping also override ``new_state``, ``_update``, ``_check_values`` and, if
+they support priors, ``_combine``.
+
+Contextual algorithms (``contextual = True``) learn from and decide on a context vector ``x``
+of length ``context_dim`` (float64, bias term included) that ``update`` and ``select`` require;
+the others ignore any context passed. EXP3 (``needs_propensity = True``) also needs the
+probability with which the updated arm was drawn.
 
 State bytes (little-endian, never pickled; the same state always gives the same bytes)::
 
@@ -41,7 +49,8 @@ import operator
 import struct
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import cached_property
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 import numpy as np
@@ -54,6 +63,9 @@ FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
 # Given positions into the slate's `available` array still open, (scores, probabilities) over them.
 SlotRule = Callable[[IndexArray], tuple[FloatArray, FloatArray]]
+# What the hooks get as the context of a context-free policy: they never look at it.
+NO_CONTEXT: FloatArray = np.empty(0)
+NO_CONTEXT.flags.writeable = False
 
 
 class ConfigError(ValueError):
@@ -85,6 +97,22 @@ def positive(name: str, value: object) -> float:
     if not math.isfinite(x):
         raise ConfigError(f"{name} must be finite, got {value}")
     return x
+
+
+def in_interval(
+    name: str, value: object, low: float, high: float, *, open_low: bool = False, open_high: bool = False
+) -> float:
+    """``value`` as a float in the interval from ``low`` to ``high``, each end open or closed."""
+    x = _real(name, value)
+    if not ((x > low if open_low else x >= low) and (x < high if open_high else x <= high)):
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        raise ConfigError(f"{name} must be in {interval}, got {value}")
+    return x
+
+
+def discount(name: str, value: object) -> float:
+    """``value`` as a float in (0, 1), the open interval a per-step discount factor lives in."""
+    return in_interval(name, value, 0.0, 1.0, open_low=True, open_high=True)
 
 
 def int_in_range(name: str, value: object, low: int, high: int) -> int:
@@ -158,6 +186,21 @@ def uniform_over_maxima(scores: FloatArray) -> FloatArray:
     return best / np.count_nonzero(best)
 
 
+def thompson_slot_rule(scores: FloatArray, draws: FloatArray) -> SlotRule:
+    """Slot rule of sampling-based algorithms given ``draws``, K posterior samples per arm (K x m).
+
+    An open arm's probability is the fraction of the K rows whose largest value among the open
+    arms is that arm's: exactly "pick one of the K samples uniformly and play its argmax", so
+    the propensity is exact given the draws (see thompson.py). ``scores`` are reported as is.
+    """
+
+    def slot(remaining: IndexArray) -> tuple[FloatArray, FloatArray]:
+        winners = np.argmax(draws[:, remaining], axis=1)
+        return scores[remaining], np.bincount(winners, minlength=len(remaining)) / len(winners)
+
+    return slot
+
+
 def _draw(probabilities: FloatArray, rng: np.random.Generator) -> int:
     """Index drawn with the given probabilities; zero-probability entries are never drawn."""
     cumulative = np.cumsum(probabilities)
@@ -174,18 +217,40 @@ class Policy(ABC, Generic[ConfigT]):
     """A bandit algorithm over ``n_arms`` arms; learned state is passed in, never kept.
 
     Subclasses implement :meth:`_slate_rule`. The ones with other bookkeeping than per-arm
-    counts and reward sums (e.g. LinUCB's matrices) also override ``new_state``, ``update``
-    and ``_check_values``; serialization stays generic.
+    counts and reward sums (e.g. LinUCB's matrices) also override ``new_state``, ``_update``
+    and ``_check_values`` (and ``_combine`` when they support priors); serialization stays
+    generic.
     """
 
-    def __init__(self, config: ConfigT, n_arms: int) -> None:
+    contextual: ClassVar[bool] = False
+    """True when ``update`` and ``select`` need the context vector (``context_dim`` >= 1)."""
+    supports_prior: ClassVar[bool] = False
+    """True when the state is additive sufficient statistics, so ``merge`` and ``combine`` work."""
+    needs_propensity: ClassVar[bool] = False
+    """True when ``update`` needs the propensity the updated arm was drawn with (EXP3)."""
+
+    def __init__(
+        self,
+        config: ConfigT,
+        n_arms: int,
+        context_dim: int = 0,
+        arm_features: npt.ArrayLike | None = None,
+    ) -> None:
         if isinstance(n_arms, bool) or not isinstance(n_arms, int | np.integer) or not 1 <= n_arms < 2**32:
             raise ValueError(f"n_arms must be an integer in [1, 2**32), got {n_arms!r}")
+        if isinstance(context_dim, bool) or not isinstance(context_dim, int | np.integer) or context_dim < 0:
+            raise ValueError(f"context_dim must be a non-negative integer, got {context_dim!r}")
+        if self.contextual and context_dim < 1:
+            raise ValueError(f"{config.name} is contextual: context_dim must be >= 1, got {context_dim}")
         self.config = config
         self.n_arms = int(n_arms)
+        # Context-free algorithms ignore the context (and arm_features): the service may pass
+        # the same arguments to every surface's policy.
+        self.context_dim = int(context_dim) if self.contextual else 0
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.config!r}, n_arms={self.n_arms})"
+        context = f", context_dim={self.context_dim}" if self.contextual else ""
+        return f"{type(self).__name__}({self.config!r}, n_arms={self.n_arms}{context})"
 
     @property
     def name(self) -> str:
@@ -197,11 +262,24 @@ class Policy(ABC, Generic[ConfigT]):
         """State of a user who has never been seen."""
         return PolicyState({"counts": np.zeros(self.n_arms), "reward_sums": np.zeros(self.n_arms)})
 
-    def update(self, state: PolicyState, arm: int, reward: float) -> None:
+    def update(
+        self,
+        state: PolicyState,
+        arm: int,
+        reward: float,
+        context: npt.ArrayLike | None = None,
+        propensity: float | None = None,
+    ) -> None:
         """Learn one observed ``reward`` in [0, 1] for ``arm``, in place.
 
-        Deterministic: replaying the same (arm, reward) sequence onto the same state gives
-        bit-identical arrays, which is how a user's state is rebuilt from the feedback log.
+        ``context`` (the vector the decision was made with) is required by contextual
+        algorithms and ignored by the others; ``propensity`` (the probability the arm was drawn
+        with, ``Choice.propensity``) is required when ``needs_propensity`` and ignored otherwise.
+        Every input is checked before ``state`` changes.
+
+        Deterministic: replaying the same (arm, reward, context, propensity) sequence onto the
+        same state gives bit-identical arrays, which is how a user's state is rebuilt from the
+        feedback log.
         """
         index = operator.index(arm)
         if not 0 <= index < self.n_arms:
@@ -209,9 +287,54 @@ class Policy(ABC, Generic[ConfigT]):
         value = float(reward)
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"reward must be in [0, 1], got {reward}")
-        state.arrays["counts"][index] += 1.0
-        state.arrays["reward_sums"][index] += value
+        x = self._check_context(context) if self.contextual else NO_CONTEXT
+        p = self._check_propensity(propensity) if self.needs_propensity else math.nan
+        self._update(state, index, value, x, p)
         state.n_updates += 1
+
+    def _update(
+        self,
+        state: PolicyState,
+        arm: int,
+        reward: float,
+        context: FloatArray,
+        propensity: float,
+    ) -> None:
+        """Apply one checked observation to ``state`` in place (``n_updates`` is the caller's)."""
+        state.arrays["counts"][arm] += 1.0
+        state.arrays["reward_sums"][arm] += reward
+
+    def _update_discounted(self, state: PolicyState, arm: int, reward: float, gamma: float) -> None:
+        """Counts and reward sums of every arm times ``gamma``, then the new observation added.
+
+        The discount is per update (a step), not per second, so a replay is bit-identical.
+        """
+        counts, sums = state.arrays["counts"], state.arrays["reward_sums"]
+        counts *= gamma
+        sums *= gamma
+        counts[arm] += 1.0
+        sums[arm] += reward
+
+    def _check_context(self, context: npt.ArrayLike | None) -> FloatArray:
+        if context is None:
+            raise ValueError(f"context is required by {self.name}: a vector of {self.context_dim} floats")
+        try:
+            x = np.asarray(context, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"context must be a vector of {self.context_dim} floats: {exc}") from None
+        if x.shape != (self.context_dim,):
+            raise ValueError(f"context must have shape ({self.context_dim},), got {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError(f"context must be finite, got {x.tolist()}")
+        return x
+
+    def _check_propensity(self, propensity: float | None) -> float:
+        if propensity is None:
+            raise ValueError(f"propensity is required by {self.name}: the probability the arm was drawn with")
+        p = float(propensity)
+        if not 0.0 < p <= 1.0:
+            raise ValueError(f"propensity must be in (0, 1], got {propensity}")
+        return p
 
     def _means(self, state: PolicyState, arms: IndexArray, unplayed: float) -> FloatArray:
         """Empirical mean reward of ``arms``; ``unplayed`` for arms never played."""
@@ -219,43 +342,133 @@ class Policy(ABC, Generic[ConfigT]):
         sums = state.arrays["reward_sums"][arms]
         return np.divide(sums, counts, out=np.full(len(arms), unplayed), where=counts > 0)
 
+    # --- priors: population and segment statistics ----------------------------------------
+
+    def merge(self, states: Sequence[PolicyState]) -> PolicyState:
+        """The state all updates of all ``states`` would give applied to one new state.
+
+        Array-wise ``new_state + sum_i (s_i - new_state)``, ``n_updates`` summed: how per-shard
+        population statistics become one. Only for ``supports_prior`` algorithms.
+        """
+        self._require_prior_support("merge")
+        if not states:
+            raise ValueError("merge needs at least one state")
+        for state in states:
+            self._check_layout(state.arrays)
+        fresh = self.new_state()
+        merged = fresh.copy()
+        for state in states:
+            for name, total in merged.arrays.items():
+                total += state.arrays[name] - fresh.arrays[name]
+        merged.n_updates = sum(state.n_updates for state in states)
+        return merged
+
+    def combine(self, state: PolicyState, prior: PolicyState, strength: float) -> PolicyState:
+        """The state to select with for a user whose own evidence is ``state``, shrunk toward ``prior``.
+
+        ``prior`` (a population or segment state of this policy, possibly itself a ``combine``
+        result) weighs as ``strength`` >= 0 pseudo-observations per arm it has data on; the
+        user's own evidence outweighs it as it grows. Inputs are not modified; the result is
+        for ``select`` only (it is not a state updates could produce, so do not store it).
+        Only for ``supports_prior`` algorithms.
+        """
+        self._require_prior_support("combine")
+        weight = float(strength) if isinstance(strength, int | float | np.integer | np.floating) else math.nan
+        if isinstance(strength, bool) or not (0.0 <= weight < math.inf):
+            raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
+        self._check_layout(state.arrays)
+        self._check_layout(prior.arrays)
+        if weight == 0.0:
+            return state.copy()
+        return self._combine(state, prior, weight)
+
+    def _combine(self, state: PolicyState, prior: PolicyState, strength: float) -> PolicyState:
+        """Count-based shrinkage: ``strength`` pseudo-rewards at the prior's mean, per arm it has data on."""
+        combined = state.copy()
+        prior_counts = prior.arrays["counts"]
+        known = np.flatnonzero(prior_counts > 0)
+        combined.arrays["counts"][known] += strength
+        prior_means = prior.arrays["reward_sums"][known] / prior_counts[known]
+        combined.arrays["reward_sums"][known] += strength * prior_means
+        return combined
+
+    def _require_prior_support(self, operation: str) -> None:
+        if not self.supports_prior:
+            raise ValueError(
+                f"{self.name} does not support {operation}: its state is not additive sufficient "
+                "statistics (supports_prior is False)"
+            )
+
     # --- deciding -----------------------------------------------------------------------
 
     @abstractmethod
-    def _slate_rule(self, state: PolicyState, available: IndexArray, rng: np.random.Generator) -> SlotRule:
+    def _slate_rule(
+        self, state: PolicyState, available: IndexArray, rng: np.random.Generator, context: FloatArray
+    ) -> SlotRule:
         """The algorithm's one hook, called once per slate.
 
         Returns a function that, given the positions (into ``available``) of the arms still
         open, returns ``(scores, probabilities)`` over exactly those arms, with probabilities
         summing to 1. Anything random that should hold for the whole slate (Thompson's
-        posterior samples) is drawn here, from ``rng`` only.
+        posterior samples) is drawn here, from ``rng`` only. ``context`` is the checked
+        context vector (``NO_CONTEXT`` for context-free algorithms).
         """
 
     def select(
-        self, state: PolicyState, available: npt.ArrayLike, n: int, rng: np.random.Generator
+        self,
+        state: PolicyState,
+        available: npt.ArrayLike,
+        n: int,
+        rng: np.random.Generator,
+        context: npt.ArrayLike | None = None,
     ) -> list[Choice]:
         """A slate of ``n`` distinct arms from ``available``, drawn slot by slot without replacement.
 
         Every slot's arm is drawn with ``rng`` from the probabilities the algorithm gives
         over the arms still open; the choice records that probability as its propensity.
-        Neither ``state`` nor ``available`` is modified.
+        ``context`` is required by contextual algorithms and ignored by the others. Neither
+        ``state``, ``available`` nor ``context`` is modified.
         """
         arms = self._check_available(available)
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= len(arms):
             raise ValueError(
-                f"n must be an integer in [1, {len(arms)}] (the number of available arms), got {n!r}"
+                f"n must be an integer in [1, {len(arms)}] (the number of available arms), got {n!r}",
             )
-        rule = self._slate_rule(state, arms, rng)
+        x = self._check_context(context) if self.contextual else NO_CONTEXT
+        rule = self._slate_rule(state, arms, rng, x)
         remaining = np.arange(len(arms))
         slate = []
         for slot in range(n):
             scores, probabilities = rule(remaining)
             pick = _draw(probabilities, rng)
-            slate.append(
-                Choice(int(arms[remaining[pick]]), float(scores[pick]), float(probabilities[pick]), slot)
-            )
+            arm = int(arms[remaining[pick]])
+            slate.append(Choice(arm, float(scores[pick]), float(probabilities[pick]), slot))
             remaining = np.concatenate((remaining[:pick], remaining[pick + 1 :]))
         return slate
+
+    def distribution(
+        self,
+        state: PolicyState,
+        available: npt.ArrayLike,
+        rng: np.random.Generator,
+        context: npt.ArrayLike | None = None,
+    ) -> FloatArray:
+        """Probability of each arm of ``available`` (same order) being drawn into the first slot.
+
+        What off-policy evaluation needs of a target policy. For algorithms that randomise once
+        per slate (Thompson samples), the probabilities are conditional on that draw, from ``rng``.
+
+        >>> from rewardloop.workers.policies import EpsilonGreedy, make_policy
+        >>> policy = make_policy(EpsilonGreedy(epsilon=0.2), n_arms=2)
+        >>> state = policy.new_state()
+        >>> policy.update(state, 0, 1.0); policy.update(state, 1, 0.0)
+        >>> policy.distribution(state, np.arange(2), np.random.default_rng(0)).tolist()
+        [0.9, 0.1]
+        """
+        arms = self._check_available(available)
+        x = self._check_context(context) if self.contextual else NO_CONTEXT
+        _, probabilities = self._slate_rule(state, arms, rng, x)(np.arange(len(arms)))
+        return np.asarray(probabilities, dtype=np.float64)
 
     def _check_available(self, available: npt.ArrayLike) -> IndexArray:
         arms = np.asarray(available)
@@ -327,30 +540,47 @@ class Policy(ABC, Generic[ConfigT]):
         self._check_values(state)
         return state
 
+    @cached_property
+    def _layout(self) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
+        return {name: (array.dtype, array.shape) for name, array in self.new_state().arrays.items()}
+
     def _check_layout(self, arrays: dict[str, npt.NDArray[Any]]) -> None:
-        expected = self.new_state().arrays
+        expected = self._layout
         if arrays.keys() != expected.keys():
             raise ValueError(
-                f"{self.name} policy state must have arrays {sorted(expected)}, got {sorted(arrays)}"
+                f"{self.name} policy state must have arrays {sorted(expected)}, got {sorted(arrays)}",
             )
-        for name, template in expected.items():
+        for name, (dtype, shape) in expected.items():
             array = arrays[name]
-            if array.dtype != template.dtype or array.shape != template.shape:
+            if array.dtype != dtype or array.shape != shape:
                 raise ValueError(
                     f"{self.name} policy state array {name!r} must be "
-                    f"{template.dtype}{list(template.shape)}, got {array.dtype}{list(array.shape)}"
+                    f"{dtype}{list(shape)}, got {array.dtype}{list(array.shape)}"
                 )
 
     def _check_values(self, state: PolicyState) -> None:
         """Reject loaded states that no sequence of updates could have produced."""
+        self._check_counts(state)
+        total = state.arrays["counts"].sum()
+        if total != state.n_updates:
+            raise ValueError(
+                f"corrupt {self.name} policy state: counts sum to {total}, n_updates={state.n_updates}",
+            )
+
+    def _check_counts(self, state: PolicyState) -> None:
         counts, sums = state.arrays["counts"], state.arrays["reward_sums"]
         if not (np.all(np.isfinite(counts)) and np.all(np.isfinite(sums))):
             raise ValueError(f"corrupt {self.name} policy state: non-finite counts or reward sums")
         if np.any(counts < 0) or np.any(sums < 0) or np.any(sums > counts):
             raise ValueError(f"corrupt {self.name} policy state: need 0 <= reward_sums <= counts")
-        if counts.sum() != state.n_updates:
+
+    def _check_discounted_counts(self, state: PolicyState, gamma: float) -> None:
+        """``_check_counts``, and the discounted total sum_k<n gamma^k <= min(n, 1 / (1 - gamma))."""
+        self._check_counts(state)
+        total, bound = state.arrays["counts"].sum(), min(state.n_updates, 1.0 / (1.0 - gamma))
+        if total > bound * (1.0 + 1e-9):
             raise ValueError(
-                f"corrupt {self.name} policy state: counts sum to {counts.sum()}, n_updates={state.n_updates}"
+                f"corrupt {self.name} policy state: discounted counts sum to {total}, more than {bound}",
             )
 
 

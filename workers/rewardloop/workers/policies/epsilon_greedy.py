@@ -59,7 +59,11 @@ class EpsilonGreedy(PolicyConfig):
 
 
 class EpsilonGreedyPolicy(Policy[EpsilonGreedy]):
-    def _slate_rule(self, state: PolicyState, available: IndexArray, rng: np.random.Generator) -> SlotRule:
+    supports_prior = True
+
+    def _slate_rule(
+        self, state: PolicyState, available: IndexArray, rng: np.random.Generator, context: FloatArray
+    ) -> SlotRule:
         means = self._means(state, available, unplayed=self.config.initial_mean)
         epsilon = self.config.epsilon
 

@@ -3,6 +3,10 @@
 A new algorithm is one file (config dataclass + ``Policy`` subclass) and one line in
 ``_IMPLEMENTATIONS``; the conformance suite then runs every check on it.
 
+>>> sorted(ALGORITHMS)  # doctest: +NORMALIZE_WHITESPACE
+['discounted_linucb', 'discounted_thompson', 'discounted_ucb', 'epsilon_greedy', 'exp3',
+ 'gaussian_thompson', 'hybrid_linucb', 'lin_ts', 'linucb', 'sliding_window_ucb', 'softmax',
+ 'thompson', 'ucb1']
 >>> config_from_dict("ucb1", {"c": 1.5})
 UCB1(c=1.5)
 >>> config_from_dict("ucb1", {"c": -1})
@@ -11,6 +15,12 @@ Traceback (most recent call last):
 rewardloop.workers.policies.base.ConfigError: c must be > 0, got -1
 >>> make_policy(config_from_dict("thompson"), n_arms=50)
 ThompsonPolicy(Thompson(prior_alpha=1.0, prior_beta=1.0, samples=64), n_arms=50)
+>>> make_policy(config_from_dict("linucb"), n_arms=50, context_dim=12)
+LinUCBPolicy(LinUCB(ridge=1.0, alpha=1.0), n_arms=50, context_dim=12)
+>>> make_policy(config_from_dict("linucb"), n_arms=50)
+Traceback (most recent call last):
+...
+ValueError: linucb is contextual: context_dim must be >= 1, got 0
 """
 
 from __future__ import annotations
@@ -19,8 +29,20 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import numpy.typing as npt
+
 from rewardloop.workers.policies.base import ConfigError, Policy, PolicyConfig
+from rewardloop.workers.policies.discounted_linucb import DiscountedLinUCB, DiscountedLinUCBPolicy
+from rewardloop.workers.policies.discounted_thompson import DiscountedThompson, DiscountedThompsonPolicy
+from rewardloop.workers.policies.discounted_ucb import DiscountedUCB, DiscountedUCBPolicy
 from rewardloop.workers.policies.epsilon_greedy import EpsilonGreedy, EpsilonGreedyPolicy
+from rewardloop.workers.policies.exp3 import EXP3, EXP3Policy
+from rewardloop.workers.policies.gaussian_thompson import GaussianThompson, GaussianThompsonPolicy
+from rewardloop.workers.policies.hybrid_linucb import HybridLinUCB, HybridLinUCBPolicy
+from rewardloop.workers.policies.lin_ts import LinTS, LinTSPolicy
+from rewardloop.workers.policies.linucb import LinUCB, LinUCBPolicy
+from rewardloop.workers.policies.sliding_window_ucb import SlidingWindowUCB, SlidingWindowUCBPolicy
+from rewardloop.workers.policies.softmax import Softmax, SoftmaxPolicy
 from rewardloop.workers.policies.thompson import Thompson, ThompsonPolicy
 from rewardloop.workers.policies.ucb import UCB1, UCB1Policy
 
@@ -28,6 +50,16 @@ _IMPLEMENTATIONS: dict[type[PolicyConfig], type[Policy[Any]]] = {
     EpsilonGreedy: EpsilonGreedyPolicy,
     UCB1: UCB1Policy,
     Thompson: ThompsonPolicy,
+    GaussianThompson: GaussianThompsonPolicy,
+    Softmax: SoftmaxPolicy,
+    EXP3: EXP3Policy,
+    LinUCB: LinUCBPolicy,
+    HybridLinUCB: HybridLinUCBPolicy,
+    LinTS: LinTSPolicy,
+    DiscountedUCB: DiscountedUCBPolicy,
+    SlidingWindowUCB: SlidingWindowUCBPolicy,
+    DiscountedThompson: DiscountedThompsonPolicy,
+    DiscountedLinUCB: DiscountedLinUCBPolicy,
 }
 
 ALGORITHMS: dict[str, type[PolicyConfig]] = {
@@ -47,9 +79,16 @@ def config_from_dict(name: str, params: Mapping[str, Any] | None = None) -> Poli
     return config_type(**(params or {}))
 
 
-def make_policy(config: PolicyConfig, n_arms: int) -> Policy[Any]:
-    """The implementation registered for ``config``'s type, over ``n_arms`` arms."""
+def make_policy(
+    config: PolicyConfig, n_arms: int, context_dim: int = 0, arm_features: npt.ArrayLike | None = None
+) -> Policy[Any]:
+    """The implementation registered for ``config``'s type, over ``n_arms`` arms.
+
+    ``context_dim`` is the length of the context vector (bias term included) the caller will
+    pass; contextual algorithms need it >= 1, the others ignore it. ``arm_features``
+    (n_arms x k item features) is needed by hybrid_linucb only. ValueError names what is wrong.
+    """
     implementation = _IMPLEMENTATIONS.get(type(config))
     if implementation is None:
         raise ConfigError(f"no policy registered for config type {type(config).__name__}")
-    return implementation(config, n_arms)
+    return implementation(config, n_arms, context_dim=context_dim, arm_features=arm_features)

@@ -54,6 +54,7 @@ from rewardloop.workers.policies.base import (
     SlotRule,
     int_in_range,
     positive,
+    thompson_slot_rule,
 )
 
 
@@ -79,6 +80,8 @@ class Thompson(PolicyConfig):
 
 
 class ThompsonPolicy(Policy[Thompson]):
+    supports_prior = True
+
     def posterior(self, state: PolicyState, arms: IndexArray | None = None) -> tuple[FloatArray, FloatArray]:
         """Beta posterior parameters (alpha, beta) of ``arms`` (default: every arm)."""
         counts, sums = state.arrays["counts"], state.arrays["reward_sums"]
@@ -86,16 +89,12 @@ class ThompsonPolicy(Policy[Thompson]):
             counts, sums = counts[arms], sums[arms]
         return self.config.prior_alpha + sums, self.config.prior_beta + (counts - sums)
 
-    def _slate_rule(self, state: PolicyState, available: IndexArray, rng: np.random.Generator) -> SlotRule:
+    def _slate_rule(
+        self, state: PolicyState, available: IndexArray, rng: np.random.Generator, context: FloatArray
+    ) -> SlotRule:
         alpha, beta = self.posterior(state, available)
         draws = _beta_draws(alpha, beta, self.config.samples, rng)
-        means = alpha / (alpha + beta)
-
-        def slot(remaining: IndexArray) -> tuple[FloatArray, FloatArray]:
-            winners = np.argmax(draws[:, remaining], axis=1)
-            return means[remaining], np.bincount(winners, minlength=len(remaining)) / len(winners)
-
-        return slot
+        return thompson_slot_rule(alpha / (alpha + beta), draws)
 
 
 def _beta_draws(alpha: FloatArray, beta: FloatArray, k: int, rng: np.random.Generator) -> FloatArray:

@@ -61,7 +61,11 @@ class UCB1(PolicyConfig):
 
 
 class UCB1Policy(Policy[UCB1]):
-    def _slate_rule(self, state: PolicyState, available: IndexArray, rng: np.random.Generator) -> SlotRule:
+    supports_prior = True
+
+    def _slate_rule(
+        self, state: PolicyState, available: IndexArray, rng: np.random.Generator, context: FloatArray
+    ) -> SlotRule:
         counts = state.arrays["counts"][available]
         total = max(float(state.arrays["counts"].sum()), 1.0)
         bonus = self.config.c * np.sqrt(math.log(total) / np.maximum(counts, 1.0))

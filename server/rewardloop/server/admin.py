@@ -1,0 +1,109 @@
+"""The Admin service: off-policy evaluation of candidate policies from the logs.
+
+The evaluation reads every user's logs and fits models: it runs as a Ray task, off the
+front's event loop, so serving traffic is not held up by it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import ray
+from ray.exceptions import RayTaskError
+from redis.exceptions import RedisError
+
+from rewardloop.server import validation
+from rewardloop.server.errors import ServiceError, invalid, unavailable
+from rewardloop.v1 import admin_pb2, admin_pb2_grpc
+from rewardloop.workers.config import ServiceConfig, SurfaceConfig
+from rewardloop.workers.evaluation.candidate import (
+    CandidateEvaluation,
+    NotEnoughData,
+    candidate_params,
+    evaluate_candidate,
+)
+from rewardloop.workers.evaluation.logs import read_logged_decisions
+from rewardloop.workers.policies import ConfigError, PolicyConfig, config_from_dict
+
+DEFAULT_MAX_DECISIONS = 100_000
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _evaluate(
+    redis_url: str, surface: SurfaceConfig, candidate: PolicyConfig, max_decisions: int, train_fraction: float,
+    confidence: float,
+) -> CandidateEvaluation:  # fmt: skip
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        logs = read_logged_decisions(client, surface, max_decisions)
+    finally:
+        client.close()
+    return evaluate_candidate(logs, surface, candidate, train_fraction=train_fraction, confidence=confidence)
+
+
+class AdminService(admin_pb2_grpc.AdminServicer):
+    def __init__(self, config: ServiceConfig, redis_url: str):
+        self._config = config
+        self._redis_url = redis_url
+
+    async def EvaluatePolicy(
+        self, request: admin_pb2.EvaluatePolicyRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.EvaluatePolicyResponse:
+        surface = validation.surface_named(self._config, request.surface)
+        candidate = _candidate(surface, request.algorithm, dict(request.params))
+        confidence = _open_unit("confidence", request.confidence or 0.95)
+        train_fraction = _open_unit("train_fraction", request.train_fraction or 0.5)
+        max_decisions = request.max_decisions or DEFAULT_MAX_DECISIONS
+        if not 1 <= max_decisions <= 1_000_000:
+            raise invalid("max_decisions", f"must be in [1, 1000000], got {max_decisions}")
+        try:
+            result: CandidateEvaluation = await _evaluate.remote(
+                self._redis_url, surface, candidate, max_decisions, train_fraction, confidence
+            )
+        except RayTaskError as exc:
+            raise _translate(exc) from exc
+        return admin_pb2.EvaluatePolicyResponse(
+            estimates=[
+                admin_pb2.PolicyValueEstimate(
+                    estimator=e.name,
+                    value=e.value,
+                    ci_low=e.ci_low,
+                    ci_high=e.ci_high,
+                    std_error=e.std_error,
+                    effective_sample_size=e.effective_sample_size,
+                    max_weight=e.max_weight,
+                )
+                for e in result.estimates.values()
+            ],
+            logged_value=result.logged_value,
+            train_decisions=result.train_decisions,
+            eval_decisions=result.eval_decisions,
+            algorithm=result.algorithm,
+        )
+
+
+def _candidate(surface: SurfaceConfig, algorithm: str, params: dict[str, float]) -> PolicyConfig:
+    name = algorithm or surface.policy_config.name
+    base: dict[str, Any] = {} if algorithm else surface.policy_config.to_dict()
+    try:
+        return config_from_dict(name, {**base, **candidate_params(params)})
+    except ConfigError as exc:
+        raise invalid("params" if params and "unknown algorithm" not in str(exc) else "algorithm", str(exc)) from None
+
+
+def _open_unit(field: str, value: float) -> float:
+    if not 0 < value < 1:
+        raise invalid(field, f"must be in (0, 1), got {value}")
+    return value
+
+
+def _translate(exc: RayTaskError) -> ServiceError:
+    cause = exc.cause
+    if isinstance(cause, NotEnoughData):
+        return ServiceError(grpc.StatusCode.FAILED_PRECONDITION, str(cause))
+    if isinstance(cause, RedisError):
+        return unavailable(f"storage unavailable, retry: {cause}")
+    raise exc

@@ -1,0 +1,85 @@
+"""Reading logged bandit data back out of Redis for off-policy evaluation.
+
+Every user's decision log (``rl:{p}:dec``) and feedback log (``rl:{p}:fb``) is scanned; each
+decision of the surface becomes one logged sample: its feature vector, the item in its first
+slot and that slot's propensity, and the reward -- the mean reward of the feedback events
+for that item of that decision, or 0 when there were none (for clicks, "shown, not clicked").
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import redis
+
+from rewardloop.workers.config import SurfaceConfig
+from rewardloop.workers.keys import KEY_PREFIX
+
+SCAN_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class LoggedDecisions:
+    """Decisions of one surface, oldest first."""
+
+    contexts: npt.NDArray[np.float64]  # (N, d); a bias column only for context-free surfaces
+    actions: npt.NDArray[np.intp]  # (N,) arm index of the first slot
+    propensities: npt.NDArray[np.float64]  # (N,)
+    rewards: npt.NDArray[np.float64]  # (N,)
+    decided_at_ms: npt.NDArray[np.int64]  # (N,)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def split(self, at: int) -> tuple[LoggedDecisions, LoggedDecisions]:
+        def part(s: slice) -> LoggedDecisions:
+            return LoggedDecisions(
+                self.contexts[s], self.actions[s], self.propensities[s], self.rewards[s], self.decided_at_ms[s]
+            )
+
+        return part(slice(0, at)), part(slice(at, None))
+
+
+def read_logged_decisions(client: redis.Redis, surface: SurfaceConfig, max_decisions: int) -> LoggedDecisions:
+    rows: list[tuple[int, tuple[float, ...], int, float, float]] = []
+    for decisions_key in client.scan_iter(match=f"{KEY_PREFIX}{{*}}:dec", count=SCAN_BATCH):
+        feedback_key = decisions_key[: -len(b"dec")] + b"fb"
+        rewards = _rewards_by_decision(client, feedback_key, surface.name)
+        decisions: Any = client.xrange(decisions_key)
+        for _, fields in decisions:
+            record = json.loads(fields[b"j"])
+            if record["s"] != surface.name or not record["i"]:
+                continue
+            item = record["i"][0]
+            arm = surface.index.get(item)
+            if arm is None:
+                continue
+            observed = rewards.get((record["d"], item))
+            reward = float(np.mean(observed)) if observed else 0.0
+            features = tuple(record.get("x") or (1.0,))
+            rows.append((int(record["t"]), features, arm, float(record["p"][0]), reward))
+    rows.sort(key=lambda row: row[0])
+    rows = rows[-max_decisions:]
+    width = max((len(r[1]) for r in rows), default=1)
+    return LoggedDecisions(
+        contexts=np.array([r[1] for r in rows], dtype=np.float64).reshape(len(rows), width),
+        actions=np.array([r[2] for r in rows], dtype=np.intp),
+        propensities=np.array([r[3] for r in rows], dtype=np.float64),
+        rewards=np.array([r[4] for r in rows], dtype=np.float64),
+        decided_at_ms=np.array([r[0] for r in rows], dtype=np.int64),
+    )
+
+
+def _rewards_by_decision(client: redis.Redis, feedback_key: bytes, surface: str) -> dict[tuple[str, str], list[float]]:
+    rewards: dict[tuple[str, str], list[float]] = defaultdict(list)
+    events: Any = client.xrange(feedback_key)
+    for _, fields in events:
+        decision_id = fields.get(b"d", b"").decode()
+        if decision_id and fields[b"s"].decode() == surface:
+            rewards[(decision_id, fields[b"i"].decode())].append(float(fields[b"r"]))
+    return rewards

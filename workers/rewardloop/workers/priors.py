@@ -1,0 +1,148 @@
+"""Cold-start priors: population -> segment -> user, aggregated across shards without a lock.
+
+Every shard keeps, per surface, its *own contribution* to the population model (and to each
+segment's): a policy state that has seen every live reward of the users this shard owns, built
+with the very same ``Policy.update``. Each shard publishes its contribution under its own
+Redis key (one writer per key, so no lock and no contention) and periodically reads the
+others'; ``Policy.merge`` sums them into the population state. A user's effective model is
+then ``combine(user, combine(segment, population, segment_strength), strength)``: a new user
+is served from the population (or segment) at once, and their own evidence takes over as
+it arrives.
+
+Priors are estimates, not records: a shard that crashes loses the contribution it had not
+published yet (at most one refresh period), which only makes the prior slightly less
+informed. Users' own states are exact regardless (see ``user_state``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import redis.asyncio as aioredis
+
+from rewardloop.workers.config import SurfaceConfig
+from rewardloop.workers.policies import Policy, PolicyState
+
+log = logging.getLogger(__name__)
+POPULATION = ""  # segment key of the whole population
+REFRESH_SECONDS = 1.0
+
+
+def contribution_key(surface: str, shard: int) -> str:
+    """Hash segment -> this shard's policy state for the surface (not user data: aggregates)."""
+    return f"rl:pop:{surface}:{shard}"
+
+
+class Priors:
+    def __init__(
+        self,
+        surfaces: Mapping[str, SurfaceConfig],
+        policies: Mapping[str, Policy[Any]],
+        shard_index: int,
+        shards: int,
+    ):
+        self._surfaces = {n: s for n, s in surfaces.items() if _uses_prior(s, policies[n])}
+        self._policies = policies
+        self._shard = shard_index
+        self._shards = shards
+        self._own: dict[str, dict[str, PolicyState]] = {n: {} for n in self._surfaces}
+        self._merged: dict[str, dict[str, PolicyState]] = {n: {} for n in self._surfaces}
+        self._segment_priors: dict[str, dict[str, PolicyState]] = {n: {} for n in self._surfaces}
+        self._dirty: set[str] = set()
+
+    @property
+    def surfaces(self) -> tuple[str, ...]:
+        return tuple(self._surfaces)
+
+    def learn(
+        self,
+        surface: str,
+        segment: str,
+        arm: int,
+        reward: float,
+        features: npt.NDArray[np.float64] | None,
+        propensity: float | None,
+    ) -> None:
+        """Count one live reward into this shard's population (and segment) contribution."""
+        if surface not in self._surfaces:
+            return
+        policy = self._policies[surface]
+        own = self._own[surface]
+        for key in {POPULATION, segment}:
+            state = own.get(key)
+            if state is None:
+                state = own[key] = policy.new_state()
+            policy.update(state, arm, reward, context=features, propensity=propensity)
+        self._dirty.add(surface)
+
+    def prior(self, surface: str, segment: str) -> tuple[PolicyState, float] | None:
+        """The prior a user of `segment` starts from, and how strongly; None without one."""
+        surface_config = self._surfaces.get(surface)
+        if surface_config is None:
+            return None
+        priors = self._segment_priors[surface]
+        state = priors.get(segment) or priors.get(POPULATION)
+        if state is None:
+            return None
+        return state, surface_config.cold_start.strength
+
+    async def restore(self, redis: aioredis.Redis) -> None:
+        """Continue this shard's contribution from what it last published."""
+        for surface in self._surfaces:
+            stored: Any = await redis.hgetall(contribution_key(surface, self._shard))
+            policy = self._policies[surface]
+            for segment, blob in stored.items():
+                try:
+                    self._own[surface][segment.decode()] = policy.load_state(blob)
+                except ValueError as exc:  # another configuration's statistics: start afresh
+                    log.warning("shard %d: ignoring prior of %s: %s", self._shard, surface, exc)
+
+    async def refresh(self, redis: aioredis.Redis) -> None:
+        """Publish this shard's contribution, read the others', recompute the priors."""
+        async with redis.pipeline(transaction=False) as pipe:
+            for surface in self._surfaces:
+                policy = self._policies[surface]
+                if surface in self._dirty and self._own[surface]:
+                    blobs: Any = {seg: policy.dump_state(state) for seg, state in self._own[surface].items()}
+                    pipe.hset(contribution_key(surface, self._shard), mapping=blobs)
+                for shard in range(self._shards):
+                    if shard != self._shard:
+                        pipe.hgetall(contribution_key(surface, shard))
+            replies = iter(await pipe.execute())
+        for surface in self._surfaces:
+            if surface in self._dirty and self._own[surface]:
+                next(replies)  # the HSET
+            others = [next(replies) for shard in range(self._shards) if shard != self._shard]
+            self._recompute(surface, others)
+        self._dirty.clear()
+
+    def _recompute(self, surface: str, others: list[Any]) -> None:
+        policy = self._policies[surface]
+        parts: dict[str, list[PolicyState]] = {}
+        for segment, state in self._own[surface].items():
+            parts.setdefault(segment, []).append(state)
+        for stored in others:
+            for segment, blob in stored.items():
+                try:
+                    parts.setdefault(segment.decode(), []).append(policy.load_state(blob))
+                except ValueError:
+                    continue  # published under another configuration
+        merged = {segment: policy.merge(states) for segment, states in parts.items()}
+        self._merged[surface] = merged
+        population = merged.get(POPULATION)
+        strength = self._surfaces[surface].cold_start.segment_strength
+        priors: dict[str, PolicyState] = {}
+        if population is not None:
+            priors[POPULATION] = population
+            for segment, state in merged.items():
+                if segment != POPULATION:
+                    priors[segment] = policy.combine(state, population, strength)
+        self._segment_priors[surface] = priors
+
+
+def _uses_prior(surface: SurfaceConfig, policy: Policy[Any]) -> bool:
+    return surface.cold_start.strength > 0 and bool(getattr(policy, "supports_prior", False))
