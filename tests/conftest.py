@@ -20,6 +20,10 @@ from rewardloop.workers.redis_server import EmbeddedRedis
 
 ITEMS = [f"item-{i:03d}" for i in range(30)]
 LEARN_ITEMS = 10
+DRIFT_ITEMS = 5
+CONTEXT_FEATURES = [f"u{k}" for k in range(6)] + ["c0", "c1"]
+# Linear priors count in units of x x^T: with |x|^2 ~ 9 here, 50 is ~5 observations' worth.
+CTX_PRIOR_STRENGTH = 50.0
 TEST_CONFIG = {
     "service": {"shards": 2, "seed": 11, "snapshot_every": 5, "pseudonym_key": "test-key"},
     "surfaces": {
@@ -29,6 +33,29 @@ TEST_CONFIG = {
         # The learning tests' catalogue: the simulator's first LEARN_ITEMS items.
         "learn_ucb": {"algorithm": "ucb1", "items": ITEMS[:LEARN_ITEMS]},
         "learn_ts": {"algorithm": "thompson", "items": ITEMS[:LEARN_ITEMS]},
+        # Contextual surfaces: the simulator's observable user features and request context.
+        "ctx_linucb": {
+            "algorithm": "linucb",
+            "items": ITEMS[:LEARN_ITEMS],
+            "features": {"numeric": CONTEXT_FEATURES},
+            "cold_start": {"strength": CTX_PRIOR_STRENGTH},
+        },
+        # Cold start: a count-based policy leaning on the population with 2 pseudo-observations.
+        "cold_ucb": {
+            "algorithm": "ucb1",
+            "params": {"c": 0.5},
+            "items": ITEMS[:LEARN_ITEMS],
+            "cold_start": {"strength": 2.0},
+        },
+        # Drift: a discounted policy and its stationary twin.
+        "drift_dts": {"algorithm": "discounted_thompson", "params": {"gamma": 0.99}, "items": ITEMS[:DRIFT_ITEMS]},
+        "drift_ts": {"algorithm": "thompson", "items": ITEMS[:DRIFT_ITEMS], "cold_start": {"strength": 0.0}},
+        "ctx_lints": {
+            "algorithm": "lin_ts",
+            "items": ITEMS[:LEARN_ITEMS],
+            "features": {"numeric": CONTEXT_FEATURES},
+            "cold_start": {"strength": CTX_PRIOR_STRENGTH},
+        },
     },
     "experiments": {
         "color": {"variants": {"blue": 1, "green": 1}, "surfaces": ["ucb"]},

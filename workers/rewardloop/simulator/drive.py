@@ -11,7 +11,7 @@ with the same response model, so both CTRs are comparable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,15 +22,32 @@ from rewardloop.simulator.population import Population
 
 @dataclass
 class RunResult:
-    """Clicks per round (summed over users) of a run; CTR helpers over round windows."""
+    """Per-round sums over users: realised clicks, and the click probabilities of the items
+    shown, of the best item (oracle) and of a uniformly random one, for the same requests.
+    The expected CTRs are the steadier measure; the realised one is what users did."""
 
     users: int
     clicks_per_round: list[int] = field(default_factory=list)
+    expected_per_round: list[float] = field(default_factory=list)
+    oracle_per_round: list[float] = field(default_factory=list)
+    random_per_round: list[float] = field(default_factory=list)
     acknowledged_events: int = 0
 
-    def ctr(self, first_round: int = 0, last_round: int | None = None) -> float:
-        rounds = self.clicks_per_round[first_round:last_round]
+    def _mean(self, per_round: list[float] | list[int], first_round: int, last_round: int | None) -> float:
+        rounds = per_round[first_round:last_round]
         return sum(rounds) / (len(rounds) * self.users) if rounds else 0.0
+
+    def ctr(self, first_round: int = 0, last_round: int | None = None) -> float:
+        return self._mean(self.clicks_per_round, first_round, last_round)
+
+    def expected_ctr(self, first_round: int = 0, last_round: int | None = None) -> float:
+        return self._mean(self.expected_per_round, first_round, last_round)
+
+    def oracle_ctr(self, first_round: int = 0, last_round: int | None = None) -> float:
+        return self._mean(self.oracle_per_round, first_round, last_round)
+
+    def random_ctr(self, first_round: int = 0, last_round: int | None = None) -> float:
+        return self._mean(self.random_per_round, first_round, last_round)
 
 
 def random_policy_ctr(population: Population, users: list[int], rounds: int, seed: int) -> float:
@@ -54,20 +71,35 @@ async def run_population(
     seed: int = 0,
     concurrency: int = 32,
     user_prefix: str = "",
+    contextual: bool = False,
+    first_round: int = 0,
     on_round: Callable[[int, RunResult], None] | None = None,
+    between_rounds: Callable[[], Awaitable[None]] | None = None,
 ) -> RunResult:
-    """Run `rounds` decision rounds for `users` (default: everyone) against `surface`."""
+    """Run `rounds` decision rounds for `users` (default: everyone) against `surface`.
+
+    Rounds are numbered from `first_round` (event ids derive from them, so a run that
+    continues another -- e.g. after a taste shift -- passes where the first stopped).
+    With `contextual`, each request carries the user's observable features and a fresh
+    request context (drawn from its own stream, so responses stay comparable with a
+    context-free run), and the user reacts under that context.
+    """
     users = list(range(population.n_users)) if users is None else users
     result = RunResult(users=len(users))
     rngs = {u: np.random.default_rng([seed, u]) for u in users}
+    context_rngs = {u: np.random.default_rng([seed, u, 1]) for u in users}
     gate = asyncio.Semaphore(concurrency)
 
-    async def one_decision(u: int, round_: int) -> int:
+    async def one_decision(u: int, round_: int) -> tuple[int, float, float, float]:
         user_id = f"{user_prefix}{population.user_ids[u]}"
+        ctx = population.draw_context(u, context_rngs[u]) if contextual else None
+        features = {**population.user_feature_dict(u), **population.context_dict(ctx)} if ctx is not None else None
+        probabilities = population.click_probabilities(u, ctx)
         async with gate:
-            rec = await client.recommend(user_id, surface)
+            rec = await client.recommend(user_id, surface, context=features)
             item_id = rec.items[0].item_id
-            response = population.respond(u, population.item_index(item_id), rngs[u])
+            item = population.item_index(item_id)
+            response = population.respond(u, item, rngs[u], ctx)
             await client.record(
                 user_id,
                 item_id,
@@ -77,12 +109,23 @@ async def run_population(
                 surface=surface,
                 event_id=f"{user_id}:{surface}:{round_}",
             )
-        return int(response.clicked)
+        return (
+            int(response.clicked),
+            float(probabilities[item]),
+            float(probabilities.max()),
+            float(probabilities.mean()),
+        )
 
-    for round_ in range(rounds):
-        clicks = await asyncio.gather(*(one_decision(u, round_) for u in users))
+    for round_ in range(first_round, first_round + rounds):
+        outcomes = await asyncio.gather(*(one_decision(u, round_) for u in users))
+        clicks, expected, oracle, random = zip(*outcomes, strict=True)
         result.clicks_per_round.append(sum(clicks))
+        result.expected_per_round.append(sum(expected))
+        result.oracle_per_round.append(sum(oracle))
+        result.random_per_round.append(sum(random))
         result.acknowledged_events += len(users)
         if on_round is not None:
-            on_round(round_, result)
+            on_round(round_ - first_round, result)
+        if between_rounds is not None:
+            await between_rounds()
     return result
