@@ -50,6 +50,13 @@ TEST_CONFIG = {
         # Drift: a discounted policy and its stationary twin.
         "drift_dts": {"algorithm": "discounted_thompson", "params": {"gamma": 0.99}, "items": ITEMS[:DRIFT_ITEMS]},
         "drift_ts": {"algorithm": "thompson", "items": ITEMS[:DRIFT_ITEMS], "cold_start": {"strength": 0.0}},
+        # Off-policy evaluation: uniform logging (epsilon 1) of contextual traffic.
+        "ope_log": {
+            "algorithm": "epsilon_greedy",
+            "params": {"epsilon": 1.0},
+            "items": ITEMS[:LEARN_ITEMS],
+            "features": {"numeric": CONTEXT_FEATURES},
+        },
         "ctx_lints": {
             "algorithm": "lin_ts",
             "items": ITEMS[:LEARN_ITEMS],
