@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rewardloop.client import AsyncClient, Signal, Unauthenticated, Unavailable
 from rewardloop.server.app import Service
+from rewardloop.v1 import admin_pb2, admin_pb2_grpc
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.keys import pseudonymize
 from rewardloop.workers.redis_server import EmbeddedRedis
@@ -66,8 +67,9 @@ async def test_bearer_tokens_guard_the_api_but_not_health(
     ray_cluster: None, redis_server: EmbeddedRedis, service_config: ServiceConfig
 ) -> None:
     service = await Service(
-        service_config, redis_server.url, "127.0.0.1:0", auth_tokens=["s3cret"], shard_prefix="auth"
-    ).start()
+        service_config, redis_server.url, "127.0.0.1:0", auth_tokens=["s3cret"], shard_prefix="auth",
+        admin_tokens=["r00t"],
+    ).start()  # fmt: skip
     try:
         async with AsyncClient(service.target) as anonymous:
             with pytest.raises(Unauthenticated, match="authorization"):
@@ -77,8 +79,19 @@ async def test_bearer_tokens_guard_the_api_but_not_health(
                 await wrong.assign("auth-1")
         async with AsyncClient(service.target, metadata={"authorization": "Bearer s3cret"}) as allowed:
             assert len((await allowed.recommend("auth-1", "ucb")).items) == 1
+        async with AsyncClient(service.target, metadata={"authorization": "Bearer r00t"}) as admin:
+            assert len((await admin.recommend("auth-1", "ucb")).items) == 1  # admin keys are API keys too
         async with grpc.aio.insecure_channel(service.target) as channel:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            evaluate = admin_pb2_grpc.AdminStub(channel).EvaluatePolicy
+            request = admin_pb2.EvaluatePolicyRequest(surface="nope")
+            for token, code in (("s3cret", grpc.StatusCode.PERMISSION_DENIED), ("", grpc.StatusCode.UNAUTHENTICATED)):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await evaluate(request, metadata=(("authorization", f"Bearer {token}"),), timeout=10)
+                assert err.value.code() == code
+            with pytest.raises(grpc.aio.AioRpcError) as err:  # through auth, to the servicer
+                await evaluate(request, metadata=(("authorization", "Bearer r00t"),), timeout=10)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         await service.stop(grace=0.5)

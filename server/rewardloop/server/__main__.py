@@ -47,9 +47,12 @@ async def serve(args: argparse.Namespace) -> None:
         redis_url = embedded.url
         log.info("embedded redis-server (AOF on) at %s, data in %s", redis_url, embedded.data_dir)
     tokens = [t for t in os.environ.get("REWARDLOOP_API_KEYS", "").split(",") if t]
+    admin_tokens = [t for t in os.environ.get("REWARDLOOP_ADMIN_KEYS", "").split(",") if t]
     configure_tracing(args.traces, service_name="rewardloop-front")
     ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, logging_level=logging.WARNING)
-    service = Service(config, redis_url, args.address, traces=args.traces, auth_tokens=tokens)
+    service = Service(
+        config, redis_url, args.address, traces=args.traces, auth_tokens=tokens, admin_tokens=admin_tokens
+    )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

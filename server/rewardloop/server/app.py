@@ -50,12 +50,20 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 def create_server(
-    address: str, config: ServiceConfig, router: ShardRouter, redis_url: str, auth_tokens: Sequence[str] = ()
+    address: str,
+    config: ServiceConfig,
+    router: ShardRouter,
+    redis_url: str,
+    auth_tokens: Sequence[str] = (),
+    admin_tokens: Sequence[str] = (),
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """The gRPC server, bound but not started; port 0 picks a free port."""
+    """The gRPC server, bound but not started; port 0 picks a free port.
+
+    With no tokens at all the API is open (a laptop); with any, every call needs one.
+    """
     interceptors: list[grpc.aio.ServerInterceptor] = [aio_server_interceptor()]
-    if auth_tokens:
-        interceptors.append(TokenAuth(set(auth_tokens)))
+    if auth_tokens or admin_tokens:
+        interceptors.append(TokenAuth(set(auth_tokens), set(admin_tokens)))
     interceptors.append(RpcObserver())
     server = grpc.aio.server(
         interceptors=interceptors,
@@ -92,12 +100,14 @@ class Service:
         traces: str = "",
         auth_tokens: Sequence[str] = (),
         shard_prefix: str = "shard",
+        admin_tokens: Sequence[str] = (),
     ):
         self.config = config
         self.redis_url = redis_url
         self.address = address
         self.traces = traces
         self.auth_tokens = tuple(auth_tokens)
+        self.admin_tokens = tuple(admin_tokens)
         self.shard_prefix = shard_prefix
         self.port = 0
         self.actors: list[Any] = []
@@ -114,7 +124,7 @@ class Service:
         self.actors = start_shards(self.config, self.redis_url, self.traces, self.shard_prefix)
         self.router = ShardRouter(self.actors)
         self._server, self.port, self._health = create_server(
-            self.address, self.config, self.router, self.redis_url, self.auth_tokens
+            self.address, self.config, self.router, self.redis_url, self.auth_tokens, self.admin_tokens
         )
         await self._server.start()
         for name in ("", *SERVICE_NAMES):

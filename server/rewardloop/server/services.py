@@ -10,6 +10,7 @@ import contextvars
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import grpc
@@ -201,11 +202,14 @@ class RpcObserver(grpc.aio.ServerInterceptor):
 class TokenAuth(grpc.aio.ServerInterceptor):
     """Bearer-token check for the rewardloop services (health and reflection stay open).
 
-    The seam for real auth: swap in mTLS identities or JWT verification here.
+    API keys may call Recommend, Feedback and Assign; the Admin service needs an admin key
+    (a valid API key there gets PERMISSION_DENIED). The seam for real auth: swap in mTLS
+    identities or JWT verification here.
     """
 
-    def __init__(self, tokens: set[str]):
+    def __init__(self, tokens: AbstractSet[str], admin_tokens: AbstractSet[str] = frozenset()):
         self._tokens = {f"Bearer {t}" for t in tokens}
+        self._admin = {f"Bearer {t}" for t in admin_tokens}
 
     async def intercept_service(
         self,
@@ -214,11 +218,22 @@ class TokenAuth(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         if not details.method.startswith("/rewardloop."):
             return await continuation(details)
-        metadata = dict(details.invocation_metadata or ())
-        if metadata.get("authorization") in self._tokens:
+        presented = dict(details.invocation_metadata or ()).get("authorization")
+        if details.method.startswith(ADMIN_PREFIX):
+            if presented in self._admin:
+                return await continuation(details)
+            if presented in self._tokens:
+                return _deny(grpc.StatusCode.PERMISSION_DENIED, "authorization: this key may not call Admin")
+        elif presented in self._tokens or presented in self._admin:
             return await continuation(details)
+        return _deny(grpc.StatusCode.UNAUTHENTICATED, "authorization: a valid bearer token is required")
 
-        async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "authorization: a valid bearer token is required")
 
-        return grpc.unary_unary_rpc_method_handler(deny)
+ADMIN_PREFIX = "/rewardloop.v1.Admin/"
+
+
+def _deny(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
+
+    return grpc.unary_unary_rpc_method_handler(deny)
