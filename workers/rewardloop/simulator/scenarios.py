@@ -1,0 +1,125 @@
+"""Learning scenarios run against a live service: shared by the acceptance tests (which
+assert on the numbers) and `bench/learning.py` (which prints them for more seeds).
+
+Each scenario takes an SDK client and a `refresh` coroutine (publishing and merging the
+shards' population statistics now, instead of waiting for their 1 s timer) and returns the
+measured figures; all randomness is seeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from rewardloop.client import AsyncClient
+from rewardloop.simulator.drive import random_policy_ctr, run_population
+from rewardloop.simulator.population import Population
+
+Refresh = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """CTRs over a scenario's measurement window (expected: from the simulator's truth)."""
+
+    learned: float
+    random: float
+    oracle: float
+
+    @property
+    def lift(self) -> float:
+        return self.learned / self.random
+
+    @property
+    def oracle_ratio(self) -> float:
+        return self.learned / self.oracle
+
+
+async def context_free(
+    client: AsyncClient,
+    surface: str,
+    *,
+    users: int = 60,
+    rounds: int = 80,
+    tail: int = 30,
+    seed: int = 3,
+    prefix: str = "",
+) -> Outcome:
+    """Per-user bandits on a 10-item catalogue; realised CTR of the last `tail` rounds."""
+    population = Population(n_users=users, n_items=10, seed=seed, taste_strength=2.0, base_ctr=0.03)
+    run = await run_population(client, population, surface, rounds, seed=seed + 2, user_prefix=prefix or f"{surface}-")
+    return Outcome(
+        learned=run.ctr(rounds - tail),
+        random=random_policy_ctr(population, list(range(users)), rounds, seed=seed + 2),
+        oracle=run.oracle_ctr(rounds - tail),
+    )
+
+
+async def contextual(
+    client: AsyncClient, surface: str, refresh: Refresh, *, users: int = 150, rounds: int = 30, tail: int = 10,
+    seed: int = 1, prefix: str = "",
+) -> Outcome:  # fmt: skip
+    """A contextual surface fed the users' observable features and a request context."""
+    population = Population(n_users=users, n_items=10, seed=seed, taste_dim=4, taste_strength=2.0, base_ctr=0.03)
+    run = await run_population(
+        client, population, surface, rounds, seed=seed + 4, user_prefix=prefix or f"{surface}-", contextual=True,
+        between_rounds=refresh,
+    )  # fmt: skip
+    first = rounds - tail
+    return Outcome(run.expected_ctr(first), run.random_ctr(first), run.oracle_ctr(first))
+
+
+@dataclass(frozen=True)
+class ColdStartOutcome:
+    first_request: Outcome  # newcomers' first decision
+    population_alone: float  # divergent newcomers' first decision: no evidence of their own
+    after_three: float  # the same users' decisions 4 to 6
+    divergent_users: int
+
+
+async def cold_start(
+    client: AsyncClient, surface: str, refresh: Refresh, *, seed: int = 1, veteran_rounds: int = 15, prefix: str = ""
+) -> ColdStartOutcome:
+    """Veterans teach the population; newcomers arrive; those unlike the population personalise."""
+    prefix = prefix or f"{surface}-"
+    population = Population(n_users=400, n_items=10, seed=seed, taste_dim=4, taste_strength=2.0, base_ctr=0.03)
+    veterans, newcomers = list(range(200)), list(range(200, 400))
+    probabilities = np.array([population.click_probabilities(u) for u in range(400)])
+    population_best = int(probabilities[veterans].mean(axis=0).argmax())
+    divergent = [u for u in newcomers if probabilities[u].argmax() != population_best]
+    await run_population(
+        client, population, surface, veteran_rounds, users=veterans, seed=seed + 2, user_prefix=prefix,
+        between_rounds=refresh,
+    )  # fmt: skip
+    arrivals = await run_population(client, population, surface, 1, users=newcomers, seed=seed + 3, user_prefix=prefix)
+    personal = await run_population(
+        client, population, surface, 6, users=divergent, seed=seed + 3, user_prefix=f"{prefix}div-",
+        between_rounds=refresh,
+    )  # fmt: skip
+    return ColdStartOutcome(
+        first_request=Outcome(arrivals.expected_ctr(), arrivals.random_ctr(), arrivals.oracle_ctr()),
+        population_alone=personal.expected_ctr(0, 1),
+        after_three=personal.expected_ctr(3, 6),
+        divergent_users=len(divergent),
+    )
+
+
+async def drift(
+    client: AsyncClient, surface: str, *, seed: int = 3, before_rounds: int = 300, after_rounds: int = 200,
+    tail: int = 50, prefix: str = "",
+) -> Outcome:  # fmt: skip
+    """Tastes change after `before_rounds`; CTR against the *new* oracle over the last `tail` rounds,
+    for the users whose best item changed (the ones drift matters to)."""
+    before = Population(n_users=60, n_items=5, seed=seed, taste_dim=4, taste_strength=5.0, base_ctr=0.1)
+    after = before.shifted(seed=99)
+    changed = [u for u in range(60) if before.best_item(u) != after.best_item(u)]
+    prefix = prefix or f"{surface}-"
+    await run_population(client, before, surface, before_rounds, users=changed, seed=seed + 4, user_prefix=prefix)
+    run = await run_population(
+        client, after, surface, after_rounds, users=changed, seed=seed + 5, user_prefix=prefix,
+        first_round=before_rounds,
+    )  # fmt: skip
+    first = after_rounds - tail
+    return Outcome(run.expected_ctr(first), run.random_ctr(first), run.oracle_ctr(first))
