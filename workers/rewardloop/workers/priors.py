@@ -103,22 +103,29 @@ class Priors:
 
     async def refresh(self, redis: aioredis.Redis) -> None:
         """Publish this shard's contribution, read the others', recompute the priors."""
-        async with redis.pipeline(transaction=False) as pipe:
-            for surface in self._surfaces:
-                policy = self._policies[surface]
-                if surface in self._dirty and self._own[surface]:
-                    blobs: Any = {seg: policy.dump_state(state) for seg, state in self._own[surface].items()}
-                    pipe.hset(contribution_key(surface, self._shard), mapping=blobs)
-                for shard in range(self._shards):
-                    if shard != self._shard:
-                        pipe.hgetall(contribution_key(surface, shard))
-            replies = iter(await pipe.execute())
+        # Learning goes on while the pipeline is in flight: decide what to publish (and so
+        # how to read the replies) before awaiting, and let new learning mark surfaces anew.
+        publishing = [surface for surface in self._surfaces if surface in self._dirty and self._own[surface]]
+        self._dirty = set()
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                for surface in self._surfaces:
+                    policy = self._policies[surface]
+                    if surface in publishing:
+                        blobs: Any = {seg: policy.dump_state(state) for seg, state in self._own[surface].items()}
+                        pipe.hset(contribution_key(surface, self._shard), mapping=blobs)
+                    for shard in range(self._shards):
+                        if shard != self._shard:
+                            pipe.hgetall(contribution_key(surface, shard))
+                replies = iter(await pipe.execute())
+        except BaseException:
+            self._dirty.update(publishing)
+            raise
         for surface in self._surfaces:
-            if surface in self._dirty and self._own[surface]:
+            if surface in publishing:
                 next(replies)  # the HSET
             others = [next(replies) for shard in range(self._shards) if shard != self._shard]
             self._recompute(surface, others)
-        self._dirty.clear()
 
     def _recompute(self, surface: str, others: list[Any]) -> None:
         policy = self._policies[surface]
