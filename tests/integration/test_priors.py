@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-import pytest
 import redis.asyncio as aioredis
 
 from rewardloop.workers.config import ServiceConfig
@@ -62,7 +61,7 @@ async def test_shards_merge_each_others_contributions_while_learning_goes_on(red
             prior = shard.prior(surface, "a")
             assert prior is not None
             state, strength = prior
-            population = shard._segment_priors[surface][POPULATION]  # noqa: SLF001
+            population = shard._segment_priors[surface][POPULATION]
             assert population.arrays["counts"].tolist() == counts.tolist()
             assert strength == 2.0 and state.arrays["counts"].sum() > 0
     await client.aclose()
