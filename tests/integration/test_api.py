@@ -261,3 +261,13 @@ async def test_expired_deadline_is_deadline_exceeded(channel: grpc.aio.Channel) 
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.Recommend(recommender_pb2.RecommendRequest(user_id="dl-1", surface="ucb"), timeout=0.0001)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_a_batch_of_many_unseen_users_is_recorded(channel: grpc.aio.Channel) -> None:
+    """More new users in one call than a shard has Redis connections: all are loaded and recorded."""
+    events = [_fb(user_id=f"fresh-{k}", event_id=f"fresh-ev-{k}") for k in range(600)]
+    reply = await feedback_pb2_grpc.FeedbackStub(channel).RecordBatch(
+        feedback_pb2.RecordBatchRequest(events=events), timeout=60
+    )
+    assert [r.code for r in reply.results] == [0] * 600
+    assert not any(r.duplicate for r in reply.results)

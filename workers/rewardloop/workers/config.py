@@ -15,6 +15,7 @@ hashing. Every validation error names the offending key, e.g.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -70,9 +71,9 @@ class SurfaceConfig:
     def item_feature_matrix(self) -> np.ndarray | None:
         return None if self.item_features is None else np.array(self.item_features, dtype=np.float64)
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """Short hash of everything that gives a policy state's arrays their meaning."""
+        """Short hash of everything that gives a policy state's arrays their meaning (cached: hot path)."""
         payload = json.dumps(
             {
                 "algorithm": self.policy_config.name,

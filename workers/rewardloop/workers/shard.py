@@ -53,6 +53,7 @@ MAX_CACHED_USERS = 200_000
 MAX_RECENT_DECISIONS = 100_000
 WRITE_BACK_RETRY_SECONDS = 0.5
 PRIOR_REFRESH_SECONDS = 1.0
+MAX_CONCURRENT_LOADS = 32
 # Decisions held for writing while Redis is down; beyond it the oldest are dropped (the
 # decision log is for analysis and joins; feedback naming a lost decision still joins
 # when it names its surface).
@@ -80,6 +81,9 @@ class ShardCore:
         self._loading: dict[str, asyncio.Future[UserState]] = {}
         self._recent: OrderedDict[str, KnownDecision] = OrderedDict()
         self._feedback_lock = asyncio.Lock()
+        # Users rebuilt from Redis at once: a batch of many unseen users must not take
+        # every connection (or every Redis cycle) for itself.
+        self._load_slots = asyncio.Semaphore(MAX_CONCURRENT_LOADS)
         self._pending_decisions: list[DecisionRecord] = []
         self._pending_snapshots: dict[str, bytes] = {}
         self._writer: asyncio.Task[None] | None = None
@@ -289,9 +293,13 @@ class ShardCore:
                 self._users.move_to_end(p)
                 found[p] = state
         if missing:
-            loaded = await asyncio.gather(*(self._load(p) for p in missing))
+            loaded = await asyncio.gather(*(self._load_bounded(p) for p in missing))
             found.update(zip(missing, loaded, strict=True))
         return found
+
+    async def _load_bounded(self, pseudonym: str) -> UserState:
+        async with self._load_slots:
+            return await self._load(pseudonym)
 
     async def _load(self, pseudonym: str) -> UserState:
         pending = self._loading.get(pseudonym)

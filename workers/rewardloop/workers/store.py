@@ -8,12 +8,14 @@ same calls work on a Redis Cluster.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from rewardloop.workers.keys import UserKeys
 from rewardloop.workers.user_state import LoggedReward
@@ -84,23 +86,40 @@ class DecisionRecord:
         )  # fmt: skip
 
 
+# Connections per shard. A blocking pool makes a burst (e.g. a batch of many unseen users)
+# wait for a connection instead of failing with "Too many connections".
+MAX_CONNECTIONS = 64
+POOL_WAIT_SECONDS = 10
+
+
 class Store:
     def __init__(self, url: str):
-        self.redis = aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
-        self._record_event = self.redis.register_script(_RECORD_EVENT)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, health_check_interval=30
+        )
+        self.redis = aioredis.Redis(connection_pool=pool, decode_responses=False)
+        self._record_sha = hashlib.sha1(_RECORD_EVENT.encode()).hexdigest()
 
     async def close(self) -> None:
         await self.redis.aclose()
 
     async def record_feedback(self, records: Sequence[FeedbackRecord]) -> list[str | None]:
         """Make events durable; the stream id of each, or None for an already-seen event id."""
+        try:
+            return await self._record_feedback(records)
+        except NoScriptError:
+            # Redis restarted without the script: every EVALSHA of the pipeline was refused,
+            # none ran, so loading it and sending the batch again is safe.
+            await self.redis.script_load(_RECORD_EVENT)
+            return await self._record_feedback(records)
+
+    async def _record_feedback(self, records: Sequence[FeedbackRecord]) -> list[str | None]:
+        # EVALSHA directly: redis-py's Script objects add a SCRIPT EXISTS round trip per pipeline.
         async with self.redis.pipeline(transaction=False) as pipe:
             for r in records:
                 keys = UserKeys(r.pseudonym)
-                await self._record_event(
-                    keys=[keys.event(r.event_id), keys.feedback_log],
-                    args=[DEDUP_TTL_SECONDS, *r.fields()],
-                    client=pipe,
+                pipe.evalsha(
+                    self._record_sha, 2, keys.event(r.event_id), keys.feedback_log, DEDUP_TTL_SECONDS, *r.fields()
                 )
             results = await pipe.execute()
         return [None if res is None else res.decode() for res in results]
