@@ -50,7 +50,6 @@ class Priors:
         self._shard = shard_index
         self._shards = shards
         self._own: dict[str, dict[str, PolicyState]] = {n: {} for n in self._surfaces}
-        self._merged: dict[str, dict[str, PolicyState]] = {n: {} for n in self._surfaces}
         self._segment_priors: dict[str, dict[str, PolicyState]] = {n: {} for n in self._surfaces}
         self._dirty: set[str] = set()
 
@@ -139,7 +138,6 @@ class Priors:
                 except ValueError:
                     continue  # published under another configuration
         merged = {segment: policy.merge(states) for segment, states in parts.items()}
-        self._merged[surface] = merged
         population = merged.get(POPULATION)
         strength = self._surfaces[surface].cold_start.segment_strength
         priors: dict[str, PolicyState] = {}

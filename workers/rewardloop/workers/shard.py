@@ -225,7 +225,7 @@ class ShardCore:
         if lookups:
             found = await self.store.find_decisions([(calls[i].pseudonym, calls[i].decision_id) for i in lookups])
             for i, stored in zip(lookups, found, strict=True):
-                decisions[i] = None if stored is None else KnownDecision.from_json(calls[i].pseudonym, stored)
+                decisions[i] = None if stored is None else KnownDecision.of(stored)
         return [self._check_feedback(c, decisions.get(i)) for i, c in enumerate(calls)]
 
     def _check_feedback(self, call: FeedbackCall, decision: KnownDecision | None) -> FeedbackRecord | Rejected:
@@ -381,16 +381,4 @@ class KnownDecision:
             record.propensities,
             record.features,
             record.segment,
-        )
-
-    @classmethod
-    def from_json(cls, pseudonym: str, stored: dict[str, Any]) -> KnownDecision:
-        return cls(
-            stored["d"],
-            pseudonym,
-            stored["s"],
-            tuple(stored["i"]),
-            tuple(stored["p"]),
-            tuple(stored.get("x", ())),
-            stored.get("sg", ""),
         )

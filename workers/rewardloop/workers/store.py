@@ -85,6 +85,23 @@ class DecisionRecord:
             separators=(",", ":"),
         )  # fmt: skip
 
+    @classmethod
+    def from_json(cls, pseudonym: str, raw: str | bytes) -> DecisionRecord:
+        """The record `to_json` wrote (the pseudonym lives in the key, not the record)."""
+        d = json.loads(raw)
+        return cls(
+            pseudonym=pseudonym,
+            decision_id=d["d"],
+            surface=d["s"],
+            items=tuple(d["i"]),
+            propensities=tuple(d["p"]),
+            policy=d["a"],
+            model_version=d["v"],
+            decided_at_ms=int(d["t"]),
+            features=tuple(d.get("x", ())),
+            segment=d.get("sg", ""),
+        )
+
 
 # Connections per shard. A blocking pool makes a burst (e.g. a batch of many unseen users)
 # wait for a connection instead of failing with "Too many connections".
@@ -146,13 +163,13 @@ class Store:
                 return
             start = "(" + page[-1][0].decode()
 
-    async def find_decisions(self, lookups: Sequence[tuple[str, str]]) -> list[dict[str, Any] | None]:
+    async def find_decisions(self, lookups: Sequence[tuple[str, str]]) -> list[DecisionRecord | None]:
         """Decision records for (pseudonym, decision_id) pairs; None where unknown."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for pseudonym, decision_id in lookups:
                 pipe.hget(UserKeys(pseudonym).decision_index, decision_id)
             raw = await pipe.execute()
-        return [None if r is None else json.loads(r) for r in raw]
+        return [None if r is None else DecisionRecord.from_json(p, r) for (p, _), r in zip(lookups, raw, strict=True)]
 
     async def write_back(self, decisions: Sequence[DecisionRecord], snapshots: dict[str, bytes]) -> None:
         """Background writes: decision log + join index, and snapshots, in one round trip."""

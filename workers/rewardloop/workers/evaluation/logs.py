@@ -8,7 +8,6 @@ for that item of that decision, or 0 when there were none (for clicks, "shown, n
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,8 @@ import numpy.typing as npt
 import redis
 
 from rewardloop.workers.config import SurfaceConfig
-from rewardloop.workers.keys import KEY_PREFIX
+from rewardloop.workers.keys import KEY_PREFIX, UserKeys
+from rewardloop.workers.store import DecisionRecord
 
 SCAN_BATCH = 1000
 
@@ -48,21 +48,22 @@ class LoggedDecisions:
 def read_logged_decisions(client: redis.Redis, surface: SurfaceConfig, max_decisions: int) -> LoggedDecisions:
     rows: list[tuple[int, tuple[float, ...], int, float, float]] = []
     for decisions_key in client.scan_iter(match=f"{KEY_PREFIX}{{*}}:dec", count=SCAN_BATCH):
-        feedback_key = decisions_key[: -len(b"dec")] + b"fb"
+        pseudonym = decisions_key.decode()[len(KEY_PREFIX) + 1 : -len("}:dec")]
+        feedback_key = UserKeys(pseudonym).feedback_log
         rewards = _rewards_by_decision(client, feedback_key, surface.name)
         decisions: Any = client.xrange(decisions_key)
         for _, fields in decisions:
-            record = json.loads(fields[b"j"])
-            if record["s"] != surface.name or not record["i"]:
+            record = DecisionRecord.from_json(pseudonym, fields[b"j"])
+            if record.surface != surface.name or not record.items:
                 continue
-            item = record["i"][0]
+            item = record.items[0]
             arm = surface.index.get(item)
             if arm is None:
                 continue
-            observed = rewards.get((record["d"], item))
+            observed = rewards.get((record.decision_id, item))
             reward = float(np.mean(observed)) if observed else 0.0
-            features = tuple(record.get("x") or (1.0,))
-            rows.append((int(record["t"]), features, arm, float(record["p"][0]), reward))
+            features = record.features or (1.0,)
+            rows.append((record.decided_at_ms, features, arm, record.propensities[0], reward))
     rows.sort(key=lambda row: row[0])
     rows = rows[-max_decisions:]
     width = max((len(r[1]) for r in rows), default=1)
@@ -75,7 +76,7 @@ def read_logged_decisions(client: redis.Redis, surface: SurfaceConfig, max_decis
     )
 
 
-def _rewards_by_decision(client: redis.Redis, feedback_key: bytes, surface: str) -> dict[tuple[str, str], list[float]]:
+def _rewards_by_decision(client: redis.Redis, feedback_key: str, surface: str) -> dict[tuple[str, str], list[float]]:
     rewards: dict[tuple[str, str], list[float]] = defaultdict(list)
     events: Any = client.xrange(feedback_key)
     for _, fields in events:
