@@ -163,6 +163,58 @@ def test_update_rejects_bad_input_without_changing_state(
     assert state == before
 
 
+@pytest.mark.parametrize("age", [0, 1, 7, 40])
+def test_revise_gives_the_state_that_learned_the_new_reward_in_its_place(policy: Policy, age: int) -> None:
+    log = feedback(seed=4, steps=60)
+    target = len(log) - 1 - age
+    original = log[target]
+    new_reward = 1.0 - original.reward if original.reward != 0.5 else 0.9
+    revised = policy.new_state()
+    for event in log:
+        learn(policy, revised, event)
+    policy.revise(
+        revised, original.arm, original.reward, new_reward, context=original.context,
+        propensity=original.propensity, age=age,
+    )  # fmt: skip
+    expected = policy.new_state()
+    for i, event in enumerate(log):
+        learn(policy, expected, event._replace(reward=new_reward) if i == target else event)
+    window = getattr(policy.config, "window", math.inf)
+    assert revised.n_updates == expected.n_updates == len(log)
+    if age < window:
+        for key, array in expected.arrays.items():
+            np.testing.assert_allclose(revised.arrays[key], array, rtol=1e-9, atol=1e-12, err_msg=key)
+        assert revised != trained_on(policy, log), "the revision must change the state"
+    else:  # the sliding window has forgotten the observation already
+        assert revised == expected == trained_on(policy, log)
+
+
+def trained_on(policy: Policy, log: list[Event]) -> PolicyState:
+    state = policy.new_state()
+    for event in log:
+        learn(policy, state, event)
+    return state
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"arm": N_ARMS}, r"arm must be in \[0, 10\), got 10"),
+        ({"old_reward": -0.5}, r"old_reward must be in \[0, 1\], got -0.5"),
+        ({"new_reward": 2.0}, r"new_reward must be in \[0, 1\], got 2.0"),
+        ({"age": 200}, r"age must be in \[0, 200\) \(updates learned\), got 200"),
+        ({"age": -1}, r"age must be in \[0, 200\)"),
+    ],
+)
+def test_revise_rejects_bad_input_without_changing_state(policy: Policy, kwargs: dict[str, Any], match: str) -> None:
+    state = trained(policy)
+    before = state.copy()
+    call = {"arm": 0, "old_reward": 0.0, "new_reward": 1.0, "age": 0, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        policy.revise(state, context=context(0), propensity=0.5, **call)
+    assert state == before
+
+
 # --- bytes -------------------------------------------------------------------------------
 
 

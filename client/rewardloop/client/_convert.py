@@ -133,7 +133,9 @@ def record_batch_request(events: Sequence[FeedbackEvent]) -> feedback_pb2.Record
 
 
 def feedback_result_from_record(event: FeedbackEvent, response: feedback_pb2.RecordResponse) -> FeedbackResult:
-    return FeedbackResult(event_id=event.event_id, duplicate=response.duplicate, reward=response.reward)
+    return FeedbackResult(
+        event_id=event.event_id, duplicate=response.duplicate, reward=response.reward, flag=response.flag
+    )
 
 
 def feedback_results_from_batch(
@@ -151,6 +153,7 @@ def feedback_results_from_batch(
             reward=result.reward,
             code=status_code(result.code),
             message=result.message,
+            flag=result.flag,
         )
         for event, result in zip(events, response.results, strict=True)
     ]

@@ -34,6 +34,26 @@ class Signal(enum.Enum):
     """value: stars, 1..5 (fractions allowed)."""
     LIKE = feedback_pb2.SIGNAL_LIKE
     """value: 1 = like, 0 = explicit un-like."""
+    IMPRESSION = feedback_pb2.SIGNAL_IMPRESSION
+    """value: 1 = shown. Weight 0 by default: recorded, never moves the reward alone."""
+    COMPLETION = feedback_pb2.SIGNAL_COMPLETION
+    """value: fraction of the item consumed, 0..1."""
+    DISLIKE = feedback_pb2.SIGNAL_DISLIKE
+    """value: 1 = disliked, 0 = dislike withdrawn (a negative signal)."""
+    SHARE = feedback_pb2.SIGNAL_SHARE
+    """value: 1 = shared."""
+    COMMENT = feedback_pb2.SIGNAL_COMMENT
+    """value: 1 = commented."""
+    BOOKMARK = feedback_pb2.SIGNAL_BOOKMARK
+    """value: 1 = saved, 0 = bookmark removed."""
+    PURCHASE = feedback_pb2.SIGNAL_PURCHASE
+    """value: amount in the surface's currency units, 0..1000000."""
+    SKIP = feedback_pb2.SIGNAL_SKIP
+    """value: 1 = skipped (a negative signal)."""
+    HIDE = feedback_pb2.SIGNAL_HIDE
+    """value: 1 = hidden, "not interested" (a negative signal)."""
+    REPORT = feedback_pb2.SIGNAL_REPORT
+    """value: 1 = reported as abuse or spam (a negative signal)."""
 
     @classmethod
     def parse(cls, signal: Signal | str) -> Signal:
@@ -132,9 +152,12 @@ class FeedbackResult:
     duplicate: bool
     """True when this event_id had already been recorded; it was not applied again."""
     reward: float
-    """The reward the event was turned into, in [0, 1]; 0 when rejected."""
+    """The fused reward of the event's decision-item after it, in [0, 1]; 0 when rejected or flagged."""
     code: grpc.StatusCode = grpc.StatusCode.OK
     message: str = ""
+    flag: str = ""
+    """Empty when the event trains the model; otherwise it was recorded but trains nothing, and
+    this says why (e.g. "burst: ...", "decision_id: unknown decision for this user")."""
 
     @property
     def ok(self) -> bool:

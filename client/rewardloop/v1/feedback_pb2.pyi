@@ -17,11 +17,31 @@ class Signal(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SIGNAL_DWELL: _ClassVar[Signal]
     SIGNAL_RATING: _ClassVar[Signal]
     SIGNAL_LIKE: _ClassVar[Signal]
+    SIGNAL_IMPRESSION: _ClassVar[Signal]
+    SIGNAL_COMPLETION: _ClassVar[Signal]
+    SIGNAL_DISLIKE: _ClassVar[Signal]
+    SIGNAL_SHARE: _ClassVar[Signal]
+    SIGNAL_COMMENT: _ClassVar[Signal]
+    SIGNAL_BOOKMARK: _ClassVar[Signal]
+    SIGNAL_PURCHASE: _ClassVar[Signal]
+    SIGNAL_SKIP: _ClassVar[Signal]
+    SIGNAL_HIDE: _ClassVar[Signal]
+    SIGNAL_REPORT: _ClassVar[Signal]
 SIGNAL_UNSPECIFIED: Signal
 SIGNAL_CLICK: Signal
 SIGNAL_DWELL: Signal
 SIGNAL_RATING: Signal
 SIGNAL_LIKE: Signal
+SIGNAL_IMPRESSION: Signal
+SIGNAL_COMPLETION: Signal
+SIGNAL_DISLIKE: Signal
+SIGNAL_SHARE: Signal
+SIGNAL_COMMENT: Signal
+SIGNAL_BOOKMARK: Signal
+SIGNAL_PURCHASE: Signal
+SIGNAL_SKIP: Signal
+SIGNAL_HIDE: Signal
+SIGNAL_REPORT: Signal
 
 class FeedbackEvent(_message.Message):
     __slots__ = ("event_id", "user_id", "decision_id", "item_id", "surface", "signal", "value", "occurred_at")
@@ -44,12 +64,14 @@ class FeedbackEvent(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., user_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., item_id: _Optional[str] = ..., surface: _Optional[str] = ..., signal: _Optional[_Union[Signal, str]] = ..., value: _Optional[float] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RecordResponse(_message.Message):
-    __slots__ = ("duplicate", "reward")
+    __slots__ = ("duplicate", "reward", "flag")
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     REWARD_FIELD_NUMBER: _ClassVar[int]
+    FLAG_FIELD_NUMBER: _ClassVar[int]
     duplicate: bool
     reward: float
-    def __init__(self, duplicate: _Optional[bool] = ..., reward: _Optional[float] = ...) -> None: ...
+    flag: str
+    def __init__(self, duplicate: _Optional[bool] = ..., reward: _Optional[float] = ..., flag: _Optional[str] = ...) -> None: ...
 
 class RecordBatchRequest(_message.Message):
     __slots__ = ("events",)
@@ -58,16 +80,18 @@ class RecordBatchRequest(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[FeedbackEvent, _Mapping]]] = ...) -> None: ...
 
 class EventResult(_message.Message):
-    __slots__ = ("code", "message", "duplicate", "reward")
+    __slots__ = ("code", "message", "duplicate", "reward", "flag")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     REWARD_FIELD_NUMBER: _ClassVar[int]
+    FLAG_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
     duplicate: bool
     reward: float
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., duplicate: _Optional[bool] = ..., reward: _Optional[float] = ...) -> None: ...
+    flag: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., duplicate: _Optional[bool] = ..., reward: _Optional[float] = ..., flag: _Optional[str] = ...) -> None: ...
 
 class RecordBatchResponse(_message.Message):
     __slots__ = ("results",)

@@ -304,6 +304,47 @@ class Policy(ABC, Generic[ConfigT]):
         state.arrays["counts"][arm] += 1.0
         state.arrays["reward_sums"][arm] += reward
 
+    def revise(
+        self,
+        state: PolicyState,
+        arm: int,
+        old_reward: float,
+        new_reward: float,
+        context: npt.ArrayLike | None = None,
+        propensity: float | None = None,
+        age: int = 0,
+    ) -> None:
+        """Change the reward of one observation ``state`` already learned, in place.
+
+        The observation is the update of ``arm`` with ``old_reward`` (and the same ``context``
+        and ``propensity``) made ``age`` updates ago (0: the latest). Afterwards ``state`` is the
+        state that would have learned ``new_reward`` in its place, up to float rounding: every
+        algorithm's statistics are linear in the reward, so this is an addition, and discounted
+        ones weigh it by their discount since then. The sliding window forgets an observation
+        that has left the window, so revising one changes nothing. ``n_updates`` is unchanged:
+        this is how a decision's fused reward is corrected when more feedback about it arrives.
+        """
+        index = operator.index(arm)
+        if not 0 <= index < self.n_arms:
+            raise ValueError(f"arm must be in [0, {self.n_arms}), got {arm}")
+        for name, value in (("old_reward", old_reward), ("new_reward", new_reward)):
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        steps = operator.index(age)
+        if not 0 <= steps < state.n_updates:
+            raise ValueError(f"age must be in [0, {state.n_updates}) (updates learned), got {age}")
+        x = self._check_context(context) if self.contextual else NO_CONTEXT
+        p = self._check_propensity(propensity) if self.needs_propensity else math.nan
+        delta = float(new_reward) - float(old_reward)
+        if delta != 0.0:
+            self._revise(state, index, delta, x, p, steps)
+
+    def _revise(
+        self, state: PolicyState, arm: int, delta: float, context: FloatArray, propensity: float, age: int
+    ) -> None:
+        """Add ``delta`` to the reward of a checked observation learned ``age`` updates ago."""
+        state.arrays["reward_sums"][arm] += delta
+
     def _update_discounted(self, state: PolicyState, arm: int, reward: float, gamma: float) -> None:
         """Counts and reward sums of every arm times ``gamma``, then the new observation added.
 

@@ -99,6 +99,11 @@ class DiscountedLinUCBPolicy(RidgePolicy[DiscountedLinUCB]):
         state.arrays["gram_sq"][arm] += outer
         state.arrays["xr"][arm] += reward * context
 
+    def _revise(
+        self, state: PolicyState, arm: int, delta: float, context: FloatArray, propensity: float, age: int
+    ) -> None:
+        state.arrays["xr"][arm] += (delta * self.config.gamma**age) * context
+
     def _slate_rule(
         self, state: PolicyState, available: IndexArray, rng: np.random.Generator, context: FloatArray
     ) -> SlotRule:

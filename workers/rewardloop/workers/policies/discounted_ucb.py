@@ -83,6 +83,12 @@ class DiscountedUCBPolicy(Policy[DiscountedUCB]):
     ) -> None:
         self._update_discounted(state, arm, reward, self.config.gamma)
 
+    def _revise(
+        self, state: PolicyState, arm: int, delta: float, context: FloatArray, propensity: float, age: int
+    ) -> None:
+        # The observation has been discounted once per update since it was learned.
+        state.arrays["reward_sums"][arm] += delta * self.config.gamma**age
+
     def _slate_rule(
         self, state: PolicyState, available: IndexArray, rng: np.random.Generator, context: FloatArray
     ) -> SlotRule:

@@ -82,6 +82,11 @@ class EXP3Policy(Policy[EXP3]):
     ) -> None:
         state.arrays["log_weights"][arm] += self.config.gamma * (reward / propensity) / self.n_arms
 
+    def _revise(
+        self, state: PolicyState, arm: int, delta: float, context: FloatArray, propensity: float, age: int
+    ) -> None:
+        state.arrays["log_weights"][arm] += self.config.gamma * (delta / propensity) / self.n_arms
+
     def _slate_rule(
         self, state: PolicyState, available: IndexArray, rng: np.random.Generator, context: FloatArray
     ) -> SlotRule:

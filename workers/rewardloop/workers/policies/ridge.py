@@ -89,6 +89,11 @@ class RidgePolicy(Policy[RidgeConfigT]):
         state.arrays["gram"][arm] += np.outer(context, context)
         state.arrays["xr"][arm] += reward * context
 
+    def _revise(
+        self, state: PolicyState, arm: int, delta: float, context: FloatArray, propensity: float, age: int
+    ) -> None:
+        state.arrays["xr"][arm] += delta * context
+
     def _design(self, gram: FloatArray) -> FloatArray:
         """``ridge * I + gram`` for a stack of Gram matrices."""
         design = gram.copy()

@@ -107,6 +107,20 @@ class SlidingWindowUCBPolicy(Policy[SlidingWindowUCB]):
         sums = np.bincount(arms, weights=state.arrays["window_rewards"][:filled], minlength=self.n_arms)
         return counts, sums.astype(np.float64, copy=False)
 
+    def _revise(
+        self, state: PolicyState, arm: int, delta: float, context: FloatArray, propensity: float, age: int
+    ) -> None:
+        if age >= self.config.window:
+            return  # the observation has left the window: nothing remembers it
+        position = (state.n_updates - 1 - age) % self.config.window
+        if state.arrays["window_arms"][position] != arm:
+            raise ValueError(f"the observation {age} updates ago was not of arm {arm}")
+        rewards = state.arrays["window_rewards"]
+        rewards[position] = min(max(rewards[position] + delta, 0.0), 1.0)
+        counts, sums = self._window_totals(state, filled=min(state.n_updates, self.config.window))
+        state.arrays["counts"][:] = counts
+        state.arrays["reward_sums"][:] = sums
+
     def _slate_rule(
         self, state: PolicyState, available: IndexArray, rng: np.random.Generator, context: FloatArray
     ) -> SlotRule:
