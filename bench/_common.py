@@ -42,6 +42,8 @@ from rewardloop.workers.config import ServiceConfig
 
 SURFACE = "bench"
 PSEUDONYM_KEY = "bench-pseudonym-key"
+# Load generators are no humans: lift the burst limit (rewards/quality.py) that would flag them.
+NO_BURST_LIMIT = {"burst_per_second": 1_000_000, "burst_per_minute": 1_000_000}
 RPC_TIMEOUT_SECONDS = 60.0
 # Time the load processes get to receive a spec before the run starts.
 START_DELAY_SECONDS = 0.3
@@ -67,7 +69,7 @@ def service_config(algorithm: str, items: int, shards: int) -> ServiceConfig:
     """One surface, `items` items, no experiments: the configuration both benchmarks serve."""
     return ServiceConfig.from_dict(
         {
-            "service": {"shards": shards, "seed": 1, "pseudonym_key": PSEUDONYM_KEY},
+            "service": {"shards": shards, "seed": 1, "pseudonym_key": PSEUDONYM_KEY, "quality": NO_BURST_LIMIT},
             "surfaces": {SURFACE: {"algorithm": algorithm, "items": item_ids(items)}},
         }
     )
@@ -181,7 +183,7 @@ async def _open_redis_write(spec: LoadSpec, process: int) -> tuple[Call, Callabl
     import redis.asyncio as aioredis
 
     from rewardloop.workers.keys import UserKeys, pseudonymize
-    from rewardloop.workers.reward import Signal
+    from rewardloop.workers.rewards import Signal
     from rewardloop.workers.store import DEDUP_TTL_SECONDS, FeedbackRecord
 
     client = aioredis.Redis.from_url(spec.target, max_connections=spec.concurrency + 4)

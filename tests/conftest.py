@@ -25,7 +25,14 @@ CONTEXT_FEATURES = [f"u{k}" for k in range(6)] + ["c0", "c1"]
 # Linear priors count in units of x x^T: with |x|^2 ~ 9 here, 50 is ~5 observations' worth.
 CTX_PRIOR_STRENGTH = 50.0
 TEST_CONFIG = {
-    "service": {"shards": 2, "seed": 11, "snapshot_every": 5, "pseudonym_key": "test-key"},
+    "service": {
+        "shards": 2,
+        "seed": 11,
+        "snapshot_every": 5,
+        "pseudonym_key": "test-key",
+        # Simulated users act far faster than people: no burst limit (test_reward_engine checks it).
+        "quality": {"burst_per_second": 1_000_000, "burst_per_minute": 1_000_000},
+    },
     "surfaces": {
         "ucb": {"algorithm": "ucb1", "items": ITEMS},
         "ts": {"algorithm": "thompson", "items": ITEMS},

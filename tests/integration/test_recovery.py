@@ -64,7 +64,10 @@ class Producer:
             )  # fmt: skip
             event_id = f"{user}:{step}"
             result = await self._retry(record)
-            self.acked[event_id] = (user, item, result.reward)
+            # A flagged event is recorded but trains nothing: here, feedback naming a decision
+            # that a crash lost before it was written behind.
+            if not result.flag:
+                self.acked[event_id] = (user, item, result.reward)
             # A producer's retry after a lost ack: must come back as a duplicate.
             if step % 7 == 0:
                 again = await self._retry(record)

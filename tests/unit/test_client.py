@@ -312,7 +312,7 @@ def test_signal_enum_mirrors_the_proto_enum() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"signal": "purchase"}, ValueError, r"unknown signal 'purchase'; expected one of: click, dwell"),
+        ({"signal": "buy"}, ValueError, r"unknown signal 'buy'; expected one of: click, dwell"),
         ({"signal": "unspecified"}, ValueError, r"unknown signal"),
         ({"signal": 1}, TypeError, r"signal must be a Signal or its name, got int"),
         ({"occurred_at": datetime(2026, 7, 1, 12, 0)}, ValueError, r"occurred_at must be timezone-aware"),

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytest
 
 from rewardloop.workers.config import ConfigError, ServiceConfig
 from rewardloop.workers.experiments import assign
-from rewardloop.workers.reward import Signal, check_value, reward_for
 
 OK_SURFACE = {"algorithm": "ucb1", "items": ["a", "b"]}
 
@@ -54,42 +52,15 @@ def test_fingerprint_changes_with_catalogue_and_params() -> None:
     base = ServiceConfig.from_dict(_cfg()).surfaces["s"].fingerprint
     more_items = ServiceConfig.from_dict({"surfaces": {"s": {**OK_SURFACE, "items": ["a", "b", "c"]}}})
     other_c = ServiceConfig.from_dict({"surfaces": {"s": {**OK_SURFACE, "params": {"c": 0.5}}}})
-    assert len({base, more_items.surfaces["s"].fingerprint, other_c.surfaces["s"].fingerprint}) == 3
+    other_reward = ServiceConfig.from_dict({"surfaces": {"s": {**OK_SURFACE, "reward": {"default_reward": 0.1}}}})
+    fingerprints = {base, more_items.surfaces["s"].fingerprint, other_c.surfaces["s"].fingerprint}
+    assert len(fingerprints | {other_reward.surfaces["s"].fingerprint}) == 4
 
 
-REWARDS = [
-    (Signal.CLICK, 1.0, 1.0),
-    (Signal.CLICK, 0.0, 0.0),
-    (Signal.DWELL, 0.0, 0.0),
-    (Signal.DWELL, 15.0, 0.5),
-    (Signal.DWELL, 3600.0, 1.0),
-    (Signal.RATING, 1.0, 0.0),
-    (Signal.RATING, 3.0, 0.5),
-    (Signal.RATING, 5.0, 1.0),
-    (Signal.LIKE, 1.0, 1.0),
-]
-
-
-@pytest.mark.parametrize(("signal", "value", "reward"), REWARDS)
-def test_reward_transforms(signal: Signal, value: float, reward: float) -> None:
-    assert check_value(signal, value) is None
-    assert reward_for(signal, value) == reward
-
-
-@pytest.mark.parametrize(
-    ("signal", "value", "message"),
-    [
-        (Signal.CLICK, 0.5, "click value must be 0 or 1"),
-        (Signal.DWELL, -0.1, r"dwell value must be seconds in \[0, 86400\]"),
-        (Signal.DWELL, 86_401.0, r"dwell value must be seconds in \[0, 86400\]"),
-        (Signal.DWELL, math.inf, "dwell value must be finite"),
-        (Signal.RATING, 0.0, r"rating value must be stars in \[1, 5\]"),
-        (Signal.LIKE, 2.0, "like value must be 0 or 1"),
-    ],
-)
-def test_bad_signal_values(signal: Signal, value: float, message: str) -> None:
-    problem = check_value(signal, value)
-    assert problem is not None and __import__("re").match(message, problem)
+def test_reward_config_errors_name_the_surface_key() -> None:
+    spec = {**OK_SURFACE, "reward": {"signals": {"dwell": {"weight": 1, "at": 3}}}}
+    with pytest.raises(ConfigError, match=r"^surfaces\.s\.reward\.signals\.dwell\.at does not apply"):
+        ServiceConfig.from_dict({"surfaces": {"s": spec}})
 
 
 def test_assignment_follows_weights_and_traffic() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from rewardloop.workers import reward as legacy
+from rewardloop.v1 import feedback_pb2
 from rewardloop.workers.rewards import (
     SIGNALS,
     Aggregate,
@@ -51,7 +51,8 @@ CATALOGUE = [
 def test_catalogue_covers_every_signal_and_keeps_the_proto_numbers() -> None:
     assert len(Signal) >= 13
     assert {row[0] for row in CATALOGUE} == set(Signal) == set(SIGNALS)
-    assert [(s.name, int(s)) for s in legacy.Signal] == [(s.name, int(s)) for s in list(Signal)[:4]]
+    proto = {name.removeprefix("SIGNAL_"): number for name, number in feedback_pb2.Signal.items() if number}
+    assert proto == {s.name: int(s) for s in Signal}
     for signal, low, high, integral, polarity, aggregate in CATALOGUE:
         spec = SIGNALS[signal]
         assert (spec.low, spec.high, spec.integral, spec.polarity, spec.aggregate) == (
@@ -91,11 +92,6 @@ def test_signal_validation(signal: Signal, value: float, message: str | None) ->
         assert problem is None
     else:
         assert problem is not None and re.fullmatch(message, problem), problem
-
-
-def test_validation_messages_match_the_legacy_module_where_they_overlap() -> None:
-    for signal, value in [(Signal.DWELL, -1.0), (Signal.RATING, 0.0), (Signal.DWELL, math.inf)]:
-        assert check_value(signal, value) == legacy.check_value(legacy.Signal(signal), value)
 
 
 # (signal, value, default transform's output), computed by hand.
@@ -184,16 +180,6 @@ def test_defaults_serve_a_click_only_caller() -> None:
         Signal.HIDE,
         Signal.REPORT,
     }
-
-
-def test_single_signal_rewards_match_the_legacy_module() -> None:
-    config = RewardConfig()
-    for signal, value, reward in [(s, v, legacy.reward_for(legacy.Signal(s), v)) for s, v in _legacy_values()]:
-        assert config.rule(signal).contribution(value) == reward
-
-
-def _legacy_values() -> list[tuple[Signal, float]]:
-    return [(Signal.CLICK, 1.0), (Signal.DWELL, 12.0), (Signal.DWELL, 45.0), (Signal.RATING, 2.5), (Signal.LIKE, 1.0)]
 
 
 def test_a_full_config_loads_and_round_trips() -> None:

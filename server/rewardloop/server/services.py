@@ -82,7 +82,7 @@ class FeedbackService(feedback_pb2_grpc.FeedbackServicer):
         recorded = _unwrap(await self._router.feedback(_with_trace(call)))
         assert isinstance(recorded, Recorded)
         FEEDBACK_EVENTS.labels("duplicate" if recorded.duplicate else "recorded").inc()
-        return feedback_pb2.RecordResponse(duplicate=recorded.duplicate, reward=recorded.reward)
+        return feedback_pb2.RecordResponse(duplicate=recorded.duplicate, reward=recorded.reward, flag=recorded.flag)
 
     async def RecordBatch(
         self, request: feedback_pb2.RecordBatchRequest, context: grpc.aio.ServicerContext
@@ -106,7 +106,9 @@ class FeedbackService(feedback_pb2_grpc.FeedbackServicer):
                 results[i] = _event_error(from_status_name(outcome.code, outcome.message), i)
             else:
                 FEEDBACK_EVENTS.labels("duplicate" if outcome.duplicate else "recorded").inc()
-                results[i] = feedback_pb2.EventResult(duplicate=outcome.duplicate, reward=outcome.reward)
+                results[i] = feedback_pb2.EventResult(
+                    duplicate=outcome.duplicate, reward=outcome.reward, flag=outcome.flag
+                )
         return feedback_pb2.RecordBatchResponse(results=[r for r in results if r is not None])
 
 

@@ -14,7 +14,7 @@ from rewardloop.workers.config import NAME_PATTERN, ServiceConfig, SurfaceConfig
 from rewardloop.workers.features import FeatureError
 from rewardloop.workers.keys import pseudonymize
 from rewardloop.workers.messages import FeedbackCall, RecommendCall
-from rewardloop.workers.reward import Signal, check_value, reward_for
+from rewardloop.workers.rewards import Signal, check_value
 
 MAX_USER_ID_BYTES = 256
 MAX_N = 100
@@ -138,7 +138,6 @@ def feedback_call(event: feedback_pb2.FeedbackEvent, config: ServiceConfig, now_
         item_id=event.item_id,
         signal=int(signal),
         value=event.value,
-        reward=reward_for(signal, event.value),
         occurred_at_ms=occurred_at_ms,
         decision_id=event.decision_id,
         surface=event.surface,
@@ -149,7 +148,7 @@ def _signal(number: int) -> Signal:
     try:
         return Signal(number)
     except ValueError:
-        known = ", ".join(s.name for s in Signal)
+        known = ", ".join(s.name for s in Signal)  # CLICK, DWELL, ...
         if number == 0:
             raise invalid("signal", f"must be set (one of {known})") from None
         raise invalid("signal", f"unknown signal {number}; known: {known}") from None

@@ -31,6 +31,7 @@ import numpy as np
 
 from rewardloop.workers.features import FeatureSchema
 from rewardloop.workers.policies import ConfigError, PolicyConfig, config_from_dict
+from rewardloop.workers.rewards import QualityConfig, RewardConfig
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -63,6 +64,8 @@ class SurfaceConfig:
     features: FeatureSchema = field(default_factory=FeatureSchema)
     cold_start: ColdStart = field(default_factory=ColdStart)
     item_features: tuple[tuple[float, ...], ...] | None = None
+    # How feedback signals become one reward per decision-item (rewards/config.py).
+    reward: RewardConfig = field(default_factory=RewardConfig)
 
     @property
     def context_dim(self) -> int:
@@ -81,6 +84,8 @@ class SurfaceConfig:
                 "items": self.items,
                 "features": self.features.to_dict(),
                 "item_features": self.item_features,
+                # A user's state is the fused rewards learned: other reward rules, other state.
+                "reward": self.reward.to_dict(),
             },
             sort_keys=True,
         )
@@ -104,6 +109,8 @@ class ServiceConfig:
     seed: int = 0
     snapshot_every: int = 32
     pseudonym_key: str = DEV_PSEUDONYM_KEY
+    # Feedback quality limits (rewards/quality.py); load generators and simulators are no humans.
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> ServiceConfig:
@@ -118,7 +125,7 @@ class ServiceConfig:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ServiceConfig:
         service = dict(raw.get("service", {}))
-        _reject_unknown("service", service, {"shards", "seed", "snapshot_every", "pseudonym_key"})
+        _reject_unknown("service", service, {"shards", "seed", "snapshot_every", "pseudonym_key", "quality"})
         shards = _int_in("service.shards", service.get("shards", 2), 1, 256)
         seed = _int_in("service.seed", service.get("seed", 0), 0, 2**63 - 1)
         snapshot_every = _int_in("service.snapshot_every", service.get("snapshot_every", 32), 1, 1_000_000)
@@ -134,13 +141,25 @@ class ServiceConfig:
             seed=seed,
             snapshot_every=snapshot_every,
             pseudonym_key=str(key),
+            quality=_quality(service.get("quality", {})),
         )
+
+
+def _quality(spec: Any) -> QualityConfig:
+    """``[service.quality]``: burst_per_second, burst_per_minute, max_age_ms, max_future_ms."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"service.quality must be a table, got {spec!r}")
+    _reject_unknown("service.quality", spec, {"burst_per_second", "burst_per_minute", "max_age_ms", "max_future_ms"})
+    try:
+        return QualityConfig(**spec)
+    except ConfigError as exc:
+        raise ConfigError(f"service.quality.{exc}") from exc
 
 
 def _surface(name: str, spec: Mapping[str, Any]) -> SurfaceConfig:
     where = f"surfaces.{name}"
     _check_name(where, name)
-    _reject_unknown(where, spec, {"algorithm", "params", "items", "features", "cold_start", "item_features"})
+    _reject_unknown(where, spec, {"algorithm", "params", "items", "features", "cold_start", "item_features", "reward"})
     items = spec.get("items")
     if not isinstance(items, list) or not items:
         raise ConfigError(f"{where}.items must be a non-empty list of item ids")
@@ -168,6 +187,7 @@ def _surface(name: str, spec: Mapping[str, Any]) -> SurfaceConfig:
         features=features,
         cold_start=_cold_start(where, spec.get("cold_start", {}), features),
         item_features=_item_features(where, spec.get("item_features"), items),
+        reward=RewardConfig.from_dict(spec.get("reward", {}), f"{where}.reward"),
     )
 
 

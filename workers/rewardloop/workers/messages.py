@@ -53,7 +53,6 @@ class FeedbackCall:
     item_id: str
     signal: int
     value: float
-    reward: float
     occurred_at_ms: int
     decision_id: str = ""
     surface: str = ""
@@ -64,3 +63,5 @@ class FeedbackCall:
 class Recorded:
     duplicate: bool
     reward: float
+    # Why the event trains nothing (recorded anyway); empty when it trains.
+    flag: str = ""

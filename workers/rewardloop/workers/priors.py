@@ -78,6 +78,30 @@ class Priors:
             policy.update(state, arm, reward, context=features, propensity=propensity)
         self._dirty.add(surface)
 
+    def revise(
+        self,
+        surface: str,
+        segment: str,
+        arm: int,
+        old: float,
+        new: float,
+        features: npt.NDArray[np.float64] | None,
+        propensity: float | None,
+    ) -> None:
+        """Correct a reward ``learn`` counted (more feedback changed a decision's fused reward).
+
+        As the latest update (``age`` 0): how long ago the population learned it is not tracked,
+        which only matters to discounted policies, and there the correction is recent news.
+        """
+        if surface not in self._surfaces:
+            return
+        policy = self._policies[surface]
+        for key in {POPULATION, segment}:
+            state = self._own[surface].get(key)
+            if state is not None and state.n_updates:
+                policy.revise(state, arm, old, new, context=features, propensity=propensity)
+        self._dirty.add(surface)
+
     def prior(self, surface: str, segment: str) -> tuple[PolicyState, float] | None:
         """The prior a user of `segment` starts from, and how strongly; None without one."""
         surface_config = self._surfaces.get(surface)

@@ -10,6 +10,7 @@ it as a Ray actor.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -33,8 +34,10 @@ from rewardloop.workers.messages import (
 )
 from rewardloop.workers.policies import Policy, make_policy
 from rewardloop.workers.priors import Priors
+from rewardloop.workers.rewards import BurstDetector, Event, EventContext, Signal, assess, fuse
 from rewardloop.workers.store import DecisionRecord, FeedbackRecord, Store
 from rewardloop.workers.user_state import (
+    Applied,
     LoggedReward,
     UserState,
     encode_snapshot,
@@ -107,6 +110,9 @@ class ShardCore:
                 else:
                     accepted.append((i, record))
             users = await self._users_for({r.pseudonym for _, r in accepted})
+            bursts = {p: users[p].bursts.to_lists() for p in users}
+            now_ms = int(time.time() * 1000)
+            accepted = [(i, self._assess(users[r.pseudonym], r, now_ms)) for i, r in accepted]
             try:
                 stream_ids = await self.store.record_feedback([r for _, r in accepted])
             except RedisError:
@@ -115,12 +121,39 @@ class ShardCore:
                 for pseudonym in users:
                     self._users.pop(pseudonym, None)
                 raise
+            self._recount_actions(users, bursts, [(r, s) for (_, r), s in zip(accepted, stream_ids, strict=True)])
             for (i, record), stream_id in zip(accepted, stream_ids, strict=True):
-                if stream_id is not None:
-                    self._learn(users[record.pseudonym], record, stream_id)
-                results[i] = Recorded(duplicate=stream_id is None, reward=record.reward)
+                state = users[record.pseudonym]
+                if stream_id is None:
+                    known = state.item_reward(record.surface, record.decision_id, record.item_id)
+                    results[i] = Recorded(duplicate=True, reward=record.reward if known is None else known)
+                    continue
+                applied = self._learn(state, record, stream_id)
+                results[i] = Recorded(duplicate=False, reward=applied.reward, flag=applied.flag)
             self._schedule_write_back()
         return [r for r in results if r is not None]
+
+    def _assess(self, state: UserState, record: FeedbackRecord, now_ms: int) -> FeedbackRecord:
+        """The record with its quality flag (quality.py); counts it as one of the user's actions."""
+        event = Event(record.event_id, Signal(record.signal), record.value, record.occurred_at_ms, now_ms)
+        burst = state.observe_action(self._logged(record, f"{now_ms}-0"))
+        unknown = bool(record.decision_id) and not record.decided_at_ms
+        verdict = assess(event, EventContext(decision_known=not unknown, burst=burst), self.config.quality)
+        return dataclasses.replace(record, flag=verdict.reason) if verdict.reason else record
+
+    @staticmethod
+    def _recount_actions(
+        users: dict[str, UserState],
+        before: dict[str, dict[str, list[int]]],
+        written: list[tuple[FeedbackRecord, str | None]],
+    ) -> None:
+        """A duplicate was counted as an action by ``_assess``; recount those users' actions without it."""
+        redo = {r.pseudonym for r, stream_id in written if stream_id is None}
+        for pseudonym in redo:
+            users[pseudonym].bursts = BurstDetector.from_lists(before[pseudonym], users[pseudonym].bursts.config)
+        for record, stream_id in written:
+            if stream_id is not None and record.pseudonym in redo:
+                users[record.pseudonym].observe_action(ShardCore._logged(record, stream_id))
 
     async def user_state(self, pseudonym: str) -> dict[str, dict[str, Any]]:
         """The user's learned arrays per surface (for tests, export and debugging)."""
@@ -229,7 +262,7 @@ class ShardCore:
         return [self._check_feedback(c, decisions.get(i)) for i, c in enumerate(calls)]
 
     def _check_feedback(self, call: FeedbackCall, decision: KnownDecision | None) -> FeedbackRecord | Rejected:
-        features, propensity, segment = b"", 0.0, ""
+        features, propensity, segment, decided_at_ms = b"", 0.0, "", 0
         if decision is None:
             if call.decision_id and not call.surface:
                 return Rejected("NOT_FOUND", f"decision_id {call.decision_id!r} is not a decision of this user")
@@ -246,6 +279,7 @@ class ShardCore:
             features = np.asarray(decision.features, dtype="<f8").tobytes()
             propensity = decision.propensities[decision.items.index(call.item_id)]
             segment = decision.segment
+            decided_at_ms = decision.decided_at_ms
         surface = self.surfaces.get(surface_name)
         if surface is None:
             return Rejected("NOT_FOUND", f"surface {surface_name!r} is not configured")
@@ -256,7 +290,10 @@ class ShardCore:
             event_id=call.event_id,
             surface=surface_name,
             item_id=call.item_id,
-            reward=call.reward,
+            # The event's own reward; with a decision, the fused reward is what trains.
+            reward=fuse(
+                [Event(call.event_id, Signal(call.signal), call.value, call.occurred_at_ms, 0)], surface.reward
+            ),
             signal=call.signal,
             value=call.value,
             occurred_at_ms=call.occurred_at_ms,
@@ -264,21 +301,35 @@ class ShardCore:
             features=features,
             propensity=propensity,
             segment=segment,
+            decided_at_ms=decided_at_ms,
         )
 
-    def _learn(self, state: UserState, record: FeedbackRecord, stream_id: str) -> None:
-        logged = LoggedReward(
-            stream_id, record.surface, record.item_id, record.reward, record.features, record.propensity
-        )
-        if state.learn(self.policies, self.surfaces, logged):
-            arm = self.surfaces[record.surface].index[record.item_id]
-            self.priors.learn(
-                record.surface, record.segment, arm, record.reward, logged.context(), record.propensity or None
-            )
+    @staticmethod
+    def _logged(record: FeedbackRecord, stream_id: str) -> LoggedReward:
+        return LoggedReward(
+            stream_id, record.surface, record.item_id, record.reward, record.features, record.propensity,
+            event_id=record.event_id, signal=record.signal, value=record.value, occurred_at_ms=record.occurred_at_ms,
+            decision_id=record.decision_id, decided_at_ms=record.decided_at_ms, segment=record.segment,
+            flag=record.flag,
+        )  # fmt: skip
+
+    def _learn(self, state: UserState, record: FeedbackRecord, stream_id: str) -> Applied:
+        applied = state.learn(self.policies, self.surfaces, self._logged(record, stream_id))
+        if applied is None:
+            applied = Applied(0.0, "")
+        for change in applied.changes:
+            propensity = change.propensity or None
+            if change.old is None:
+                self.priors.learn(change.surface, change.segment, change.arm, change.new, change.context, propensity)
+            else:
+                self.priors.revise(
+                    change.surface, change.segment, change.arm, change.old, change.new, change.context, propensity
+                )
         state.last_id = stream_id
         state.since_snapshot += 1
         if state.since_snapshot >= self.config.snapshot_every:
             self._queue_snapshot(state)
+        return applied
 
     # -- users ------------------------------------------------------------------------
 
@@ -309,7 +360,9 @@ class ShardCore:
         self._loading[pseudonym] = future
         try:
             blob = await self.store.load_snapshot(pseudonym)
-            state = restore_from_snapshot(blob, pseudonym, self.policies, self.surfaces, self.config.seed)
+            state = restore_from_snapshot(
+                blob, pseudonym, self.policies, self.surfaces, self.config.seed, self.config.quality
+            )
             rewards = [r async for r in self.store.logged_rewards(pseudonym, replay_start(state))]
             replay(state, rewards, self.policies, self.surfaces)
             state.since_snapshot = len(rewards)
@@ -370,6 +423,7 @@ class KnownDecision:
     propensities: tuple[float, ...]
     features: tuple[float, ...]
     segment: str
+    decided_at_ms: int
 
     @classmethod
     def of(cls, record: DecisionRecord) -> KnownDecision:
@@ -381,4 +435,5 @@ class KnownDecision:
             record.propensities,
             record.features,
             record.segment,
+            record.decided_at_ms,
         )

@@ -53,12 +53,16 @@ class FeedbackRecord:
     features: bytes = b""
     propensity: float = 0.0
     segment: str = ""
+    # When the joined decision was made (0: not joined), and the quality flag (empty: trains).
+    decided_at_ms: int = 0
+    flag: str = ""
 
     def fields(self) -> list[str | bytes]:
         return [
             "e", self.event_id, "s", self.surface, "i", self.item_id, "r", repr(self.reward),
             "g", str(self.signal), "v", repr(self.value), "t", str(self.occurred_at_ms),
             "d", self.decision_id, "x", self.features, "p", repr(self.propensity), "sg", self.segment,
+            "dt", str(self.decided_at_ms), "q", self.flag,
         ]  # fmt: skip
 
 
@@ -158,6 +162,14 @@ class Store:
                     float(f[b"r"]),
                     features=f.get(b"x", b""),
                     propensity=float(f.get(b"p", b"0")),
+                    event_id=f[b"e"].decode(),
+                    signal=int(f[b"g"]),
+                    value=float(f[b"v"]),
+                    occurred_at_ms=int(f[b"t"]),
+                    decision_id=f.get(b"d", b"").decode(),
+                    decided_at_ms=int(f.get(b"dt", b"0")),
+                    segment=f.get(b"sg", b"").decode(),
+                    flag=f.get(b"q", b"").decode(),
                 )
             if len(page) < REPLAY_PAGE:
                 return

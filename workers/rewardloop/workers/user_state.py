@@ -2,14 +2,33 @@
 
 A user's state is rebuilt exactly from Redis: the latest snapshot, then every feedback
 event logged after the snapshot's log position, replayed through the same deterministic
-``Policy.update``. Snapshot format (versioned, never pickled)::
+``UserState.learn``. Snapshot format (versioned, never pickled)::
 
     b"RLUS" | u16 version | u32 header length | JSON header | policy state blobs
 
 The JSON header holds the feedback-log position the snapshot covers (``last_id``), the
-fingerprint of every surface configuration it was taken under (``known``), and where
-each surface's policy blob lies. A surface whose configuration changed since (other
-catalogue or hyper-parameters) is rebuilt from the whole log instead.
+fingerprint of every surface configuration it was taken under (``known``), where each
+surface's policy blob lies, the reward ledgers and the burst detector's recent action
+times. A surface whose configuration changed since (other catalogue, hyper-parameters or
+reward rules) is rebuilt from the whole log instead. Version 1 snapshots (before reward
+fusion) are read as stale for every surface.
+
+**How feedback trains** (``learn``; the rule of ``rewards/fusion.py`` applied per decision-item):
+
+- An event joined to its decision is folded into that decision-item's :class:`ItemReward`
+  (its ``FusionState``, the decision's context, propensity and segment, and the arm). At the
+  first event that gives the item a reward (a training event of a weighted signal), the policy
+  learns that reward once (``Policy.update``) and the item remembers the update's position
+  (``step``). Every later event that changes the fused reward is learned as a correction of
+  that very observation (``Policy.revise``, ``age`` = updates since), so the policy ends up
+  with the final fused reward whatever order the events came in, and a retry changes nothing.
+- Items that got only zero-weight signals (impressions) learn the surface's ``default_reward``
+  when their window has closed, at the user's next logged event (the log is the clock, so a
+  replay closes them at the same point).
+- An event without a decision trains alone, with its own reward; one whose decision is more
+  than 7 days past its window (its ledger entry is gone) is flagged ``late`` instead.
+- Flagged events (ingest: unknown decision, too old, burst; here: late under
+  ``ignore_for_training``) are kept in the log and train nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +37,7 @@ import json
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,9 +45,21 @@ import numpy.typing as npt
 from rewardloop.workers.config import SurfaceConfig
 from rewardloop.workers.keys import user_seed
 from rewardloop.workers.policies import Policy, PolicyState
+from rewardloop.workers.rewards import (
+    BurstDetector,
+    Event,
+    EventConflict,
+    FusionState,
+    Signal,
+    counts_toward_burst,
+)
+from rewardloop.workers.rewards.quality import DEFAULT_QUALITY, QualityConfig
 
 SNAPSHOT_MAGIC = b"RLUS"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+# A decision's ledger entry is kept this long after its window closes: feedback older than
+# that is flagged at ingest (quality.py), so nothing could still change its reward.
+LEDGER_HORIZON_MS = DEFAULT_QUALITY.max_age_ms
 _PREAMBLE = struct.Struct("<4sHI")
 LOG_START = "0-0"
 
@@ -45,14 +77,84 @@ class LoggedReward:
     stream_id: str
     surface: str
     item_id: str
+    # The event's own reward (its signal alone under the surface's rules): what an event
+    # without a decision trains with.
     reward: float
     # The joined decision's feature vector as float64 bytes; empty when there is none.
     features: bytes = b""
     # Propensity of the item in its decision (0.0 when unknown).
     propensity: float = 0.0
+    event_id: str = ""
+    signal: int = int(Signal.CLICK)
+    value: float = 0.0
+    occurred_at_ms: int = 0
+    decision_id: str = ""
+    # When the joined decision was made (Unix ms); 0 when the event has no joined decision.
+    decided_at_ms: int = 0
+    segment: str = ""
+    # Why the event trains nothing, decided at ingest (quality.py); empty when it may train.
+    flag: str = ""
 
     def context(self) -> npt.NDArray[np.float64] | None:
         return np.frombuffer(self.features, dtype="<f8") if self.features else None
+
+    @property
+    def received_at_ms(self) -> int:
+        """Server time the entry was logged: the log's own clock, the same in every replay."""
+        return stream_id_key(self.stream_id)[0]
+
+    def event(self) -> Event:
+        return Event(self.event_id, Signal(self.signal), self.value, self.occurred_at_ms, self.received_at_ms)
+
+
+@dataclass
+class ItemReward:
+    """The reward of one decision-item so far, and where the policy learned it."""
+
+    fusion: FusionState
+    arm: int
+    features: bytes
+    propensity: float
+    segment: str
+    # The policy state's n_updates just before it learned this item; None: not learned yet.
+    step: int | None = None
+
+    def context(self) -> npt.NDArray[np.float64] | None:
+        return np.frombuffer(self.features, dtype="<f8") if self.features else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "a": self.arm, "x": self.features.hex(), "p": self.propensity, "sg": self.segment, "n": self.step,
+            "f": self.fusion.to_dict(),
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any], surface: SurfaceConfig) -> ItemReward:
+        fusion = FusionState.from_dict(raw["f"], surface.reward)
+        return cls(fusion, int(raw["a"]), bytes.fromhex(raw["x"]), float(raw["p"]), str(raw["sg"]), raw["n"])
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change learning made to a user's policy state: what the population prior learns too."""
+
+    surface: str
+    arm: int
+    old: float | None  # None: a new observation; else the reward it had until now
+    new: float
+    context: npt.NDArray[np.float64] | None
+    propensity: float
+    segment: str
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one logged event did: the fused reward of its item after it, why it trained nothing
+    (``flag``), and the policy changes it caused (its own, and windows it closed)."""
+
+    reward: float
+    flag: str = ""
+    changes: tuple[Change, ...] = ()
 
 
 @dataclass
@@ -65,9 +167,19 @@ class UserState:
     dirty: bool = False
     # Surfaces whose snapshot was unusable: every logged reward up to last_id replays too.
     stale: frozenset[str] = field(default_factory=frozenset)
+    # Per surface, decision-item key -> its reward so far, in order of first feedback.
+    ledgers: dict[str, dict[str, ItemReward]] = field(default_factory=dict)
+    # Recent action times, to flag bursts no human makes (quality.py).
+    bursts: BurstDetector = field(default_factory=BurstDetector)
 
-    def learn(self, policies: Mapping[str, Policy], surfaces: Mapping[str, SurfaceConfig], r: LoggedReward) -> bool:
-        """Apply one logged reward; False when it cannot train this surface's policy.
+    def observe_action(self, r: LoggedReward) -> bool:
+        """Count the event as one of the user's actions; True when it is part of a burst."""
+        return counts_toward_burst(Signal(r.signal)) and self.bursts.observe("", r.occurred_at_ms)
+
+    def learn(
+        self, policies: Mapping[str, Policy], surfaces: Mapping[str, SurfaceConfig], r: LoggedReward
+    ) -> Applied | None:
+        """Apply one logged event (the rule is in the module docstring); None when it cannot train.
 
         It cannot when the surface or item is no longer configured, or when a contextual
         policy would need the decision's features and the event was never joined to its
@@ -76,20 +188,97 @@ class UserState:
         surface = surfaces.get(r.surface)
         arm = surface.index.get(r.item_id) if surface else None
         if surface is None or arm is None:
-            return False
+            return None
         policy = policies[r.surface]
         context = r.context()
         if policy.contextual and (context is None or context.shape != (surface.context_dim,)):
-            return False
-        policy.update(self.policies[r.surface], arm, r.reward, context=context, propensity=r.propensity or None)
-        return True
+            return None
+        closed = self._close_windows(policy, surface, r.received_at_ms)
+        if r.flag:
+            return Applied(0.0, r.flag, closed)
+        state = self.policies[r.surface]
+        if not r.decided_at_ms:
+            if surface.reward.rule(Signal(r.signal)).weight == 0.0:
+                return Applied(r.reward, "", closed)
+            policy.update(state, arm, r.reward, context=context, propensity=r.propensity or None)
+            return Applied(r.reward, "", (*closed, Change(r.surface, arm, None, r.reward, context, r.propensity, "")))
+        return self._fuse(policy, surface, arm, r, closed)
+
+    def _fuse(
+        self, policy: Policy, surface: SurfaceConfig, arm: int, r: LoggedReward, closed: tuple[Change, ...]
+    ) -> Applied:
+        config = surface.reward
+        if r.received_at_ms > r.decided_at_ms + config.window_ms + LEDGER_HORIZON_MS:
+            return Applied(0.0, "late: the decision's reward window closed more than 7 days ago", closed)
+        ledger = self.ledgers.setdefault(surface.name, {})
+        key = f"{r.decision_id}/{r.item_id}"
+        item = ledger.get(key)
+        if item is None:
+            fusion = FusionState(config, r.decided_at_ms)
+            item = ledger[key] = ItemReward(fusion, arm, r.features, r.propensity, r.segment)
+        event = r.event()
+        try:
+            old, new = item.fusion.add(event)
+        except EventConflict as exc:
+            return Applied(item.fusion.reward, f"event_id: {exc}", closed)
+        if not item.fusion.trains(event):
+            late = "late: occurred after the decision's reward window; this surface's late_rule ignores it"
+            return Applied(new, late, closed)
+        change = self._learn_item(policy, surface.name, item, old, new)
+        return Applied(new, "", closed if change is None else (*closed, change))
+
+    def _learn_item(self, policy: Policy, surface: str, item: ItemReward, old: float, new: float) -> Change | None:
+        state, context, propensity = self.policies[surface], item.context(), item.propensity or None
+        if item.step is None:
+            if not item.fusion.rewarded:
+                return None  # impressions only, so far: the window's close decides
+            item.step = state.n_updates
+            policy.update(state, item.arm, new, context=context, propensity=propensity)
+            return Change(surface, item.arm, None, new, context, item.propensity, item.segment)
+        if new == old:
+            return None
+        age = state.n_updates - item.step - 1
+        policy.revise(state, item.arm, old, new, context=context, propensity=propensity, age=age)
+        return Change(surface, item.arm, old, new, context, item.propensity, item.segment)
+
+    def _close_windows(self, policy: Policy, surface: SurfaceConfig, now_ms: int) -> tuple[Change, ...]:
+        """Learn the default reward of the surface's items whose window closed without a reward,
+        and forget items no feedback can change any more."""
+        ledger = self.ledgers.get(surface.name)
+        if not ledger:
+            return ()
+        window_ms = surface.reward.window_ms
+        for key in [k for k, item in ledger.items() if _expired(item, window_ms, now_ms)]:
+            del ledger[key]
+        changes = []
+        state = self.policies[surface.name]
+        for item in ledger.values():
+            if item.step is None and now_ms > (item.fusion.decided_at_ms or 0) + window_ms:
+                reward = surface.reward.default_reward
+                item.step = state.n_updates
+                policy.update(state, item.arm, reward, context=item.context(), propensity=item.propensity or None)
+                changes.append(
+                    Change(surface.name, item.arm, None, reward, item.context(), item.propensity, item.segment)
+                )
+        return tuple(changes)
+
+    def item_reward(self, surface: str, decision_id: str, item_id: str) -> float | None:
+        item = self.ledgers.get(surface, {}).get(f"{decision_id}/{item_id}")
+        return None if item is None else item.fusion.reward
 
 
-def new_user_state(pseudonym: str, policies: Mapping[str, Policy], seed: int) -> UserState:
+def _expired(item: ItemReward, window_ms: int, now_ms: int) -> bool:
+    return (item.fusion.decided_at_ms or 0) + window_ms + LEDGER_HORIZON_MS < now_ms
+
+
+def new_user_state(
+    pseudonym: str, policies: Mapping[str, Policy], seed: int, quality: QualityConfig = DEFAULT_QUALITY
+) -> UserState:
     return UserState(
         pseudonym=pseudonym,
         policies={name: policy.new_state() for name, policy in policies.items()},
         rng=np.random.default_rng([seed, user_seed(pseudonym)]),
+        bursts=BurstDetector(quality),
     )
 
 
@@ -104,6 +293,11 @@ def encode_snapshot(state: UserState, policies: Mapping[str, Policy], surfaces: 
             "last_id": state.last_id,
             "known": {name: surfaces[name].fingerprint for name in sorted(state.policies)},
             "states": offsets,
+            # Lists, not objects: a ledger's order (of first feedback) is part of the state.
+            "ledgers": {
+                name: [[k, item.to_json()] for k, item in ledger.items()] for name, ledger in state.ledgers.items()
+            },
+            "bursts": state.bursts.to_lists(),
         },
         sort_keys=True,
     ).encode()
@@ -116,25 +310,30 @@ def restore_from_snapshot(
     policies: Mapping[str, Policy],
     surfaces: Mapping[str, SurfaceConfig],
     seed: int,
+    quality: QualityConfig = DEFAULT_QUALITY,
 ) -> UserState:
     """State as of the snapshot; `state.stale` names surfaces that need the whole log."""
-    state = new_user_state(pseudonym, policies, seed)
+    state = new_user_state(pseudonym, policies, seed, quality)
     if blob is None:
         return state
     magic, version, header_len = _PREAMBLE.unpack_from(blob)
-    if magic != SNAPSHOT_MAGIC or version != SNAPSHOT_VERSION:
+    if magic != SNAPSHOT_MAGIC or version not in (1, SNAPSHOT_VERSION):
         raise ValueError(f"not a user snapshot of version {SNAPSHOT_VERSION}: magic={magic!r} version={version}")
     body_start = _PREAMBLE.size + header_len
     header = json.loads(blob[_PREAMBLE.size : body_start])
     stale = set()
+    ledgers = header.get("ledgers", {})
     for name, surface in surfaces.items():
-        if header["known"].get(name) != surface.fingerprint:
+        if version != SNAPSHOT_VERSION or header["known"].get(name) != surface.fingerprint:
             stale.add(name)
             continue
         if name in header["states"]:
             offset, length = header["states"][name]
             start = body_start + offset
             state.policies[name] = policies[name].load_state(blob[start : start + length])
+        if name in ledgers:
+            state.ledgers[name] = {key: ItemReward.from_json(raw, surface) for key, raw in ledgers[name]}
+    state.bursts = BurstDetector.from_lists(header.get("bursts", {}), quality)
     state.last_id = header["last_id"]
     state.stale = frozenset(stale)
     return state
@@ -151,6 +350,8 @@ def replay(
     last = covered
     for r in rewards:
         key = stream_id_key(r.stream_id)
+        if key > covered:
+            state.observe_action(r)  # the snapshot's detector has seen the rest
         if key > covered or r.surface in state.stale:
             state.learn(policies, surfaces, r)
         if key > last:

@@ -139,6 +139,11 @@ class FusionState:
         return self._reward
 
     @property
+    def rewarded(self) -> bool:
+        """Whether a training event of a weighted signal has arrived (the reward is no longer the default)."""
+        return any(self.config.rule(signal).weight != 0.0 for signal in self._aggregates)
+
+    @property
     def events(self) -> tuple[Event, ...]:
         """Every distinct event recorded, training or not, ordered by ``event_id``."""
         return tuple(self._events[key] for key in sorted(self._events))
