@@ -64,6 +64,22 @@ TEST_CONFIG = {
             "items": ITEMS[:LEARN_ITEMS],
             "features": {"numeric": CONTEXT_FEATURES},
         },
+        # Reward engine: fused signals (dyadic weights, so sums are exact), a short window whose
+        # close teaches the default reward, and a surface that keeps late events out of training.
+        "fused": {
+            "algorithm": "ucb1",
+            "items": ITEMS[:4],
+            "reward": {
+                "window_seconds": 0.5,
+                "default_reward": 0.25,
+                "signals": {"dwell": {"weight": 0.5}, "skip": {"weight": -0.5}, "purchase": {"weight": 0.5}},
+            },
+        },
+        "late_ignored": {
+            "algorithm": "ucb1",
+            "items": ITEMS[:4],
+            "reward": {"window_seconds": 1, "late_rule": "ignore_for_training"},
+        },
         "ctx_lints": {
             "algorithm": "lin_ts",
             "items": ITEMS[:LEARN_ITEMS],

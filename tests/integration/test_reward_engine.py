@@ -1,0 +1,222 @@
+"""The reward engine through the real service (gRPC front, Ray shards, Redis): fused rewards,
+delayed joins, retries and reordering, quality flags, window close; and the shard's burst rule
+on a shard of its own with a low limit."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rewardloop.client import AsyncClient, FeedbackEvent, Signal
+from rewardloop.workers.config import ServiceConfig
+from rewardloop.workers.keys import UserKeys, pseudonymize
+from rewardloop.workers.messages import FeedbackCall, RecommendCall, Recorded
+from rewardloop.workers.redis_server import EmbeddedRedis
+from rewardloop.workers.shard import ShardCore
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+async def client(service: Any) -> Any:
+    async with AsyncClient(service.target, default_timeout=30) as c:
+        yield c
+
+
+async def _state(service: Any, config: ServiceConfig, user: str, surface: str) -> dict[str, Any]:
+    states = await service.router.user_state(pseudonymize(user, config.pseudonym_key.encode()))
+    return dict(states[surface])
+
+
+def _features(seed: int) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    names = [f"u{k}" for k in range(6)] + ["c0", "c1"]
+    return {name: round(float(v), 3) for name, v in zip(names, rng.normal(size=8), strict=True)}
+
+
+async def test_delayed_feedback_trains_with_its_own_decisions_context_and_action(
+    client: AsyncClient, service: Any, service_config: ServiceConfig
+) -> None:
+    user, surface = "delayed-join", "ctx_linucb"
+    first = await client.recommend(user, surface, context=_features(1))
+    later = [await client.recommend(user, surface, context=_features(k)) for k in (2, 3, 4)]
+    assert len({r.decision_id for r in [first, *later]}) == 4
+    result = await client.record(user, first.items[0].item_id, Signal.CLICK, 1.0, decision_id=first.decision_id)
+    assert (result.reward, result.flag) == (1.0, "")
+
+    state = await _state(service, service_config, user, surface)
+    arm = service_config.surfaces[surface].index[first.items[0].item_id]
+    x = np.array([1.0, *_features(1).values()])  # the schema's order: bias, u0..u5, c0, c1
+    assert state["n_updates"] == 1
+    np.testing.assert_array_equal(state["xr"][arm], x)  # reward 1 times D's context, not the last one's
+    np.testing.assert_array_equal(state["gram"][arm], np.outer(x, x))
+    assert sum(state["counts"]) == state["counts"][arm] == 1.0
+
+
+async def test_signals_of_one_decision_fuse_into_one_observation_that_later_feedback_corrects(
+    client: AsyncClient, service: Any, service_config: ServiceConfig
+) -> None:
+    user, surface = "fusion", "fused"
+    rec = await client.recommend(user, surface)
+    item = rec.items[0].item_id
+    arm = service_config.surfaces[surface].index[item]
+
+    async def send(signal: Signal, value: float, event_id: str) -> float:
+        result = await client.record(user, item, signal, value, decision_id=rec.decision_id, event_id=event_id)
+        assert result.flag == ""
+        return result.reward
+
+    # impression: weight 0, nothing learned; click 1; dwell 15 s (0.5 * 0.5); skip (-0.5); a retry of it.
+    assert [
+        await send(Signal.IMPRESSION, 1.0, "f-imp"),
+        await send(Signal.CLICK, 1.0, "f-click"),
+        await send(Signal.DWELL, 15.0, "f-dwell"),
+        await send(Signal.SKIP, 1.0, "f-skip"),
+        await send(Signal.SKIP, 1.0, "f-skip"),
+    ] == [0.25, 1.0, 1.0, 0.75, 0.75]  # default; 1; clip(1.25); 1.25 - 0.5; duplicate
+    state = await _state(service, service_config, user, surface)
+    assert state["n_updates"] == 1 and state["counts"][arm] == 1.0  # one observation, corrected twice
+    assert state["reward_sums"][arm] == 0.75
+
+
+async def test_retries_and_reordering_end_in_the_state_of_an_in_order_exactly_once_run(
+    client: AsyncClient, service: Any, service_config: ServiceConfig
+) -> None:
+    surface = "fused"
+    items = service_config.surfaces[surface].items
+    # Signals whose contributions are dyadic, so that any summation order is exact.
+    signals = [(Signal.CLICK, 1.0), (Signal.DWELL, 15.0), (Signal.SKIP, 1.0), (Signal.LIKE, 1.0), (Signal.LIKE, 0.0),
+               (Signal.RATING, 3.0), (Signal.COMPLETION, 0.25), (Signal.DISLIKE, 1.0), (Signal.CLICK, 0.0)]  # fmt: skip
+    rng = random.Random(7)
+    start = datetime.now(UTC) - timedelta(seconds=10)
+    plan = []  # per decision: its item, then (event suffix, signal, value, seconds after start)
+    for k in range(12):
+        chosen = rng.sample(signals, rng.randint(1, 4))
+        plan.append((items[k % len(items)], [(f"{k}-{j}", s, v, k + 0.1 * j) for j, (s, v) in enumerate(chosen)]))
+
+    async def run(user: str, shuffle: bool) -> dict[str, Any]:
+        events = []
+        for item, feedback in plan:
+            rec = await client.recommend(user, surface, candidates=[item])
+            events += [
+                FeedbackEvent(user, item, s, v, decision_id=rec.decision_id, event_id=f"{user}:{suffix}",
+                              occurred_at=start + timedelta(seconds=t))
+                for suffix, s, v, t in feedback
+            ]  # fmt: skip
+        if shuffle:
+            events += rng.sample(events, len(events) // 2)  # retries, some before their original
+            rng.shuffle(events)
+            batches = [events[i : i + 5] for i in range(0, len(events), 5)]
+        else:
+            batches = [[e] for e in events]
+        for batch in batches:
+            results = await client.record_batch(batch)
+            assert all(r.ok and not r.flag for r in results)
+        return await _state(service, service_config, user, surface)
+
+    in_order = await run("order-a", shuffle=False)
+    shuffled = await run("order-b", shuffle=True)
+    assert in_order["n_updates"] == shuffled["n_updates"] == len(plan)
+    assert in_order == shuffled
+    assert sum(in_order["reward_sums"]) > 0  # the plan did teach something
+
+
+async def test_flagged_feedback_is_kept_but_trains_nothing(
+    client: AsyncClient, service: Any, service_config: ServiceConfig, redis_server: EmbeddedRedis
+) -> None:
+    user, surface = "flags", "ucb"
+    item = service_config.surfaces[surface].items[0]
+    unknown = await client.record(user, item, Signal.CLICK, 1.0, decision_id="no-such-decision", surface=surface)
+    old = await client.record(
+        user, item, Signal.CLICK, 1.0, surface=surface, occurred_at=datetime.now(UTC) - timedelta(days=8)
+    )
+    assert unknown.flag == "decision_id: unknown decision for this user"
+    assert old.flag.startswith("occurred_at: ") and "before receipt" in old.flag
+    assert (unknown.reward, old.reward) == (0.0, 0.0)
+    state = await _state(service, service_config, user, surface)
+    assert state["n_updates"] == 0
+    import redis
+
+    log = redis.Redis.from_url(redis_server.url).xrange(UserKeys(pseudonymize(user, b"test-key")).feedback_log)
+    assert [fields[b"q"].decode() for _, fields in log] == [unknown.flag, old.flag]  # kept, with the reason
+
+
+async def test_late_feedback_is_recorded_and_trains_per_the_surfaces_late_rule(
+    client: AsyncClient, service: Any, service_config: ServiceConfig
+) -> None:
+    # Both windows are at most 1 s, so events occurring 2 minutes on are late.
+    for surface, trains in (("late_ignored", False), ("fused", True)):
+        user = f"late-{surface}"
+        rec = await client.recommend(user, surface)
+        late = datetime.now(UTC) + timedelta(minutes=2)
+        result = await client.record(user, rec.items[0].item_id, Signal.CLICK, 1.0, decision_id=rec.decision_id)
+        state = await _state(service, service_config, user, surface)
+        assert state["n_updates"] == 1 and result.flag == ""
+        again = await client.record(
+            user, rec.items[0].item_id, Signal.LIKE, 0.0, decision_id=rec.decision_id, occurred_at=late
+        )
+        # A withdrawn like adds nothing; a dislike (weight -1) takes the fused reward from 1 to 0.
+        rating = await client.record(
+            user, rec.items[0].item_id, Signal.DISLIKE, 1.0, decision_id=rec.decision_id, occurred_at=late
+        )
+        state = await _state(service, service_config, user, surface)
+        if trains:
+            assert (again.flag, rating.flag) == ("", "") and rating.reward == 0.0
+            assert max(state["reward_sums"]) == 0.0  # 1 + 0 - 1, learned as a correction
+        else:
+            assert again.flag.startswith("late: ") and rating.flag.startswith("late: ")
+            assert max(state["reward_sums"]) == 1.0
+        assert state["n_updates"] == 1
+
+
+async def test_an_item_with_only_an_impression_learns_the_default_reward_when_its_window_closes(
+    client: AsyncClient, service: Any, service_config: ServiceConfig
+) -> None:
+    user, surface = "window-close", "fused"
+    items = service_config.surfaces[surface].items
+    shown = await client.recommend(user, surface, candidates=[items[0]])
+    await client.record(user, items[0], Signal.IMPRESSION, 1.0, decision_id=shown.decision_id)
+    assert (await _state(service, service_config, user, surface))["n_updates"] == 0
+    await asyncio.sleep(0.6)  # the surface's window is 0.5 s
+    other = await client.recommend(user, surface, candidates=[items[1]])
+    await client.record(user, items[1], Signal.CLICK, 1.0, decision_id=other.decision_id)
+    state = await _state(service, service_config, user, surface)
+    assert state["n_updates"] == 2
+    assert (state["counts"][0], state["reward_sums"][0]) == (1.0, 0.25)  # the surface's default_reward
+    assert (state["counts"][1], state["reward_sums"][1]) == (1.0, 1.0)
+
+
+async def test_bursts_no_human_makes_are_flagged_and_kept(redis_server: EmbeddedRedis) -> None:
+    config = ServiceConfig.from_dict(
+        {
+            "service": {"shards": 1, "quality": {"burst_per_second": 3, "burst_per_minute": 100}},
+            "surfaces": {"s": {"algorithm": "ucb1", "items": ["a", "b"]}},
+        }
+    )
+    shard = ShardCore(config, redis_server.url)
+    user = pseudonymize("burst-user", config.pseudonym_key.encode())
+    try:
+        [decision] = await shard.recommend([RecommendCall(user, "s", 1)])
+        now = int(datetime.now(UTC).timestamp() * 1000)
+        calls = [
+            FeedbackCall(user, f"b{k}", decision.items[0].item_id, Signal.CLICK.value, 1.0, now + k,
+                         decision_id=decision.decision_id)
+            for k in range(5)
+        ]  # fmt: skip
+        results = await shard.feedback(calls)
+        retried = await shard.feedback(calls[:1])  # a retry is no action: the detector does not count it
+        later = await shard.feedback([FeedbackCall(user, "b9", "a", Signal.CLICK.value, 0.0, now + 5_000,
+                                                   surface="s")])  # fmt: skip
+        state = await shard.user_state(user)
+    finally:
+        await shard.store.close()
+    assert all(isinstance(r, Recorded) for r in [*results, *retried, *later])
+    flags = [r.flag for r in results]  # type: ignore[union-attr]
+    assert flags[:3] == ["", "", ""] and all(f.startswith("burst: more than 3 actions in 1 s") for f in flags[3:])
+    assert retried[0].duplicate and later[0].flag == ""  # type: ignore[union-attr]
+    assert state["s"]["n_updates"] == 2  # the decision's fused click, and the later event
