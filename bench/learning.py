@@ -26,6 +26,9 @@ ITEMS = [f"item-{i:03d}" for i in range(10)]
 FEATURES = {"numeric": [f"u{k}" for k in range(6)] + ["c0", "c1"]}
 # In units of x x^T (see policies/ridge.py): with |x|^2 ~ 9 here, about 22 observations' worth per arm.
 LINEAR_PRIOR = 200.0
+IMPLICIT_WEIGHTS = {
+    "click": {"weight": 0.5}, "dwell": {"weight": 0.5, "scale": 60}, "like": {"weight": 0.5}, "skip": {"weight": -0.5},
+}  # fmt: skip
 SURFACES = {
     "ucb1": {"algorithm": "ucb1", "items": ITEMS},
     "thompson": {"algorithm": "thompson", "items": ITEMS},
@@ -35,6 +38,8 @@ SURFACES = {
     "linucb_no_prior": {
         "algorithm": "linucb", "items": ITEMS, "features": FEATURES, "cold_start": {"strength": 0.0},
     },
+    "true_ts": {"algorithm": "thompson", "items": ITEMS},
+    "implicit_ts": {"algorithm": "thompson", "items": ITEMS, "reward": {"signals": IMPLICIT_WEIGHTS}},
     "cold_ucb": {"algorithm": "ucb1", "params": {"c": 0.5}, "items": ITEMS, "cold_start": {"strength": 2.0}},
     "discounted_thompson": {"algorithm": "discounted_thompson", "params": {"gamma": 0.99}, "items": ITEMS[:5]},
     "thompson_stationary": {"algorithm": "thompson", "items": ITEMS[:5], "cold_start": {"strength": 0.0}},
@@ -107,7 +112,22 @@ async def drift(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[int
         print(f"  {surface:<20} share of the new oracle {spread([r.oracle_ratio for r in runs])}")
 
 
-PARTS = {"context_free": context_free, "contextual": contextual, "cold_start": cold_start, "drift": drift}
+async def implicit(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[int]) -> None:
+    print("implicit signals (no ratings) vs the true reward (click), Thompson, 60 users x 60 decisions, last 20 rounds")
+    print("  (target: implicit CTR >= 0.90 of the true reward's)")
+    runs = [await scenarios.implicit_vs_true(client, f"true_ts-s{s}", f"implicit_ts-s{s}", seed=s) for s in seeds]
+    print(f"  implicit / true CTR {spread([r.ratio for r in runs])}")
+    true, fused = spread([r.true_reward.lift for r in runs]), spread([r.implicit.lift for r in runs])
+    print(f"  lift over random: true {true}, implicit {fused}")
+
+
+PARTS = {
+    "context_free": context_free,
+    "implicit": implicit,
+    "contextual": contextual,
+    "cold_start": cold_start,
+    "drift": drift,
+}
 
 
 async def report(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[int], parts: list[str]) -> None:

@@ -75,6 +75,20 @@ TEST_CONFIG = {
                 "signals": {"dwell": {"weight": 0.5}, "skip": {"weight": -0.5}, "purchase": {"weight": 0.5}},
             },
         },
+        # Implicit signals against the true reward (click), same policy.
+        "true_ts": {"algorithm": "thompson", "items": ITEMS[:LEARN_ITEMS]},
+        "implicit_ts": {
+            "algorithm": "thompson",
+            "items": ITEMS[:LEARN_ITEMS],
+            "reward": {
+                "signals": {
+                    "click": {"weight": 0.5},
+                    "dwell": {"weight": 0.5, "scale": 60},
+                    "like": {"weight": 0.5},
+                    "skip": {"weight": -0.5},
+                }
+            },
+        },
         "late_ignored": {
             "algorithm": "ucb1",
             "items": ITEMS[:4],

@@ -102,3 +102,61 @@ def test_foreign_snapshots_are_rejected(blob: bytes) -> None:
     config = _config()
     with pytest.raises(ValueError, match="not a user snapshot"):
         restore_from_snapshot(blob, P, _policies(config), config.surfaces, seed=1)
+
+
+def _fused_log(n: int, seed: int = 0) -> list[LoggedReward]:
+    """Feedback joined to decisions: several signals per decision-item, late and early, retried ids,
+    impressions only for some (their window closes at a later event), burst-like timing."""
+    rng = np.random.default_rng(seed)
+    signals = [(1, 1.0), (2, 15.0), (3, 4.0), (4, 1.0), (5, 1.0), (7, 1.0), (12, 1.0), (11, 20.0)]
+    log = []
+    for k in range(n):
+        decision = int(rng.integers(12))
+        signal, value = signals[int(rng.integers(len(signals)))]
+        now = 1_000_000 + 400 * k
+        log.append(
+            LoggedReward(
+                f"{now}-0", "a", f"i{decision % 6}", 0.0, event_id=f"e{rng.integers(n)}", signal=signal,
+                value=value, occurred_at_ms=now - int(rng.integers(3_000)), decision_id=f"d{decision}",
+                decided_at_ms=1_000_000 + 700 * decision,
+            )
+        )  # fmt: skip
+    return log
+
+
+def test_fused_rewards_survive_a_snapshot_at_any_point() -> None:
+    config = ServiceConfig.from_dict(
+        {
+            "surfaces": {
+                "a": {"algorithm": "ucb1", "items": ITEMS, "reward": {"window_seconds": 2, "default_reward": 0.5}}
+            }
+        }
+    )
+    policies = _policies(config)
+    log = _fused_log(120)
+    full = new_user_state(P, policies, seed=1)
+    replay(full, log, policies, config.surfaces)
+    assert full.policies["a"].n_updates >= 12 and full.ledgers["a"]
+    for cut in (1, 37, 80, 119):
+        partial = new_user_state(P, policies, seed=1)
+        replay(partial, log[:cut], policies, config.surfaces)
+        rebuilt = restore_from_snapshot(
+            encode_snapshot(partial, policies, config.surfaces), P, policies, config.surfaces, 1
+        )
+        replay(rebuilt, log, policies, config.surfaces)
+        assert rebuilt.policies == full.policies, cut
+        assert rebuilt.ledgers == full.ledgers and rebuilt.bursts.to_lists() == full.bursts.to_lists()
+
+
+def test_a_version_1_snapshot_is_rebuilt_from_the_whole_log() -> None:
+    config = _config()
+    policies = _policies(config)
+    log = _log(30)
+    state = new_user_state(P, policies, seed=1)
+    replay(state, log, policies, config.surfaces)
+    blob = bytearray(encode_snapshot(state, policies, config.surfaces))
+    blob[4:6] = (1).to_bytes(2, "little")
+    rebuilt = restore_from_snapshot(bytes(blob), P, policies, config.surfaces, seed=1)
+    assert rebuilt.stale == {"a", "b"} and replay_start(rebuilt) == "-"
+    replay(rebuilt, log, policies, config.surfaces)
+    assert rebuilt.policies == state.policies

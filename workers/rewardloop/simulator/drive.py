@@ -16,8 +16,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rewardloop.client import AsyncClient, Signal
-from rewardloop.simulator.population import Population
+from rewardloop.client import AsyncClient, FeedbackEvent, Signal
+from rewardloop.simulator.population import Population, Response
+
+# What a producer reports about one shown item: (signal, value) pairs.
+Report = Callable[[Response], list[tuple[Signal, float]]]
+
+
+def click_only(response: Response) -> list[tuple[Signal, float]]:
+    """The true reward: clicked (1) or not (0)."""
+    return [(Signal.CLICK, 1.0 if response.clicked else 0.0)]
+
+
+def implicit_signals(response: Response) -> list[tuple[Signal, float]]:
+    """What a feed sees without asking: an impression, then click, dwell and like, or a skip."""
+    if not response.clicked:
+        return [(Signal.IMPRESSION, 1.0), (Signal.SKIP, 1.0)]
+    events = [(Signal.IMPRESSION, 1.0), (Signal.CLICK, 1.0), (Signal.DWELL, round(response.dwell_seconds, 3))]
+    return [*events, (Signal.LIKE, 1.0)] if response.liked else events
 
 
 @dataclass
@@ -75,6 +91,7 @@ async def run_population(
     first_round: int = 0,
     on_round: Callable[[int, RunResult], None] | None = None,
     between_rounds: Callable[[], Awaitable[None]] | None = None,
+    report: Report = click_only,
 ) -> RunResult:
     """Run `rounds` decision rounds for `users` (default: everyone) against `surface`.
 
@@ -82,7 +99,8 @@ async def run_population(
     continues another -- e.g. after a taste shift -- passes where the first stopped).
     With `contextual`, each request carries the user's observable features and a fresh
     request context (drawn from its own stream, so responses stay comparable with a
-    context-free run), and the user reacts under that context.
+    context-free run), and the user reacts under that context. `report` turns the user's
+    reaction into the feedback events sent (one RecordBatch per decision).
     """
     users = list(range(population.n_users)) if users is None else users
     result = RunResult(users=len(users))
@@ -100,15 +118,21 @@ async def run_population(
             item_id = rec.items[0].item_id
             item = population.item_index(item_id)
             response = population.respond(u, item, rngs[u], ctx)
-            await client.record(
-                user_id,
-                item_id,
-                Signal.CLICK,
-                1.0 if response.clicked else 0.0,
-                decision_id=rec.decision_id,
-                surface=surface,
-                event_id=f"{user_id}:{surface}:{round_}",
-            )
+            events = report(response)
+            if len(events) == 1:
+                [(signal, value)] = events
+                await client.record(
+                    user_id, item_id, signal, value, decision_id=rec.decision_id, surface=surface,
+                    event_id=f"{user_id}:{surface}:{round_}",
+                )  # fmt: skip
+            else:
+                await client.record_batch(
+                    [
+                        FeedbackEvent(user_id, item_id, signal, value, decision_id=rec.decision_id, surface=surface,
+                                      event_id=f"{user_id}:{surface}:{round_}:{signal.name}")
+                        for signal, value in events
+                    ]
+                )  # fmt: skip
         return (
             int(response.clicked),
             float(probabilities[item]),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rewardloop.client import AsyncClient
-from rewardloop.simulator.drive import random_policy_ctr, run_population
+from rewardloop.simulator.drive import click_only, implicit_signals, random_policy_ctr, run_population
 from rewardloop.simulator.population import Population
 
 Refresh = Callable[[], Awaitable[None]]
@@ -55,6 +55,33 @@ async def context_free(
         random=random_policy_ctr(population, list(range(users)), rounds, seed=seed + 2),
         oracle=run.oracle_ctr(rounds - tail),
     )
+
+
+@dataclass(frozen=True)
+class ImplicitOutcome:
+    true_reward: Outcome  # the policy taught by clicks, the true reward
+    implicit: Outcome  # the same policy taught by fused implicit signals only
+
+    @property
+    def ratio(self) -> float:
+        return self.implicit.learned / self.true_reward.learned
+
+
+async def implicit_vs_true(
+    client: AsyncClient, true_surface: str, implicit_surface: str, *, users: int = 60, rounds: int = 60,
+    tail: int = 20, seed: int = 3, prefix: str = "",
+) -> ImplicitOutcome:  # fmt: skip
+    """One population taught twice: with the click (the true reward) and with fused implicit signals
+    (impression, click, dwell, like, skip; no ratings); expected CTR of the last `tail` rounds."""
+    population = Population(n_users=users, n_items=10, seed=seed, taste_strength=2.0, base_ctr=0.03)
+    outcomes = []
+    for surface, report in ((true_surface, click_only), (implicit_surface, implicit_signals)):
+        run = await run_population(
+            client, population, surface, rounds, seed=seed + 2, user_prefix=f"{prefix or surface}-", report=report
+        )
+        first = rounds - tail
+        outcomes.append(Outcome(run.expected_ctr(first), run.random_ctr(first), run.oracle_ctr(first)))
+    return ImplicitOutcome(*outcomes)
 
 
 async def contextual(
