@@ -2,8 +2,9 @@
 
 Every user's decision log (``rl:{p}:dec``) and feedback log (``rl:{p}:fb``) is scanned; each
 decision of the surface becomes one logged sample: its feature vector, the item in its first
-slot and that slot's propensity, and the reward -- the mean reward of the feedback events
-for that item of that decision, or 0 when there were none (for clicks, "shown, not clicked").
+slot and that slot's propensity, and the reward -- the fused reward of the feedback events
+for that item of that decision under the surface's reward rules (``rewards/fusion.py``; flagged
+events left out), or the surface's ``default_reward`` when there were none.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import redis
 
 from rewardloop.workers.config import SurfaceConfig
 from rewardloop.workers.keys import KEY_PREFIX, UserKeys
+from rewardloop.workers.rewards import Event, EventConflict, Signal, fuse
 from rewardloop.workers.store import DecisionRecord
 
 SCAN_BATCH = 1000
@@ -50,7 +52,7 @@ def read_logged_decisions(client: redis.Redis, surface: SurfaceConfig, max_decis
     for decisions_key in client.scan_iter(match=f"{KEY_PREFIX}{{*}}:dec", count=SCAN_BATCH):
         pseudonym = decisions_key.decode()[len(KEY_PREFIX) + 1 : -len("}:dec")]
         feedback_key = UserKeys(pseudonym).feedback_log
-        rewards = _rewards_by_decision(client, feedback_key, surface.name)
+        events = _events_by_decision(client, feedback_key, surface.name)
         decisions: Any = client.xrange(decisions_key)
         for _, fields in decisions:
             record = DecisionRecord.from_json(pseudonym, fields[b"j"])
@@ -60,8 +62,10 @@ def read_logged_decisions(client: redis.Redis, surface: SurfaceConfig, max_decis
             arm = surface.index.get(item)
             if arm is None:
                 continue
-            observed = rewards.get((record.decision_id, item))
-            reward = float(np.mean(observed)) if observed else 0.0
+            try:
+                reward = fuse(events.get((record.decision_id, item), ()), surface.reward, record.decided_at_ms)
+            except EventConflict:
+                continue  # an event id reused for another fact: no trustworthy reward
             features = record.features or (1.0,)
             rows.append((record.decided_at_ms, features, arm, record.propensities[0], reward))
     rows.sort(key=lambda row: row[0])
@@ -76,11 +80,17 @@ def read_logged_decisions(client: redis.Redis, surface: SurfaceConfig, max_decis
     )
 
 
-def _rewards_by_decision(client: redis.Redis, feedback_key: str, surface: str) -> dict[tuple[str, str], list[float]]:
-    rewards: dict[tuple[str, str], list[float]] = defaultdict(list)
-    events: Any = client.xrange(feedback_key)
-    for _, fields in events:
+def _events_by_decision(client: redis.Redis, feedback_key: str, surface: str) -> dict[tuple[str, str], list[Event]]:
+    """The training events (not flagged) of each (decision_id, item_id) of ``surface``."""
+    events: dict[tuple[str, str], list[Event]] = defaultdict(list)
+    logged: Any = client.xrange(feedback_key)
+    for stream_id, fields in logged:
         decision_id = fields.get(b"d", b"").decode()
-        if decision_id and fields[b"s"].decode() == surface:
-            rewards[(decision_id, fields[b"i"].decode())].append(float(fields[b"r"]))
-    return rewards
+        if not decision_id or fields[b"s"].decode() != surface or fields.get(b"q", b""):
+            continue
+        received_at_ms = int(stream_id.decode().partition("-")[0])
+        event = Event(
+            fields[b"e"].decode(), Signal(int(fields[b"g"])), float(fields[b"v"]), int(fields[b"t"]), received_at_ms
+        )
+        events[(decision_id, fields[b"i"].decode())].append(event)
+    return events
