@@ -135,10 +135,10 @@ class ShardCore:
 
     def _assess(self, state: UserState, record: FeedbackRecord, now_ms: int) -> FeedbackRecord:
         """The record with its quality flag (quality.py); counts it as one of the user's actions."""
-        event = Event(record.event_id, Signal(record.signal), record.value, record.occurred_at_ms, now_ms)
-        burst = state.observe_action(self._logged(record, f"{now_ms}-0"))
+        logged = self._logged(record, f"{now_ms}-0")
+        burst = state.observe_action(logged)
         unknown = bool(record.decision_id) and not record.decided_at_ms
-        verdict = assess(event, EventContext(decision_known=not unknown, burst=burst), self.config.quality)
+        verdict = assess(logged.event(), EventContext(decision_known=not unknown, burst=burst), self.config.quality)
         return dataclasses.replace(record, flag=verdict.reason) if verdict.reason else record
 
     @staticmethod

@@ -47,9 +47,11 @@ from rewardloop.workers.keys import user_seed
 from rewardloop.workers.policies import Policy, PolicyState
 from rewardloop.workers.rewards import (
     BurstDetector,
+    DecisionWindow,
     Event,
     EventConflict,
     FusionState,
+    RewardConfig,
     Signal,
     counts_toward_burst,
 )
@@ -121,6 +123,10 @@ class ItemReward:
 
     def context(self) -> npt.NDArray[np.float64] | None:
         return np.frombuffer(self.features, dtype="<f8") if self.features else None
+
+    @property
+    def decided_at_ms(self) -> int:
+        return self.fusion.decided_at_ms or 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -208,10 +214,10 @@ class UserState:
         self, policy: Policy, surface: SurfaceConfig, arm: int, r: LoggedReward, closed: tuple[Change, ...]
     ) -> Applied:
         config = surface.reward
-        if r.received_at_ms > r.decided_at_ms + config.window_ms + LEDGER_HORIZON_MS:
+        if _past_horizon(r.decided_at_ms, config, r.received_at_ms):
             return Applied(0.0, "late: the decision's reward window closed more than 7 days ago", closed)
         ledger = self.ledgers.setdefault(surface.name, {})
-        key = f"{r.decision_id}/{r.item_id}"
+        key = _item_key(r.decision_id, r.item_id)
         item = ledger.get(key)
         if item is None:
             fusion = FusionState(config, r.decided_at_ms)
@@ -228,18 +234,23 @@ class UserState:
         return Applied(new, "", closed if change is None else (*closed, change))
 
     def _learn_item(self, policy: Policy, surface: str, item: ItemReward, old: float, new: float) -> Change | None:
-        state, context, propensity = self.policies[surface], item.context(), item.propensity or None
         if item.step is None:
             if not item.fusion.rewarded:
                 return None  # impressions only, so far: the window's close decides
-            item.step = state.n_updates
-            policy.update(state, item.arm, new, context=context, propensity=propensity)
-            return Change(surface, item.arm, None, new, context, item.propensity, item.segment)
+            return self._learn_first(policy, surface, item, new)
         if new == old:
             return None
+        state, context = self.policies[surface], item.context()
         age = state.n_updates - item.step - 1
-        policy.revise(state, item.arm, old, new, context=context, propensity=propensity, age=age)
+        policy.revise(state, item.arm, old, new, context=context, propensity=item.propensity or None, age=age)
         return Change(surface, item.arm, old, new, context, item.propensity, item.segment)
+
+    def _learn_first(self, policy: Policy, surface: str, item: ItemReward, reward: float) -> Change:
+        """The item's one observation, with its first reward; later changes revise it."""
+        state, context = self.policies[surface], item.context()
+        item.step = state.n_updates
+        policy.update(state, item.arm, reward, context=context, propensity=item.propensity or None)
+        return Change(surface, item.arm, None, reward, context, item.propensity, item.segment)
 
     def _close_windows(self, policy: Policy, surface: SurfaceConfig, now_ms: int) -> tuple[Change, ...]:
         """Learn the default reward of the surface's items whose window closed without a reward,
@@ -247,28 +258,27 @@ class UserState:
         ledger = self.ledgers.get(surface.name)
         if not ledger:
             return ()
-        window_ms = surface.reward.window_ms
-        for key in [k for k, item in ledger.items() if _expired(item, window_ms, now_ms)]:
+        config = surface.reward
+        for key in [k for k, item in ledger.items() if _past_horizon(item.decided_at_ms, config, now_ms)]:
             del ledger[key]
-        changes = []
-        state = self.policies[surface.name]
-        for item in ledger.values():
-            if item.step is None and now_ms > (item.fusion.decided_at_ms or 0) + window_ms:
-                reward = surface.reward.default_reward
-                item.step = state.n_updates
-                policy.update(state, item.arm, reward, context=item.context(), propensity=item.propensity or None)
-                changes.append(
-                    Change(surface.name, item.arm, None, reward, item.context(), item.propensity, item.segment)
-                )
-        return tuple(changes)
+        return tuple(
+            self._learn_first(policy, surface.name, item, config.default_reward)
+            for item in ledger.values()
+            if item.step is None and DecisionWindow.of(item.decided_at_ms, config).is_closed(now_ms)
+        )
 
     def item_reward(self, surface: str, decision_id: str, item_id: str) -> float | None:
-        item = self.ledgers.get(surface, {}).get(f"{decision_id}/{item_id}")
+        item = self.ledgers.get(surface, {}).get(_item_key(decision_id, item_id))
         return None if item is None else item.fusion.reward
 
 
-def _expired(item: ItemReward, window_ms: int, now_ms: int) -> bool:
-    return (item.fusion.decided_at_ms or 0) + window_ms + LEDGER_HORIZON_MS < now_ms
+def _item_key(decision_id: str, item_id: str) -> str:
+    return f"{decision_id}/{item_id}"
+
+
+def _past_horizon(decided_at_ms: int, config: RewardConfig, now_ms: int) -> bool:
+    """Whether feedback received at ``now_ms`` is too late to change the decision's reward at all."""
+    return now_ms > DecisionWindow.of(decided_at_ms, config).closes_at_ms + LEDGER_HORIZON_MS
 
 
 def new_user_state(
