@@ -504,6 +504,64 @@ def test_merge_and_combine_are_refused_without_prior_support(name: str) -> None:
         policy.combine(state, state, 1.0)
 
 
+@pytest.mark.parametrize("name", NO_PRIOR)
+def test_weighted_updates_and_scale_are_refused_without_additive_state(name: str) -> None:
+    policy = build(ALGORITHMS[name]())
+    state = trained(policy, steps=5)
+    before = state.copy()
+    event = feedback(seed=9, steps=1)[0]
+    with pytest.raises(ValueError, match=f"{policy.name} does not take weighted updates"):
+        policy.update(state, event.arm, event.reward, context=event.context, propensity=event.propensity, weight=2.0)
+    with pytest.raises(ValueError, match=f"{policy.name} does not support scale"):
+        policy.scale(state, 0.5)
+    assert state == before
+
+
+ADDITIVE = [name for name in NAMES if name not in NO_PRIOR]
+
+
+@pytest.mark.parametrize("name", ADDITIVE)
+def test_weighted_update_is_the_scaled_sum_of_unit_updates(name: str) -> None:
+    """Decay's contract (rewards/decay.py): an update of weight w adds w times a unit update's
+    statistics, revising it moves them by w times the reward change, and ``scale`` multiplies
+    every update's weight, so a state read at factor 1/w(now) is the exponentially decayed one."""
+    policy = build(ALGORITHMS[name]())
+    log = feedback(seed=5, steps=40)
+    weights = [2.0 ** (i / 8) for i in range(len(log))]  # 5 half-lives over the log
+    weighted, expected = policy.new_state(), policy.new_state()
+    for event, w in zip(log, weights, strict=True):
+        policy.update(weighted, event.arm, event.reward, context=event.context, propensity=event.propensity, weight=w)
+        unit = trained_on(policy, [event])
+        for key, array in unit.arrays.items():
+            expected.arrays[key] += w * array
+    assert weighted.n_updates == len(log)
+    for key, array in expected.arrays.items():
+        np.testing.assert_allclose(weighted.arrays[key], array, rtol=1e-12, atol=1e-12, err_msg=key)
+    target = log[10]
+    policy.revise(weighted, target.arm, target.reward, 1.0 - target.reward, context=target.context,
+                  propensity=target.propensity, age=len(log) - 11, weight=weights[10])  # fmt: skip
+    replaced = policy.new_state()
+    for i, (event, w) in enumerate(zip(log, weights, strict=True)):
+        reward = 1.0 - event.reward if i == 10 else event.reward
+        policy.update(replaced, event.arm, reward, context=event.context, propensity=event.propensity, weight=w)
+    for key, array in replaced.arrays.items():
+        np.testing.assert_allclose(weighted.arrays[key], array, rtol=1e-9, atol=1e-12, err_msg=key)
+    half = policy.scale(weighted, 0.5)
+    assert half.n_updates == weighted.n_updates
+    for key, array in weighted.arrays.items():
+        np.testing.assert_array_equal(half.arrays[key], array * 0.5)  # exact: a power of two
+    assert policy.load_state(policy.dump_state(half)) == half
+
+
+@pytest.mark.parametrize(("weight", "match"), [(0.0, "weight must be"), (-1.0, "weight must be"), (math.inf, "weight")])
+def test_weight_must_be_positive_and_finite(weight: float, match: str) -> None:
+    policy = build(ALGORITHMS["ucb1"]())
+    state = policy.new_state()
+    with pytest.raises(ValueError, match=match):
+        policy.update(state, 0, 1.0, weight=weight)
+    assert state == policy.new_state()
+
+
 # --- configs -----------------------------------------------------------------------------
 
 

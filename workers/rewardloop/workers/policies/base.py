@@ -269,13 +269,16 @@ class Policy(ABC, Generic[ConfigT]):
         reward: float,
         context: npt.ArrayLike | None = None,
         propensity: float | None = None,
+        weight: float = 1.0,
     ) -> None:
         """Learn one observed ``reward`` in [0, 1] for ``arm``, in place.
 
         ``context`` (the vector the decision was made with) is required by contextual
         algorithms and ignored by the others; ``propensity`` (the probability the arm was drawn
         with, ``Choice.propensity``) is required when ``needs_propensity`` and ignored otherwise.
-        Every input is checked before ``state`` changes.
+        ``weight`` > 0 counts the observation as that many (time decay, ``rewards/decay.py``);
+        only ``supports_prior`` algorithms, whose state is additive statistics, take one other
+        than 1. Every input is checked before ``state`` changes.
 
         Deterministic: replaying the same (arm, reward, context, propensity) sequence onto the
         same state gives bit-identical arrays, which is how a user's state is rebuilt from the
@@ -289,7 +292,10 @@ class Policy(ABC, Generic[ConfigT]):
             raise ValueError(f"reward must be in [0, 1], got {reward}")
         x = self._check_context(context) if self.contextual else NO_CONTEXT
         p = self._check_propensity(propensity) if self.needs_propensity else math.nan
-        self._update(state, index, value, x, p)
+        if weight == 1.0:
+            self._update(state, index, value, x, p)
+        else:
+            self._accumulate(state, index, value, x, self._check_weight(weight))
         state.n_updates += 1
 
     def _update(
@@ -301,8 +307,46 @@ class Policy(ABC, Generic[ConfigT]):
         propensity: float,
     ) -> None:
         """Apply one checked observation to ``state`` in place (``n_updates`` is the caller's)."""
-        state.arrays["counts"][arm] += 1.0
-        state.arrays["reward_sums"][arm] += reward
+        self._accumulate(state, arm, reward, context, 1.0)
+
+    def _accumulate(self, state: PolicyState, arm: int, reward: float, context: FloatArray, weight: float) -> None:
+        """Add one checked observation counted ``weight`` times to additive statistics, in place.
+
+        The update of ``supports_prior`` algorithms (the others override ``_update`` instead).
+        """
+        state.arrays["counts"][arm] += weight
+        state.arrays["reward_sums"][arm] += weight * reward
+
+    def _check_weight(self, weight: float) -> float:
+        if not self.supports_prior:
+            raise ValueError(
+                f"{self.name} does not take weighted updates: its state is not additive sufficient statistics"
+            )
+        w = float(weight)
+        if not (0.0 < w < math.inf):
+            raise ValueError(f"weight must be a finite number > 0, got {weight!r}")
+        return w
+
+    def scale(self, state: PolicyState, factor: float) -> PolicyState:
+        """A new state in which every update ``state`` learned counts ``factor`` times as much.
+
+        Every array of a ``supports_prior`` state is a sum over its updates (a new state is all
+        zeros), so this multiplies them. Time decay reads a state this way (``factor`` =
+        1 / weight(now)) and moves its epoch with it (``rewards/decay.py``). ``n_updates`` is kept.
+
+        >>> from rewardloop.workers.policies import UCB1, make_policy
+        >>> policy = make_policy(UCB1(), n_arms=2)
+        >>> state = policy.new_state()
+        >>> policy.update(state, arm=0, reward=1.0, weight=4.0)
+        >>> policy.scale(state, 0.25).arrays["counts"].tolist()
+        [1.0, 0.0]
+        """
+        self._require_prior_support("scale")
+        self._check_layout(state.arrays)
+        f = float(factor)
+        if not (0.0 <= f < math.inf):
+            raise ValueError(f"factor must be a finite number >= 0, got {factor!r}")
+        return PolicyState({name: array * f for name, array in state.arrays.items()}, state.n_updates)
 
     def revise(
         self,
@@ -313,6 +357,7 @@ class Policy(ABC, Generic[ConfigT]):
         context: npt.ArrayLike | None = None,
         propensity: float | None = None,
         age: int = 0,
+        weight: float = 1.0,
     ) -> None:
         """Change the reward of one observation ``state`` already learned, in place.
 
@@ -323,6 +368,8 @@ class Policy(ABC, Generic[ConfigT]):
         ones weigh it by their discount since then. The sliding window forgets an observation
         that has left the window, so revising one changes nothing. ``n_updates`` is unchanged:
         this is how a decision's fused reward is corrected when more feedback about it arrives.
+        ``weight`` is what the observation counts as now (``update``'s weight, times any
+        ``scale`` since).
         """
         index = operator.index(arm)
         if not 0 <= index < self.n_arms:
@@ -336,6 +383,9 @@ class Policy(ABC, Generic[ConfigT]):
         x = self._check_context(context) if self.contextual else NO_CONTEXT
         p = self._check_propensity(propensity) if self.needs_propensity else math.nan
         delta = float(new_reward) - float(old_reward)
+        if weight != 1.0:
+            # The revise of additive statistics is linear in delta and blind to age.
+            delta *= self._check_weight(weight)
         if delta != 0.0:
             self._revise(state, index, delta, x, p, steps)
 
@@ -602,11 +652,12 @@ class Policy(ABC, Generic[ConfigT]):
     def _check_values(self, state: PolicyState) -> None:
         """Reject loaded states that no sequence of updates could have produced."""
         self._check_counts(state)
-        total = state.arrays["counts"].sum()
-        if total != state.n_updates:
-            raise ValueError(
-                f"corrupt {self.name} policy state: counts sum to {total}, n_updates={state.n_updates}",
-            )
+        if not self.supports_prior:  # weighted updates (decay) make any counts >= 0 possible
+            total = state.arrays["counts"].sum()
+            if total != state.n_updates:
+                raise ValueError(
+                    f"corrupt {self.name} policy state: counts sum to {total}, n_updates={state.n_updates}",
+                )
 
     def _check_counts(self, state: PolicyState) -> None:
         counts, sums = state.arrays["counts"], state.arrays["reward_sums"]
