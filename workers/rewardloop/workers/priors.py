@@ -9,6 +9,11 @@ then ``combine(user, combine(segment, population, segment_strength), strength)``
 is served from the population (or segment) at once, and their own evidence takes over as
 it arrives.
 
+Under time decay (``half_life_seconds``), a shard weighs each reward as the users' states do
+(``rewards/decay.py``), relative to one epoch per surface that it publishes with its contribution
+(field ``#epoch``); every contribution is brought to the present (scaled by ``1 / weight(now)``)
+before the merge, so shards with different epochs add up, and the prior fades as the users do.
+
 Priors are estimates, not records: a shard that crashes loses the contribution it had not
 published yet (at most one refresh period), which only makes the prior slightly less
 informed. Users' own states are exact regardless (see ``user_state``).
@@ -17,6 +22,7 @@ informed. Users' own states are exact regardless (see ``user_state``).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,10 +32,12 @@ import redis.asyncio as aioredis
 
 from rewardloop.workers.config import SurfaceConfig
 from rewardloop.workers.policies import Policy, PolicyState
+from rewardloop.workers.rewards.decay import decay_weight, needs_rebase, rebase_factor
 
 log = logging.getLogger(__name__)
 POPULATION = ""  # segment key of the whole population
 REFRESH_SECONDS = 1.0
+EPOCH_FIELD = "#epoch"  # beside the segments' states in a contribution hash (segments are feature values)
 
 
 def contribution_key(surface: str, shard: int) -> str:
@@ -52,6 +60,8 @@ class Priors:
         self._own: dict[str, dict[str, PolicyState]] = {n: {} for n in self._surfaces}
         self._segment_priors: dict[str, dict[str, PolicyState]] = {n: {} for n in self._surfaces}
         self._dirty: set[str] = set()
+        # Per decaying surface: the epoch (Unix ms) of this shard's contribution.
+        self._epochs: dict[str, int] = {}
 
     @property
     def surfaces(self) -> tuple[str, ...]:
@@ -65,18 +75,33 @@ class Priors:
         reward: float,
         features: npt.NDArray[np.float64] | None,
         propensity: float | None,
+        at_ms: int = 0,
     ) -> None:
-        """Count one live reward into this shard's population (and segment) contribution."""
+        """Count one live reward (observed at ``at_ms``) into this shard's population (and segment) contribution."""
         if surface not in self._surfaces:
             return
         policy = self._policies[surface]
         own = self._own[surface]
+        weight = self._weight(surface, at_ms)
         for key in {POPULATION, segment}:
             state = own.get(key)
             if state is None:
                 state = own[key] = policy.new_state()
-            policy.update(state, arm, reward, context=features, propensity=propensity)
+            policy.update(state, arm, reward, context=features, propensity=propensity, weight=weight)
         self._dirty.add(surface)
+
+    def _weight(self, surface: str, at_ms: int) -> float:
+        """Decay weight of an observation at ``at_ms`` in this shard's contribution; rebases it first if needed."""
+        half_life = self._surfaces[surface].reward.half_life_seconds
+        if half_life is None:
+            return 1.0
+        epoch = self._epochs.setdefault(surface, at_ms)
+        if needs_rebase(at_ms, half_life, epoch):
+            policy, factor = self._policies[surface], rebase_factor(epoch, at_ms, half_life)
+            for state in self._own[surface].values():
+                state.arrays = policy.scale(state, factor).arrays
+            self._epochs[surface] = epoch = at_ms
+        return decay_weight(at_ms, half_life, epoch)
 
     def revise(
         self,
@@ -87,6 +112,7 @@ class Priors:
         new: float,
         features: npt.NDArray[np.float64] | None,
         propensity: float | None,
+        at_ms: int = 0,
     ) -> None:
         """Correct a reward ``learn`` counted (more feedback changed a decision's fused reward).
 
@@ -96,10 +122,11 @@ class Priors:
         if surface not in self._surfaces:
             return
         policy = self._policies[surface]
+        weight = self._weight(surface, at_ms)
         for key in {POPULATION, segment}:
             state = self._own[surface].get(key)
             if state is not None and state.n_updates:
-                policy.revise(state, arm, old, new, context=features, propensity=propensity)
+                policy.revise(state, arm, old, new, context=features, propensity=propensity, weight=weight)
         self._dirty.add(surface)
 
     def prior(self, surface: str, segment: str) -> tuple[PolicyState, float] | None:
@@ -118,6 +145,9 @@ class Priors:
         for surface in self._surfaces:
             stored: Any = await redis.hgetall(contribution_key(surface, self._shard))
             policy = self._policies[surface]
+            epoch = stored.pop(EPOCH_FIELD.encode(), None)
+            if epoch is not None:
+                self._epochs[surface] = int(epoch)
             for segment, blob in stored.items():
                 try:
                     self._own[surface][segment.decode()] = policy.load_state(blob)
@@ -136,6 +166,8 @@ class Priors:
                     policy = self._policies[surface]
                     if surface in publishing:
                         blobs: Any = {seg: policy.dump_state(state) for seg, state in self._own[surface].items()}
+                        if surface in self._epochs:
+                            blobs[EPOCH_FIELD] = str(self._epochs[surface])
                         pipe.hset(contribution_key(surface, self._shard), mapping=blobs)
                     for shard in range(self._shards):
                         if shard != self._shard:
@@ -152,15 +184,18 @@ class Priors:
 
     def _recompute(self, surface: str, others: list[Any]) -> None:
         policy = self._policies[surface]
+        present = _Present(policy, self._surfaces[surface].reward.half_life_seconds)
         parts: dict[str, list[PolicyState]] = {}
         for segment, state in self._own[surface].items():
-            parts.setdefault(segment, []).append(state)
+            parts.setdefault(segment, []).append(present(state, self._epochs.get(surface)))
         for stored in others:
+            epoch = stored.pop(EPOCH_FIELD.encode(), None)
             for segment, blob in stored.items():
                 try:
-                    parts.setdefault(segment.decode(), []).append(policy.load_state(blob))
+                    state = policy.load_state(blob)
                 except ValueError:
                     continue  # published under another configuration
+                parts.setdefault(segment.decode(), []).append(present(state, None if epoch is None else int(epoch)))
         merged = {segment: policy.merge(states) for segment, states in parts.items()}
         population = merged.get(POPULATION)
         strength = self._surfaces[surface].cold_start.segment_strength
@@ -171,6 +206,19 @@ class Priors:
                 if segment != POPULATION:
                     priors[segment] = policy.combine(state, population, strength)
         self._segment_priors[surface] = priors
+
+
+class _Present:
+    """A contribution as of now: each reward weighs ``2 ** -((now - t) / half_life)``."""
+
+    def __init__(self, policy: Policy[Any], half_life_s: float | None):
+        self._policy, self._half_life = policy, half_life_s
+        self._now_ms = int(time.time() * 1000)
+
+    def __call__(self, state: PolicyState, epoch_ms: int | None) -> PolicyState:
+        if self._half_life is None or epoch_ms is None:
+            return state
+        return self._policy.scale(state, rebase_factor(epoch_ms, self._now_ms, self._half_life))
 
 
 def _uses_prior(surface: SurfaceConfig, policy: Policy[Any]) -> bool:

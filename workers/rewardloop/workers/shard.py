@@ -200,9 +200,10 @@ class ShardCore:
             context=parent,
             attributes={"rewardloop.user": call.pseudonym, "rewardloop.surface": call.surface},
         ):
+            now_ms = int(time.time() * 1000)
             surface = self.surfaces[call.surface]
             policy = self.policies[call.surface]
-            policy_state = state.policies[call.surface]
+            policy_state = state.decision_state(policy, surface, now_ms)
             if call.candidates:
                 available = np.fromiter((surface.index[c] for c in call.candidates), dtype=np.int64)
             else:
@@ -227,7 +228,7 @@ class ShardCore:
             propensities=tuple(i.propensity for i in decision.items),
             policy=decision.policy,
             model_version=decision.model_version,
-            decided_at_ms=int(time.time() * 1000),
+            decided_at_ms=now_ms,
             features=call.features,
             segment=call.segment,
         )
@@ -320,11 +321,14 @@ class ShardCore:
         for change in applied.changes:
             propensity = change.propensity or None
             if change.old is None:
-                self.priors.learn(change.surface, change.segment, change.arm, change.new, change.context, propensity)
+                self.priors.learn(
+                    change.surface, change.segment, change.arm, change.new, change.context, propensity, change.at_ms
+                )
             else:
                 self.priors.revise(
-                    change.surface, change.segment, change.arm, change.old, change.new, change.context, propensity
-                )
+                    change.surface, change.segment, change.arm, change.old, change.new, change.context, propensity,
+                    change.at_ms,
+                )  # fmt: skip
         state.last_id = stream_id
         state.since_snapshot += 1
         if state.since_snapshot >= self.config.snapshot_every:

@@ -29,6 +29,14 @@ fusion) are read as stale for every surface.
   than 7 days past its window (its ledger entry is gone) is flagged ``late`` instead.
 - Flagged events (ingest: unknown decision, too old, burst; here: late under
   ``ignore_for_training``) are kept in the log and train nothing.
+
+**Time decay** (surfaces with ``half_life_seconds``; the rule is ``rewards/decay.py``): every
+observation is learned with weight ``2 ** ((t - epoch) / half_life)``, where ``t`` is its
+decision's time (the event's own time without a decision) and ``epoch`` the surface's epoch in
+this state, so corrections weigh what the observation weighs and arrival order does not matter.
+An update more than 64 half-lives past the epoch first moves the epoch to its time and scales the
+state down by the same factor. Deciding reads the state scaled by ``1 / weight(now)``. The epoch
+is part of the snapshot, and a replay moves it at the same updates as the live run did.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ from rewardloop.workers.rewards import (
     Signal,
     counts_toward_burst,
 )
+from rewardloop.workers.rewards.decay import decay_weight, needs_rebase, rebase_factor
 from rewardloop.workers.rewards.quality import DEFAULT_QUALITY, QualityConfig
 
 SNAPSHOT_MAGIC = b"RLUS"
@@ -151,6 +160,8 @@ class Change:
     context: npt.NDArray[np.float64] | None
     propensity: float
     segment: str
+    # The observation's time (its decision's, else the event's): its weight under time decay.
+    at_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -177,6 +188,30 @@ class UserState:
     ledgers: dict[str, dict[str, ItemReward]] = field(default_factory=dict)
     # Recent action times, to flag bursts no human makes (quality.py).
     bursts: BurstDetector = field(default_factory=BurstDetector)
+    # Per surface with time decay: the epoch (Unix ms) its policy state's weights are relative to.
+    epochs: dict[str, int] = field(default_factory=dict)
+
+    def weight(self, policy: Policy, surface: SurfaceConfig, at_ms: int) -> float:
+        """What an observation at ``at_ms`` counts as in the surface's state (1.0 without decay),
+        moving the epoch first when it is too far behind (module docstring)."""
+        half_life = surface.reward.half_life_seconds
+        if half_life is None:
+            return 1.0
+        epoch = self.epochs.setdefault(surface.name, at_ms)
+        if needs_rebase(at_ms, half_life, epoch):
+            state = self.policies[surface.name]
+            state.arrays = policy.scale(state, rebase_factor(epoch, at_ms, half_life)).arrays
+            self.epochs[surface.name] = epoch = at_ms
+        return decay_weight(at_ms, half_life, epoch)
+
+    def decision_state(self, policy: Policy, surface: SurfaceConfig, now_ms: int) -> PolicyState:
+        """The surface's state as of ``now_ms``: under time decay, every observation weighs
+        ``2 ** -((now - t) / half_life)``; otherwise the state itself (not a copy)."""
+        state = self.policies[surface.name]
+        half_life, epoch = surface.reward.half_life_seconds, self.epochs.get(surface.name)
+        if half_life is None or epoch is None:
+            return state
+        return policy.scale(state, rebase_factor(epoch, now_ms, half_life))
 
     def observe_action(self, r: LoggedReward) -> bool:
         """Count the event as one of the user's actions; True when it is part of a burst."""
@@ -206,8 +241,10 @@ class UserState:
         if not r.decided_at_ms:
             if surface.reward.rule(Signal(r.signal)).weight == 0.0:
                 return Applied(r.reward, "", closed)
-            policy.update(state, arm, r.reward, context=context, propensity=r.propensity or None)
-            return Applied(r.reward, "", (*closed, Change(r.surface, arm, None, r.reward, context, r.propensity, "")))
+            weight = self.weight(policy, surface, r.occurred_at_ms)
+            policy.update(state, arm, r.reward, context=context, propensity=r.propensity or None, weight=weight)
+            change = Change(r.surface, arm, None, r.reward, context, r.propensity, "", r.occurred_at_ms)
+            return Applied(r.reward, "", (*closed, change))
         return self._fuse(policy, surface, arm, r, closed)
 
     def _fuse(
@@ -230,27 +267,31 @@ class UserState:
         if not item.fusion.trains(event):
             late = "late: occurred after the decision's reward window; this surface's late_rule ignores it"
             return Applied(new, late, closed)
-        change = self._learn_item(policy, surface.name, item, old, new)
+        change = self._learn_item(policy, surface, item, old, new)
         return Applied(new, "", closed if change is None else (*closed, change))
 
-    def _learn_item(self, policy: Policy, surface: str, item: ItemReward, old: float, new: float) -> Change | None:
+    def _learn_item(
+        self, policy: Policy, surface: SurfaceConfig, item: ItemReward, old: float, new: float
+    ) -> Change | None:
         if item.step is None:
             if not item.fusion.rewarded:
                 return None  # impressions only, so far: the window's close decides
             return self._learn_first(policy, surface, item, new)
         if new == old:
             return None
-        state, context = self.policies[surface], item.context()
+        state, context, propensity = self.policies[surface.name], item.context(), item.propensity or None
         age = state.n_updates - item.step - 1
-        policy.revise(state, item.arm, old, new, context=context, propensity=item.propensity or None, age=age)
-        return Change(surface, item.arm, old, new, context, item.propensity, item.segment)
+        weight = self.weight(policy, surface, item.decided_at_ms)
+        policy.revise(state, item.arm, old, new, context=context, propensity=propensity, age=age, weight=weight)
+        return Change(surface.name, item.arm, old, new, context, item.propensity, item.segment, item.decided_at_ms)
 
-    def _learn_first(self, policy: Policy, surface: str, item: ItemReward, reward: float) -> Change:
+    def _learn_first(self, policy: Policy, surface: SurfaceConfig, item: ItemReward, reward: float) -> Change:
         """The item's one observation, with its first reward; later changes revise it."""
-        state, context = self.policies[surface], item.context()
+        weight = self.weight(policy, surface, item.decided_at_ms)
+        state, context = self.policies[surface.name], item.context()
         item.step = state.n_updates
-        policy.update(state, item.arm, reward, context=context, propensity=item.propensity or None)
-        return Change(surface, item.arm, None, reward, context, item.propensity, item.segment)
+        policy.update(state, item.arm, reward, context=context, propensity=item.propensity or None, weight=weight)
+        return Change(surface.name, item.arm, None, reward, context, item.propensity, item.segment, item.decided_at_ms)
 
     def _close_windows(self, policy: Policy, surface: SurfaceConfig, now_ms: int) -> tuple[Change, ...]:
         """Learn the default reward of the surface's items whose window closed without a reward,
@@ -262,7 +303,7 @@ class UserState:
         for key in [k for k, item in ledger.items() if _past_horizon(item.decided_at_ms, config, now_ms)]:
             del ledger[key]
         return tuple(
-            self._learn_first(policy, surface.name, item, config.default_reward)
+            self._learn_first(policy, surface, item, config.default_reward)
             for item in ledger.values()
             if item.step is None and DecisionWindow.of(item.decided_at_ms, config).is_closed(now_ms)
         )
@@ -308,6 +349,7 @@ def encode_snapshot(state: UserState, policies: Mapping[str, Policy], surfaces: 
                 name: [[k, item.to_json()] for k, item in ledger.items()] for name, ledger in state.ledgers.items()
             },
             "bursts": state.bursts.to_lists(),
+            "epochs": dict(sorted(state.epochs.items())),
         },
         sort_keys=True,
     ).encode()
@@ -332,7 +374,7 @@ def restore_from_snapshot(
     body_start = _PREAMBLE.size + header_len
     header = json.loads(blob[_PREAMBLE.size : body_start])
     stale = set()
-    ledgers = header.get("ledgers", {})
+    ledgers, epochs = header.get("ledgers", {}), header.get("epochs", {})
     for name, surface in surfaces.items():
         if version != SNAPSHOT_VERSION or header["known"].get(name) != surface.fingerprint:
             stale.add(name)
@@ -343,6 +385,8 @@ def restore_from_snapshot(
             state.policies[name] = policies[name].load_state(blob[start : start + length])
         if name in ledgers:
             state.ledgers[name] = {key: ItemReward.from_json(raw, surface) for key, raw in ledgers[name]}
+        if name in epochs:
+            state.epochs[name] = int(epochs[name])
     state.bursts = BurstDetector.from_lists(header.get("bursts", {}), quality)
     state.last_id = header["last_id"]
     state.stale = frozenset(stale)
