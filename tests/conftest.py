@@ -94,6 +94,14 @@ TEST_CONFIG = {
             "items": ITEMS[:4],
             "reward": {"window_seconds": 1, "late_rule": "ignore_for_training"},
         },
+        # Time decay: evidence halves every hour, and its twin without decay.
+        "decayed": {
+            "algorithm": "epsilon_greedy",
+            "params": {"epsilon": 0.0},
+            "items": ITEMS[:2],
+            "reward": {"half_life_seconds": 3600},
+        },
+        "undecayed": {"algorithm": "epsilon_greedy", "params": {"epsilon": 0.0}, "items": ITEMS[:2]},
         "ctx_lints": {
             "algorithm": "lin_ts",
             "items": ITEMS[:LEARN_ITEMS],

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import ray
 
 from rewardloop.client import AsyncClient, FeedbackEvent, Signal
 from rewardloop.workers.config import ServiceConfig
@@ -18,6 +19,7 @@ from rewardloop.workers.keys import UserKeys, pseudonymize
 from rewardloop.workers.messages import FeedbackCall, RecommendCall, Recorded
 from rewardloop.workers.redis_server import EmbeddedRedis
 from rewardloop.workers.shard import ShardCore
+from tests.integration.test_recovery import _incarnation, _restarted
 
 pytestmark = pytest.mark.cluster
 
@@ -220,3 +222,45 @@ async def test_bursts_no_human_makes_are_flagged_and_kept(redis_server: Embedded
     assert flags[:3] == ["", "", ""] and all(f.startswith("burst: more than 3 actions in 1 s") for f in flags[3:])
     assert retried[0].duplicate and later[0].flag == ""  # type: ignore[union-attr]
     assert state["s"]["n_updates"] == 2  # the decision's fused click, and the later event
+
+
+async def test_old_evidence_fades_with_the_half_life_and_a_rebuilt_shard_agrees(
+    client: AsyncClient, service: Any, service_config: ServiceConfig
+) -> None:
+    """Item 0 was loved five days ago and is ignored now; item 1 gets half the clicks now. With a
+    one-hour half-life the past is forgotten and item 1 wins; without decay item 0 still does."""
+    user, (loved, steady) = "decay-user", service_config.surfaces["decayed"].items
+    five_days_ago = datetime.now(UTC) - timedelta(days=5)
+
+    def minutes(k: int) -> timedelta:
+        return timedelta(minutes=k)
+
+    for surface in ("decayed", "undecayed"):
+        past = [
+            FeedbackEvent(user, loved, Signal.CLICK, 1.0, surface=surface, occurred_at=five_days_ago + minutes(k))
+            for k in range(20)
+        ]
+        now = [FeedbackEvent(user, loved, Signal.CLICK, 0.0, surface=surface) for _ in range(5)]
+        now += [FeedbackEvent(user, steady, Signal.CLICK, float(k % 2), surface=surface) for k in range(4)]
+        results = await client.record_batch(past + now)
+        assert [r.flag for r in results] == [""] * 29
+    decayed, undecayed = await client.recommend(user, "decayed"), await client.recommend(user, "undecayed")
+    assert (decayed.items[0].item_id, undecayed.items[0].item_id) == (steady, loved)
+
+    state = await _state(service, service_config, user, "decayed")
+    plain = await _state(service, service_config, user, "undecayed")
+    assert plain["counts"] == [25.0, 4.0] and plain["reward_sums"] == [20.0, 2.0]
+    assert state["n_updates"] == 29
+    # The state's epoch moved to today: five days is 120 half-lives, so the past weighs 2^-120.
+    np.testing.assert_allclose(state["counts"], [5.0, 4.0], rtol=1e-6)
+    assert 0.0 < state["reward_sums"][0] < 1e-30
+
+    # Kill the user's shard: rebuilt from snapshot + log, it holds the same decayed state.
+    pseudonym = pseudonymize(user, service_config.pseudonym_key.encode())
+    shard = service.router.shard_of(pseudonym)
+    incarnation = await _incarnation(service, shard)
+    ray.kill(service.actors[shard], no_restart=False)
+    await _restarted(service, shard, incarnation)
+    assert await _state(service, service_config, user, "decayed") == state
+    again = await client.recommend(user, "decayed")
+    assert again.items[0].item_id == steady
