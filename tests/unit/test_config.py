@@ -34,6 +34,19 @@ BAD_CONFIGS = [
     ),
     (_cfg(experiments={"e": {"variants": {"a": 1, "b": 1}, "traffic": 1.5}}), r"traffic must be in \(0, 1\]"),
     (_cfg(experiments={"e": {"variants": {"a": 1, "b": 1}, "surfaces": ["x"]}}), "unknown surface 'x'"),
+    (
+        {
+            "surfaces": {
+                "s": {
+                    **OK_SURFACE,
+                    "algorithm": "sliding_window_ucb",
+                    "params": {},
+                    "reward": {"half_life_seconds": 60},
+                }
+            }
+        },
+        r"surfaces.s.reward.half_life_seconds: sliding_window_ucb forgets per update already",
+    ),  # fmt: skip
 ]
 
 

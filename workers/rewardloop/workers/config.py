@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from rewardloop.workers.features import FeatureSchema
-from rewardloop.workers.policies import ConfigError, PolicyConfig, config_from_dict
+from rewardloop.workers.policies import ConfigError, PolicyConfig, config_from_dict, is_additive
 from rewardloop.workers.rewards import QualityConfig, RewardConfig
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
@@ -179,6 +179,12 @@ def _surface(name: str, spec: Mapping[str, Any]) -> SurfaceConfig:
     except ConfigError as exc:
         raise ConfigError(f"{where}.params: {exc}") from exc
     features = FeatureSchema.from_dict(spec.get("features", {}), f"{where}.features")
+    reward = RewardConfig.from_dict(spec.get("reward", {}), f"{where}.reward")
+    if reward.half_life_seconds is not None and not is_additive(policy_config):
+        raise ConfigError(
+            f"{where}.reward.half_life_seconds: {algorithm} forgets per update already (or keeps no additive "
+            "statistics); time decay needs one of the count or linear algorithms"
+        )
     return SurfaceConfig(
         name,
         policy_config,
@@ -187,7 +193,7 @@ def _surface(name: str, spec: Mapping[str, Any]) -> SurfaceConfig:
         features=features,
         cold_start=_cold_start(where, spec.get("cold_start", {}), features),
         item_features=_item_features(where, spec.get("item_features"), items),
-        reward=RewardConfig.from_dict(spec.get("reward", {}), f"{where}.reward"),
+        reward=reward,
     )
 
 

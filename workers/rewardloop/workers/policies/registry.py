@@ -79,6 +79,16 @@ def config_from_dict(name: str, params: Mapping[str, Any] | None = None) -> Poli
     return config_type(**(params or {}))
 
 
+def is_additive(config: PolicyConfig) -> bool:
+    """Whether ``config``'s algorithm keeps additive statistics: priors, weighted updates (decay).
+
+    >>> is_additive(UCB1()), is_additive(DiscountedUCB())
+    (True, False)
+    """
+    implementation = _IMPLEMENTATIONS.get(type(config))
+    return implementation is not None and implementation.supports_prior
+
+
 def make_policy(
     config: PolicyConfig, n_arms: int, context_dim: int = 0, arm_features: npt.ArrayLike | None = None
 ) -> Policy[Any]:
