@@ -46,7 +46,7 @@ BAD_CONFIGS = [
             }
         },
         r"surfaces.s.reward.half_life_seconds: sliding_window_ucb forgets per update already",
-    ),  # fmt: skip
+    ),
 ]
 
 
