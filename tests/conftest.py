@@ -24,6 +24,7 @@ DRIFT_ITEMS = 5
 CONTEXT_FEATURES = [f"u{k}" for k in range(6)] + ["c0", "c1"]
 # Linear priors count in units of x x^T: with |x|^2 ~ 9 here, 50 is ~5 observations' worth.
 CTX_PRIOR_STRENGTH = 50.0
+RT_FEATURES = ("decisions_1h", "feedback_1h", "positive_rate_24h", "since_positive", "session_events")
 TEST_CONFIG = {
     "service": {
         "shards": 2,
@@ -102,6 +103,12 @@ TEST_CONFIG = {
             "reward": {"half_life_seconds": 3600},
         },
         "undecayed": {"algorithm": "epsilon_greedy", "params": {"epsilon": 0.0}, "items": ITEMS[:2]},
+        # Real-time features appended to a request feature.
+        "rt_linucb": {
+            "algorithm": "linucb",
+            "items": ITEMS[:3],
+            "features": {"numeric": ["x"], "realtime": list(RT_FEATURES)},
+        },
         "ctx_lints": {
             "algorithm": "lin_ts",
             "items": ITEMS[:LEARN_ITEMS],

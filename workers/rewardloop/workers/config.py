@@ -15,6 +15,7 @@ hashing. Every validation error names the offending key, e.g.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -30,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from rewardloop.workers.features import FeatureSchema
-from rewardloop.workers.policies import ConfigError, PolicyConfig, config_from_dict, is_additive
+from rewardloop.workers.policies import ConfigError, PolicyConfig, config_from_dict, policy_class
+from rewardloop.workers.realtime import RealtimeFeatures
 from rewardloop.workers.rewards import QualityConfig, RewardConfig
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
@@ -66,6 +68,8 @@ class SurfaceConfig:
     item_features: tuple[tuple[float, ...], ...] | None = None
     # How feedback signals become one reward per decision-item (rewards/config.py).
     reward: RewardConfig = field(default_factory=RewardConfig)
+    # The service's real-time feature config, when ``features.realtime`` uses it.
+    realtime: RealtimeFeatures | None = None
 
     @property
     def context_dim(self) -> int:
@@ -86,6 +90,7 @@ class SurfaceConfig:
                 "item_features": self.item_features,
                 # A user's state is the fused rewards learned: other reward rules, other state.
                 "reward": self.reward.to_dict(),
+                **({"realtime": _realtime_dict(self.realtime)} if self.realtime is not None else {}),
             },
             sort_keys=True,
         )
@@ -111,6 +116,8 @@ class ServiceConfig:
     pseudonym_key: str = DEV_PSEUDONYM_KEY
     # Feedback quality limits (rewards/quality.py); load generators and simulators are no humans.
     quality: QualityConfig = field(default_factory=QualityConfig)
+    # Per-user real-time features (realtime.py) that surfaces may use as context.
+    realtime: RealtimeFeatures = field(default_factory=RealtimeFeatures)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> ServiceConfig:
@@ -125,12 +132,15 @@ class ServiceConfig:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ServiceConfig:
         service = dict(raw.get("service", {}))
-        _reject_unknown("service", service, {"shards", "seed", "snapshot_every", "pseudonym_key", "quality"})
+        _reject_unknown(
+            "service", service, {"shards", "seed", "snapshot_every", "pseudonym_key", "quality", "realtime"}
+        )
         shards = _int_in("service.shards", service.get("shards", 2), 1, 256)
         seed = _int_in("service.seed", service.get("seed", 0), 0, 2**63 - 1)
         snapshot_every = _int_in("service.snapshot_every", service.get("snapshot_every", 32), 1, 1_000_000)
         key = os.environ.get("REWARDLOOP_PSEUDONYM_KEY") or service.get("pseudonym_key", DEV_PSEUDONYM_KEY)
-        surfaces = {name: _surface(name, spec) for name, spec in raw.get("surfaces", {}).items()}
+        realtime = _realtime(service.get("realtime", {}))
+        surfaces = {name: _surface(name, spec, realtime) for name, spec in raw.get("surfaces", {}).items()}
         if not surfaces:
             raise ConfigError("surfaces: at least one surface must be configured")
         experiments = {name: _experiment(name, spec, surfaces) for name, spec in raw.get("experiments", {}).items()}
@@ -142,6 +152,7 @@ class ServiceConfig:
             snapshot_every=snapshot_every,
             pseudonym_key=str(key),
             quality=_quality(service.get("quality", {})),
+            realtime=realtime,
         )
 
 
@@ -156,7 +167,27 @@ def _quality(spec: Any) -> QualityConfig:
         raise ConfigError(f"service.quality.{exc}") from exc
 
 
-def _surface(name: str, spec: Mapping[str, Any]) -> SurfaceConfig:
+def _realtime(spec: Any) -> RealtimeFeatures:
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"service.realtime must be a table, got {spec!r}")
+    known = {f.name for f in dataclasses.fields(RealtimeFeatures)}
+    _reject_unknown("service.realtime", spec, known)
+    try:
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+        return RealtimeFeatures(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"service.realtime.{exc}") from exc
+
+
+def _realtime_dict(config: RealtimeFeatures) -> dict[str, Any]:
+    return {
+        "windows_ms": list(config.windows_ms), "session_gap_ms": config.session_gap_ms,
+        "recency_cap_ms": config.recency_cap_ms, "max_events": config.max_events,
+        "categories": list(config.categories), "item_categories": dict(sorted(config.item_categories.items())),
+    }  # fmt: skip
+
+
+def _surface(name: str, spec: Mapping[str, Any], realtime: RealtimeFeatures | None = None) -> SurfaceConfig:
     where = f"surfaces.{name}"
     _check_name(where, name)
     _reject_unknown(where, spec, {"algorithm", "params", "items", "features", "cold_start", "item_features", "reward"})
@@ -179,8 +210,15 @@ def _surface(name: str, spec: Mapping[str, Any]) -> SurfaceConfig:
     except ConfigError as exc:
         raise ConfigError(f"{where}.params: {exc}") from exc
     features = FeatureSchema.from_dict(spec.get("features", {}), f"{where}.features")
+    realtime = realtime or RealtimeFeatures()
+    for feature in features.realtime:
+        if feature not in realtime.names:
+            known = ", ".join(realtime.names)
+            raise ConfigError(f"{where}.features.realtime: unknown feature {feature!r} (service.realtime has {known})")
+    if features.realtime and not policy_class(policy_config).contextual:
+        raise ConfigError(f"{where}.features.realtime: {algorithm} ignores context; choose a contextual algorithm")
     reward = RewardConfig.from_dict(spec.get("reward", {}), f"{where}.reward")
-    if reward.half_life_seconds is not None and not is_additive(policy_config):
+    if reward.half_life_seconds is not None and not policy_class(policy_config).supports_prior:
         raise ConfigError(
             f"{where}.reward.half_life_seconds: {algorithm} forgets per update already (or keeps no additive "
             "statistics); time decay needs one of the count or linear algorithms"
@@ -194,6 +232,7 @@ def _surface(name: str, spec: Mapping[str, Any]) -> SurfaceConfig:
         cold_start=_cold_start(where, spec.get("cold_start", {}), features),
         item_features=_item_features(where, spec.get("item_features"), items),
         reward=reward,
+        realtime=realtime if features.realtime else None,
     )
 
 

@@ -7,8 +7,16 @@ Each surface declares its context schema in the config::
     optional = { price = 0.0 }                   # numeric with a default when absent
     categorical = { device = ["ios", "android", "web"] }   # one-hot; absent or unseen value -> all zeros
 
-The vector is ``[1.0 (bias), numeric..., optional..., one-hot...]`` in declaration order, so its
-meaning is fixed by the schema (and part of the surface's fingerprint). A context that breaks the
+The vector is ``[1.0 (bias), numeric..., optional..., one-hot..., real-time...]`` in declaration
+order, so its meaning is fixed by the schema (and part of the surface's fingerprint).
+
+**Real-time features.** ``realtime = ["feedback_1h", "positive_rate_24h", ...]`` appends the user's
+own recent activity (``realtime.py``, configured once under ``[service.realtime]``): the front
+builds the request part, the user's shard appends these at decision time from the events it has
+seen, and the decision record keeps the whole vector, so a delayed reward trains with the features
+the decision was made with. Counts enter as ``log1p(count)`` and ``session_seconds`` as
+``log1p(minutes)`` so one heavy user does not dominate a linear model; rates, ``since_positive``
+and affinities are in [0, 1] already. A context that breaks the
 schema is the caller's mistake and is named precisely (``context.numeric['age_days']: ...``).
 Features the schema does not declare are rejected too: a typo must not silently train on nothing.
 
@@ -34,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rewardloop.workers.policies import ConfigError
+from rewardloop.workers.realtime import RealtimeFeatures, UserActivity
 
 
 class FeatureError(ValueError):
@@ -49,12 +58,14 @@ class FeatureSchema:
     numeric: tuple[str, ...] = ()
     optional: tuple[tuple[str, float], ...] = ()
     categorical: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    realtime: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], where: str = "features") -> FeatureSchema:
-        unknown = sorted(set(raw) - {"numeric", "optional", "categorical"})
+        unknown = sorted(set(raw) - {"numeric", "optional", "categorical", "realtime"})
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: categorical, numeric, optional")
+            known = "categorical, numeric, optional, realtime"
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {known}")
         numeric = raw.get("numeric", [])
         if not isinstance(numeric, list) or not all(isinstance(n, str) for n in numeric):
             raise ConfigError(f"{where}.numeric must be a list of feature names")
@@ -68,19 +79,28 @@ class FeatureSchema:
                 raise ConfigError(f"{where}.categorical.{name} must be a non-empty list of category names")
             if len(set(values)) != len(values):
                 raise ConfigError(f"{where}.categorical.{name} has duplicate categories")
+        realtime = raw.get("realtime", [])
+        if not isinstance(realtime, list) or not all(isinstance(n, str) for n in realtime):
+            raise ConfigError(f"{where}.realtime must be a list of real-time feature names")
         names = [*numeric, *optional, *categorical]
-        if len(set(names)) != len(names):
+        if len(set(names)) != len(names) or len(set(realtime)) != len(realtime):
             raise ConfigError(f"{where}: a feature is declared twice")
         return cls(
             numeric=tuple(numeric),
             optional=tuple((n, float(d)) for n, d in optional.items()),
             categorical=tuple((n, tuple(v)) for n, v in categorical.items()),
+            realtime=tuple(realtime),
         )
 
     @property
-    def names(self) -> tuple[str, ...]:
+    def request_names(self) -> tuple[str, ...]:
+        """The part of the vector the request's context gives (``vector``)."""
         one_hot = tuple(f"{n}={v}" for n, values in self.categorical for v in values)
         return ("bias", *self.numeric, *(n for n, _ in self.optional), *one_hot)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (*self.request_names, *(f"rt:{n}" for n in self.realtime))
 
     @property
     def dim(self) -> int:
@@ -88,23 +108,45 @@ class FeatureSchema:
 
     @property
     def empty(self) -> bool:
-        return not (self.numeric or self.optional or self.categorical)
+        return not (self.numeric or self.optional or self.categorical or self.realtime)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        raw: dict[str, Any] = {
             "numeric": list(self.numeric),
             "optional": dict(self.optional),
             "categorical": {n: list(v) for n, v in self.categorical},
         }
+        if self.realtime:  # absent when unused: the fingerprints of older surfaces stay as they were
+            raw["realtime"] = list(self.realtime)
+        return raw
+
+    def realtime_vector(
+        self, features: RealtimeFeatures, activity: UserActivity, now_ms: int
+    ) -> npt.NDArray[np.float64]:
+        """The real-time part of the vector at ``now_ms``, scaled (module docstring).
+
+        >>> from rewardloop.workers.realtime import ActivityEvent
+        >>> schema = FeatureSchema(realtime=("feedback_1h", "session_seconds", "positive_rate_24h"))
+        >>> rt = RealtimeFeatures()
+        >>> activity = rt.new_state()
+        >>> rt.observe(activity, ActivityEvent(0, "feedback", True))
+        >>> rt.observe(activity, ActivityEvent(120_000, "feedback", False))
+        >>> schema.realtime_vector(rt, activity, now_ms=120_000).round(4).tolist()
+        [1.0986, 1.0986, 0.5]
+        """
+        if not self.realtime:
+            return np.empty(0)
+        values = dict(zip(features.names, features.vector(activity, now_ms).tolist(), strict=True))
+        return np.array([_scaled(name, values[name]) for name in self.realtime])
 
     def vector(self, context: Mapping[str, float | str]) -> npt.NDArray[np.float64]:
-        """The policy's input for one request; FeatureError names the offending field."""
+        """The request part of the policy's input (``request_names``); FeatureError names the offending field."""
         declared = {*self.numeric, *(n for n, _ in self.optional), *(n for n, _ in self.categorical)}
         for key in context:
             if key not in declared:
                 known = ", ".join(sorted(declared)) or "none"
                 raise FeatureError(f"context[{key!r}]", f"feature is not in the surface's schema (declared: {known})")
-        out = np.zeros(self.dim)
+        out = np.zeros(len(self.request_names))
         out[0] = 1.0
         position = 1
         for name in self.numeric:
@@ -124,6 +166,14 @@ class FeatureSchema:
                     out[position + values.index(value)] = 1.0
             position += len(values)
         return out
+
+
+def _scaled(name: str, value: float) -> float:
+    if name.startswith(("decisions_", "feedback_")) or name == "session_events":
+        return math.log1p(value)
+    if name == "session_seconds":
+        return math.log1p(value / 60.0)
+    return value
 
 
 def _number(name: str, value: float | str) -> float:

@@ -80,6 +80,8 @@ class ShardCore:
         self.priors = Priors(self.surfaces, self.policies, shard_index, config.shards)
         self._prior_task: asyncio.Task[None] | None = None
         self._all_arms = {name: np.arange(len(s.items)) for name, s in self.surfaces.items()}
+        # Users' real-time activity is kept (and rebuilt on load) only when some surface uses it.
+        self._uses_realtime = any(s.features.realtime for s in self.surfaces.values())
         self._users: OrderedDict[str, UserState] = OrderedDict()
         self._loading: dict[str, asyncio.Future[UserState]] = {}
         self._recent: OrderedDict[str, KnownDecision] = OrderedDict()
@@ -208,7 +210,12 @@ class ShardCore:
                 available = np.fromiter((surface.index[c] for c in call.candidates), dtype=np.int64)
             else:
                 available = self._all_arms[call.surface]
-            context = np.array(call.features) if policy.contextual else None
+            features = call.features
+            if surface.features.realtime:
+                assert surface.realtime is not None
+                live = surface.features.realtime_vector(surface.realtime, state.activity, now_ms)
+                features = (*features, *live.tolist())
+            context = np.array(features) if policy.contextual else None
             prior = self.priors.prior(call.surface, call.segment)
             effective = policy.combine(policy_state, *prior) if prior is not None else policy_state
             choices = policy.select(effective, available, call.n, state.rng, context=context)
@@ -229,9 +236,11 @@ class ShardCore:
             policy=decision.policy,
             model_version=decision.model_version,
             decided_at_ms=now_ms,
-            features=call.features,
+            features=features,
             segment=call.segment,
         )
+        if self._uses_realtime:
+            state.observe_decision(self.config.realtime, now_ms, record.items[0])
         self._remember(KnownDecision.of(record))
         self._pending_decisions.append(record)
         self._schedule_write_back()
@@ -315,7 +324,10 @@ class ShardCore:
         )  # fmt: skip
 
     def _learn(self, state: UserState, record: FeedbackRecord, stream_id: str) -> Applied:
-        applied = state.learn(self.policies, self.surfaces, self._logged(record, stream_id))
+        logged = self._logged(record, stream_id)
+        applied = state.learn(self.policies, self.surfaces, logged)
+        if self._uses_realtime:
+            state.observe_feedback(self.config.realtime, logged)
         if applied is None:
             applied = Applied(0.0, "")
         for change in applied.changes:
@@ -370,6 +382,8 @@ class ShardCore:
             rewards = [r async for r in self.store.logged_rewards(pseudonym, replay_start(state))]
             replay(state, rewards, self.policies, self.surfaces)
             state.since_snapshot = len(rewards)
+            if self._uses_realtime:
+                await self._rebuild_activity(state)
             self._users[pseudonym] = state
             if len(self._users) > MAX_CACHED_USERS:
                 _, evicted = self._users.popitem(last=False)
@@ -383,6 +397,20 @@ class ShardCore:
             raise
         finally:
             del self._loading[pseudonym]
+
+    async def _rebuild_activity(self, state: UserState) -> None:
+        """The user's real-time activity from the logs' last horizon (user_state docstring).
+
+        A feedback event is logged at most the quality rule's 5 minutes before it occurred, and a
+        decision after it was made, so reading from ``now - horizon - 5 min`` finds every event
+        that can still count.
+        """
+        realtime = self.config.realtime
+        start = str(max(int(time.time() * 1000) - realtime.horizon_ms - self.config.quality.max_future_ms, 0))
+        async for r in self.store.logged_rewards(state.pseudonym, start):
+            state.observe_feedback(realtime, r)
+        async for d in self.store.logged_decisions(state.pseudonym, start):
+            state.observe_decision(realtime, d.decided_at_ms, d.items[0])
 
     # -- writes behind ----------------------------------------------------------------
 

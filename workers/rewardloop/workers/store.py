@@ -175,6 +175,17 @@ class Store:
                 return
             start = "(" + page[-1][0].decode()
 
+    async def logged_decisions(self, pseudonym: str, start: str) -> AsyncIterator[DecisionRecord]:
+        """Decision-log entries from `start` (an XRANGE bound) to the end, paged."""
+        key = UserKeys(pseudonym).decision_log
+        while True:
+            page: Any = await self.redis.xrange(key, min=start, max="+", count=REPLAY_PAGE)
+            for _, fields in page:
+                yield DecisionRecord.from_json(pseudonym, fields[b"j"])
+            if len(page) < REPLAY_PAGE:
+                return
+            start = "(" + page[-1][0].decode()
+
     async def find_decisions(self, lookups: Sequence[tuple[str, str]]) -> list[DecisionRecord | None]:
         """Decision records for (pseudonym, decision_id) pairs; None where unknown."""
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -37,6 +37,13 @@ this state, so corrections weigh what the observation weighs and arrival order d
 An update more than 64 half-lives past the epoch first moves the epoch to its time and scales the
 state down by the same factor. Deciding reads the state scaled by ``1 / weight(now)``. The epoch
 is part of the snapshot, and a replay moves it at the same updates as the live run did.
+
+**Real-time activity** (``realtime.py``; kept only when a surface uses real-time features): every
+decision and every feedback event the ingest did not flag, the latter positive when its own reward
+is > 0. It is not replayed from the snapshot's position: the shard rebuilds it on load from the
+last horizon of the decision and feedback logs (``rebuild_activity``), which give the same set of
+events as the live run saw, so the features are the same; the snapshot keeps only the latest
+positive, which may lie beyond the horizon (``since_positive``).
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ import numpy.typing as npt
 from rewardloop.workers.config import SurfaceConfig
 from rewardloop.workers.keys import user_seed
 from rewardloop.workers.policies import Policy, PolicyState
+from rewardloop.workers.realtime import ActivityEvent, RealtimeFeatures, UserActivity
 from rewardloop.workers.rewards import (
     BurstDetector,
     DecisionWindow,
@@ -190,6 +198,17 @@ class UserState:
     bursts: BurstDetector = field(default_factory=BurstDetector)
     # Per surface with time decay: the epoch (Unix ms) its policy state's weights are relative to.
     epochs: dict[str, int] = field(default_factory=dict)
+    # Recent decisions and feedback, for real-time features (module docstring).
+    activity: UserActivity = field(default_factory=UserActivity)
+
+    def observe_decision(self, realtime: RealtimeFeatures, decided_at_ms: int, item_id: str) -> None:
+        realtime.observe(self.activity, ActivityEvent(decided_at_ms, "decision", item_id=item_id))
+
+    def observe_feedback(self, realtime: RealtimeFeatures, r: LoggedReward) -> None:
+        """Count a logged event in the user's activity, unless the ingest flagged it."""
+        if not r.flag:
+            event = ActivityEvent(r.occurred_at_ms, "feedback", r.reward > 0.0, r.reward, r.item_id)
+            realtime.observe(self.activity, event)
 
     def weight(self, policy: Policy, surface: SurfaceConfig, at_ms: int) -> float:
         """What an observation at ``at_ms`` counts as in the surface's state (1.0 without decay),
@@ -350,6 +369,7 @@ def encode_snapshot(state: UserState, policies: Mapping[str, Policy], surfaces: 
             },
             "bursts": state.bursts.to_lists(),
             "epochs": dict(sorted(state.epochs.items())),
+            "last_positive_ms": state.activity.last_positive_ms,
         },
         sort_keys=True,
     ).encode()
@@ -388,6 +408,7 @@ def restore_from_snapshot(
         if name in epochs:
             state.epochs[name] = int(epochs[name])
     state.bursts = BurstDetector.from_lists(header.get("bursts", {}), quality)
+    state.activity.last_positive_ms = int(header.get("last_positive_ms", state.activity.last_positive_ms))
     state.last_id = header["last_id"]
     state.stale = frozenset(stale)
     return state

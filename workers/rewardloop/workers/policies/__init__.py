@@ -39,7 +39,7 @@ from rewardloop.workers.policies.gaussian_thompson import GaussianThompson
 from rewardloop.workers.policies.hybrid_linucb import HybridLinUCB
 from rewardloop.workers.policies.lin_ts import LinTS
 from rewardloop.workers.policies.linucb import LinUCB
-from rewardloop.workers.policies.registry import ALGORITHMS, config_from_dict, is_additive, make_policy
+from rewardloop.workers.policies.registry import ALGORITHMS, config_from_dict, make_policy, policy_class
 from rewardloop.workers.policies.sliding_window_ucb import SlidingWindowUCB
 from rewardloop.workers.policies.softmax import Softmax
 from rewardloop.workers.policies.thompson import Thompson
@@ -66,6 +66,6 @@ __all__ = [
     "Softmax",
     "Thompson",
     "config_from_dict",
-    "is_additive",
     "make_policy",
+    "policy_class",
 ]

@@ -79,14 +79,17 @@ def config_from_dict(name: str, params: Mapping[str, Any] | None = None) -> Poli
     return config_type(**(params or {}))
 
 
-def is_additive(config: PolicyConfig) -> bool:
-    """Whether ``config``'s algorithm keeps additive statistics: priors, weighted updates (decay).
+def policy_class(config: PolicyConfig) -> type[Policy[Any]]:
+    """The implementation registered for ``config``'s type: its class flags (``contextual``,
+    ``supports_prior``: additive statistics, so priors and weighted updates) tell what it can do.
 
-    >>> is_additive(UCB1()), is_additive(DiscountedUCB())
+    >>> policy_class(UCB1()).supports_prior, policy_class(DiscountedUCB()).supports_prior
     (True, False)
     """
     implementation = _IMPLEMENTATIONS.get(type(config))
-    return implementation is not None and implementation.supports_prior
+    if implementation is None:
+        raise ConfigError(f"no policy registered for config type {type(config).__name__}")
+    return implementation
 
 
 def make_policy(
@@ -98,7 +101,4 @@ def make_policy(
     pass; contextual algorithms need it >= 1, the others ignore it. ``arm_features``
     (n_arms x k item features) is needed by hybrid_linucb only. ValueError names what is wrong.
     """
-    implementation = _IMPLEMENTATIONS.get(type(config))
-    if implementation is None:
-        raise ConfigError(f"no policy registered for config type {type(config).__name__}")
-    return implementation(config, n_arms, context_dim=context_dim, arm_features=arm_features)
+    return policy_class(config)(config, n_arms, context_dim=context_dim, arm_features=arm_features)
