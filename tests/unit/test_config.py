@@ -47,6 +47,16 @@ BAD_CONFIGS = [
         },
         r"surfaces.s.reward.half_life_seconds: sliding_window_ucb forgets per update already",
     ),
+    (
+        {"surfaces": {"s": {**OK_SURFACE, "features": {"realtime": ["feedback_1h"]}}}},
+        r"surfaces.s.features.realtime: ucb1 ignores context; choose a contextual algorithm",
+    ),
+    (
+        {"surfaces": {"s": {**OK_SURFACE, "algorithm": "linucb", "params": {}, "features": {"realtime": ["x_1h"]}}}},
+        r"surfaces.s.features.realtime: unknown feature 'x_1h' \(service.realtime has decisions_1h, feedback_1h",
+    ),
+    (_cfg(service={"realtime": {"windows_ms": [60_000, 1_000]}}), r"service.realtime.windows_ms must be strictly"),
+    (_cfg(service={"realtime": {"horizon": 1}}), r"service.realtime: unknown key\(s\) horizon"),
 ]
 
 
@@ -90,3 +100,15 @@ def test_assignment_follows_weights_and_traffic() -> None:
     ).experiments["e"]
     moved = sum(assign(resalted, f"user-{k}") != v for k, v in enumerate(variants))
     assert moved > 2000  # a new salt re-randomises
+
+
+def test_realtime_features_extend_the_vector_and_the_fingerprint() -> None:
+    surface = {**OK_SURFACE, "algorithm": "linucb", "params": {}, "features": {"numeric": ["x"]}}
+    plain = ServiceConfig.from_dict({"surfaces": {"s": surface}}).surfaces["s"]
+    with_rt = {**surface, "features": {"numeric": ["x"], "realtime": ["feedback_1h", "since_positive"]}}
+    realtime = ServiceConfig.from_dict({"surfaces": {"s": with_rt}}).surfaces["s"]
+    assert realtime.features.names == ("bias", "x", "rt:feedback_1h", "rt:since_positive")
+    assert (plain.context_dim, realtime.context_dim) == (2, 4) and plain.realtime is None
+    assert realtime.fingerprint != plain.fingerprint
+    other_windows = {"service": {"realtime": {"windows_ms": [3_600_000, 2 * 86_400_000]}}, "surfaces": {"s": with_rt}}
+    assert ServiceConfig.from_dict(other_windows).surfaces["s"].fingerprint != realtime.fingerprint
