@@ -264,3 +264,65 @@ async def test_old_evidence_fades_with_the_half_life_and_a_rebuilt_shard_agrees(
     assert await _state(service, service_config, user, "decayed") == state
     again = await client.recommend(user, "decayed")
     assert again.items[0].item_id == steady
+
+
+async def test_a_decision_item_without_feedback_learns_the_default_when_its_window_closes(
+    client: AsyncClient, service: Any, service_config: ServiceConfig, redis_server: EmbeddedRedis
+) -> None:
+    """A slate of two on the 0.5 s window surface: the clicked item learns its click, the other one
+    the default reward once the window is over (a logged close entry), and feedback after that
+    corrects the default like any later feedback."""
+    import redis
+
+    user, surface = "closes", "fused"
+    config = service_config.surfaces[surface]
+    rec = await client.recommend(user, surface, n=2)
+    clicked, ignored = (item.item_id for item in rec.items)
+    await client.record(user, clicked, Signal.CLICK, 1.0, decision_id=rec.decision_id)
+    state = await _wait_for_updates(service, service_config, user, surface, 2)
+    arms = config.index[clicked], config.index[ignored]
+    assert [state["reward_sums"][a] for a in arms] == [1.0, 0.25] and state["n_updates"] == 2
+    log = redis.Redis.from_url(redis_server.url).xrange(UserKeys(pseudonymize(user, b"test-key")).feedback_log)
+    closes = [fields for _, fields in log if fields.get(b"k") == b"close"]
+    assert [(f[b"i"].decode(), f[b"d"].decode()) for f in closes] == [(ignored, rec.decision_id)]
+
+    late = await client.record(user, ignored, Signal.CLICK, 1.0, decision_id=rec.decision_id)
+    assert (late.flag, late.reward) == ("", 1.0)
+    state = await _state(service, service_config, user, surface)
+    assert [state["reward_sums"][a] for a in arms] == [1.0, 1.0] and state["n_updates"] == 2  # corrected
+    assert (
+        await service.actors[service.router.shard_of(pseudonymize(user, b"test-key"))].close_due_windows.remote(
+            int(datetime.now(UTC).timestamp() * 1000) + 10_000
+        )
+        == 0
+    )  # nothing left to close, ever
+
+
+async def test_windows_that_a_crash_forgot_close_when_the_user_is_loaded_again(
+    client: AsyncClient, service: Any, service_config: ServiceConfig, redis_client: Any
+) -> None:
+    user, surface = "closes-after-crash", "fused"
+    pseudonym = pseudonymize(user, service_config.pseudonym_key.encode())
+    rec = await client.recommend(user, surface)
+    for _ in range(100):  # the decision is written behind
+        if redis_client.xlen(UserKeys(pseudonym).decision_log):
+            break
+        await asyncio.sleep(0.02)
+    shard = service.router.shard_of(pseudonym)
+    incarnation = await _incarnation(service, shard)
+    ray.kill(service.actors[shard], no_restart=False)
+    await _restarted(service, shard, incarnation)
+    assert (await _state(service, service_config, user, surface))["n_updates"] == 0  # loads the user
+    state = await _wait_for_updates(service, service_config, user, surface, 1)
+    assert state["reward_sums"][service_config.surfaces[surface].index[rec.items[0].item_id]] == 0.25
+
+
+async def _wait_for_updates(
+    service: Any, config: ServiceConfig, user: str, surface: str, n_updates: int
+) -> dict[str, Any]:
+    for _ in range(100):
+        state = await _state(service, config, user, surface)
+        if state["n_updates"] >= n_updates:
+            return state
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{user} did not reach {n_updates} updates on {surface}: {state}")

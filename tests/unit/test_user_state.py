@@ -160,3 +160,51 @@ def test_a_version_1_snapshot_is_rebuilt_from_the_whole_log() -> None:
     assert rebuilt.stale == {"a", "b"} and replay_start(rebuilt) == "-"
     replay(rebuilt, log, policies, config.surfaces)
     assert rebuilt.policies == state.policies
+
+
+def _close(stream_ms: int, decision: int, item: str) -> LoggedReward:
+    """The shard's window-close entry for one item of decision ``d<decision>`` (decided at 1_000_000 + 700 k)."""
+    decided = 1_000_000 + 700 * decision
+    return LoggedReward(
+        f"{stream_ms}-0", "a", item, 0.5, event_id=f"window-close:d{decision}:{item}", signal=5, value=0.0,
+        occurred_at_ms=decided + 2_000, decision_id=f"d{decision}", decided_at_ms=decided, window_close=True,
+    )  # fmt: skip
+
+
+def test_a_window_close_teaches_the_default_once_and_later_feedback_corrects_it() -> None:
+    reward = {"window_seconds": 2, "default_reward": 0.5}
+    config = ServiceConfig.from_dict({"surfaces": {"a": {"algorithm": "ucb1", "items": ITEMS, "reward": reward}}})
+    policies = _policies(config)
+    late_click = LoggedReward(
+        "1009000-0", "a", "i1", 1.0, event_id="c1", signal=1, value=1.0, occurred_at_ms=1_008_000,
+        decision_id="d0", decided_at_ms=1_000_000,
+    )  # fmt: skip
+    closed_first = new_user_state(P, policies, seed=1)
+    replay(closed_first, [_close(1_003_000, 0, "i1"), late_click], policies, config.surfaces)
+    state = closed_first.policies["a"]
+    assert state.n_updates == 1 and state.arrays["counts"][1] == 1.0 and state.arrays["reward_sums"][1] == 1.0
+    clicked_first = new_user_state(P, policies, seed=1)
+    replay(clicked_first, [late_click, _close(1_010_000, 0, "i1")], policies, config.surfaces)
+    assert clicked_first.policies["a"] == state  # the close of a learned item changes nothing
+    applied = new_user_state(P, policies, seed=1).learn(policies, config.surfaces, _close(1_003_000, 0, "i2"))
+    assert applied is not None and applied.reward == 0.5 and [c.new for c in applied.changes] == [0.5]
+    # Window-close entries are not the user's actions: no real-time activity, no burst count.
+    assert not closed_first.activity.n_events
+
+
+def test_window_closes_survive_a_snapshot_at_any_point() -> None:
+    config = ServiceConfig.from_dict(
+        {"surfaces": {"a": {"algorithm": "thompson", "items": ITEMS, "reward": {"window_seconds": 2}}}}
+    )
+    policies = _policies(config)
+    log = sorted(_fused_log(80, seed=2) + [_close(1_002_500 + 700 * d, d, f"i{d % 6}") for d in range(12)],
+                 key=lambda r: int(r.stream_id.partition("-")[0]))  # fmt: skip
+    full = new_user_state(P, policies, seed=1)
+    replay(full, log, policies, config.surfaces)
+    for cut in (5, 40, 77):
+        partial = new_user_state(P, policies, seed=1)
+        replay(partial, log[:cut], policies, config.surfaces)
+        rebuilt = restore_from_snapshot(encode_snapshot(partial, policies, config.surfaces), P, policies,
+                                        config.surfaces, 1)  # fmt: skip
+        replay(rebuilt, log, policies, config.surfaces)
+        assert rebuilt.policies == full.policies and rebuilt.ledgers == full.ledgers, cut

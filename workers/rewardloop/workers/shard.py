@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
 import logging
 import time
 import uuid
@@ -37,6 +38,7 @@ from rewardloop.workers.priors import Priors
 from rewardloop.workers.rewards import BurstDetector, Event, EventContext, Signal, assess, fuse
 from rewardloop.workers.store import DecisionRecord, FeedbackRecord, Store
 from rewardloop.workers.user_state import (
+    LEDGER_HORIZON_MS,
     Applied,
     LoggedReward,
     UserState,
@@ -61,6 +63,7 @@ MAX_CONCURRENT_LOADS = 32
 # decision log is for analysis and joins; feedback naming a lost decision still joins
 # when it names its surface).
 MAX_PENDING_DECISIONS = 100_000
+WINDOW_CLOSE_SECONDS = 0.25
 
 
 class ShardCore:
@@ -79,6 +82,9 @@ class ShardCore:
         }
         self.priors = Priors(self.surfaces, self.policies, shard_index, config.shards)
         self._prior_task: asyncio.Task[None] | None = None
+        # Decisions whose reward window is still to close: (closes_at_ms, pseudonym, decision_id).
+        self._windows: list[tuple[int, str, str]] = []
+        self._window_task: asyncio.Task[None] | None = None
         self._all_arms = {name: np.arange(len(s.items)) for name, s in self.surfaces.items()}
         # Users' real-time activity is kept (and rebuilt on load) only when some surface uses it.
         self._uses_realtime = any(s.features.realtime for s in self.surfaces.values())
@@ -167,6 +173,8 @@ class ShardCore:
 
     async def ready(self) -> tuple[int, str]:
         await self.store.redis.ping()
+        if self._window_task is None:
+            self._window_task = asyncio.get_running_loop().create_task(self._close_windows_forever())
         if self._prior_task is None and self.priors.surfaces:
             await self.priors.restore(self.store.redis)
             self._prior_task = asyncio.get_running_loop().create_task(self._refresh_priors_forever())
@@ -242,6 +250,7 @@ class ShardCore:
         if self._uses_realtime:
             state.observe_decision(self.config.realtime, now_ms, record.items[0])
         self._remember(KnownDecision.of(record))
+        heapq.heappush(self._windows, (now_ms + surface.reward.window_ms, call.pseudonym, record.decision_id))
         self._pending_decisions.append(record)
         self._schedule_write_back()
         return decision
@@ -320,7 +329,7 @@ class ShardCore:
             stream_id, record.surface, record.item_id, record.reward, record.features, record.propensity,
             event_id=record.event_id, signal=record.signal, value=record.value, occurred_at_ms=record.occurred_at_ms,
             decision_id=record.decision_id, decided_at_ms=record.decided_at_ms, segment=record.segment,
-            flag=record.flag,
+            flag=record.flag, window_close=record.window_close,
         )  # fmt: skip
 
     def _learn(self, state: UserState, record: FeedbackRecord, stream_id: str) -> Applied:
@@ -382,8 +391,7 @@ class ShardCore:
             rewards = [r async for r in self.store.logged_rewards(pseudonym, replay_start(state))]
             replay(state, rewards, self.policies, self.surfaces)
             state.since_snapshot = len(rewards)
-            if self._uses_realtime:
-                await self._rebuild_activity(state)
+            await self._read_decisions(state)
             self._users[pseudonym] = state
             if len(self._users) > MAX_CACHED_USERS:
                 _, evicted = self._users.popitem(last=False)
@@ -398,19 +406,116 @@ class ShardCore:
         finally:
             del self._loading[pseudonym]
 
-    async def _rebuild_activity(self, state: UserState) -> None:
-        """The user's real-time activity from the logs' last horizon (user_state docstring).
+    # -- reward windows -----------------------------------------------------------------
 
-        A feedback event is logged at most the quality rule's 5 minutes before it occurred, and a
-        decision after it was made, so reading from ``now - horizon - 5 min`` finds every event
-        that can still count.
+    async def _close_windows_forever(self) -> None:
+        while True:
+            await asyncio.sleep(WINDOW_CLOSE_SECONDS)
+            try:
+                await self.close_due_windows()
+            except Exception:  # Redis down: the due windows went back in the heap; next tick
+                log.warning("shard %d: closing reward windows failed", self.shard_index, exc_info=True)
+
+    async def close_due_windows(self, now_ms: int | None = None) -> int:
+        """Log and learn a window-close entry (user_state docstring) for every item of every decision
+        whose window is over without a reward; the number of entries written."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        due: list[tuple[int, str, str]] = []
+        while self._windows and self._windows[0][0] < now:
+            due.append(heapq.heappop(self._windows))
+        if not due:
+            return 0
+        try:
+            return await self._close(due)
+        except BaseException:
+            for entry in due:
+                heapq.heappush(self._windows, entry)
+            raise
+
+    async def _close(self, due: list[tuple[int, str, str]]) -> int:
+        decisions = await self._decisions([(pseudonym, decision_id) for _, pseudonym, decision_id in due])
+        async with self._feedback_lock:
+            users = await self._users_for({d.pseudonym for d in decisions})
+            closes = [
+                close
+                for decision in decisions
+                if decision.surface in self.surfaces
+                for close in self._window_closes(users[decision.pseudonym], decision)
+            ]
+            if not closes:
+                return 0
+            stream_ids = await self.store.record_feedback(closes)
+            written = 0
+            for record, stream_id in zip(closes, stream_ids, strict=True):
+                if stream_id is not None:  # None: closed before (a reload queued it again)
+                    self._learn(users[record.pseudonym], record, stream_id)
+                    written += 1
+            self._schedule_write_back()
+        return written
+
+    async def _decisions(self, lookups: list[tuple[str, str]]) -> list[KnownDecision]:
+        known = {d: self._recent.get(d) for _, d in lookups}
+        missing = [(p, d) for p, d in lookups if known[d] is None]
+        if missing:
+            for stored in await self.store.find_decisions(missing):
+                if stored is not None:
+                    known[stored.decision_id] = KnownDecision.of(stored)
+        return [d for d in known.values() if d is not None]
+
+    def _window_closes(self, state: UserState, decision: KnownDecision) -> list[FeedbackRecord]:
+        surface = self.surfaces[decision.surface]
+        closes_at = decision.decided_at_ms + surface.reward.window_ms
+        features = np.asarray(decision.features, dtype="<f8").tobytes()
+        return [
+            FeedbackRecord(
+                pseudonym=decision.pseudonym,
+                event_id=f"window-close:{decision.decision_id}:{item}",
+                surface=decision.surface,
+                item_id=item,
+                reward=surface.reward.default_reward,
+                signal=Signal.IMPRESSION.value,
+                value=0.0,
+                occurred_at_ms=closes_at,
+                decision_id=decision.decision_id,
+                features=features,
+                propensity=propensity,
+                segment=decision.segment,
+                decided_at_ms=decision.decided_at_ms,
+                window_close=True,
+            )
+            for item, propensity in zip(decision.items, decision.propensities, strict=True)
+            if item in surface.index and state.needs_close(surface, decision.decision_id, item)
+        ]
+
+    async def _read_decisions(self, state: UserState) -> None:
+        """What a loaded user needs from their decision log: the windows still to close (a crash
+        forgot them), and the real-time activity, rebuilt from the logs' last horizon.
+
+        A window-close entry is only logged within the ledger's horizon (``LEDGER_HORIZON_MS``
+        after the window), and its event id makes a second one a duplicate. A feedback event is
+        logged at most the quality rule's 5 minutes before it occurred, and a decision after it
+        was made, so reading from ``now - horizon - 5 min`` finds every event that still counts.
         """
+        now = int(time.time() * 1000)
+        windows = max(s.reward.window_ms for s in self.surfaces.values())
+        start = now - windows - LEDGER_HORIZON_MS
         realtime = self.config.realtime
-        start = str(max(int(time.time() * 1000) - realtime.horizon_ms - self.config.quality.max_future_ms, 0))
-        async for r in self.store.logged_rewards(state.pseudonym, start):
-            state.observe_feedback(realtime, r)
-        async for d in self.store.logged_decisions(state.pseudonym, start):
-            state.observe_decision(realtime, d.decided_at_ms, d.items[0])
+        activity_start = now - realtime.horizon_ms - self.config.quality.max_future_ms
+        if self._uses_realtime:
+            start = min(start, activity_start)
+            async for r in self.store.logged_rewards(state.pseudonym, str(max(activity_start, 0))):
+                state.observe_feedback(realtime, r)
+        async for d in self.store.logged_decisions(state.pseudonym, str(max(start, 0))):
+            if self._uses_realtime and d.decided_at_ms >= activity_start:
+                state.observe_decision(realtime, d.decided_at_ms, d.items[0])
+            surface = self.surfaces.get(d.surface)
+            if surface is None:
+                continue
+            closes_at = d.decided_at_ms + surface.reward.window_ms
+            if closes_at > now - LEDGER_HORIZON_MS and any(
+                state.needs_close(surface, d.decision_id, i) for i in d.items
+            ):
+                heapq.heappush(self._windows, (closes_at, state.pseudonym, d.decision_id))
 
     # -- writes behind ----------------------------------------------------------------
 

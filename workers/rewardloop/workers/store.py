@@ -26,6 +26,8 @@ DEDUP_TTL_SECONDS = 7 * 24 * 3600
 DECISION_LOG_LENGTH = 1000
 DECISION_INDEX_TTL_SECONDS = 30 * 24 * 3600
 REPLAY_PAGE = 1000
+# Feedback-log field "k" of a window-close entry.
+WINDOW_CLOSE = "close"
 
 _RECORD_EVENT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
@@ -56,14 +58,18 @@ class FeedbackRecord:
     # When the joined decision was made (0: not joined), and the quality flag (empty: trains).
     decided_at_ms: int = 0
     flag: str = ""
+    # Not the caller's: the service's record that the decision-item's window closed with no
+    # reward (user_state.py); it teaches the default reward.
+    window_close: bool = False
 
     def fields(self) -> list[str | bytes]:
-        return [
+        fields: list[str | bytes] = [
             "e", self.event_id, "s", self.surface, "i", self.item_id, "r", repr(self.reward),
             "g", str(self.signal), "v", repr(self.value), "t", str(self.occurred_at_ms),
             "d", self.decision_id, "x", self.features, "p", repr(self.propensity), "sg", self.segment,
             "dt", str(self.decided_at_ms), "q", self.flag,
         ]  # fmt: skip
+        return [*fields, "k", WINDOW_CLOSE] if self.window_close else fields
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,7 @@ class Store:
                     decided_at_ms=int(f.get(b"dt", b"0")),
                     segment=f.get(b"sg", b"").decode(),
                     flag=f.get(b"q", b"").decode(),
+                    window_close=f.get(b"k") == WINDOW_CLOSE.encode(),
                 )
             if len(page) < REPLAY_PAGE:
                 return

@@ -22,9 +22,11 @@ fusion) are read as stale for every surface.
   (``step``). Every later event that changes the fused reward is learned as a correction of
   that very observation (``Policy.revise``, ``age`` = updates since), so the policy ends up
   with the final fused reward whatever order the events came in, and a retry changes nothing.
-- Items that got only zero-weight signals (impressions) learn the surface's ``default_reward``
-  when their window has closed, at the user's next logged event (the log is the clock, so a
-  replay closes them at the same point).
+- A decision-item that got no reward in its window learns the surface's ``default_reward``: the
+  shard logs a *window-close* entry for it once the window is over (``ShardCore``), and learning
+  that entry (here) is the item's one observation; feedback that still arrives corrects it as
+  above. Items that got only zero-weight signals (impressions) also learn it at the user's next
+  logged event after the window. The log is the clock, so a replay closes them at the same point.
 - An event without a decision trains alone, with its own reward; one whose decision is more
   than 7 days past its window (its ledger entry is gone) is flagged ``late`` instead.
 - Flagged events (ingest: unknown decision, too old, burst; here: late under
@@ -113,6 +115,8 @@ class LoggedReward:
     segment: str = ""
     # Why the event trains nothing, decided at ingest (quality.py); empty when it may train.
     flag: str = ""
+    # The service's window-close entry for the decision-item, not a caller's event.
+    window_close: bool = False
 
     def context(self) -> npt.NDArray[np.float64] | None:
         return np.frombuffer(self.features, dtype="<f8") if self.features else None
@@ -206,7 +210,7 @@ class UserState:
 
     def observe_feedback(self, realtime: RealtimeFeatures, r: LoggedReward) -> None:
         """Count a logged event in the user's activity, unless the ingest flagged it."""
-        if not r.flag:
+        if not (r.flag or r.window_close):
             event = ActivityEvent(r.occurred_at_ms, "feedback", r.reward > 0.0, r.reward, r.item_id)
             realtime.observe(self.activity, event)
 
@@ -257,6 +261,8 @@ class UserState:
         if r.flag:
             return Applied(0.0, r.flag, closed)
         state = self.policies[r.surface]
+        if r.window_close:
+            return self._close_item(policy, surface, arm, r, closed)
         if not r.decided_at_ms:
             if surface.reward.rule(Signal(r.signal)).weight == 0.0:
                 return Applied(r.reward, "", closed)
@@ -288,6 +294,28 @@ class UserState:
             return Applied(new, late, closed)
         change = self._learn_item(policy, surface, item, old, new)
         return Applied(new, "", closed if change is None else (*closed, change))
+
+    def _close_item(
+        self, policy: Policy, surface: SurfaceConfig, arm: int, r: LoggedReward, closed: tuple[Change, ...]
+    ) -> Applied:
+        """The window of the decision-item closed: the default reward, unless it was learned already."""
+        if _past_horizon(r.decided_at_ms, surface.reward, r.received_at_ms):
+            return Applied(0.0, "", closed)
+        ledger = self.ledgers.setdefault(surface.name, {})
+        key = _item_key(r.decision_id, r.item_id)
+        item = ledger.get(key)
+        if item is None:
+            fusion = FusionState(surface.reward, r.decided_at_ms)
+            item = ledger[key] = ItemReward(fusion, arm, r.features, r.propensity, r.segment)
+        if item.step is not None:
+            return Applied(item.fusion.reward, "", closed)
+        change = self._learn_first(policy, surface, item, surface.reward.default_reward)
+        return Applied(surface.reward.default_reward, "", (*closed, change))
+
+    def needs_close(self, surface: SurfaceConfig, decision_id: str, item_id: str) -> bool:
+        """Whether the decision-item has not been learned yet (its window may close empty)."""
+        item = self.ledgers.get(surface.name, {}).get(_item_key(decision_id, item_id))
+        return item is None or item.step is None
 
     def _learn_item(
         self, policy: Policy, surface: SurfaceConfig, item: ItemReward, old: float, new: float

@@ -86,7 +86,8 @@ def _events_by_decision(client: redis.Redis, feedback_key: str, surface: str) ->
     logged: Any = client.xrange(feedback_key)
     for stream_id, fields in logged:
         decision_id = fields.get(b"d", b"").decode()
-        if not decision_id or fields[b"s"].decode() != surface or fields.get(b"q", b""):
+        # Flagged events train nothing; a window-close entry is what no feedback means: the default.
+        if not decision_id or fields[b"s"].decode() != surface or fields.get(b"q", b"") or fields.get(b"k"):
             continue
         received_at_ms = int(stream_id.decode().partition("-")[0])
         event = Event(
