@@ -100,8 +100,11 @@ async def cold_start(client: AsyncClient, refresh: scenarios.Refresh, seeds: lis
     cold = [await scenarios.cold_start(client, f"cold_ucb-s{s}", refresh, seed=s) for s in seeds]
     print(f"  newcomers' first request: lift over random {spread([c.first_request.lift for c in cold])}")
     print(
-        f"  users unlike the population: decisions 4-6 vs the population model alone "
-        f"{spread([c.after_three / c.population_alone for c in cold])}x"
+        "  users unlike the population (CTR on the item it serves them <= half their best; "
+        f"{spread([float(c.divergent_users) for c in cold])} users):"
+    )
+    print(
+        f"    decisions 4-6 vs the population model alone {spread([c.after_three / c.population_alone for c in cold])}x"
     )
 
 

@@ -47,6 +47,8 @@ class RunResult:
     expected_per_round: list[float] = field(default_factory=list)
     oracle_per_round: list[float] = field(default_factory=list)
     random_per_round: list[float] = field(default_factory=list)
+    # Per round, the item index each user (in `users` order) was shown first.
+    shown_per_round: list[list[int]] = field(default_factory=list)
     acknowledged_events: int = 0
 
     def _mean(self, per_round: list[float] | list[int], first_round: int, last_round: int | None) -> float:
@@ -108,7 +110,7 @@ async def run_population(
     context_rngs = {u: np.random.default_rng([seed, u, 1]) for u in users}
     gate = asyncio.Semaphore(concurrency)
 
-    async def one_decision(u: int, round_: int) -> tuple[int, float, float, float]:
+    async def one_decision(u: int, round_: int) -> tuple[int, float, float, float, int]:
         user_id = f"{user_prefix}{population.user_ids[u]}"
         ctx = population.draw_context(u, context_rngs[u]) if contextual else None
         features = {**population.user_feature_dict(u), **population.context_dict(ctx)} if ctx is not None else None
@@ -138,15 +140,17 @@ async def run_population(
             float(probabilities[item]),
             float(probabilities.max()),
             float(probabilities.mean()),
+            item,
         )
 
     for round_ in range(first_round, first_round + rounds):
         outcomes = await asyncio.gather(*(one_decision(u, round_) for u in users))
-        clicks, expected, oracle, random = zip(*outcomes, strict=True)
+        clicks, expected, oracle, random, shown = zip(*outcomes, strict=True)
         result.clicks_per_round.append(sum(clicks))
         result.expected_per_round.append(sum(expected))
         result.oracle_per_round.append(sum(oracle))
         result.random_per_round.append(sum(random))
+        result.shown_per_round.append(list(shown))
         result.acknowledged_events += len(users)
         if on_round is not None:
             on_round(round_ - first_round, result)
