@@ -62,7 +62,7 @@ def test_public_api() -> None:
         *("EpsilonGreedy", "UCB1", "Thompson", "GaussianThompson", "Softmax", "EXP3"),
         *("LinUCB", "HybridLinUCB", "LinTS"),
         *("DiscountedUCB", "SlidingWindowUCB", "DiscountedThompson", "DiscountedLinUCB"),
-        *("config_from_dict", "make_policy", "ALGORITHMS"),
+        *("config_from_dict", "make_policy", "policy_class", "ALGORITHMS"),
     }
     assert {
         "epsilon_greedy": EpsilonGreedy,
