@@ -208,3 +208,34 @@ def test_window_closes_survive_a_snapshot_at_any_point() -> None:
                                         config.surfaces, 1)  # fmt: skip
         replay(rebuilt, log, policies, config.surfaces)
         assert rebuilt.policies == full.policies and rebuilt.ledgers == full.ledgers, cut
+
+
+def test_ledgers_forget_in_batches_past_the_horizon_and_snapshots_agree() -> None:
+    """Three weeks of hourly decisions: the ledger keeps about the last 7 days (plus the prune
+    slack), and a snapshot at any point plus replay gives the same ledgers and policies."""
+    hour = 3_600_000
+    config = ServiceConfig.from_dict(
+        {"surfaces": {"a": {"algorithm": "ucb1", "items": ITEMS, "reward": {"window_seconds": 600}}}}
+    )
+    policies = _policies(config)
+    log = []
+    for k in range(21 * 24):
+        decided = 1_000_000 + k * hour
+        log.append(
+            LoggedReward(f"{decided + 60_000}-0", "a", f"i{k % 6}", 0.0, event_id=f"e{k}", signal=1,
+                         value=float(k % 3 == 0), occurred_at_ms=decided + 60_000, decision_id=f"d{k}",
+                         decided_at_ms=decided)
+        )  # fmt: skip
+    full = new_user_state(P, policies, seed=1)
+    sizes = []
+    for r in log:
+        replay(full, [r], policies, config.surfaces)
+        sizes.append(len(full.ledgers["a"]))
+    assert max(sizes) <= 7 * 24 + 3 and min(sizes[-100:]) >= 7 * 24 - 1, (min(sizes[-100:]), max(sizes))
+    for cut in (1, 200, 333, 480):
+        partial = new_user_state(P, policies, seed=1)
+        replay(partial, log[:cut], policies, config.surfaces)
+        rebuilt = restore_from_snapshot(encode_snapshot(partial, policies, config.surfaces), P, policies,
+                                        config.surfaces, 1)  # fmt: skip
+        replay(rebuilt, log, policies, config.surfaces)
+        assert rebuilt.policies == full.policies and rebuilt.ledgers == full.ledgers, cut

@@ -81,6 +81,10 @@ SNAPSHOT_VERSION = 2
 # A decision's ledger entry is kept this long after its window closes: feedback older than
 # that is flagged at ingest (quality.py), so nothing could still change its reward.
 LEDGER_HORIZON_MS = DEFAULT_QUALITY.max_age_ms
+# Ledger entries past the horizon are forgotten in batches: once the oldest is this far past it,
+# all that are go. One O(ledger) scan an hour at most, not one per event.
+PRUNE_SLACK_MS = 3_600_000
+NEVER = 2**62
 _PREAMBLE = struct.Struct("<4sHI")
 LOG_START = "0-0"
 
@@ -204,6 +208,10 @@ class UserState:
     epochs: dict[str, int] = field(default_factory=dict)
     # Recent decisions and feedback, for real-time features (module docstring).
     activity: UserActivity = field(default_factory=UserActivity)
+    # Per surface, lower bounds of when its ledger next needs a scan: the earliest window close of
+    # an item not learned yet, and the earliest horizon of any item. Derived from the ledger (so
+    # not in the snapshot); a bound that is too early only costs a scan that finds nothing to do.
+    _due: dict[str, list[int]] = field(default_factory=dict, repr=False, compare=False)
 
     def observe_decision(self, realtime: RealtimeFeatures, decided_at_ms: int, item_id: str) -> None:
         realtime.observe(self.activity, ActivityEvent(decided_at_ms, "decision", item_id=item_id))
@@ -278,12 +286,7 @@ class UserState:
         config = surface.reward
         if _past_horizon(r.decided_at_ms, config, r.received_at_ms):
             return Applied(0.0, "late: the decision's reward window closed more than 7 days ago", closed)
-        ledger = self.ledgers.setdefault(surface.name, {})
-        key = _item_key(r.decision_id, r.item_id)
-        item = ledger.get(key)
-        if item is None:
-            fusion = FusionState(config, r.decided_at_ms)
-            item = ledger[key] = ItemReward(fusion, arm, r.features, r.propensity, r.segment)
+        item = self._ledger_item(surface, arm, r)
         event = r.event()
         try:
             old, new = item.fusion.add(event)
@@ -293,7 +296,25 @@ class UserState:
             late = "late: occurred after the decision's reward window; this surface's late_rule ignores it"
             return Applied(new, late, closed)
         change = self._learn_item(policy, surface, item, old, new)
+        if item.step is None:  # impressions only: the window's close decides
+            self._lower_due(surface, unlearned_ms=DecisionWindow.of(item.decided_at_ms, config).closes_at_ms)
         return Applied(new, "", closed if change is None else (*closed, change))
+
+    def _ledger_item(self, surface: SurfaceConfig, arm: int, r: LoggedReward) -> ItemReward:
+        """The ledger entry of the event's decision-item, new if it has none."""
+        ledger = self.ledgers.setdefault(surface.name, {})
+        key = _item_key(r.decision_id, r.item_id)
+        item = ledger.get(key)
+        if item is None:
+            fusion = FusionState(surface.reward, r.decided_at_ms)
+            item = ledger[key] = ItemReward(fusion, arm, r.features, r.propensity, r.segment)
+            self._lower_due(surface, horizon_ms=_horizon_ms(r.decided_at_ms, surface.reward))
+        return item
+
+    def _lower_due(self, surface: SurfaceConfig, unlearned_ms: int = NEVER, horizon_ms: int = NEVER) -> None:
+        due = self._due.get(surface.name)
+        if due is not None:  # else computed from the ledger when next needed
+            due[0], due[1] = min(due[0], unlearned_ms), min(due[1], horizon_ms)
 
     def _close_item(
         self, policy: Policy, surface: SurfaceConfig, arm: int, r: LoggedReward, closed: tuple[Change, ...]
@@ -301,12 +322,7 @@ class UserState:
         """The window of the decision-item closed: the default reward, unless it was learned already."""
         if _past_horizon(r.decided_at_ms, surface.reward, r.received_at_ms):
             return Applied(0.0, "", closed)
-        ledger = self.ledgers.setdefault(surface.name, {})
-        key = _item_key(r.decision_id, r.item_id)
-        item = ledger.get(key)
-        if item is None:
-            fusion = FusionState(surface.reward, r.decided_at_ms)
-            item = ledger[key] = ItemReward(fusion, arm, r.features, r.propensity, r.segment)
+        item = self._ledger_item(surface, arm, r)
         if item.step is not None:
             return Applied(item.fusion.reward, "", closed)
         change = self._learn_first(policy, surface, item, surface.reward.default_reward)
@@ -342,18 +358,32 @@ class UserState:
 
     def _close_windows(self, policy: Policy, surface: SurfaceConfig, now_ms: int) -> tuple[Change, ...]:
         """Learn the default reward of the surface's items whose window closed without a reward,
-        and forget items no feedback can change any more."""
+        and forget items no feedback can change any more (in batches: ``PRUNE_SLACK_MS``).
+
+        Which items learn depends on the ledger and ``now_ms`` only; the due bounds only skip
+        scans that would find nothing, so a restored state (bounds recomputed) learns the same.
+        """
         ledger = self.ledgers.get(surface.name)
         if not ledger:
             return ()
         config = surface.reward
-        for key in [k for k, item in ledger.items() if _past_horizon(item.decided_at_ms, config, now_ms)]:
-            del ledger[key]
-        return tuple(
-            self._learn_first(policy, surface, item, config.default_reward)
-            for item in ledger.values()
-            if item.step is None and DecisionWindow.of(item.decided_at_ms, config).is_closed(now_ms)
-        )
+        due = self._due.get(surface.name) or _ledger_due(ledger, config)
+        self._due[surface.name] = due
+        changes: tuple[Change, ...] = ()
+        if now_ms > due[0]:
+            changes = tuple(
+                self._learn_first(policy, surface, item, config.default_reward)
+                for item in ledger.values()
+                if item.step is None
+                and DecisionWindow.of(item.decided_at_ms, config).is_closed(now_ms)
+                and not _past_horizon(item.decided_at_ms, config, now_ms)
+            )
+        if now_ms > due[1] + PRUNE_SLACK_MS:
+            for key in [k for k, item in ledger.items() if _past_horizon(item.decided_at_ms, config, now_ms)]:
+                del ledger[key]
+        if now_ms > due[0] or now_ms > due[1] + PRUNE_SLACK_MS:
+            self._due[surface.name] = _ledger_due(ledger, config)
+        return changes
 
     def item_reward(self, surface: str, decision_id: str, item_id: str) -> float | None:
         item = self.ledgers.get(surface, {}).get(_item_key(decision_id, item_id))
@@ -364,9 +394,20 @@ def _item_key(decision_id: str, item_id: str) -> str:
     return f"{decision_id}/{item_id}"
 
 
+def _horizon_ms(decided_at_ms: int, config: RewardConfig) -> int:
+    return DecisionWindow.of(decided_at_ms, config).closes_at_ms + LEDGER_HORIZON_MS
+
+
 def _past_horizon(decided_at_ms: int, config: RewardConfig, now_ms: int) -> bool:
     """Whether feedback received at ``now_ms`` is too late to change the decision's reward at all."""
-    return now_ms > DecisionWindow.of(decided_at_ms, config).closes_at_ms + LEDGER_HORIZON_MS
+    return now_ms > _horizon_ms(decided_at_ms, config)
+
+
+def _ledger_due(ledger: Mapping[str, ItemReward], config: RewardConfig) -> list[int]:
+    """``UserState._due`` of one surface, from its ledger."""
+    unlearned = (DecisionWindow.of(i.decided_at_ms, config).closes_at_ms for i in ledger.values() if i.step is None)
+    horizons = (_horizon_ms(i.decided_at_ms, config) for i in ledger.values())
+    return [min(unlearned, default=NEVER), min(horizons, default=NEVER)]
 
 
 def new_user_state(
