@@ -444,7 +444,12 @@ class ShardCore:
             ]
             if not closes:
                 return 0
-            stream_ids = await self.store.record_feedback(closes)
+            try:
+                stream_ids = await self.store.record_feedback(closes)
+            except RedisError:
+                for pseudonym in users:  # some closes may be durable without being applied
+                    self._users.pop(pseudonym, None)
+                raise
             written = 0
             for record, stream_id in zip(closes, stream_ids, strict=True):
                 if stream_id is not None:  # None: closed before (a reload queued it again)
