@@ -216,7 +216,7 @@ async def test_bursts_no_human_makes_are_flagged_and_kept(redis_server: Embedded
                                                    surface="s")])  # fmt: skip
         state = await shard.user_state(user)
     finally:
-        await shard.store.close()
+        await shard.close()
     assert all(isinstance(r, Recorded) for r in [*results, *retried, *later])
     flags = [r.flag for r in results]  # type: ignore[union-attr]
     assert flags[:3] == ["", "", ""] and all(f.startswith("burst: more than 3 actions in 1 s") for f in flags[3:])

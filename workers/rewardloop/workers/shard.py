@@ -85,6 +85,7 @@ class ShardCore:
         # Decisions whose reward window is still to close: (closes_at_ms, pseudonym, decision_id).
         self._windows: list[tuple[int, str, str]] = []
         self._window_task: asyncio.Task[None] | None = None
+        self._starting: asyncio.Task[None] | None = None
         self._all_arms = {name: np.arange(len(s.items)) for name, s in self.surfaces.items()}
         # Users' real-time activity is kept (and rebuilt on load) only when some surface uses it.
         self._uses_realtime = any(s.features.realtime for s in self.surfaces.values())
@@ -173,12 +174,39 @@ class ShardCore:
 
     async def ready(self) -> tuple[int, str]:
         await self.store.redis.ping()
-        if self._window_task is None:
-            self._window_task = asyncio.get_running_loop().create_task(self._close_windows_forever())
-        if self._prior_task is None and self.priors.surfaces:
-            await self.priors.restore(self.store.redis)
-            self._prior_task = asyncio.get_running_loop().create_task(self._refresh_priors_forever())
+        await self._start()
         return self.shard_index, self.incarnation
+
+    async def _start(self) -> None:
+        """Start the background work (prior refresh, window closes) once per incarnation, from its
+        first call: Ray restarts a crashed shard and the next request is all it gets."""
+        if self._window_task is not None:
+            return
+        if self._starting is None:
+            self._starting = asyncio.get_running_loop().create_task(self._start_background())
+        starting = self._starting
+        try:
+            await asyncio.shield(starting)
+        except BaseException:
+            if starting.done() and self._starting is starting:
+                self._starting = None  # it failed (Redis down): the next call tries again
+            raise
+
+    async def _start_background(self) -> None:
+        """Restore this shard's prior contribution, then start the loops (the window loop last:
+        it marks the shard started)."""
+        loop = asyncio.get_running_loop()
+        if self.priors.surfaces:
+            await self.priors.restore(self.store.redis)
+            self._prior_task = loop.create_task(self._refresh_priors_forever())
+        self._window_task = loop.create_task(self._close_windows_forever())
+
+    async def close(self) -> None:
+        """Stop the background work and the Redis connections (a shard hosted outside Ray)."""
+        for task in (self._prior_task, self._window_task):
+            if task is not None:
+                task.cancel()
+        await self.store.close()
 
     async def refresh_priors(self) -> None:
         """Publish this shard's population statistics and merge everyone's, now."""
@@ -359,6 +387,8 @@ class ShardCore:
     # -- users ------------------------------------------------------------------------
 
     async def _users_for(self, pseudonyms: set[str]) -> dict[str, UserState]:
+        if self._window_task is None:
+            await self._start()
         found: dict[str, UserState] = {}
         missing = []
         for p in pseudonyms:
