@@ -150,3 +150,25 @@ def test_changing_the_half_life_rebuilds_the_surface_from_the_log() -> None:
     expected = new_user_state(P, _policies(new), seed=1)
     replay(expected, log, _policies(new), new.surfaces)
     assert rebuilt.policies == expected.policies and rebuilt.epochs == expected.epochs
+
+
+def test_evidence_whose_weight_underflows_is_learned_as_nothing_not_an_error() -> None:
+    """A click on a decision 30 minutes old, with a one-second half-life, after the epoch moved to
+    now: its weight 2^-1800 underflows to 0. It counts as an update that weighs nothing."""
+    config = ServiceConfig.from_dict(
+        {"surfaces": {"a": {"algorithm": "ucb1", "items": ITEMS,
+                            "reward": {"window_seconds": 3600, "half_life_seconds": 1}}}}
+    )  # fmt: skip
+    policies = _policies(config)
+    now = START + 1_800_000
+    recent = LoggedReward(f"{now}-0", "a", "i0", 1.0, event_id="recent", value=1.0, occurred_at_ms=now)
+    old_click = LoggedReward(
+        f"{now + 1}-0", "a", "i1", 1.0, event_id="old", value=1.0, occurred_at_ms=now, decision_id="d0",
+        decided_at_ms=START,
+    )  # fmt: skip
+    state = new_user_state(P, policies, seed=1)
+    replay(state, [recent, old_click], policies, config.surfaces)
+    assert state.policies["a"].n_updates == 2
+    assert state.policies["a"].arrays["counts"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    blob = encode_snapshot(state, policies, config.surfaces)
+    assert restore_from_snapshot(blob, P, policies, config.surfaces, 1).policies == state.policies

@@ -553,13 +553,40 @@ def test_weighted_update_is_the_scaled_sum_of_unit_updates(name: str) -> None:
     assert policy.load_state(policy.dump_state(half)) == half
 
 
-@pytest.mark.parametrize(("weight", "match"), [(0.0, "weight must be"), (-1.0, "weight must be"), (math.inf, "weight")])
-def test_weight_must_be_positive_and_finite(weight: float, match: str) -> None:
+@pytest.mark.parametrize(
+    ("weight", "match"), [(-1.0, "weight must be"), (-1e-300, "weight must"), (math.inf, "weight")]
+)
+def test_weight_must_be_finite_and_not_negative(weight: float, match: str) -> None:
     policy = build(ALGORITHMS["ucb1"]())
     state = policy.new_state()
     with pytest.raises(ValueError, match=match):
         policy.update(state, 0, 1.0, weight=weight)
     assert state == policy.new_state()
+
+
+@pytest.mark.parametrize("name", ADDITIVE)
+def test_an_observation_whose_weight_underflowed_counts_nothing(name: str) -> None:
+    policy = build(ALGORITHMS[name]())
+    state = trained(policy, steps=5)
+    before = state.copy()
+    event = feedback(seed=3, steps=1)[0]
+    policy.update(state, event.arm, event.reward, context=event.context, propensity=event.propensity, weight=0.0)
+    policy.revise(state, event.arm, event.reward, 1.0 - event.reward, context=event.context, weight=0.0)
+    assert state.n_updates == before.n_updates + 1
+    assert all(np.array_equal(state.arrays[k], a) for k, a in before.arrays.items())
+    assert policy.load_state(policy.dump_state(state)) == state
+
+
+@pytest.mark.parametrize("name", ["thompson", "ucb1", "epsilon_greedy"])
+def test_corrections_that_round_past_zero_still_load(name: str) -> None:
+    """0.1 then revised to 0.9 then to 0, weight 1.3: the sum misses 0 by a rounding error."""
+    policy = build(ALGORITHMS[name]())
+    state = policy.new_state()
+    policy.update(state, 0, 0.1, weight=1.3)
+    policy.revise(state, 0, 0.1, 0.9, weight=1.3)
+    policy.revise(state, 0, 0.9, 0.0, weight=1.3)
+    assert state.arrays["reward_sums"][0] < 0.0  # the rounding this test is about
+    assert policy.load_state(policy.dump_state(state)) == state
 
 
 # --- configs -----------------------------------------------------------------------------

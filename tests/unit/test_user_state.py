@@ -239,3 +239,22 @@ def test_ledgers_forget_in_batches_past_the_horizon_and_snapshots_agree() -> Non
                                         config.surfaces, 1)  # fmt: skip
         replay(rebuilt, log, policies, config.surfaces)
         assert rebuilt.policies == full.policies and rebuilt.ledgers == full.ledgers, cut
+
+
+def test_an_item_created_by_an_ignored_late_event_closes_the_same_live_and_rebuilt() -> None:
+    """The late event creates the item's ledger entry but trains nothing; at the next event past its
+    window the item learns the default, in the live run and in one rebuilt from a snapshot."""
+    reward = {"window_seconds": 2, "late_rule": "ignore_for_training", "default_reward": 0.5}
+    config = ServiceConfig.from_dict({"surfaces": {"a": {"algorithm": "ucb1", "items": ITEMS, "reward": reward}}})
+    policies = _policies(config)
+    late = LoggedReward("1005000-0", "a", "i1", 1.0, event_id="late", value=1.0, occurred_at_ms=1_004_000,
+                        decision_id="d0", decided_at_ms=1_000_000)  # fmt: skip
+    later = LoggedReward("1009000-0", "a", "i2", 1.0, event_id="next", value=1.0, occurred_at_ms=1_009_000)
+    live = new_user_state(P, policies, seed=1)
+    replay(live, [late], policies, config.surfaces)
+    rebuilt = restore_from_snapshot(encode_snapshot(live, policies, config.surfaces), P, policies,
+                                    config.surfaces, 1)  # fmt: skip
+    for state in (live, rebuilt):
+        replay(state, [late, later], policies, config.surfaces)
+    assert live.policies == rebuilt.policies
+    assert live.policies["a"].arrays["reward_sums"].tolist()[:3] == [0.0, 0.5, 1.0]

@@ -40,9 +40,13 @@ REFRESH_SECONDS = 1.0
 EPOCH_FIELD = "#epoch"  # beside the segments' states in a contribution hash (segments are feature values)
 
 
-def contribution_key(surface: str, shard: int) -> str:
-    """Hash segment -> this shard's policy state for the surface (not user data: aggregates)."""
-    return f"rl:pop:{surface}:{shard}"
+def contribution_key(surface: SurfaceConfig, shard: int) -> str:
+    """Hash segment -> this shard's policy state for the surface (not user data: aggregates).
+
+    The surface's fingerprint is part of it: statistics gathered under another catalogue,
+    algorithm, reward rule or half-life are not this configuration's prior.
+    """
+    return f"rl:pop:{surface.name}:{surface.fingerprint}:{shard}"
 
 
 class Priors:
@@ -143,7 +147,7 @@ class Priors:
     async def restore(self, redis: aioredis.Redis) -> None:
         """Continue this shard's contribution from what it last published."""
         for surface in self._surfaces:
-            stored: Any = await redis.hgetall(contribution_key(surface, self._shard))
+            stored: Any = await redis.hgetall(contribution_key(self._surfaces[surface], self._shard))
             policy = self._policies[surface]
             epoch = stored.pop(EPOCH_FIELD.encode(), None)
             if epoch is not None:
@@ -168,10 +172,10 @@ class Priors:
                         blobs: Any = {seg: policy.dump_state(state) for seg, state in self._own[surface].items()}
                         if surface in self._epochs:
                             blobs[EPOCH_FIELD] = str(self._epochs[surface])
-                        pipe.hset(contribution_key(surface, self._shard), mapping=blobs)
+                        pipe.hset(contribution_key(self._surfaces[surface], self._shard), mapping=blobs)
                     for shard in range(self._shards):
                         if shard != self._shard:
-                            pipe.hgetall(contribution_key(surface, shard))
+                            pipe.hgetall(contribution_key(self._surfaces[surface], shard))
                 replies = iter(await pipe.execute())
         except BaseException:
             self._dirty.update(publishing)

@@ -10,13 +10,14 @@ it as a Ray actor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import heapq
 import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,25 +123,31 @@ class ShardCore:
             bursts = {p: users[p].bursts.to_lists() for p in users}
             now_ms = int(time.time() * 1000)
             accepted = [(i, self._assess(users[r.pseudonym], r, now_ms)) for i, r in accepted]
-            try:
+            with self._rebuilt_on_error(users):
                 stream_ids = await self.store.record_feedback([r for _, r in accepted])
-            except RedisError:
-                # Some events may be durable without being applied: rebuild these users
-                # from Redis on next touch rather than trust memory.
-                for pseudonym in users:
-                    self._users.pop(pseudonym, None)
-                raise
-            self._recount_actions(users, bursts, [(r, s) for (_, r), s in zip(accepted, stream_ids, strict=True)])
-            for (i, record), stream_id in zip(accepted, stream_ids, strict=True):
-                state = users[record.pseudonym]
-                if stream_id is None:
-                    known = state.item_reward(record.surface, record.decision_id, record.item_id)
-                    results[i] = Recorded(duplicate=True, reward=record.reward if known is None else known)
-                    continue
-                applied = self._learn(state, record, stream_id)
-                results[i] = Recorded(duplicate=False, reward=applied.reward, flag=applied.flag)
+                written = [(r, s) for (_, r), s in zip(accepted, stream_ids, strict=True)]
+                self._recount_actions(users, bursts, written)
+                for (i, record), stream_id in zip(accepted, stream_ids, strict=True):
+                    state = users[record.pseudonym]
+                    if stream_id is None:
+                        known = state.item_reward(record.surface, record.decision_id, record.item_id)
+                        results[i] = Recorded(duplicate=True, reward=record.reward if known is None else known)
+                        continue
+                    applied = self._learn(state, record, stream_id)
+                    results[i] = Recorded(duplicate=False, reward=applied.reward, flag=applied.flag)
             self._schedule_write_back()
         return [r for r in results if r is not None]
+
+    @contextlib.contextmanager
+    def _rebuilt_on_error(self, users: Iterable[str]) -> Iterator[None]:
+        """Around writing events and applying them: after any error some may be durable without
+        being applied, so these users are rebuilt from Redis on next touch, not trusted from memory."""
+        try:
+            yield
+        except BaseException:
+            for pseudonym in users:
+                self._users.pop(pseudonym, None)
+            raise
 
     def _assess(self, state: UserState, record: FeedbackRecord, now_ms: int) -> FeedbackRecord:
         """The record with its quality flag (quality.py); counts it as one of the user's actions."""
@@ -202,10 +209,12 @@ class ShardCore:
         self._window_task = loop.create_task(self._close_windows_forever())
 
     async def close(self) -> None:
-        """Stop the background work and the Redis connections (a shard hosted outside Ray)."""
-        for task in (self._prior_task, self._window_task):
-            if task is not None:
-                task.cancel()
+        """Stop the background work, finish the writes behind, close Redis (a shard outside Ray)."""
+        tasks = [t for t in (self._prior_task, self._window_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.flush()
         await self.store.close()
 
     async def refresh_priors(self) -> None:
@@ -474,17 +483,13 @@ class ShardCore:
             ]
             if not closes:
                 return 0
-            try:
-                stream_ids = await self.store.record_feedback(closes)
-            except RedisError:
-                for pseudonym in users:  # some closes may be durable without being applied
-                    self._users.pop(pseudonym, None)
-                raise
             written = 0
-            for record, stream_id in zip(closes, stream_ids, strict=True):
-                if stream_id is not None:  # None: closed before (a reload queued it again)
-                    self._learn(users[record.pseudonym], record, stream_id)
-                    written += 1
+            with self._rebuilt_on_error(users):
+                stream_ids = await self.store.record_feedback(closes)
+                for record, stream_id in zip(closes, stream_ids, strict=True):
+                    if stream_id is not None:  # None: closed before (a reload queued it again)
+                        self._learn(users[record.pseudonym], record, stream_id)
+                        written += 1
             self._schedule_write_back()
         return written
 

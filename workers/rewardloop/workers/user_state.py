@@ -296,8 +296,6 @@ class UserState:
             late = "late: occurred after the decision's reward window; this surface's late_rule ignores it"
             return Applied(new, late, closed)
         change = self._learn_item(policy, surface, item, old, new)
-        if item.step is None:  # impressions only: the window's close decides
-            self._lower_due(surface, unlearned_ms=DecisionWindow.of(item.decided_at_ms, config).closes_at_ms)
         return Applied(new, "", closed if change is None else (*closed, change))
 
     def _ledger_item(self, surface: SurfaceConfig, arm: int, r: LoggedReward) -> ItemReward:
@@ -308,7 +306,9 @@ class UserState:
         if item is None:
             fusion = FusionState(surface.reward, r.decided_at_ms)
             item = ledger[key] = ItemReward(fusion, arm, r.features, r.propensity, r.segment)
-            self._lower_due(surface, horizon_ms=_horizon_ms(r.decided_at_ms, surface.reward))
+            # New, so not learned yet: whatever the caller does next, the bounds stay low enough.
+            closes_at = DecisionWindow.of(r.decided_at_ms, surface.reward).closes_at_ms
+            self._lower_due(surface, unlearned_ms=closes_at, horizon_ms=_horizon_ms(r.decided_at_ms, surface.reward))
         return item
 
     def _lower_due(self, surface: SurfaceConfig, unlearned_ms: int = NEVER, horizon_ms: int = NEVER) -> None:
@@ -496,6 +496,8 @@ def replay(
         key = stream_id_key(r.stream_id)
         if key > covered:
             state.observe_action(r)  # the snapshot's detector has seen the rest
+            if r.reward > 0.0 and not (r.flag or r.window_close):  # since_positive, beyond the horizon too
+                state.activity.last_positive_ms = max(state.activity.last_positive_ms, r.occurred_at_ms)
         if key > covered or r.surface in state.stale:
             state.learn(policies, surfaces, r)
         if key > last:

@@ -59,6 +59,9 @@ import numpy.typing as npt
 MAGIC = b"RLPS"
 FORMAT_VERSION = 1
 
+# Relative rounding allowed when checking 0 <= reward_sums <= counts of a loaded state.
+SUM_TOLERANCE = 1e-9
+
 FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
 # Given positions into the slate's `available` array still open, (scores, probabilities) over them.
@@ -276,9 +279,10 @@ class Policy(ABC, Generic[ConfigT]):
         ``context`` (the vector the decision was made with) is required by contextual
         algorithms and ignored by the others; ``propensity`` (the probability the arm was drawn
         with, ``Choice.propensity``) is required when ``needs_propensity`` and ignored otherwise.
-        ``weight`` > 0 counts the observation as that many (time decay, ``rewards/decay.py``);
-        only ``supports_prior`` algorithms, whose state is additive statistics, take one other
-        than 1. Every input is checked before ``state`` changes.
+        ``weight`` >= 0 counts the observation as that many (time decay, ``rewards/decay.py``;
+        evidence old enough for its weight to underflow counts 0); only ``supports_prior``
+        algorithms, whose state is additive statistics, take one other than 1. Every input is
+        checked before ``state`` changes.
 
         Deterministic: replaying the same (arm, reward, context, propensity) sequence onto the
         same state gives bit-identical arrays, which is how a user's state is rebuilt from the
@@ -323,8 +327,8 @@ class Policy(ABC, Generic[ConfigT]):
                 f"{self.name} does not take weighted updates: its state is not additive sufficient statistics"
             )
         w = float(weight)
-        if not (0.0 < w < math.inf):
-            raise ValueError(f"weight must be a finite number > 0, got {weight!r}")
+        if not (0.0 <= w < math.inf):
+            raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
         return w
 
     def scale(self, state: PolicyState, factor: float) -> PolicyState:
@@ -663,7 +667,10 @@ class Policy(ABC, Generic[ConfigT]):
         counts, sums = state.arrays["counts"], state.arrays["reward_sums"]
         if not (np.all(np.isfinite(counts)) and np.all(np.isfinite(sums))):
             raise ValueError(f"corrupt {self.name} policy state: non-finite counts or reward sums")
-        if np.any(counts < 0) or np.any(sums < 0) or np.any(sums > counts):
+        # Corrections (revise) and weights (decay) are float arithmetic: a sum brought back to 0
+        # or up to its count may miss it in the last bits. Allow that, relative to the count.
+        slack = SUM_TOLERANCE * (counts + 1.0)
+        if np.any(counts < 0) or np.any(sums < -slack) or np.any(sums > counts + slack):
             raise ValueError(f"corrupt {self.name} policy state: need 0 <= reward_sums <= counts")
 
     def _check_discounted_counts(self, state: PolicyState, gamma: float) -> None:

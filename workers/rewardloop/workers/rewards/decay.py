@@ -65,10 +65,17 @@ def needs_rebase(occurred_at_ms: int, half_life_s: float | None, epoch_ms: int) 
 
 
 def rebase_factor(old_epoch_ms: int, new_epoch_ms: int, half_life_s: float | None) -> float:
-    """What accumulated statistics are multiplied by when the epoch moves from old to new."""
+    """What accumulated statistics are multiplied by when the epoch moves from old to new.
+
+    Moving it back (a clock behind an epoch set by an event from the future) is capped at
+    2 ** REBASE_EXPONENT, so the factor stays finite whatever the skew.
+
+    >>> rebase_factor(10**12, 0, half_life_s=1.0) == 2.0**REBASE_EXPONENT
+    True
+    """
     if half_life_s is None:
         return 1.0
-    return float(2.0 ** -_exponent(new_epoch_ms, half_life_s, old_epoch_ms))
+    return float(2.0 ** min(-_exponent(new_epoch_ms, half_life_s, old_epoch_ms), REBASE_EXPONENT))
 
 
 def rebase(
