@@ -250,11 +250,16 @@ def test_an_item_created_by_an_ignored_late_event_closes_the_same_live_and_rebui
     late = LoggedReward("1005000-0", "a", "i1", 1.0, event_id="late", value=1.0, occurred_at_ms=1_004_000,
                         decision_id="d0", decided_at_ms=1_000_000)  # fmt: skip
     later = LoggedReward("1009000-0", "a", "i2", 1.0, event_id="next", value=1.0, occurred_at_ms=1_009_000)
+    # Before it: a learned item and one more event, so the ledger's scan bounds already exist.
+    clicked = LoggedReward("1000500-0", "a", "i3", 1.0, event_id="click", value=1.0, occurred_at_ms=1_000_400,
+                           decision_id="d1", decided_at_ms=1_000_000)  # fmt: skip
+    other = LoggedReward("1000600-0", "a", "i4", 0.0, event_id="other", value=0.0, occurred_at_ms=1_000_600)
+    log = [clicked, other, late, later]
     live = new_user_state(P, policies, seed=1)
-    replay(live, [late], policies, config.surfaces)
+    replay(live, log[:3], policies, config.surfaces)
     rebuilt = restore_from_snapshot(encode_snapshot(live, policies, config.surfaces), P, policies,
                                     config.surfaces, 1)  # fmt: skip
     for state in (live, rebuilt):
-        replay(state, [late, later], policies, config.surfaces)
+        replay(state, log, policies, config.surfaces)
     assert live.policies == rebuilt.policies
-    assert live.policies["a"].arrays["reward_sums"].tolist()[:3] == [0.0, 0.5, 1.0]
+    assert live.policies["a"].arrays["reward_sums"].tolist() == [0.0, 0.5, 1.0, 1.0, 0.0, 0.0]
