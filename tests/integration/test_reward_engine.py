@@ -15,7 +15,7 @@ import ray
 
 from rewardloop.client import AsyncClient, FeedbackEvent, Signal
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.keys import UserKeys, pseudonymize
+from rewardloop.workers.keys import UserKeys, pseudonymize, shard_for
 from rewardloop.workers.messages import FeedbackCall, RecommendCall, Recorded
 from rewardloop.workers.redis_server import EmbeddedRedis
 from rewardloop.workers.shard import ShardCore
@@ -295,23 +295,24 @@ async def test_a_decision_item_without_feedback_learns_the_default_when_its_wind
     assert await _state(service, service_config, user, surface) == state  # nothing left to close, ever
 
 
-async def test_windows_that_a_crash_forgot_close_when_the_user_is_loaded_again(
+async def test_open_windows_survive_a_crash_of_their_shard(
     client: AsyncClient, service: Any, service_config: ServiceConfig, redis_client: Any
 ) -> None:
     user, surface = "closes-after-crash", "fused"
     pseudonym = pseudonymize(user, service_config.pseudonym_key.encode())
     rec = await client.recommend(user, surface)
-    for _ in range(100):  # the decision is written behind
-        if redis_client.xlen(UserKeys(pseudonym).decision_log):
+    shard = service.router.shard_of(pseudonym)
+    member = f"{pseudonym}:{rec.decision_id}"
+    for _ in range(100):  # the decision and its open window are written behind
+        if redis_client.zscore(f"rl:windows:{shard}", member) is not None:
             break
         await asyncio.sleep(0.02)
-    shard = service.router.shard_of(pseudonym)
     incarnation = await _incarnation(service, shard)
     ray.kill(service.actors[shard], no_restart=False)
-    await _restarted(service, shard, incarnation)
-    assert (await _state(service, service_config, user, surface))["n_updates"] == 0  # loads the user
+    await _restarted(service, shard, incarnation)  # the new incarnation's first call starts its timer
     state = await _wait_for_updates(service, service_config, user, surface, 1)
     assert state["reward_sums"][service_config.surfaces[surface].index[rec.items[0].item_id]] == 0.25
+    assert redis_client.zscore(f"rl:windows:{shard}", member) is None  # closed, and forgotten
 
 
 async def _wait_for_updates(
@@ -323,3 +324,23 @@ async def _wait_for_updates(
             return state
         await asyncio.sleep(0.05)
     raise AssertionError(f"{user} did not reach {n_updates} updates on {surface}: {state}")
+
+
+async def test_windows_of_users_another_shard_owns_are_handed_over(redis_server: EmbeddedRedis) -> None:
+    """After a change of shard count, a shard finds windows of users it no longer owns in its key."""
+    import redis
+
+    config = ServiceConfig.from_dict(
+        {"service": {"shards": 2}, "surfaces": {"s": {"algorithm": "ucb1", "items": ["a"]}}}
+    )
+    owned_by_1 = next(p for p in (pseudonymize(f"u{k}", b"k") for k in range(50)) if shard_for(p, 2) == 1)
+    client = redis.Redis.from_url(redis_server.url)
+    client.delete("rl:windows:0", "rl:windows:1")
+    client.zadd("rl:windows:0", {f"{owned_by_1}:d-moved": 1_000})
+    shard = ShardCore(config, redis_server.url, shard_index=0)
+    try:
+        assert await shard.close_due_windows(now_ms=2_000) == 0
+    finally:
+        await shard.close()
+    assert client.zrange("rl:windows:0", 0, -1) == []
+    assert client.zrange("rl:windows:1", 0, -1, withscores=True) == [(f"{owned_by_1}:d-moved".encode(), 1_000.0)]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import heapq
 import logging
 import time
 import uuid
@@ -26,6 +25,7 @@ from opentelemetry import propagate, trace
 from redis.exceptions import RedisError
 
 from rewardloop.workers.config import ServiceConfig, SurfaceConfig
+from rewardloop.workers.keys import shard_for
 from rewardloop.workers.messages import (
     ChosenItem,
     Decision,
@@ -37,9 +37,8 @@ from rewardloop.workers.messages import (
 from rewardloop.workers.policies import Policy, make_policy
 from rewardloop.workers.priors import Priors
 from rewardloop.workers.rewards import BurstDetector, Event, EventContext, Signal, assess, fuse
-from rewardloop.workers.store import DecisionRecord, FeedbackRecord, Store
+from rewardloop.workers.store import DecisionRecord, FeedbackRecord, Store, windows_key
 from rewardloop.workers.user_state import (
-    LEDGER_HORIZON_MS,
     Applied,
     LoggedReward,
     UserState,
@@ -65,6 +64,7 @@ MAX_CONCURRENT_LOADS = 32
 # when it names its surface).
 MAX_PENDING_DECISIONS = 100_000
 WINDOW_CLOSE_SECONDS = 0.25
+WINDOWS_PER_BATCH = 1000
 
 
 class ShardCore:
@@ -83,8 +83,8 @@ class ShardCore:
         }
         self.priors = Priors(self.surfaces, self.policies, shard_index, config.shards)
         self._prior_task: asyncio.Task[None] | None = None
-        # Decisions whose reward window is still to close: (closes_at_ms, pseudonym, decision_id).
-        self._windows: list[tuple[int, str, str]] = []
+        # Decisions whose reward window is open live in Redis (store.windows_key), written behind.
+        self._windows_key = windows_key(shard_index)
         self._window_task: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None
         self._all_arms = {name: np.arange(len(s.items)) for name, s in self.surfaces.items()}
@@ -281,13 +281,13 @@ class ShardCore:
             policy=decision.policy,
             model_version=decision.model_version,
             decided_at_ms=now_ms,
+            closes_at_ms=now_ms + surface.reward.window_ms,
             features=features,
             segment=call.segment,
         )
         if self._uses_realtime:
             state.observe_decision(self.config.realtime, now_ms, record.items[0])
         self._remember(KnownDecision.of(record))
-        heapq.heappush(self._windows, (now_ms + surface.reward.window_ms, call.pseudonym, record.decision_id))
         self._pending_decisions.append(record)
         self._schedule_write_back()
         return decision
@@ -430,7 +430,8 @@ class ShardCore:
             rewards = [r async for r in self.store.logged_rewards(pseudonym, replay_start(state))]
             replay(state, rewards, self.policies, self.surfaces)
             state.since_snapshot = len(rewards)
-            await self._read_decisions(state)
+            if self._uses_realtime:
+                await self._rebuild_activity(state)
             self._users[pseudonym] = state
             if len(self._users) > MAX_CACHED_USERS:
                 _, evicted = self._users.popitem(last=False)
@@ -452,27 +453,29 @@ class ShardCore:
             await asyncio.sleep(WINDOW_CLOSE_SECONDS)
             try:
                 await self.close_due_windows()
-            except Exception:  # Redis down: the due windows went back in the heap; next tick
+            except Exception:  # Redis down: the due windows stay in Redis; next tick
                 log.warning("shard %d: closing reward windows failed", self.shard_index, exc_info=True)
 
     async def close_due_windows(self, now_ms: int | None = None) -> int:
         """Log and learn a window-close entry (user_state docstring) for every item of every decision
         whose window is over without a reward; the number of entries written."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        due: list[tuple[int, str, str]] = []
-        while self._windows and self._windows[0][0] < now:
-            due.append(heapq.heappop(self._windows))
-        if not due:
-            return 0
-        try:
-            return await self._close(due)
-        except BaseException:
-            for entry in due:
-                heapq.heappush(self._windows, entry)
-            raise
+        written = 0
+        while due := await self.store.due_windows(self._windows_key, now, WINDOWS_PER_BATCH):
+            owners = [shard_for(p, self.config.shards) for p, _, _ in due]
+            mine = [(p, d) for (p, d, _), owner in zip(due, owners, strict=True) if owner == self.shard_index]
+            others = [
+                (windows_key(o), p, d, at) for (p, d, at), o in zip(due, owners, strict=True) if o != self.shard_index
+            ]
+            if others:  # the shard count changed: each user's owner closes their windows
+                await self.store.hand_over_windows(others)
+            written += await self._close(mine)
+            # Only now: a crash before this point leaves them to close again (as duplicates).
+            await self.store.forget_windows(self._windows_key, [(p, d) for p, d, _ in due])
+        return written
 
-    async def _close(self, due: list[tuple[int, str, str]]) -> int:
-        decisions = await self._decisions([(pseudonym, decision_id) for _, pseudonym, decision_id in due])
+    async def _close(self, due: list[tuple[str, str]]) -> int:
+        decisions = await self._decisions(due)
         async with self._feedback_lock:
             users = await self._users_for({d.pseudonym for d in decisions})
             closes = [
@@ -487,13 +490,13 @@ class ShardCore:
             with self._rebuilt_on_error(users):
                 stream_ids = await self.store.record_feedback(closes)
                 for record, stream_id in zip(closes, stream_ids, strict=True):
-                    if stream_id is not None:  # None: closed before (a reload queued it again)
+                    if stream_id is not None:  # None: closed before (a crash before forgetting it)
                         self._learn(users[record.pseudonym], record, stream_id)
                         written += 1
             self._schedule_write_back()
         return written
 
-    async def _decisions(self, lookups: list[tuple[str, str]]) -> list[KnownDecision]:
+    async def _decisions(self, lookups: Sequence[tuple[str, str]]) -> list[KnownDecision]:
         known = {d: self._recent.get(d) for _, d in lookups}
         missing = [(p, d) for p, d in lookups if known[d] is None]
         if missing:
@@ -527,35 +530,19 @@ class ShardCore:
             if item in surface.index and state.needs_close(surface, decision.decision_id, item)
         ]
 
-    async def _read_decisions(self, state: UserState) -> None:
-        """What a loaded user needs from their decision log: the windows still to close (a crash
-        forgot them), and the real-time activity, rebuilt from the logs' last horizon.
+    async def _rebuild_activity(self, state: UserState) -> None:
+        """The user's real-time activity from the last horizon of their logs (user_state docstring).
 
-        A window-close entry is only logged within the ledger's horizon (``LEDGER_HORIZON_MS``
-        after the window), and its event id makes a second one a duplicate. A feedback event is
-        logged at most the quality rule's 5 minutes before it occurred, and a decision after it
-        was made, so reading from ``now - horizon - 5 min`` finds every event that still counts.
+        A feedback event is logged at most the quality rule's 5 minutes before it occurred, and a
+        decision after it was made, so reading from ``now - horizon - 5 min`` finds every event
+        that can still count.
         """
-        now = int(time.time() * 1000)
-        windows = max(s.reward.window_ms for s in self.surfaces.values())
-        start = now - windows - LEDGER_HORIZON_MS
         realtime = self.config.realtime
-        activity_start = now - realtime.horizon_ms - self.config.quality.max_future_ms
-        if self._uses_realtime:
-            start = min(start, activity_start)
-            async for r in self.store.logged_rewards(state.pseudonym, str(max(activity_start, 0))):
-                state.observe_feedback(realtime, r)
-        async for d in self.store.logged_decisions(state.pseudonym, str(max(start, 0))):
-            if self._uses_realtime and d.decided_at_ms >= activity_start:
-                state.observe_decision(realtime, d.decided_at_ms, d.items[0])
-            surface = self.surfaces.get(d.surface)
-            if surface is None:
-                continue
-            closes_at = d.decided_at_ms + surface.reward.window_ms
-            if closes_at > now - LEDGER_HORIZON_MS and any(
-                state.needs_close(surface, d.decision_id, i) for i in d.items
-            ):
-                heapq.heappush(self._windows, (closes_at, state.pseudonym, d.decision_id))
+        start = str(max(int(time.time() * 1000) - realtime.horizon_ms - self.config.quality.max_future_ms, 0))
+        async for r in self.store.logged_rewards(state.pseudonym, start):
+            state.observe_feedback(realtime, r)
+        async for d in self.store.logged_decisions(state.pseudonym, start):
+            state.observe_decision(realtime, d.decided_at_ms, d.items[0])
 
     # -- writes behind ----------------------------------------------------------------
 
@@ -574,7 +561,7 @@ class ShardCore:
                 decisions, self._pending_decisions = self._pending_decisions, []
                 snapshots, self._pending_snapshots = self._pending_snapshots, {}
                 try:
-                    await self.store.write_back(decisions, snapshots)
+                    await self.store.write_back(decisions, snapshots, self._windows_key)
                 except RedisError as exc:
                     log.warning("shard %d: write-back failed, retrying: %s", self.shard_index, exc)
                     self._pending_decisions[:0] = decisions

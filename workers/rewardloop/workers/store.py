@@ -84,13 +84,15 @@ class DecisionRecord:
     decided_at_ms: int
     features: tuple[float, ...] = ()
     segment: str = ""
+    # When the decision's reward window closes (Unix ms); 0: unknown (records before windows).
+    closes_at_ms: int = 0
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "d": self.decision_id, "s": self.surface, "i": self.items, "p": self.propensities,
                 "a": self.policy, "v": self.model_version, "t": self.decided_at_ms, "x": self.features,
-                "sg": self.segment,
+                "sg": self.segment, "w": self.closes_at_ms,
             },
             separators=(",", ":"),
         )  # fmt: skip
@@ -110,7 +112,23 @@ class DecisionRecord:
             decided_at_ms=int(d["t"]),
             features=tuple(d.get("x", ())),
             segment=d.get("sg", ""),
+            closes_at_ms=int(d.get("w", 0)),
         )
+
+
+def windows_key(shard: int) -> str:
+    """Sorted set of the shard's decisions whose reward window is open: member
+    ``<pseudonym>:<decision_id>``, score the close time (Unix ms). Durable, so a crash forgets none."""
+    return f"rl:windows:{shard}"
+
+
+def window_member(pseudonym: str, decision_id: str) -> str:
+    return f"{pseudonym}:{decision_id}"
+
+
+def _split_member(member: str) -> tuple[str, str]:
+    pseudonym, _, decision_id = member.partition(":")
+    return pseudonym, decision_id
 
 
 # Connections per shard. A blocking pool makes a burst (e.g. a batch of many unseen users)
@@ -193,6 +211,25 @@ class Store:
                 return
             start = "(" + page[-1][0].decode()
 
+    async def due_windows(self, windows_key: str, now_ms: int, limit: int) -> list[tuple[str, str, int]]:
+        """(pseudonym, decision_id, closes_at_ms) of up to ``limit`` windows in ``windows_key`` closed
+        before ``now_ms``, earliest first."""
+        members: Any = await self.redis.zrangebyscore(
+            windows_key, "-inf", f"({now_ms}", start=0, num=limit, withscores=True
+        )
+        return [(*_split_member(m.decode()), int(score)) for m, score in members]
+
+    async def hand_over_windows(self, windows: Sequence[tuple[str, str, str, int]]) -> None:
+        """Add (key, pseudonym, decision_id, closes_at_ms) windows to other shards' keys."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, pseudonym, decision_id, closes_at_ms in windows:
+                pipe.zadd(key, {window_member(pseudonym, decision_id): closes_at_ms})
+            await pipe.execute()
+
+    async def forget_windows(self, windows_key: str, due: Sequence[tuple[str, str]]) -> None:
+        if due:
+            await self.redis.zrem(windows_key, *(window_member(p, d) for p, d in due))
+
     async def find_decisions(self, lookups: Sequence[tuple[str, str]]) -> list[DecisionRecord | None]:
         """Decision records for (pseudonym, decision_id) pairs; None where unknown."""
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -201,8 +238,11 @@ class Store:
             raw = await pipe.execute()
         return [None if r is None else DecisionRecord.from_json(p, r) for (p, _), r in zip(lookups, raw, strict=True)]
 
-    async def write_back(self, decisions: Sequence[DecisionRecord], snapshots: dict[str, bytes]) -> None:
-        """Background writes: decision log + join index, and snapshots, in one round trip."""
+    async def write_back(
+        self, decisions: Sequence[DecisionRecord], snapshots: dict[str, bytes], windows_key: str = ""
+    ) -> None:
+        """Background writes: decision log + join index (+ the open window in ``windows_key``), and
+        snapshots, in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for d in decisions:
                 keys = UserKeys(d.pseudonym)
@@ -210,6 +250,9 @@ class Store:
                 pipe.xadd(keys.decision_log, {"j": record}, maxlen=DECISION_LOG_LENGTH, approximate=True)
                 pipe.hset(keys.decision_index, d.decision_id, record)
                 pipe.expire(keys.decision_index, DECISION_INDEX_TTL_SECONDS)
+            open_windows = {window_member(d.pseudonym, d.decision_id): d.closes_at_ms for d in decisions}
+            if windows_key and open_windows:
+                pipe.zadd(windows_key, open_windows)
             for pseudonym, blob in snapshots.items():
                 pipe.set(UserKeys(pseudonym).snapshot, blob)
             await pipe.execute()
