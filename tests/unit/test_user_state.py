@@ -9,6 +9,7 @@ from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.policies import make_policy
 from rewardloop.workers.user_state import (
     LoggedReward,
+    UserState,
     encode_snapshot,
     new_user_state,
     replay,
@@ -104,6 +105,25 @@ def test_foreign_snapshots_are_rejected(blob: bytes) -> None:
         restore_from_snapshot(blob, P, _policies(config), config.surfaces, seed=1)
 
 
+def assert_snapshots_agree(
+    full: UserState,
+    log: list[LoggedReward],
+    policies: dict,
+    config: ServiceConfig,
+    cuts: tuple[int, ...],  # type: ignore[type-arg]
+) -> None:
+    """A snapshot after ``log[:cut]`` plus a replay of the log equals ``full``, the uninterrupted run."""
+    for cut in cuts:
+        partial = new_user_state(P, policies, seed=1)
+        replay(partial, log[:cut], policies, config.surfaces)
+        blob = encode_snapshot(partial, policies, config.surfaces)
+        rebuilt = restore_from_snapshot(blob, P, policies, config.surfaces, 1)
+        replay(rebuilt, log, policies, config.surfaces)
+        assert rebuilt.policies == full.policies, cut
+        assert rebuilt.ledgers == full.ledgers and rebuilt.epochs == full.epochs, cut
+        assert rebuilt.bursts.to_lists() == full.bursts.to_lists(), cut
+
+
 def _fused_log(n: int, seed: int = 0) -> list[LoggedReward]:
     """Feedback joined to decisions: several signals per decision-item, late and early, retried ids,
     impressions only for some (their window closes at a later event), burst-like timing."""
@@ -137,15 +157,7 @@ def test_fused_rewards_survive_a_snapshot_at_any_point() -> None:
     full = new_user_state(P, policies, seed=1)
     replay(full, log, policies, config.surfaces)
     assert full.policies["a"].n_updates >= 12 and full.ledgers["a"]
-    for cut in (1, 37, 80, 119):
-        partial = new_user_state(P, policies, seed=1)
-        replay(partial, log[:cut], policies, config.surfaces)
-        rebuilt = restore_from_snapshot(
-            encode_snapshot(partial, policies, config.surfaces), P, policies, config.surfaces, 1
-        )
-        replay(rebuilt, log, policies, config.surfaces)
-        assert rebuilt.policies == full.policies, cut
-        assert rebuilt.ledgers == full.ledgers and rebuilt.bursts.to_lists() == full.bursts.to_lists()
+    assert_snapshots_agree(full, log, policies, config, cuts=(1, 37, 80, 119))
 
 
 def test_a_version_1_snapshot_is_rebuilt_from_the_whole_log() -> None:
@@ -201,13 +213,7 @@ def test_window_closes_survive_a_snapshot_at_any_point() -> None:
                  key=lambda r: int(r.stream_id.partition("-")[0]))  # fmt: skip
     full = new_user_state(P, policies, seed=1)
     replay(full, log, policies, config.surfaces)
-    for cut in (5, 40, 77):
-        partial = new_user_state(P, policies, seed=1)
-        replay(partial, log[:cut], policies, config.surfaces)
-        rebuilt = restore_from_snapshot(encode_snapshot(partial, policies, config.surfaces), P, policies,
-                                        config.surfaces, 1)  # fmt: skip
-        replay(rebuilt, log, policies, config.surfaces)
-        assert rebuilt.policies == full.policies and rebuilt.ledgers == full.ledgers, cut
+    assert_snapshots_agree(full, log, policies, config, cuts=(5, 40, 77))
 
 
 def test_ledgers_forget_in_batches_past_the_horizon_and_snapshots_agree() -> None:
@@ -232,13 +238,7 @@ def test_ledgers_forget_in_batches_past_the_horizon_and_snapshots_agree() -> Non
         replay(full, [r], policies, config.surfaces)
         sizes.append(len(full.ledgers["a"]))
     assert max(sizes) <= 7 * 24 + 3 and min(sizes[-100:]) >= 7 * 24 - 1, (min(sizes[-100:]), max(sizes))
-    for cut in (1, 200, 333, 480):
-        partial = new_user_state(P, policies, seed=1)
-        replay(partial, log[:cut], policies, config.surfaces)
-        rebuilt = restore_from_snapshot(encode_snapshot(partial, policies, config.surfaces), P, policies,
-                                        config.surfaces, 1)  # fmt: skip
-        replay(rebuilt, log, policies, config.surfaces)
-        assert rebuilt.policies == full.policies and rebuilt.ledgers == full.ledgers, cut
+    assert_snapshots_agree(full, log, policies, config, cuts=(1, 200, 333, 480))
 
 
 def test_an_item_created_by_an_ignored_late_event_closes_the_same_live_and_rebuilt() -> None:
