@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 
 from rewardloop.workers.config import SurfaceConfig
 from rewardloop.workers.policies import Policy, PolicyState
-from rewardloop.workers.rewards.decay import decay_weight, needs_rebase, rebase_factor
+from rewardloop.workers.rewards.decay import decay_weight, epoch_for_update, present_factor
 
 log = logging.getLogger(__name__)
 POPULATION = ""  # segment key of the whole population
@@ -99,12 +99,12 @@ class Priors:
         half_life = self._surfaces[surface].reward.half_life_seconds
         if half_life is None:
             return 1.0
-        epoch = self._epochs.setdefault(surface, at_ms)
-        if needs_rebase(at_ms, half_life, epoch):
-            policy, factor = self._policies[surface], rebase_factor(epoch, at_ms, half_life)
+        epoch, factor = epoch_for_update(self._epochs.get(surface), at_ms, half_life)
+        if factor is not None:
+            policy = self._policies[surface]
             for state in self._own[surface].values():
                 state.arrays = policy.scale(state, factor).arrays
-            self._epochs[surface] = epoch = at_ms
+        self._epochs[surface] = epoch
         return decay_weight(at_ms, half_life, epoch)
 
     def revise(
@@ -149,9 +149,9 @@ class Priors:
         for surface in self._surfaces:
             stored: Any = await redis.hgetall(contribution_key(self._surfaces[surface], self._shard))
             policy = self._policies[surface]
-            epoch = stored.pop(EPOCH_FIELD.encode(), None)
+            epoch = _pop_epoch(stored)
             if epoch is not None:
-                self._epochs[surface] = int(epoch)
+                self._epochs[surface] = epoch
             for segment, blob in stored.items():
                 try:
                     self._own[surface][segment.decode()] = policy.load_state(blob)
@@ -188,18 +188,24 @@ class Priors:
 
     def _recompute(self, surface: str, others: list[Any]) -> None:
         policy = self._policies[surface]
-        present = _Present(policy, self._surfaces[surface].reward.half_life_seconds)
+        half_life, now_ms = self._surfaces[surface].reward.half_life_seconds, int(time.time() * 1000)
+
+        def present(state: PolicyState, epoch_ms: int | None) -> PolicyState:
+            """The contribution as of now: each reward weighs ``2 ** -((now - t) / half_life)``."""
+            factor = present_factor(epoch_ms, now_ms, half_life)
+            return state if factor is None else policy.scale(state, factor)
+
         parts: dict[str, list[PolicyState]] = {}
         for segment, state in self._own[surface].items():
             parts.setdefault(segment, []).append(present(state, self._epochs.get(surface)))
         for stored in others:
-            epoch = stored.pop(EPOCH_FIELD.encode(), None)
+            epoch = _pop_epoch(stored)
             for segment, blob in stored.items():
                 try:
                     state = policy.load_state(blob)
                 except ValueError:
                     continue  # published under another configuration
-                parts.setdefault(segment.decode(), []).append(present(state, None if epoch is None else int(epoch)))
+                parts.setdefault(segment.decode(), []).append(present(state, epoch))
         merged = {segment: policy.merge(states) for segment, states in parts.items()}
         population = merged.get(POPULATION)
         strength = self._surfaces[surface].cold_start.segment_strength
@@ -212,17 +218,10 @@ class Priors:
         self._segment_priors[surface] = priors
 
 
-class _Present:
-    """A contribution as of now: each reward weighs ``2 ** -((now - t) / half_life)``."""
-
-    def __init__(self, policy: Policy[Any], half_life_s: float | None):
-        self._policy, self._half_life = policy, half_life_s
-        self._now_ms = int(time.time() * 1000)
-
-    def __call__(self, state: PolicyState, epoch_ms: int | None) -> PolicyState:
-        if self._half_life is None or epoch_ms is None:
-            return state
-        return self._policy.scale(state, rebase_factor(epoch_ms, self._now_ms, self._half_life))
+def _pop_epoch(stored: dict[bytes, bytes]) -> int | None:
+    """Take the ``#epoch`` field out of a contribution hash read from Redis."""
+    epoch = stored.pop(EPOCH_FIELD.encode(), None)
+    return None if epoch is None else int(epoch)
 
 
 def _uses_prior(surface: SurfaceConfig, policy: Policy[Any]) -> bool:

@@ -73,7 +73,7 @@ from rewardloop.workers.rewards import (
     Signal,
     counts_toward_burst,
 )
-from rewardloop.workers.rewards.decay import decay_weight, needs_rebase, rebase_factor
+from rewardloop.workers.rewards.decay import decay_weight, epoch_for_update, present_factor
 from rewardloop.workers.rewards.quality import DEFAULT_QUALITY, QualityConfig
 
 SNAPSHOT_MAGIC = b"RLUS"
@@ -228,21 +228,19 @@ class UserState:
         half_life = surface.reward.half_life_seconds
         if half_life is None:
             return 1.0
-        epoch = self.epochs.setdefault(surface.name, at_ms)
-        if needs_rebase(at_ms, half_life, epoch):
+        epoch, factor = epoch_for_update(self.epochs.get(surface.name), at_ms, half_life)
+        if factor is not None:
             state = self.policies[surface.name]
-            state.arrays = policy.scale(state, rebase_factor(epoch, at_ms, half_life)).arrays
-            self.epochs[surface.name] = epoch = at_ms
+            state.arrays = policy.scale(state, factor).arrays
+        self.epochs[surface.name] = epoch
         return decay_weight(at_ms, half_life, epoch)
 
     def decision_state(self, policy: Policy, surface: SurfaceConfig, now_ms: int) -> PolicyState:
         """The surface's state as of ``now_ms``: under time decay, every observation weighs
         ``2 ** -((now - t) / half_life)``; otherwise the state itself (not a copy)."""
         state = self.policies[surface.name]
-        half_life, epoch = surface.reward.half_life_seconds, self.epochs.get(surface.name)
-        if half_life is None or epoch is None:
-            return state
-        return policy.scale(state, rebase_factor(epoch, now_ms, half_life))
+        factor = present_factor(self.epochs.get(surface.name), now_ms, surface.reward.half_life_seconds)
+        return state if factor is None else policy.scale(state, factor)
 
     def observe_action(self, r: LoggedReward) -> bool:
         """Count the event as one of the user's actions; True when it is part of a burst."""

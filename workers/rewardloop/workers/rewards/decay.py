@@ -78,6 +78,35 @@ def rebase_factor(old_epoch_ms: int, new_epoch_ms: int, half_life_s: float | Non
     return float(2.0 ** min(-_exponent(new_epoch_ms, half_life_s, old_epoch_ms), REBASE_EXPONENT))
 
 
+def epoch_for_update(epoch_ms: int | None, occurred_at_ms: int, half_life_s: float) -> tuple[int, float | None]:
+    """The epoch an update at ``occurred_at_ms`` is weighed against, and the factor that statistics
+    kept against ``epoch_ms`` must first be multiplied by (None: they stay as they are). Without an
+    epoch yet, the update's own time is the epoch.
+
+    >>> epoch_for_update(None, 5_000, half_life_s=1.0), epoch_for_update(0, 64_000, half_life_s=1.0)
+    ((5000, None), (0, None))
+    >>> epoch_for_update(0, 65_000, half_life_s=1.0) == (65_000, 2.0**-65)
+    True
+    """
+    if epoch_ms is None:
+        return occurred_at_ms, None
+    if needs_rebase(occurred_at_ms, half_life_s, epoch_ms):
+        return occurred_at_ms, rebase_factor(epoch_ms, occurred_at_ms, half_life_s)
+    return epoch_ms, None
+
+
+def present_factor(epoch_ms: int | None, now_ms: int, half_life_s: float | None) -> float | None:
+    """What statistics kept against ``epoch_ms`` are multiplied by to read them as of ``now_ms``
+    (each update then weighs ``2 ** -((now - t) / half_life)``); None when there is nothing to do.
+
+    >>> present_factor(0, 2_000, half_life_s=1.0), present_factor(None, 2_000, 1.0), present_factor(0, 2_000, None)
+    (0.25, None, None)
+    """
+    if half_life_s is None or epoch_ms is None:
+        return None
+    return rebase_factor(epoch_ms, now_ms, half_life_s)
+
+
 def rebase(
     stats: Mapping[str, FloatArray], old_epoch_ms: int, new_epoch_ms: int, half_life_s: float | None
 ) -> dict[str, FloatArray]:
