@@ -175,38 +175,36 @@ class Store:
 
     async def logged_rewards(self, pseudonym: str, start: str) -> AsyncIterator[LoggedReward]:
         """Feedback-log entries from `start` (an XRANGE bound) to the end, paged."""
-        key = UserKeys(pseudonym).feedback_log
-        while True:
-            page: Any = await self.redis.xrange(key, min=start, max="+", count=REPLAY_PAGE)
-            for raw_id, f in page:
-                yield LoggedReward(
-                    raw_id.decode(),
-                    f[b"s"].decode(),
-                    f[b"i"].decode(),
-                    float(f[b"r"]),
-                    features=f.get(b"x", b""),
-                    propensity=float(f.get(b"p", b"0")),
-                    event_id=f[b"e"].decode(),
-                    signal=int(f[b"g"]),
-                    value=float(f[b"v"]),
-                    occurred_at_ms=int(f[b"t"]),
-                    decision_id=f.get(b"d", b"").decode(),
-                    decided_at_ms=int(f.get(b"dt", b"0")),
-                    segment=f.get(b"sg", b"").decode(),
-                    flag=f.get(b"q", b"").decode(),
-                    window_close=f.get(b"k") == WINDOW_CLOSE.encode(),
-                )
-            if len(page) < REPLAY_PAGE:
-                return
-            start = "(" + page[-1][0].decode()
+        async for raw_id, f in self._stream(UserKeys(pseudonym).feedback_log, start):
+            yield LoggedReward(
+                raw_id.decode(),
+                f[b"s"].decode(),
+                f[b"i"].decode(),
+                float(f[b"r"]),
+                features=f.get(b"x", b""),
+                propensity=float(f.get(b"p", b"0")),
+                event_id=f[b"e"].decode(),
+                signal=int(f[b"g"]),
+                value=float(f[b"v"]),
+                occurred_at_ms=int(f[b"t"]),
+                decision_id=f.get(b"d", b"").decode(),
+                decided_at_ms=int(f.get(b"dt", b"0")),
+                segment=f.get(b"sg", b"").decode(),
+                flag=f.get(b"q", b"").decode(),
+                window_close=f.get(b"k") == WINDOW_CLOSE.encode(),
+            )
 
     async def logged_decisions(self, pseudonym: str, start: str) -> AsyncIterator[DecisionRecord]:
         """Decision-log entries from `start` (an XRANGE bound) to the end, paged."""
-        key = UserKeys(pseudonym).decision_log
+        async for _, fields in self._stream(UserKeys(pseudonym).decision_log, start):
+            yield DecisionRecord.from_json(pseudonym, fields[b"j"])
+
+    async def _stream(self, key: str, start: str) -> AsyncIterator[tuple[bytes, dict[bytes, bytes]]]:
+        """(id, fields) of a stream's entries from `start` to the end, REPLAY_PAGE at a time."""
         while True:
             page: Any = await self.redis.xrange(key, min=start, max="+", count=REPLAY_PAGE)
-            for _, fields in page:
-                yield DecisionRecord.from_json(pseudonym, fields[b"j"])
+            for entry in page:
+                yield entry
             if len(page) < REPLAY_PAGE:
                 return
             start = "(" + page[-1][0].decode()
