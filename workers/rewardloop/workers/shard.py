@@ -301,21 +301,25 @@ class ShardCore:
 
     async def _join(self, calls: Sequence[FeedbackCall]) -> list[FeedbackRecord | Rejected]:
         """Each event joined to its decision (when it names one), or why it cannot be."""
-        decisions: dict[int, KnownDecision | None] = {}
-        lookups = []
-        for i, c in enumerate(calls):
-            if not c.decision_id:
-                continue
-            recent = self._recent.get(c.decision_id)
-            if recent is not None and recent.pseudonym == c.pseudonym:
-                decisions[i] = recent
+        known = await self._decisions([(c.pseudonym, c.decision_id) for c in calls if c.decision_id])
+        return [self._check_feedback(c, known.get((c.pseudonym, c.decision_id))) for c in calls]
+
+    async def _decisions(self, lookups: Sequence[tuple[str, str]]) -> dict[tuple[str, str], KnownDecision]:
+        """The known decisions among (pseudonym, decision_id) pairs: recent ones from memory, the rest
+        from Redis. A pair that names another user's decision is not found."""
+        known: dict[tuple[str, str], KnownDecision] = {}
+        missing = []
+        for pseudonym, decision_id in lookups:
+            recent = self._recent.get(decision_id)
+            if recent is not None and recent.pseudonym == pseudonym:
+                known[(pseudonym, decision_id)] = recent
             else:
-                lookups.append(i)
-        if lookups:
-            found = await self.store.find_decisions([(calls[i].pseudonym, calls[i].decision_id) for i in lookups])
-            for i, stored in zip(lookups, found, strict=True):
-                decisions[i] = None if stored is None else KnownDecision.of(stored)
-        return [self._check_feedback(c, decisions.get(i)) for i, c in enumerate(calls)]
+                missing.append((pseudonym, decision_id))
+        if missing:
+            for lookup, stored in zip(missing, await self.store.find_decisions(missing), strict=True):
+                if stored is not None:
+                    known[lookup] = KnownDecision.of(stored)
+        return known
 
     def _check_feedback(self, call: FeedbackCall, decision: KnownDecision | None) -> FeedbackRecord | Rejected:
         features, propensity, segment, decided_at_ms = b"", 0.0, "", 0
@@ -475,7 +479,7 @@ class ShardCore:
         return written
 
     async def _close(self, due: list[tuple[str, str]]) -> int:
-        decisions = await self._decisions(due)
+        decisions = (await self._decisions(due)).values()
         async with self._feedback_lock:
             users = await self._users_for({d.pseudonym for d in decisions})
             closes = [
@@ -495,15 +499,6 @@ class ShardCore:
                         written += 1
             self._schedule_write_back()
         return written
-
-    async def _decisions(self, lookups: Sequence[tuple[str, str]]) -> list[KnownDecision]:
-        known = {d: self._recent.get(d) for _, d in lookups}
-        missing = [(p, d) for p, d in lookups if known[d] is None]
-        if missing:
-            for stored in await self.store.find_decisions(missing):
-                if stored is not None:
-                    known[stored.decision_id] = KnownDecision.of(stored)
-        return [d for d in known.values() if d is not None]
 
     def _window_closes(self, state: UserState, decision: KnownDecision) -> list[FeedbackRecord]:
         surface = self.surfaces[decision.surface]
