@@ -126,6 +126,16 @@ class LoggedReward:
         return np.frombuffer(self.features, dtype="<f8") if self.features else None
 
     @property
+    def user_action(self) -> bool:
+        """An event of the user's that the ingest accepted (not flagged, not a window close)."""
+        return not (self.flag or self.window_close)
+
+    @property
+    def positive(self) -> bool:
+        """A user action whose own reward is > 0: what real-time features call positive."""
+        return self.user_action and self.reward > 0.0
+
+    @property
     def received_at_ms(self) -> int:
         """Server time the entry was logged: the log's own clock, the same in every replay."""
         return stream_id_key(self.stream_id)[0]
@@ -218,8 +228,8 @@ class UserState:
 
     def observe_feedback(self, realtime: RealtimeFeatures, r: LoggedReward) -> None:
         """Count a logged event in the user's activity, unless the ingest flagged it."""
-        if not (r.flag or r.window_close):
-            event = ActivityEvent(r.occurred_at_ms, "feedback", r.reward > 0.0, r.reward, r.item_id)
+        if r.user_action:
+            event = ActivityEvent(r.occurred_at_ms, "feedback", r.positive, r.reward, r.item_id)
             realtime.observe(self.activity, event)
 
     def weight(self, policy: Policy, surface: SurfaceConfig, at_ms: int) -> float:
@@ -494,7 +504,7 @@ def replay(
         key = stream_id_key(r.stream_id)
         if key > covered:
             state.observe_action(r)  # the snapshot's detector has seen the rest
-            if r.reward > 0.0 and not (r.flag or r.window_close):  # since_positive, beyond the horizon too
+            if r.positive:  # since_positive, beyond the horizon too
                 state.activity.last_positive_ms = max(state.activity.last_positive_ms, r.occurred_at_ms)
         if key > covered or r.surface in state.stale:
             state.learn(policies, surfaces, r)
