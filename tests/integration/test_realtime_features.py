@@ -90,11 +90,3 @@ async def test_decisions_carry_the_users_activity_and_a_rebuilt_shard_agrees(
 def _feedback_times(redis_client: redis.Redis, pseudonym: str) -> list[int]:
     raw: Any = redis_client.xrange(UserKeys(pseudonym).feedback_log)
     return [int(fields[b"t"]) for _, fields in raw]
-
-
-async def test_bad_realtime_config_names_the_key() -> None:
-    from rewardloop.workers.config import ConfigError
-
-    surface = {"algorithm": "linucb", "items": ["a"], "features": {"realtime": ["clicks_forever"]}}
-    with pytest.raises(ConfigError, match=r"surfaces.s.features.realtime: unknown feature 'clicks_forever'"):
-        ServiceConfig.from_dict({"surfaces": {"s": surface}})
