@@ -109,6 +109,19 @@ TEST_CONFIG = {
             "items": ITEMS[:3],
             "features": {"numeric": ["x"], "realtime": list(RT_FEATURES)},
         },
+        # The fuzz suite's surfaces (tests/fuzzing.py): hostile traffic trains only these.
+        "fuzz_items": {"algorithm": "thompson", "items": ITEMS[:8], "reward": {"window_seconds": 2}},
+        "fuzz_ctx": {
+            "algorithm": "linucb",
+            "items": ITEMS[:6],
+            "features": {
+                "numeric": ["x"],
+                "optional": {"price": 0.0},
+                "categorical": {"device": ["ios", "android", "web"]},
+                "realtime": ["feedback_1h", "since_positive"],
+            },
+            "cold_start": {"segment_feature": "device"},
+        },
         "ctx_lints": {
             "algorithm": "lin_ts",
             "items": ITEMS[:LEARN_ITEMS],

@@ -14,6 +14,7 @@ from rewardloop.client._config import DEFAULT_TIMEOUT, channel_options
 from rewardloop.client._sync import Client
 from rewardloop.client.errors import (
     DeadlineExceeded,
+    FieldViolation,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -31,6 +32,7 @@ __all__ = [
     "DeadlineExceeded",
     "FeedbackEvent",
     "FeedbackResult",
+    "FieldViolation",
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",

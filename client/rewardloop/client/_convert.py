@@ -154,6 +154,7 @@ def feedback_results_from_batch(
             code=status_code(result.code),
             message=result.message,
             flag=result.flag,
+            field=result.field,
         )
         for event, result in zip(events, response.results, strict=True)
     ]

@@ -10,7 +10,7 @@ from datetime import datetime
 import grpc
 
 from rewardloop.client._checks import require_number, require_str
-from rewardloop.client.errors import RewardloopError, error_for
+from rewardloop.client.errors import FieldViolation, RewardloopError, error_for
 from rewardloop.v1 import feedback_pb2
 
 _PROTO_PREFIX = "SIGNAL_"
@@ -158,6 +158,8 @@ class FeedbackResult:
     flag: str = ""
     """Empty when the event trains the model; otherwise it was recorded but trains nothing, and
     this says why (e.g. "burst: ...", "decision_id: unknown decision for this user")."""
+    field: str = ""
+    """For a rejected event with bad input: the field at fault, e.g. "events[3].value"."""
 
     @property
     def ok(self) -> bool:
@@ -165,4 +167,7 @@ class FeedbackResult:
 
     @property
     def error(self) -> RewardloopError | None:
-        return None if self.ok else error_for(self.code, self.message)
+        if self.ok:
+            return None
+        violations = [FieldViolation(self.field, self.message.removeprefix(f"{self.field}: "))] if self.field else []
+        return error_for(self.code, self.message, violations)

@@ -80,18 +80,20 @@ class RecordBatchRequest(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[FeedbackEvent, _Mapping]]] = ...) -> None: ...
 
 class EventResult(_message.Message):
-    __slots__ = ("code", "message", "duplicate", "reward", "flag")
+    __slots__ = ("code", "message", "duplicate", "reward", "flag", "field")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     REWARD_FIELD_NUMBER: _ClassVar[int]
     FLAG_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
     duplicate: bool
     reward: float
     flag: str
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., duplicate: _Optional[bool] = ..., reward: _Optional[float] = ..., flag: _Optional[str] = ...) -> None: ...
+    field: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., duplicate: _Optional[bool] = ..., reward: _Optional[float] = ..., flag: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
 
 class RecordBatchResponse(_message.Message):
     __slots__ = ("results",)

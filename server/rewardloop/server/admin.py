@@ -6,25 +6,19 @@ front's event loop, so serving traffic is not held up by it.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import grpc
 import ray
-from ray.exceptions import RayTaskError
-from redis.exceptions import RedisError
 
 from rewardloop.server import validation
-from rewardloop.server.errors import ServiceError, invalid, unavailable
+from rewardloop.server.errors import invalid, quote, translate
 from rewardloop.v1 import admin_pb2, admin_pb2_grpc
 from rewardloop.workers.config import ServiceConfig, SurfaceConfig
-from rewardloop.workers.evaluation.candidate import (
-    CandidateEvaluation,
-    NotEnoughData,
-    candidate_params,
-    evaluate_candidate,
-)
+from rewardloop.workers.evaluation.candidate import CandidateEvaluation, candidate_params, evaluate_candidate
 from rewardloop.workers.evaluation.logs import read_logged_decisions
-from rewardloop.workers.policies import ConfigError, PolicyConfig, config_from_dict
+from rewardloop.workers.policies import ALGORITHMS, ConfigError, PolicyConfig, config_from_dict, make_policy
 
 DEFAULT_MAX_DECISIONS = 100_000
 
@@ -63,8 +57,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             result: CandidateEvaluation = await _evaluate.remote(
                 self._redis_url, surface, candidate, max_decisions, train_fraction, confidence
             )
-        except RayTaskError as exc:
-            raise _translate(exc) from exc
+        except Exception as exc:
+            raise (translate(exc) or exc) from exc
         return admin_pb2.EvaluatePolicyResponse(
             estimates=[
                 admin_pb2.PolicyValueEstimate(
@@ -86,24 +80,34 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
 
 def _candidate(surface: SurfaceConfig, algorithm: str, params: dict[str, float]) -> PolicyConfig:
+    """The candidate's config, checked against what the surface can host (its contexts, its
+    item features) before any work is sent off: incompatibilities are the caller's mistake."""
     name = algorithm or surface.policy_config.name
+    if name not in ALGORITHMS:
+        raise invalid("algorithm", f"unknown algorithm {quote(name)}; known: {', '.join(ALGORITHMS)}")
+    for key, value in params.items():
+        if not math.isfinite(value):
+            raise invalid(f"params[{quote(key)}]", f"must be finite, got {value}")
     base: dict[str, Any] = {} if algorithm else surface.policy_config.to_dict()
     try:
-        return config_from_dict(name, {**base, **candidate_params(params)})
+        candidate = config_from_dict(name, {**base, **candidate_params(params)})
     except ConfigError as exc:
-        raise invalid("params" if params and "unknown algorithm" not in str(exc) else "algorithm", str(exc)) from None
+        raise invalid("params", _bounded(str(exc))) from None
+    try:
+        make_policy(
+            candidate, len(surface.items), context_dim=surface.context_dim, arm_features=surface.item_feature_matrix()
+        )
+    except (ConfigError, ValueError) as exc:
+        raise invalid("algorithm", f"{name} cannot serve surface {surface.name!r}: {_bounded(str(exc))}") from None
+    return candidate
+
+
+def _bounded(message: str) -> str:
+    """A library's message may quote a parameter name the caller sent: keep it short."""
+    return message if len(message) <= 300 else message[:300] + "..."
 
 
 def _open_unit(field: str, value: float) -> float:
     if not 0 < value < 1:
         raise invalid(field, f"must be in (0, 1), got {value}")
     return value
-
-
-def _translate(exc: RayTaskError) -> ServiceError:
-    cause = exc.cause
-    if isinstance(cause, NotEnoughData):
-        return ServiceError(grpc.StatusCode.FAILED_PRECONDITION, str(cause))
-    if isinstance(cause, RedisError):
-        return unavailable(f"storage unavailable, retry: {cause}")
-    raise exc

@@ -13,23 +13,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
-from redis.exceptions import RedisError
 
-from rewardloop.server.errors import unavailable
+from rewardloop.server.errors import translate
 from rewardloop.workers.keys import shard_for
 from rewardloop.workers.messages import Decision, FeedbackCall, RecommendCall, Recorded, Rejected
 from rewardloop.workers.observability import SHARD_BATCH_SIZE
 
 Call = TypeVar("Call")
 Result = TypeVar("Result")
-
-try:  # Ray >= 2.40 raises this while a restarting actor cannot take calls yet.
-    from ray.exceptions import ActorUnavailableError
-
-    _ACTOR_DOWN: tuple[type[BaseException], ...] = (RayActorError, ActorUnavailableError, GetTimeoutError)
-except ImportError:  # pragma: no cover
-    _ACTOR_DOWN = (RayActorError, GetTimeoutError)
 
 
 class Batcher(Generic[Call, Result]):
@@ -64,7 +55,8 @@ class Batcher(Generic[Call, Result]):
         try:
             results = await self._send([call for call, _ in batch])
         except BaseException as exc:
-            error = _translate(exc)
+            # Ray and Redis failures are the caller's UNAVAILABLE; anything else stays a bug.
+            error = translate(exc) or exc
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
@@ -76,17 +68,6 @@ class Batcher(Generic[Call, Result]):
             self._in_flight -= 1
             if self._queue and self._in_flight < self._max_in_flight:
                 self._dispatch()
-
-
-def _translate(exc: BaseException) -> BaseException:
-    """Ray and Redis failures are the caller's UNAVAILABLE; anything else stays a bug."""
-    if isinstance(exc, _ACTOR_DOWN):
-        return unavailable(f"shard unavailable, retry: {type(exc).__name__}")
-    if isinstance(exc, RayTaskError) and isinstance(exc.cause, RedisError):
-        return unavailable(f"storage unavailable, retry: {exc.cause}")
-    if isinstance(exc, RedisError):
-        return unavailable(f"storage unavailable, retry: {exc}")
-    return exc
 
 
 class ShardRouter:
@@ -116,7 +97,7 @@ class ShardRouter:
         try:
             state: dict[str, dict[str, Any]] = await self.actors[self.shard_of(pseudonym)].user_state.remote(pseudonym)
         except BaseException as exc:
-            raise _translate(exc) from exc
+            raise (translate(exc) or exc) from exc
         return state
 
     def flush(self, timeout: float = 30.0) -> None:

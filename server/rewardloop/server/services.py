@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,7 @@ import grpc
 from opentelemetry import propagate, trace
 
 from rewardloop.server import validation
-from rewardloop.server.errors import ServiceError, from_status_name, not_found
+from rewardloop.server.errors import ServiceError, from_status_name, internal, invalid, not_found, quote
 from rewardloop.server.routing import ShardRouter
 from rewardloop.v1 import (
     assigner_pb2,
@@ -33,6 +34,7 @@ from rewardloop.workers.experiments import assign_all
 from rewardloop.workers.messages import Decision, Recorded, Rejected
 from rewardloop.workers.observability import FEEDBACK_EVENTS, RPC_LATENCY, RPC_TOTAL
 
+log = logging.getLogger(__name__)
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 tracer = trace.get_tracer("rewardloop.server")
 
@@ -103,7 +105,7 @@ class FeedbackService(feedback_pb2_grpc.FeedbackServicer):
         outcomes = await asyncio.gather(*(p for _, p in pending))
         for (i, _), outcome in zip(pending, outcomes, strict=True):
             if isinstance(outcome, Rejected):
-                results[i] = _event_error(from_status_name(outcome.code, outcome.message), i)
+                results[i] = _event_error(from_status_name(outcome.code, outcome.message, outcome.field), i)
             else:
                 FEEDBACK_EVENTS.labels("duplicate" if outcome.duplicate else "recorded").inc()
                 results[i] = feedback_pb2.EventResult(
@@ -123,7 +125,7 @@ class AssignerService(assigner_pb2_grpc.AssignerServicer):
         names = list(request.experiments) or list(self._config.experiments)
         for name in names:
             if name not in self._config.experiments:
-                raise not_found(f"experiments: experiment {name!r} is not configured")
+                raise not_found(f"experiments: experiment {quote(name)} is not configured")
         chosen = [self._config.experiments[n] for n in dict.fromkeys(names)]
         return assigner_pb2.AssignResponse(assignments=_assignments(chosen, request.user_id))
 
@@ -141,12 +143,41 @@ def _with_trace(call: Any) -> Any:
 
 def _unwrap(result: Any) -> Any:
     if isinstance(result, Rejected):
-        raise from_status_name(result.code, result.message)
+        raise from_status_name(result.code, result.message, result.field)
     return result
 
 
 def _event_error(exc: ServiceError, index: int) -> feedback_pb2.EventResult:
-    return feedback_pb2.EventResult(code=exc.code.value[0], message=f"events[{index}].{exc.message}")
+    error = exc.within(f"events[{index}]")
+    field = error.violations[0].field if error.violations else ""
+    return feedback_pb2.EventResult(code=error.code.value[0], message=error.message, field=field)
+
+
+class _Undecodable:
+    """What a request body that does not parse deserializes to: the handler answers
+    INVALID_ARGUMENT instead of grpc's UNKNOWN ("Unexpected <class 'DecodeError'>")."""
+
+    def __init__(self, message_type: str):
+        self.message_type = message_type
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+    message_type = getattr(getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None), "full_name", "")
+
+    def parse(body: bytes) -> Any:
+        try:
+            return deserialize(body)
+        except Exception:  # DecodeError, invalid UTF-8, nesting too deep, ...
+            return _Undecodable(message_type or "the method's request type")
+
+    return parse
+
+
+def _check_decoded(request: Any) -> None:
+    if isinstance(request, _Undecodable):
+        raise invalid("request", f"the body does not parse as {request.message_type}")
 
 
 class RpcObserver(grpc.aio.ServerInterceptor):
@@ -159,46 +190,65 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None or not details.method.startswith("/rewardloop."):
+        if handler is None or handler.unary_unary is None:
             return handler
-        method = details.method.rsplit("/", 1)[-1]
         inner = handler.unary_unary
+        if not details.method.startswith("/rewardloop."):  # health: only bodies that do not parse
+
+            async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                if isinstance(request, _Undecodable):
+                    await _abort(context, invalid("request", f"the body does not parse as {request.message_type}"))
+                return await inner(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                checked, _tolerant(handler.request_deserializer), handler.response_serializer
+            )
+        method = details.method.rsplit("/", 1)[-1]
         incoming = dict(details.invocation_metadata or ())
 
         async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            request_id.set(str(incoming.get("x-request-id") or uuid.uuid4().hex))
+            request_id.set(str(incoming.get("x-request-id") or uuid.uuid4().hex)[:64])
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
                 remaining = context.time_remaining()
                 if remaining is not None and remaining <= 0:
-                    code = grpc.StatusCode.DEADLINE_EXCEEDED
-                    await context.abort(code, "deadline exceeded before the request was handled")
+                    raise TimeoutError
+                _check_decoded(request)
                 return await asyncio.wait_for(inner(request, context), timeout=remaining)
             except ServiceError as exc:
                 code = exc.code
-                await context.abort(exc.code, exc.message)
+                await _abort(context, exc)
             except TimeoutError:
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
-                await context.abort(code, "deadline exceeded")
+                await context.abort(code, "deadline exceeded", _trailers())
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:
                 if isinstance(exc, grpc.aio.AbortError):  # abort() above, already mapped
                     raise
+                # A bug of ours: the traceback goes to our log, never to the caller.
                 code = grpc.StatusCode.INTERNAL
-                raise
+                log.exception("%s failed (request id %s)", method, request_id.get())
+                await _abort(context, internal(request_id.get()))
             finally:
-                context.set_trailing_metadata((("x-request-id", request_id.get()),))
+                context.set_trailing_metadata(_trailers())
                 RPC_LATENCY.labels(method, code.name).observe(time.perf_counter() - start)
                 RPC_TOTAL.labels(method, code.name).inc()
 
         return grpc.unary_unary_rpc_method_handler(
-            observed,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            observed, _tolerant(handler.request_deserializer), handler.response_serializer
         )
+
+
+def _trailers() -> tuple[tuple[str, str | bytes], ...]:
+    return (("x-request-id", request_id.get()),)
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: ServiceError) -> None:
+    """The one place a `ServiceError` becomes a status: code, message and google.rpc.Status details."""
+    await context.abort(error.code, error.message, (*_trailers(), *error.trailing_metadata()))
 
 
 class TokenAuth(grpc.aio.ServerInterceptor):

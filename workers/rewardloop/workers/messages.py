@@ -15,6 +15,8 @@ class Rejected:
 
     code: str  # "INVALID_ARGUMENT" | "NOT_FOUND"
     message: str
+    # The request field at fault (its path in the request), for machine-readable error details.
+    field: str = ""
 
 
 @dataclass(frozen=True)

@@ -325,7 +325,9 @@ class ShardCore:
         features, propensity, segment, decided_at_ms = b"", 0.0, "", 0
         if decision is None:
             if call.decision_id and not call.surface:
-                return Rejected("NOT_FOUND", f"decision_id {call.decision_id!r} is not a decision of this user")
+                return Rejected(
+                    "NOT_FOUND", f"decision_id {call.decision_id!r} is not a decision of this user", "decision_id"
+                )
             surface_name = call.surface
         else:
             surface_name = decision.surface
@@ -333,18 +335,23 @@ class ShardCore:
                 return Rejected(
                     "INVALID_ARGUMENT",
                     f"surface {call.surface!r} does not match the decision's surface {surface_name!r}",
+                    "surface",
                 )
             if call.item_id not in decision.items:
-                return Rejected("INVALID_ARGUMENT", f"item_id {call.item_id!r} was not among the decision's items")
+                return Rejected(
+                    "INVALID_ARGUMENT", f"item_id {call.item_id!r} was not among the decision's items", "item_id"
+                )
             features = np.asarray(decision.features, dtype="<f8").tobytes()
             propensity = decision.propensities[decision.items.index(call.item_id)]
             segment = decision.segment
             decided_at_ms = decision.decided_at_ms
         surface = self.surfaces.get(surface_name)
         if surface is None:
-            return Rejected("NOT_FOUND", f"surface {surface_name!r} is not configured")
+            return Rejected("NOT_FOUND", f"surface {surface_name!r} is not configured", "surface")
         if call.item_id not in surface.index:
-            return Rejected("INVALID_ARGUMENT", f"item_id {call.item_id!r} is not in surface {surface_name!r}")
+            return Rejected(
+                "INVALID_ARGUMENT", f"item_id {call.item_id!r} is not in surface {surface_name!r}", "item_id"
+            )
         return FeedbackRecord(
             pseudonym=call.pseudonym,
             event_id=call.event_id,

@@ -304,7 +304,8 @@ def _ratio_estimate(
         # Delta method: value = mean(a) / mean(b), var ~ var(a - value * b) / (n * mean(b)^2).
         residuals = numerators - value * denominators
         std_error = float(np.std(residuals, ddof=1) / math.sqrt(n) / denominators.mean())
-        half_width = NormalDist().inv_cdf(0.5 + confidence / 2.0) * std_error
+        # The lower tail's quantile: 0.5 + c/2 rounds to 1.0 for c within an ulp of 1 (inv_cdf(1) raises).
+        half_width = -NormalDist().inv_cdf((1.0 - confidence) / 2.0) * std_error
         ci_low, ci_high = value - half_width, value + half_width
     else:
         ratios = _bootstrap_ratios(numerators, denominators, resamples, seed)
