@@ -131,6 +131,7 @@ async def assert_state_matches(service: Service, producer: Producer, config: Ser
     for user, (counts, sums) in producer.expected().items():
         state = await _user_state(service, pseudonymize(user, config.pseudonym_key.encode()))
         learned = state[SURFACE]
+        # Exact whatever the order of the additions: counts and click rewards are whole numbers.
         assert learned["counts"] == [float(counts[i]) for i in items], user
         assert learned["reward_sums"] == [sums.get(i, 0.0) for i in items], user
         assert learned["n_updates"] == sum(counts.values())

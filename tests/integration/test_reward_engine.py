@@ -56,7 +56,7 @@ async def test_delayed_feedback_trains_with_its_own_decisions_context_and_action
     x = np.array([1.0, *_features(1).values()])  # the schema's order: bias, u0..u5, c0, c1
     assert state["n_updates"] == 1
     np.testing.assert_array_equal(state["xr"][arm], x)  # reward 1 times D's context, not the last one's
-    np.testing.assert_array_equal(state["gram"][arm], np.outer(x, x))
+    np.testing.assert_array_equal(state["gram"][arm], np.outer(x, x))  # exact: products only, no sums
     assert sum(state["counts"]) == state["counts"][arm] == 1.0
 
 

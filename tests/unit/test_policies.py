@@ -244,6 +244,7 @@ def test_ucb1_total_pulls_include_arms_not_available() -> None:
 def test_ucb1_splits_ties_evenly() -> None:
     policy = make_policy(UCB1(), n_arms=5)
     fresh = policy.new_state()
+    # Exact: 1 / ties is one correctly rounded division, in the policy as here.
     assert [p for _, _, p in slate(policy, fresh, [0, 1, 2, 3], n=4)] == [1 / 4, 1 / 3, 1 / 2, 1.0]
     twins = with_rewards(policy, {0: [1.0], 1: [0.5], 2: [0.5], 3: [0.0], 4: [0.0]})
     first = slate(policy, twins, [1, 2, 3], n=1)[0]
@@ -305,7 +306,8 @@ def test_thompson_posterior_by_hand() -> None:
     assert alpha.tolist() == [3.5, 3.0, 2.0]  # prior_alpha + reward sum
     assert beta.tolist() == [4.5, 3.0, 3.0]  # prior_beta + count - reward sum
     scores = {arm: score for arm, score, _ in slate(policy, state, [0, 1, 2], n=3)}
-    assert scores == {0: 3.5 / 8, 1: 0.5, 2: 0.4}  # posterior means
+    # Posterior means: exact, alpha + beta is a dyadic sum and alpha / (alpha + beta) one division.
+    assert scores == {0: 3.5 / 8, 1: 0.5, 2: 0.4}
 
 
 def test_thompson_propensities_are_multiples_of_one_over_k() -> None:
@@ -587,6 +589,7 @@ def test_discounted_thompson_forgets_toward_the_prior() -> None:
     policy = make_policy(DiscountedThompson(gamma=0.95, prior_alpha=2.0, prior_beta=3.0), n_arms=2)
     state = with_rewards(policy, {1: [1.0] * 20})
     alpha, beta = policy.posterior(state)  # type: ignore[attr-defined]
+    # beta[1] is exact: arm 1's counts and reward sums (all rewards 1) see the same products.
     assert alpha[1] == pytest.approx(2.0 + (1 - 0.95**20) / 0.05) and beta[1] == 3.0
     for _ in range(300):
         policy.update(state, 0, 0.5)
