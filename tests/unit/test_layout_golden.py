@@ -1,0 +1,85 @@
+"""Byte formats and names that outlive a process: Redis keys, stream fields, snapshots, fingerprints.
+
+Pinned before the issue-9 restructuring: moving modules must not change a byte of them. A change
+here is a data migration (old snapshots become stale, priors restart), not a refactor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from rewardloop.workers.config import ServiceConfig
+from rewardloop.workers.keys import UserKeys
+from rewardloop.workers.policies import make_policy
+from rewardloop.workers.store import DecisionRecord, FeedbackRecord, windows_key
+from rewardloop.workers.user_state import LoggedReward, encode_snapshot, new_user_state, replay
+from tests.conftest import TEST_CONFIG
+
+P = "0123456789abcdef0123456789abcdef"
+FINGERPRINTS = {
+    "ucb": "c70168a319db", "ts": "d858e1fd8af4", "eg": "83143c613878", "learn_ucb": "f7a66f96b3fe",
+    "learn_ts": "fe366a739847", "ctx_linucb": "18a39de7e2ba", "cold_ucb": "2b1aa972c2ec", "drift_dts": "05a4ab66d030",
+    "drift_ts": "0db17593bf5b", "ope_log": "c1d6021b77e1", "fused": "38a6d2fb1b3c", "true_ts": "fe366a739847",
+    "implicit_ts": "b14323241e36", "late_ignored": "f99f3d046e19", "decayed": "04268cafed02",
+    "undecayed": "0a10818c2222", "rt_linucb": "99347350e4c6", "fuzz_items": "38e1304f22ff", "fuzz_ctx": "9fe135567207",
+    "ctx_lints": "0ee8bb1760d8", "home_feed": "d858e1fd8af4", "home_feed_ucb": "c70168a319db",
+    "home_feed_egreedy": "83143c613878",
+}  # fmt: skip
+FIELDS = [
+    "e", "e1", "s", "fused", "i", "item-001", "r", "0.75", "g", "2", "v", "15.0", "t", "1000", "d", "d1",
+    "x", np.array([1.0, 0.5]).tobytes(), "p", "0.25", "sg", "ios", "dt", "900", "q", "", "k", "close",
+]  # fmt: skip
+DECISION_JSON = (
+    '{"d":"d1","s":"fused","i":["item-001","item-002"],"p":[0.25,0.75],"a":"ucb1","v":"abc.3","t":900,'
+    '"x":[1.0,0.5],"sg":"ios","w":1400}'
+)
+SNAPSHOT_SHA256 = "64659236d9db4a11c679b31ae3f54cbaafeaba81a6e80ede48c99d6f1401598a"
+
+
+def test_surface_fingerprints() -> None:
+    config, default = ServiceConfig.from_dict(TEST_CONFIG), ServiceConfig.load()
+    surfaces = {**config.surfaces, **default.surfaces}
+    assert {n: surfaces[n].fingerprint for n in FINGERPRINTS} == FINGERPRINTS
+
+
+def test_log_fields_decision_json_and_key_names() -> None:
+    record = FeedbackRecord(
+        pseudonym=P, event_id="e1", surface="fused", item_id="item-001", reward=0.75, signal=2, value=15.0,
+        occurred_at_ms=1_000, decision_id="d1", features=np.array([1.0, 0.5]).tobytes(), propensity=0.25,
+        segment="ios", decided_at_ms=900, flag="", window_close=True,
+    )  # fmt: skip
+    assert record.fields() == FIELDS
+    decision = DecisionRecord(
+        P, "d1", "fused", ("item-001", "item-002"), (0.25, 0.75), "ucb1", "abc.3", 900, (1.0, 0.5), "ios", 1_400
+    )
+    assert decision.to_json() == DECISION_JSON
+    keys = UserKeys(P)
+    prefix = "rl:{" + P + "}:"
+    assert (keys.feedback_log, keys.decision_log, keys.decision_index, keys.snapshot, keys.event("e1")) == (
+        prefix + "fb", prefix + "dec", prefix + "dix", prefix + "snap", prefix + "ev:e1"
+    )  # fmt: skip
+    assert (keys.pattern, windows_key(3)) == (prefix + "*", "rl:windows:3")
+
+
+def test_snapshot_bytes_after_a_fixed_replay() -> None:
+    config = ServiceConfig.from_dict(TEST_CONFIG)
+    surfaces = {n: config.surfaces[n] for n in ("fused", "ctx_linucb", "decayed")}
+    policies = {
+        n: make_policy(s.policy_config, len(s.items), context_dim=s.context_dim, arm_features=s.item_feature_matrix())
+        for n, s in surfaces.items()
+    }
+    x = np.arange(9, dtype="<f8").tobytes()
+    log = [
+        LoggedReward("1000-0", "fused", "item-001", 0.5, event_id="a", signal=2, value=15.0, occurred_at_ms=990,
+                     decision_id="d1", decided_at_ms=900, propensity=0.5),
+        LoggedReward("1200-0", "fused", "item-002", 0.25, event_id="close", signal=5, occurred_at_ms=1400,
+                     decision_id="d1", decided_at_ms=900, propensity=0.5, window_close=True),
+        LoggedReward("1300-0", "ctx_linucb", "item-003", 1.0, x, 0.1, event_id="b", value=1.0, occurred_at_ms=1300,
+                     decision_id="d2", decided_at_ms=1250),
+        LoggedReward("1400-0", "decayed", "item-000", 1.0, event_id="c", value=1.0, occurred_at_ms=1400),
+    ]  # fmt: skip
+    state = new_user_state(P, policies, seed=1)
+    replay(state, log, policies, surfaces)
+    assert hashlib.sha256(encode_snapshot(state, policies, surfaces)).hexdigest() == SNAPSHOT_SHA256
