@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc.filters import any_of, service_name
 
 from rewardloop.server.admin import AdminService
 from rewardloop.server.routing import ShardRouter
@@ -25,6 +26,7 @@ from rewardloop.server.services import (
     RpcObserver,
     TokenAuth,
 )
+from rewardloop.server.streams import OpenStreams
 from rewardloop.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -56,12 +58,20 @@ def create_server(
     redis_url: str,
     auth_tokens: Sequence[str] = (),
     admin_tokens: Sequence[str] = (),
+    streams: OpenStreams | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """The gRPC server, bound but not started; port 0 picks a free port.
 
     With no tokens at all the API is open (a laptop); with any, every call needs one.
+    `streams`, if given, can end the server's open response streams at stop.
     """
-    interceptors: list[grpc.aio.ServerInterceptor] = [aio_server_interceptor()]
+    # Traces for our (unary) services only: OpenTelemetry's aio interceptor breaks the
+    # streaming ones. A reflection client that cancels its stream makes it log "Failed to
+    # detach context" with a traceback (asyncio's finalizer closes the abandoned generator
+    # in another context than the one it attached in), and health Watch fails with UNKNOWN
+    # (the interceptor iterates Watch as an async generator; it is a coroutine).
+    traced = aio_server_interceptor(filter_=any_of(*(service_name(name) for name in SERVICE_NAMES)))
+    interceptors: list[grpc.aio.ServerInterceptor] = [traced] if streams is None else [streams, traced]
     if auth_tokens or admin_tokens:
         interceptors.append(TokenAuth(set(auth_tokens), set(admin_tokens)))
     interceptors.append(RpcObserver())
@@ -114,6 +124,7 @@ class Service:
         self.router: ShardRouter | None = None
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
+        self._streams = OpenStreams()
 
     @property
     def target(self) -> str:
@@ -123,8 +134,9 @@ class Service:
     async def start(self) -> Service:
         self.actors = start_shards(self.config, self.redis_url, self.traces, self.shard_prefix)
         self.router = ShardRouter(self.actors)
+        self._streams = OpenStreams()
         self._server, self.port, self._health = create_server(
-            self.address, self.config, self.router, self.redis_url, self.auth_tokens, self.admin_tokens
+            self.address, self.config, self.router, self.redis_url, self.auth_tokens, self.admin_tokens, self._streams
         )
         await self._server.start()
         for name in ("", *SERVICE_NAMES):
@@ -133,13 +145,15 @@ class Service:
         return self
 
     async def stop(self, grace: float = 5.0, flush: bool = True) -> None:
-        """Graceful: NOT_SERVING, drain RPCs for `grace` seconds, snapshot, end shards.
+        """Graceful: NOT_SERVING, end the response streams (health Watch, reflection), drain
+        the other RPCs for `grace` seconds, snapshot, end shards.
 
         `flush=False` skips the snapshot: what a crash of the whole service looks like
         to Redis (tests use it to prove recovery from the logs alone).
         """
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        self._streams.end_all()
         if self._server is not None:
             await self._server.stop(grace)
         if self.actors:

