@@ -10,18 +10,46 @@ export PYTHONHASHSEED ?= 0
 
 .PHONY: run test test-all protos protos-check lint fmt typecheck demo bench bench-recommend bench-feedback clean
 
+# Two `make` calls can find the venv missing or stale at once (CI steps, an editor's test
+# runner, a terminal); two pips installing into one venv break each other. So the build runs
+# under a lock in the venv directory, and the make that waited re-checks the stamp under the
+# lock (a second make of the same rule) instead of installing again. The lock is Python's
+# fcntl, not flock(1): Python is all a fresh machine is sure to have.
+define run_locked_py
+import fcntl, subprocess, sys
+with open(sys.argv[1], "w") as lock:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"waiting for another make to finish {sys.argv[2]} ...", file=sys.stderr, flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    sys.exit(subprocess.call(sys.argv[3:]))
+endef
+
+ifndef VENV_LOCKED
+$(STAMP): export RUN_LOCKED = $(run_locked_py)
+$(STAMP): pyproject.toml client/pyproject.toml
+	@mkdir -p $(VENV)
+	@$(PYTHON) -c "$$RUN_LOCKED" $(VENV)/.lock "building $(VENV)" \
+		$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) VENV_LOCKED=1 $(STAMP)
+else
 $(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e ./client -e ".[dev]"
 	touch $(STAMP)
+endif
 
 ## run: serve on localhost:50051 (local Ray + embedded Redis unless REDIS_URL is set)
 run: $(STAMP)
 	$(PY) -m rewardloop.server
 
-## test: unit + integration tests (real Redis, real Ray, real gRPC); slow ones excluded
+## test: unit + integration tests (real Redis, real Ray, real gRPC); slow ones excluded.
+##   Prints line coverage (Ray actors included) and fails below [tool.coverage.report] fail_under.
+# Coverage data goes to a directory of this run's own: the files of concurrent runs would
+# mix, and none stay in the tree.
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	@covdir=$$(mktemp -d "$${TMPDIR:-/tmp}/rewardloop-coverage.XXXXXX") && trap 'rm -rf "$$covdir"' EXIT && \
+	COVERAGE_FILE="$$covdir/.coverage" $(PY) -m pytest -m "not slow" --cov --cov-report=term
 
 ## test-all: everything, slow tests included
 test-all: $(STAMP)

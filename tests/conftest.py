@@ -156,12 +156,21 @@ def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
+    runtime_env: dict[str, object] = {"env_vars": {"PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}}
+    if os.environ.get("COVERAGE_PROCESS_CONFIG"):
+        # Coverage is on (`make test`) and the workers inherit it; Ray kills them without an
+        # exit handler, so they save their data as they go (tests/worker_coverage.py). The
+        # hook travels by value: the workers cannot import `tests`.
+        from tests import worker_coverage
+
+        ray.cloudpickle.register_pickle_by_value(worker_coverage)
+        runtime_env["worker_process_setup_hook"] = worker_coverage.save_periodically
     ray.init(
         num_cpus=2,
         include_dashboard=False,
         logging_level=logging.WARNING,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}},
+        runtime_env=runtime_env,
     )
     yield
     ray.shutdown()
