@@ -182,9 +182,9 @@ async def _open_redis_write(spec: LoadSpec, process: int) -> tuple[Call, Callabl
     pipelined `batch` events per round trip, with the service's key names and fields."""
     import redis.asyncio as aioredis
 
-    from rewardloop.workers.keys import UserKeys, pseudonymize
-    from rewardloop.workers.rewards import Signal
-    from rewardloop.workers.store import DEDUP_TTL_SECONDS, FeedbackRecord
+    from rewardloop.learning.rewards import Signal
+    from rewardloop.state.keys import UserKeys, pseudonymize
+    from rewardloop.state.store import DEDUP_TTL_SECONDS, FeedbackRecord
 
     client = aioredis.Redis.from_url(spec.target, max_connections=spec.concurrency + 4)
     events = _Events(spec, process)

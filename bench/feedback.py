@@ -59,7 +59,7 @@ from _common import (
 )
 
 from rewardloop.server.app import Service
-from rewardloop.workers.keys import UserKeys, pseudonymize
+from rewardloop.state.keys import UserKeys, pseudonymize
 from rewardloop.workers.redis_server import EmbeddedRedis
 
 FSYNC_MODES = ("always", "everysec", "no")

@@ -55,10 +55,10 @@ from _common import (
     write_json,
 )
 
+from rewardloop.learning.bandits import PolicyState, make_policy
 from rewardloop.server.app import Service
 from rewardloop.v1 import recommender_pb2, recommender_pb2_grpc
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.policies import PolicyState, make_policy
 from rewardloop.workers.redis_server import EmbeddedRedis
 
 ALGORITHMS = ("ucb1", "epsilon_greedy", "thompson")

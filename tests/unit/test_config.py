@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
+from rewardloop.learning.experiments import assign
 from rewardloop.workers.config import ConfigError, ServiceConfig
-from rewardloop.workers.experiments import assign
 
 OK_SURFACE = {"algorithm": "ucb1", "items": ["a", "b"]}
 
@@ -27,6 +28,7 @@ BAD_CONFIGS = [
     ({"surfaces": {"s": {**OK_SURFACE, "algorithm": "nope"}}}, "surfaces.s.params: unknown algorithm 'nope'"),
     ({"surfaces": {"s": {**OK_SURFACE, "params": {"c": -1}}}}, r"surfaces.s.params: c must be > 0, got -1"),
     ({"surfaces": {"bad name": OK_SURFACE}}, "must be 1..64 characters"),
+    ({"surfaces": {"s": {**OK_SURFACE, "kind": "agent"}}}, "surfaces.s.kind must be one of bandit, got 'agent'"),
     (_cfg(experiments={"e": {"variants": {"a": 1}}}), "at least two variant"),
     (
         _cfg(experiments={"e": {"variants": {"a": 1, "b": 0}}}),
@@ -112,3 +114,12 @@ def test_realtime_features_extend_the_vector_and_the_fingerprint() -> None:
     assert realtime.fingerprint != plain.fingerprint
     other_windows = {"service": {"realtime": {"windows_ms": [3_600_000, 2 * 86_400_000]}}, "surfaces": {"s": with_rt}}
     assert ServiceConfig.from_dict(other_windows).surfaces["s"].fingerprint != realtime.fingerprint
+
+
+def test_a_surface_is_a_bandit_unless_it_says_otherwise_and_kind_keeps_bandit_fingerprints() -> None:
+    plain = ServiceConfig.from_dict(_cfg()).surfaces["s"]
+    explicit = ServiceConfig.from_dict({"surfaces": {"s": {**OK_SURFACE, "kind": "bandit"}}}).surfaces["s"]
+    assert plain.kind == explicit.kind == "bandit"
+    assert plain.fingerprint == explicit.fingerprint
+    with pytest.raises(ConfigError, match="kind must be one of bandit"):
+        dataclasses.replace(plain, kind="agent")

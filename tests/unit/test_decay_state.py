@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.policies import make_policy
-from rewardloop.workers.user_state import (
+from rewardloop.learning.bandits import make_policy
+from rewardloop.state.user_state import (
     LoggedReward,
     UserState,
     encode_snapshot,
@@ -15,6 +14,7 @@ from rewardloop.workers.user_state import (
     replay,
     restore_from_snapshot,
 )
+from rewardloop.workers.config import ServiceConfig
 
 ITEMS = [f"i{k}" for k in range(4)]
 P = "cd" * 16

@@ -10,11 +10,11 @@ import hashlib
 
 import numpy as np
 
+from rewardloop.learning.bandits import make_policy
+from rewardloop.state.keys import UserKeys
+from rewardloop.state.store import DecisionRecord, FeedbackRecord, windows_key
+from rewardloop.state.user_state import LoggedReward, encode_snapshot, new_user_state, replay
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.keys import UserKeys
-from rewardloop.workers.policies import make_policy
-from rewardloop.workers.store import DecisionRecord, FeedbackRecord, windows_key
-from rewardloop.workers.user_state import LoggedReward, encode_snapshot, new_user_state, replay
 from tests.conftest import TEST_CONFIG
 
 P = "0123456789abcdef0123456789abcdef"

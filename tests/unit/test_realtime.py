@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rewardloop.workers.policies import ConfigError
-from rewardloop.workers.realtime import (
+from rewardloop.learning.bandits import ConfigError
+from rewardloop.learning.features.realtime import (
     DAY_MS,
     HOUR_MS,
     MINUTE_MS,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.policies import make_policy
-from rewardloop.workers.user_state import (
+from rewardloop.learning.bandits import make_policy
+from rewardloop.state.user_state import (
     LoggedReward,
     UserState,
     encode_snapshot,
@@ -16,6 +15,7 @@ from rewardloop.workers.user_state import (
     replay_start,
     restore_from_snapshot,
 )
+from rewardloop.workers.config import ServiceConfig
 
 ITEMS = [f"i{k}" for k in range(6)]
 P = "ab" * 16  # a pseudonym: 32 hex digits

@@ -19,8 +19,8 @@ from prometheus_client import start_http_server
 
 from rewardloop.server.app import Service
 from rewardloop.workers.config import DEV_PSEUDONYM_KEY, ServiceConfig
-from rewardloop.workers.observability import configure_tracing, shutdown_tracing
 from rewardloop.workers.redis_server import EmbeddedRedis
+from rewardloop.workers.tracing import configure_tracing, shutdown_tracing
 
 log = logging.getLogger("rewardloop.server")
 

@@ -12,13 +12,13 @@ from typing import Any
 import grpc
 import ray
 
+from rewardloop.learning.bandits import ALGORITHMS, ConfigError, PolicyConfig, config_from_dict, make_policy
+from rewardloop.learning.evaluation.candidate import CandidateEvaluation, candidate_params, evaluate_candidate
 from rewardloop.server import validation
 from rewardloop.server.errors import invalid, quote, translate
+from rewardloop.state.logged_decisions import read_logged_decisions
 from rewardloop.v1 import admin_pb2, admin_pb2_grpc
 from rewardloop.workers.config import ServiceConfig, SurfaceConfig
-from rewardloop.workers.evaluation.candidate import CandidateEvaluation, candidate_params, evaluate_candidate
-from rewardloop.workers.evaluation.logs import read_logged_decisions
-from rewardloop.workers.policies import ALGORITHMS, ConfigError, PolicyConfig, config_from_dict, make_policy
 
 DEFAULT_MAX_DECISIONS = 100_000
 

@@ -19,7 +19,7 @@ from grpc_status.rpc_status import GRPC_DETAILS_METADATA_KEY
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from redis.exceptions import RedisError
 
-from rewardloop.workers.evaluation.candidate import NotEnoughData
+from rewardloop.learning.evaluation.candidate import NotEnoughData
 
 # How much of a caller's value an error message may quote.
 QUOTE_CHARS = 40

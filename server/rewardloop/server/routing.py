@@ -15,9 +15,9 @@ from typing import Any, Generic, TypeVar
 import ray
 
 from rewardloop.server.errors import translate
-from rewardloop.workers.keys import shard_for
+from rewardloop.server.metrics import SHARD_BATCH_SIZE
+from rewardloop.state.keys import shard_for
 from rewardloop.workers.messages import Decision, FeedbackCall, RecommendCall, Recorded, Rejected
-from rewardloop.workers.observability import SHARD_BATCH_SIZE
 
 Call = TypeVar("Call")
 Result = TypeVar("Result")

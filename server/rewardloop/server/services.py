@@ -17,8 +17,10 @@ from typing import Any
 import grpc
 from opentelemetry import propagate, trace
 
+from rewardloop.learning.experiments import assign_all
 from rewardloop.server import validation
 from rewardloop.server.errors import ServiceError, from_status_name, internal, invalid, not_found, quote
+from rewardloop.server.metrics import FEEDBACK_EVENTS, RPC_LATENCY, RPC_TOTAL
 from rewardloop.server.routing import ShardRouter
 from rewardloop.v1 import (
     assigner_pb2,
@@ -30,9 +32,7 @@ from rewardloop.v1 import (
     recommender_pb2_grpc,
 )
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.experiments import assign_all
 from rewardloop.workers.messages import Decision, Recorded, Rejected
-from rewardloop.workers.observability import FEEDBACK_EVENTS, RPC_LATENCY, RPC_TOTAL
 
 log = logging.getLogger(__name__)
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")

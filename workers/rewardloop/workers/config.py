@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from rewardloop.workers.features import FeatureSchema
-from rewardloop.workers.policies import ConfigError, PolicyConfig, config_from_dict, policy_class
-from rewardloop.workers.realtime import RealtimeFeatures
-from rewardloop.workers.rewards import QualityConfig, RewardConfig
+from rewardloop.learning.bandits import ConfigError, PolicyConfig, config_from_dict, policy_class
+from rewardloop.learning.features.realtime import RealtimeFeatures
+from rewardloop.learning.features.schema import FeatureSchema
+from rewardloop.learning.rewards import QualityConfig, RewardConfig
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -57,6 +57,10 @@ class ColdStart:
     segment_feature: str | None = None
 
 
+# Surface kinds, each with its decision seam in the shard (workers/kinds.py when it lands).
+SURFACE_KINDS = ("bandit",)
+
+
 @dataclass(frozen=True)
 class SurfaceConfig:
     name: str
@@ -70,6 +74,12 @@ class SurfaceConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     # The service's real-time feature config, when ``features.realtime`` uses it.
     realtime: RealtimeFeatures | None = None
+    # What decides on this surface (SURFACE_KINDS): "bandit" chooses items with a policy per user.
+    kind: str = "bandit"
+
+    def __post_init__(self) -> None:
+        if self.kind not in SURFACE_KINDS:
+            raise ConfigError(f"kind must be one of {', '.join(SURFACE_KINDS)}, got {self.kind!r}")
 
     @property
     def context_dim(self) -> int:
@@ -91,6 +101,8 @@ class SurfaceConfig:
                 # A user's state is the fused rewards learned: other reward rules, other state.
                 "reward": self.reward.to_dict(),
                 **({"realtime": _realtime_dict(self.realtime)} if self.realtime is not None else {}),
+                # Bandit surfaces predate kinds: their fingerprints (and so their users' snapshots) stay.
+                **({"kind": self.kind} if self.kind != "bandit" else {}),
             },
             sort_keys=True,
         )
@@ -190,18 +202,13 @@ def _realtime_dict(config: RealtimeFeatures) -> dict[str, Any]:
 def _surface(name: str, spec: Mapping[str, Any], realtime: RealtimeFeatures | None = None) -> SurfaceConfig:
     where = f"surfaces.{name}"
     _check_name(where, name)
-    _reject_unknown(where, spec, {"algorithm", "params", "items", "features", "cold_start", "item_features", "reward"})
-    items = spec.get("items")
-    if not isinstance(items, list) or not items:
-        raise ConfigError(f"{where}.items must be a non-empty list of item ids")
-    if len(items) > MAX_ITEMS:
-        raise ConfigError(f"{where}.items must have at most {MAX_ITEMS} items, got {len(items)}")
-    for item in items:
-        if not isinstance(item, str) or not 1 <= len(item.encode()) <= 256:
-            raise ConfigError(f"{where}.items: item ids must be strings of 1..256 bytes, got {item!r}")
-    if len(set(items)) != len(items):
-        duplicate = next(i for i in items if items.count(i) > 1)
-        raise ConfigError(f"{where}.items: duplicate item id {duplicate!r}")
+    _reject_unknown(
+        where, spec, {"kind", "algorithm", "params", "items", "features", "cold_start", "item_features", "reward"}
+    )
+    kind = spec.get("kind", "bandit")
+    if kind not in SURFACE_KINDS:
+        raise ConfigError(f"{where}.kind must be one of {', '.join(SURFACE_KINDS)}, got {kind!r}")
+    items = _items(where, spec.get("items"))
     algorithm = spec.get("algorithm")
     if not isinstance(algorithm, str):
         raise ConfigError(f"{where}.algorithm must be a string")
@@ -233,7 +240,22 @@ def _surface(name: str, spec: Mapping[str, Any], realtime: RealtimeFeatures | No
         item_features=_item_features(where, spec.get("item_features"), items),
         reward=reward,
         realtime=realtime if features.realtime else None,
+        kind=kind,
     )
+
+
+def _items(where: str, items: Any) -> list[str]:
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{where}.items must be a non-empty list of item ids")
+    if len(items) > MAX_ITEMS:
+        raise ConfigError(f"{where}.items must have at most {MAX_ITEMS} items, got {len(items)}")
+    for item in items:
+        if not isinstance(item, str) or not 1 <= len(item.encode()) <= 256:
+            raise ConfigError(f"{where}.items: item ids must be strings of 1..256 bytes, got {item!r}")
+    if len(set(items)) != len(items):
+        duplicate = next(i for i in items if items.count(i) > 1)
+        raise ConfigError(f"{where}.items: duplicate item id {duplicate!r}")
+    return items
 
 
 def _cold_start(where: str, spec: Mapping[str, Any], features: FeatureSchema) -> ColdStart:

@@ -24,21 +24,12 @@ import numpy as np
 from opentelemetry import propagate, trace
 from redis.exceptions import RedisError
 
-from rewardloop.workers.config import ServiceConfig, SurfaceConfig
-from rewardloop.workers.keys import shard_for
-from rewardloop.workers.messages import (
-    ChosenItem,
-    Decision,
-    FeedbackCall,
-    RecommendCall,
-    Recorded,
-    Rejected,
-)
-from rewardloop.workers.policies import Policy, make_policy
-from rewardloop.workers.priors import Priors
-from rewardloop.workers.rewards import BurstDetector, Event, EventContext, Signal, assess, fuse
-from rewardloop.workers.store import DecisionRecord, FeedbackRecord, Store, windows_key
-from rewardloop.workers.user_state import (
+from rewardloop.learning.bandits import Policy, make_policy
+from rewardloop.learning.rewards import BurstDetector, Event, EventContext, Signal, assess, fuse
+from rewardloop.state.keys import shard_for
+from rewardloop.state.priors import Priors
+from rewardloop.state.store import DecisionRecord, FeedbackRecord, Store, windows_key
+from rewardloop.state.user_state import (
     Applied,
     LoggedReward,
     UserState,
@@ -46,6 +37,15 @@ from rewardloop.workers.user_state import (
     replay,
     replay_start,
     restore_from_snapshot,
+)
+from rewardloop.workers.config import ServiceConfig, SurfaceConfig
+from rewardloop.workers.messages import (
+    ChosenItem,
+    Decision,
+    FeedbackCall,
+    RecommendCall,
+    Recorded,
+    Rejected,
 )
 
 log = logging.getLogger(__name__)
