@@ -13,29 +13,17 @@ import grpc
 import ray
 
 from rewardloop.learning.bandits import ALGORITHMS, ConfigError, PolicyConfig, config_from_dict, make_policy
-from rewardloop.learning.evaluation.candidate import CandidateEvaluation, candidate_params, evaluate_candidate
+from rewardloop.learning.evaluation.candidate import CandidateEvaluation, candidate_params
 from rewardloop.server import validation
 from rewardloop.server.errors import invalid, quote, translate
-from rewardloop.state.logged_decisions import read_logged_decisions
 from rewardloop.v1 import admin_pb2, admin_pb2_grpc
 from rewardloop.workers.config import ServiceConfig, SurfaceConfig
+from rewardloop.workers.evaluation import evaluate_from_logs
 
 DEFAULT_MAX_DECISIONS = 100_000
 
 
-@ray.remote(num_cpus=0, max_retries=0)
-def _evaluate(
-    redis_url: str, surface: SurfaceConfig, candidate: PolicyConfig, max_decisions: int, train_fraction: float,
-    confidence: float,
-) -> CandidateEvaluation:  # fmt: skip
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    try:
-        logs = read_logged_decisions(client, surface, max_decisions)
-    finally:
-        client.close()
-    return evaluate_candidate(logs, surface, candidate, train_fraction=train_fraction, confidence=confidence)
+_evaluate = ray.remote(num_cpus=0, max_retries=0)(evaluate_from_logs)
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):

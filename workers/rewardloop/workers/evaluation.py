@@ -2,6 +2,9 @@
 
     python -m rewardloop.workers.evaluation --redis-url redis://127.0.0.1:6379/0 \\
         --surface home_feed --algorithm ucb1 --param c=0.5
+
+``evaluate_from_logs`` is the whole job (read the logs, evaluate the candidate); the Admin
+service runs the same function as a Ray task, so the command line and the RPC cannot drift apart.
 """
 
 from __future__ import annotations
@@ -11,10 +14,23 @@ import os
 
 import redis
 
-from rewardloop.learning.bandits import config_from_dict
-from rewardloop.learning.evaluation.candidate import candidate_params, evaluate_candidate
+from rewardloop.learning.bandits import PolicyConfig, config_from_dict
+from rewardloop.learning.evaluation.candidate import CandidateEvaluation, candidate_params, evaluate_candidate
 from rewardloop.state.logged_decisions import read_logged_decisions
-from rewardloop.workers.config import ServiceConfig
+from rewardloop.workers.config import ServiceConfig, SurfaceConfig
+
+
+def evaluate_from_logs(
+    redis_url: str, surface: SurfaceConfig, candidate: PolicyConfig, max_decisions: int, train_fraction: float,
+    confidence: float,
+) -> CandidateEvaluation:  # fmt: skip
+    """Read up to ``max_decisions`` of ``surface``'s logged decisions and evaluate ``candidate`` on them."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        logs = read_logged_decisions(client, surface, max_decisions)
+    finally:
+        client.close()
+    return evaluate_candidate(logs, surface, candidate, train_fraction=train_fraction, confidence=confidence)
 
 
 def main() -> None:
@@ -35,9 +51,8 @@ def main() -> None:
     params = candidate_params({name: float(value) for name, _, value in (p.partition("=") for p in args.param)})
     candidate = config_from_dict(args.algorithm, params) if args.algorithm else surface.policy_config
     print(f"reading the logs of {surface.name!r} ...", flush=True)
-    logs = read_logged_decisions(redis.Redis.from_url(args.redis_url), surface, args.max_decisions)
-    result = evaluate_candidate(
-        logs, surface, candidate, train_fraction=args.train_fraction, confidence=args.confidence
+    result = evaluate_from_logs(
+        args.redis_url, surface, candidate, args.max_decisions, args.train_fraction, args.confidence
     )
     print(
         f"candidate {result.algorithm}: trained on {result.train_decisions} decisions, "

@@ -14,17 +14,9 @@ interval and weight diagnostics; ``evaluate`` runs every estimator the data supp
 {'ips': 1.0, 'snips': 1.0}
 """
 
-from rewardloop.learning.evaluation.ope import (
-    Estimate,
-    LoggedData,
-    RewardModel,
-    cross_fitted_predictions,
-    doubly_robust,
-    evaluate,
-    fit_reward_model,
-    ips,
-    snips,
-)
+from rewardloop.learning.evaluation.data import LoggedData
+from rewardloop.learning.evaluation.estimators import Estimate, doubly_robust, evaluate, ips, snips
+from rewardloop.learning.evaluation.reward_model import RewardModel, cross_fitted_predictions, fit_reward_model
 
 __all__ = [
     "Estimate",

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from rewardloop.learning.bandits import PolicyConfig, make_policy
+from rewardloop.learning.evaluation.data import LoggedData
+from rewardloop.learning.evaluation.estimators import Estimate, evaluate
 from rewardloop.learning.evaluation.logged import LoggedDecisions
-from rewardloop.learning.evaluation.ope import Estimate, LoggedData, cross_fitted_predictions, evaluate
+from rewardloop.learning.evaluation.reward_model import cross_fitted_predictions
 from rewardloop.workers.config import SurfaceConfig
 
 MIN_EVAL_DECISIONS = 20
