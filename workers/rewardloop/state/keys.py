@@ -73,3 +73,45 @@ class UserKeys:
     def pattern(self) -> str:
         """Glob matching every key of this user (for SCAN-based export and erasure)."""
         return self._prefix + "*"
+
+
+# Glob of every user's decision log: what off-policy evaluation scans (``pseudonym_of`` names the user).
+DECISION_LOGS = KEY_PREFIX + "{*}:dec"
+
+
+def pseudonym_of(key: str) -> str:
+    """The pseudonym a user's key is tagged with (``rl:{<pseudonym>}:...``).
+
+    >>> pseudonym_of(UserKeys("abc").decision_log)
+    'abc'
+    """
+    return key.partition("{")[2].partition("}")[0]
+
+
+def windows_key(shard: int) -> str:
+    """Sorted set of the shard's decisions whose reward window is open: member
+    ``<pseudonym>:<decision_id>``, score the close time (Unix ms). Durable, so a crash forgets none."""
+    return f"{KEY_PREFIX}windows:{shard}"
+
+
+def window_member(pseudonym: str, decision_id: str) -> str:
+    return f"{pseudonym}:{decision_id}"
+
+
+def split_window_member(member: str) -> tuple[str, str]:
+    """(pseudonym, decision_id) of a ``window_member``."""
+    pseudonym, _, decision_id = member.partition(":")
+    return pseudonym, decision_id
+
+
+# Field of a contribution hash beside the segments' states (segments are feature values).
+EPOCH_FIELD = "#epoch"
+
+
+def contribution_key(surface_name: str, fingerprint: str, shard: int) -> str:
+    """Hash segment -> this shard's policy state for the surface (not user data: aggregates).
+
+    The surface's fingerprint is part of it: statistics gathered under another catalogue,
+    algorithm, reward rule or half-life are not this configuration's prior.
+    """
+    return f"{KEY_PREFIX}pop:{surface_name}:{fingerprint}:{shard}"

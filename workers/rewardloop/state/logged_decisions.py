@@ -16,9 +16,9 @@ import numpy as np
 import redis
 
 from rewardloop.learning.evaluation.logged import LoggedDecisions
-from rewardloop.learning.rewards import Event, EventConflict, Signal, fuse
-from rewardloop.state.keys import KEY_PREFIX, UserKeys
-from rewardloop.state.store import DecisionRecord
+from rewardloop.learning.rewards import Event, EventConflict, fuse
+from rewardloop.state.keys import DECISION_LOGS, UserKeys, pseudonym_of
+from rewardloop.state.records import DecisionRecord, FeedbackRecord
 from rewardloop.workers.config import SurfaceConfig
 
 SCAN_BATCH = 1000
@@ -26,10 +26,9 @@ SCAN_BATCH = 1000
 
 def read_logged_decisions(client: redis.Redis, surface: SurfaceConfig, max_decisions: int) -> LoggedDecisions:
     rows: list[tuple[int, tuple[float, ...], int, float, float]] = []
-    for decisions_key in client.scan_iter(match=f"{KEY_PREFIX}{{*}}:dec", count=SCAN_BATCH):
-        pseudonym = decisions_key.decode()[len(KEY_PREFIX) + 1 : -len("}:dec")]
-        feedback_key = UserKeys(pseudonym).feedback_log
-        events = _events_by_decision(client, feedback_key, surface.name)
+    for decisions_key in client.scan_iter(match=DECISION_LOGS, count=SCAN_BATCH):
+        pseudonym = pseudonym_of(decisions_key.decode())
+        events = _events_by_decision(client, pseudonym, surface.name)
         decisions: Any = client.xrange(decisions_key)
         for _, fields in decisions:
             record = DecisionRecord.from_json(pseudonym, fields[b"j"])
@@ -57,18 +56,14 @@ def read_logged_decisions(client: redis.Redis, surface: SurfaceConfig, max_decis
     )
 
 
-def _events_by_decision(client: redis.Redis, feedback_key: str, surface: str) -> dict[tuple[str, str], list[Event]]:
-    """The training events (not flagged) of each (decision_id, item_id) of ``surface``."""
+def _events_by_decision(client: redis.Redis, pseudonym: str, surface: str) -> dict[tuple[str, str], list[Event]]:
+    """The training events (not flagged) of each (decision_id, item_id) of ``surface`` in the user's feedback log."""
     events: dict[tuple[str, str], list[Event]] = defaultdict(list)
-    logged: Any = client.xrange(feedback_key)
+    logged: Any = client.xrange(UserKeys(pseudonym).feedback_log)
     for stream_id, fields in logged:
-        decision_id = fields.get(b"d", b"").decode()
+        r = FeedbackRecord.from_fields(pseudonym, stream_id.decode(), fields)
         # Flagged events train nothing; a window-close entry is what no feedback means: the default.
-        if not decision_id or fields[b"s"].decode() != surface or fields.get(b"q", b"") or fields.get(b"k"):
+        if not r.decision_id or r.surface != surface or r.flag or r.window_close:
             continue
-        received_at_ms = int(stream_id.decode().partition("-")[0])
-        event = Event(
-            fields[b"e"].decode(), Signal(int(fields[b"g"])), float(fields[b"v"]), int(fields[b"t"]), received_at_ms
-        )
-        events[(decision_id, fields[b"i"].decode())].append(event)
+        events[(r.decision_id, r.item_id)].append(r.event())
     return events

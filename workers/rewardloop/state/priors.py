@@ -32,21 +32,18 @@ import redis.asyncio as aioredis
 
 from rewardloop.learning.bandits import Policy, PolicyState
 from rewardloop.learning.rewards.decay import decay_weight, epoch_for_update, present_factor
+from rewardloop.state import keys
+from rewardloop.state.keys import EPOCH_FIELD
 from rewardloop.workers.config import SurfaceConfig
 
 log = logging.getLogger(__name__)
 POPULATION = ""  # segment key of the whole population
 REFRESH_SECONDS = 1.0
-EPOCH_FIELD = "#epoch"  # beside the segments' states in a contribution hash (segments are feature values)
 
 
 def contribution_key(surface: SurfaceConfig, shard: int) -> str:
-    """Hash segment -> this shard's policy state for the surface (not user data: aggregates).
-
-    The surface's fingerprint is part of it: statistics gathered under another catalogue,
-    algorithm, reward rule or half-life are not this configuration's prior.
-    """
-    return f"rl:pop:{surface.name}:{surface.fingerprint}:{shard}"
+    """The surface's contribution hash of ``shard`` (``keys.contribution_key``)."""
+    return keys.contribution_key(surface.name, surface.fingerprint, shard)
 
 
 class Priors:

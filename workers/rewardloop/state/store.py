@@ -9,16 +9,14 @@ same calls work on a Redis Cluster.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from rewardloop.state.keys import UserKeys
-from rewardloop.state.user_state import LoggedReward
+from rewardloop.state.keys import UserKeys, split_window_member, window_member
+from rewardloop.state.records import DecisionRecord, FeedbackRecord
 
 # Idempotency window for event ids: a retry within it is counted once.
 DEDUP_TTL_SECONDS = 7 * 24 * 3600
@@ -26,109 +24,12 @@ DEDUP_TTL_SECONDS = 7 * 24 * 3600
 DECISION_LOG_LENGTH = 1000
 DECISION_INDEX_TTL_SECONDS = 30 * 24 * 3600
 REPLAY_PAGE = 1000
-# Feedback-log field "k" of a window-close entry.
-WINDOW_CLOSE = "close"
-
 _RECORD_EVENT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
 redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
 return id
 """
-
-
-@dataclass(frozen=True)
-class FeedbackRecord:
-    """What the feedback log keeps of one accepted event."""
-
-    pseudonym: str
-    event_id: str
-    surface: str
-    item_id: str
-    reward: float
-    signal: int
-    value: float
-    occurred_at_ms: int
-    decision_id: str
-    # The decision's feature vector (float64 bytes; empty for context-free surfaces or
-    # feedback that could not be joined to its decision), the item's propensity, segment.
-    features: bytes = b""
-    propensity: float = 0.0
-    segment: str = ""
-    # When the joined decision was made (0: not joined), and the quality flag (empty: trains).
-    decided_at_ms: int = 0
-    flag: str = ""
-    # Not the caller's: the service's record that the decision-item's window closed with no
-    # reward (user_state.py); it teaches the default reward.
-    window_close: bool = False
-
-    def fields(self) -> list[str | bytes]:
-        fields: list[str | bytes] = [
-            "e", self.event_id, "s", self.surface, "i", self.item_id, "r", repr(self.reward),
-            "g", str(self.signal), "v", repr(self.value), "t", str(self.occurred_at_ms),
-            "d", self.decision_id, "x", self.features, "p", repr(self.propensity), "sg", self.segment,
-            "dt", str(self.decided_at_ms), "q", self.flag,
-        ]  # fmt: skip
-        return [*fields, "k", WINDOW_CLOSE] if self.window_close else fields
-
-
-@dataclass(frozen=True)
-class DecisionRecord:
-    pseudonym: str
-    decision_id: str
-    surface: str
-    items: tuple[str, ...]
-    propensities: tuple[float, ...]
-    policy: str
-    model_version: str
-    decided_at_ms: int
-    features: tuple[float, ...] = ()
-    segment: str = ""
-    # When the decision's reward window closes (Unix ms); 0: unknown (records before windows).
-    closes_at_ms: int = 0
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "d": self.decision_id, "s": self.surface, "i": self.items, "p": self.propensities,
-                "a": self.policy, "v": self.model_version, "t": self.decided_at_ms, "x": self.features,
-                "sg": self.segment, "w": self.closes_at_ms,
-            },
-            separators=(",", ":"),
-        )  # fmt: skip
-
-    @classmethod
-    def from_json(cls, pseudonym: str, raw: str | bytes) -> DecisionRecord:
-        """The record `to_json` wrote (the pseudonym lives in the key, not the record)."""
-        d = json.loads(raw)
-        return cls(
-            pseudonym=pseudonym,
-            decision_id=d["d"],
-            surface=d["s"],
-            items=tuple(d["i"]),
-            propensities=tuple(d["p"]),
-            policy=d["a"],
-            model_version=d["v"],
-            decided_at_ms=int(d["t"]),
-            features=tuple(d.get("x", ())),
-            segment=d.get("sg", ""),
-            closes_at_ms=int(d.get("w", 0)),
-        )
-
-
-def windows_key(shard: int) -> str:
-    """Sorted set of the shard's decisions whose reward window is open: member
-    ``<pseudonym>:<decision_id>``, score the close time (Unix ms). Durable, so a crash forgets none."""
-    return f"rl:windows:{shard}"
-
-
-def window_member(pseudonym: str, decision_id: str) -> str:
-    return f"{pseudonym}:{decision_id}"
-
-
-def _split_member(member: str) -> tuple[str, str]:
-    pseudonym, _, decision_id = member.partition(":")
-    return pseudonym, decision_id
 
 
 # Connections per shard. A blocking pool makes a burst (e.g. a batch of many unseen users)
@@ -173,26 +74,10 @@ class Store:
         blob: Any = await self.redis.get(UserKeys(pseudonym).snapshot)
         return None if blob is None else bytes(blob)
 
-    async def logged_rewards(self, pseudonym: str, start: str) -> AsyncIterator[LoggedReward]:
+    async def logged_rewards(self, pseudonym: str, start: str) -> AsyncIterator[FeedbackRecord]:
         """Feedback-log entries from `start` (an XRANGE bound) to the end, paged."""
-        async for raw_id, f in self._stream(UserKeys(pseudonym).feedback_log, start):
-            yield LoggedReward(
-                raw_id.decode(),
-                f[b"s"].decode(),
-                f[b"i"].decode(),
-                float(f[b"r"]),
-                features=f.get(b"x", b""),
-                propensity=float(f.get(b"p", b"0")),
-                event_id=f[b"e"].decode(),
-                signal=int(f[b"g"]),
-                value=float(f[b"v"]),
-                occurred_at_ms=int(f[b"t"]),
-                decision_id=f.get(b"d", b"").decode(),
-                decided_at_ms=int(f.get(b"dt", b"0")),
-                segment=f.get(b"sg", b"").decode(),
-                flag=f.get(b"q", b"").decode(),
-                window_close=f.get(b"k") == WINDOW_CLOSE.encode(),
-            )
+        async for raw_id, fields in self._stream(UserKeys(pseudonym).feedback_log, start):
+            yield FeedbackRecord.from_fields(pseudonym, raw_id.decode(), fields)
 
     async def logged_decisions(self, pseudonym: str, start: str) -> AsyncIterator[DecisionRecord]:
         """Decision-log entries from `start` (an XRANGE bound) to the end, paged."""
@@ -215,7 +100,7 @@ class Store:
         members: Any = await self.redis.zrangebyscore(
             windows_key, "-inf", f"({now_ms}", start=0, num=limit, withscores=True
         )
-        return [(*_split_member(m.decode()), int(score)) for m, score in members]
+        return [(*split_window_member(m.decode()), int(score)) for m, score in members]
 
     async def hand_over_windows(self, windows: Sequence[tuple[str, str, str, int]]) -> None:
         """Add (key, pseudonym, decision_id, closes_at_ms) windows to other shards' keys."""

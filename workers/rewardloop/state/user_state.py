@@ -64,7 +64,6 @@ from rewardloop.learning.features.realtime import ActivityEvent, RealtimeFeature
 from rewardloop.learning.rewards import (
     BurstDetector,
     DecisionWindow,
-    Event,
     EventConflict,
     FusionState,
     RewardConfig,
@@ -74,6 +73,7 @@ from rewardloop.learning.rewards import (
 from rewardloop.learning.rewards.decay import decay_weight, epoch_for_update, present_factor
 from rewardloop.learning.rewards.quality import DEFAULT_QUALITY, QualityConfig
 from rewardloop.state.keys import user_seed
+from rewardloop.state.records import LOG_START, FeedbackRecord, stream_id_key
 from rewardloop.workers.config import SurfaceConfig
 
 SNAPSHOT_MAGIC = b"RLUS"
@@ -86,62 +86,6 @@ LEDGER_HORIZON_MS = DEFAULT_QUALITY.max_age_ms
 PRUNE_SLACK_MS = 3_600_000
 NEVER = 2**62
 _PREAMBLE = struct.Struct("<4sHI")
-LOG_START = "0-0"
-
-
-def stream_id_key(stream_id: str) -> tuple[int, int]:
-    """Redis stream ids ("<ms>-<seq>") as comparable tuples."""
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-@dataclass(frozen=True)
-class LoggedReward:
-    """One feedback-log entry, as far as learning is concerned."""
-
-    stream_id: str
-    surface: str
-    item_id: str
-    # The event's own reward (its signal alone under the surface's rules): what an event
-    # without a decision trains with.
-    reward: float
-    # The joined decision's feature vector as float64 bytes; empty when there is none.
-    features: bytes = b""
-    # Propensity of the item in its decision (0.0 when unknown).
-    propensity: float = 0.0
-    event_id: str = ""
-    signal: int = int(Signal.CLICK)
-    value: float = 0.0
-    occurred_at_ms: int = 0
-    decision_id: str = ""
-    # When the joined decision was made (Unix ms); 0 when the event has no joined decision.
-    decided_at_ms: int = 0
-    segment: str = ""
-    # Why the event trains nothing, decided at ingest (quality.py); empty when it may train.
-    flag: str = ""
-    # The service's window-close entry for the decision-item, not a caller's event.
-    window_close: bool = False
-
-    def context(self) -> npt.NDArray[np.float64] | None:
-        return np.frombuffer(self.features, dtype="<f8") if self.features else None
-
-    @property
-    def user_action(self) -> bool:
-        """An event of the user's that the ingest accepted (not flagged, not a window close)."""
-        return not (self.flag or self.window_close)
-
-    @property
-    def positive(self) -> bool:
-        """A user action whose own reward is > 0: what real-time features call positive."""
-        return self.user_action and self.reward > 0.0
-
-    @property
-    def received_at_ms(self) -> int:
-        """Server time the entry was logged: the log's own clock, the same in every replay."""
-        return stream_id_key(self.stream_id)[0]
-
-    def event(self) -> Event:
-        return Event(self.event_id, Signal(self.signal), self.value, self.occurred_at_ms, self.received_at_ms)
 
 
 @dataclass
@@ -226,7 +170,7 @@ class UserState:
     def observe_decision(self, realtime: RealtimeFeatures, decided_at_ms: int, item_id: str) -> None:
         realtime.observe(self.activity, ActivityEvent(decided_at_ms, "decision", item_id=item_id))
 
-    def observe_feedback(self, realtime: RealtimeFeatures, r: LoggedReward) -> None:
+    def observe_feedback(self, realtime: RealtimeFeatures, r: FeedbackRecord) -> None:
         """Count a logged event in the user's activity, unless the ingest flagged it."""
         if r.user_action:
             event = ActivityEvent(r.occurred_at_ms, "feedback", r.positive, r.reward, r.item_id)
@@ -252,12 +196,12 @@ class UserState:
         factor = present_factor(self.epochs.get(surface.name), now_ms, surface.reward.half_life_seconds)
         return state if factor is None else policy.scale(state, factor)
 
-    def observe_action(self, r: LoggedReward) -> bool:
+    def observe_action(self, r: FeedbackRecord) -> bool:
         """Count the event as one of the user's actions; True when it is part of a burst."""
         return counts_toward_burst(Signal(r.signal)) and self.bursts.observe("", r.occurred_at_ms)
 
     def learn(
-        self, policies: Mapping[str, Policy], surfaces: Mapping[str, SurfaceConfig], r: LoggedReward
+        self, policies: Mapping[str, Policy], surfaces: Mapping[str, SurfaceConfig], r: FeedbackRecord
     ) -> Applied | None:
         """Apply one logged event (the rule is in the module docstring); None when it cannot train.
 
@@ -289,7 +233,7 @@ class UserState:
         return self._fuse(policy, surface, arm, r, closed)
 
     def _fuse(
-        self, policy: Policy, surface: SurfaceConfig, arm: int, r: LoggedReward, closed: tuple[Change, ...]
+        self, policy: Policy, surface: SurfaceConfig, arm: int, r: FeedbackRecord, closed: tuple[Change, ...]
     ) -> Applied:
         config = surface.reward
         if _past_horizon(r.decided_at_ms, config, r.received_at_ms):
@@ -306,7 +250,7 @@ class UserState:
         change = self._learn_item(policy, surface, item, old, new)
         return Applied(new, "", closed if change is None else (*closed, change))
 
-    def _ledger_item(self, surface: SurfaceConfig, arm: int, r: LoggedReward) -> ItemReward:
+    def _ledger_item(self, surface: SurfaceConfig, arm: int, r: FeedbackRecord) -> ItemReward:
         """The ledger entry of the event's decision-item, new if it has none."""
         ledger = self.ledgers.setdefault(surface.name, {})
         key = _item_key(r.decision_id, r.item_id)
@@ -325,7 +269,7 @@ class UserState:
             due[0], due[1] = min(due[0], unlearned_ms), min(due[1], horizon_ms)
 
     def _close_item(
-        self, policy: Policy, surface: SurfaceConfig, arm: int, r: LoggedReward, closed: tuple[Change, ...]
+        self, policy: Policy, surface: SurfaceConfig, arm: int, r: FeedbackRecord, closed: tuple[Change, ...]
     ) -> Applied:
         """The window of the decision-item closed: the default reward, unless it was learned already."""
         if _past_horizon(r.decided_at_ms, surface.reward, r.received_at_ms):
@@ -493,7 +437,7 @@ def restore_from_snapshot(
 
 def replay(
     state: UserState,
-    rewards: Iterable[LoggedReward],
+    rewards: Iterable[FeedbackRecord],
     policies: Mapping[str, Policy],
     surfaces: Mapping[str, SurfaceConfig],
 ) -> None:

@@ -17,7 +17,6 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,12 +25,12 @@ from redis.exceptions import RedisError
 
 from rewardloop.learning.bandits import Policy, make_policy
 from rewardloop.learning.rewards import BurstDetector, Event, EventContext, Signal, assess, fuse
-from rewardloop.state.keys import shard_for
+from rewardloop.state.keys import shard_for, windows_key
 from rewardloop.state.priors import Priors
-from rewardloop.state.store import DecisionRecord, FeedbackRecord, Store, windows_key
+from rewardloop.state.records import DecisionRecord, FeedbackRecord
+from rewardloop.state.store import Store
 from rewardloop.state.user_state import (
     Applied,
-    LoggedReward,
     UserState,
     encode_snapshot,
     replay,
@@ -83,7 +82,7 @@ class ShardCore:
         }
         self.priors = Priors(self.surfaces, self.policies, shard_index, config.shards)
         self._prior_task: asyncio.Task[None] | None = None
-        # Decisions whose reward window is open live in Redis (store.windows_key), written behind.
+        # Decisions whose reward window is open live in Redis (keys.windows_key), written behind.
         self._windows_key = windows_key(shard_index)
         self._window_task: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None
@@ -92,7 +91,7 @@ class ShardCore:
         self._uses_realtime = any(s.features.realtime for s in self.surfaces.values())
         self._users: OrderedDict[str, UserState] = OrderedDict()
         self._loading: dict[str, asyncio.Future[UserState]] = {}
-        self._recent: OrderedDict[str, KnownDecision] = OrderedDict()
+        self._recent: OrderedDict[str, DecisionRecord] = OrderedDict()
         self._feedback_lock = asyncio.Lock()
         # Users rebuilt from Redis at once: a batch of many unseen users must not take
         # every connection (or every Redis cycle) for itself.
@@ -151,10 +150,13 @@ class ShardCore:
 
     def _assess(self, state: UserState, record: FeedbackRecord, now_ms: int) -> FeedbackRecord:
         """The record with its quality flag (quality.py); counts it as one of the user's actions."""
-        logged = self._logged(record, f"{now_ms}-0")
-        burst = state.observe_action(logged)
+        burst = state.observe_action(record)
         unknown = bool(record.decision_id) and not record.decided_at_ms
-        verdict = assess(logged.event(), EventContext(decision_known=not unknown, burst=burst), self.config.quality)
+        verdict = assess(
+            record.event(received_at_ms=now_ms),
+            EventContext(decision_known=not unknown, burst=burst),
+            self.config.quality,
+        )
         return dataclasses.replace(record, flag=verdict.reason) if verdict.reason else record
 
     @staticmethod
@@ -169,7 +171,7 @@ class ShardCore:
             users[pseudonym].bursts = BurstDetector.from_lists(before[pseudonym], users[pseudonym].bursts.config)
         for record, stream_id in written:
             if stream_id is not None and record.pseudonym in redo:
-                users[record.pseudonym].observe_action(ShardCore._logged(record, stream_id))
+                users[record.pseudonym].observe_action(record)
 
     async def user_state(self, pseudonym: str) -> dict[str, dict[str, Any]]:
         """The user's learned arrays per surface (for tests, export and debugging)."""
@@ -287,12 +289,12 @@ class ShardCore:
         )
         if self._uses_realtime:
             state.observe_decision(self.config.realtime, now_ms, record.items[0])
-        self._remember(KnownDecision.of(record))
+        self._remember(record)
         self._pending_decisions.append(record)
         self._schedule_write_back()
         return decision
 
-    def _remember(self, decision: KnownDecision) -> None:
+    def _remember(self, decision: DecisionRecord) -> None:
         self._recent[decision.decision_id] = decision
         if len(self._recent) > MAX_RECENT_DECISIONS:
             self._recent.popitem(last=False)
@@ -304,10 +306,10 @@ class ShardCore:
         known = await self._decisions([(c.pseudonym, c.decision_id) for c in calls if c.decision_id])
         return [self._check_feedback(c, known.get((c.pseudonym, c.decision_id))) for c in calls]
 
-    async def _decisions(self, lookups: Sequence[tuple[str, str]]) -> dict[tuple[str, str], KnownDecision]:
+    async def _decisions(self, lookups: Sequence[tuple[str, str]]) -> dict[tuple[str, str], DecisionRecord]:
         """The known decisions among (pseudonym, decision_id) pairs: recent ones from memory, the rest
         from Redis. A pair that names another user's decision is not found."""
-        known: dict[tuple[str, str], KnownDecision] = {}
+        known: dict[tuple[str, str], DecisionRecord] = {}
         missing = []
         for pseudonym, decision_id in lookups:
             recent = self._recent.get(decision_id)
@@ -318,10 +320,10 @@ class ShardCore:
         if missing:
             for lookup, stored in zip(missing, await self.store.find_decisions(missing), strict=True):
                 if stored is not None:
-                    known[lookup] = KnownDecision.of(stored)
+                    known[lookup] = stored
         return known
 
-    def _check_feedback(self, call: FeedbackCall, decision: KnownDecision | None) -> FeedbackRecord | Rejected:
+    def _check_feedback(self, call: FeedbackCall, decision: DecisionRecord | None) -> FeedbackRecord | Rejected:
         features, propensity, segment, decided_at_ms = b"", 0.0, "", 0
         if decision is None:
             if call.decision_id and not call.surface:
@@ -341,8 +343,8 @@ class ShardCore:
                 return Rejected(
                     "INVALID_ARGUMENT", f"item_id {call.item_id!r} was not among the decision's items", "item_id"
                 )
-            features = np.asarray(decision.features, dtype="<f8").tobytes()
-            propensity = decision.propensities[decision.items.index(call.item_id)]
+            features = decision.feature_bytes()
+            propensity = decision.propensity_of(call.item_id)
             segment = decision.segment
             decided_at_ms = decision.decided_at_ms
         surface = self.surfaces.get(surface_name)
@@ -371,17 +373,8 @@ class ShardCore:
             decided_at_ms=decided_at_ms,
         )
 
-    @staticmethod
-    def _logged(record: FeedbackRecord, stream_id: str) -> LoggedReward:
-        return LoggedReward(
-            stream_id, record.surface, record.item_id, record.reward, record.features, record.propensity,
-            event_id=record.event_id, signal=record.signal, value=record.value, occurred_at_ms=record.occurred_at_ms,
-            decision_id=record.decision_id, decided_at_ms=record.decided_at_ms, segment=record.segment,
-            flag=record.flag, window_close=record.window_close,
-        )  # fmt: skip
-
     def _learn(self, state: UserState, record: FeedbackRecord, stream_id: str) -> Applied:
-        logged = self._logged(record, stream_id)
+        logged = record.appended(stream_id)
         applied = state.learn(self.policies, self.surfaces, logged)
         if self._uses_realtime:
             state.observe_feedback(self.config.realtime, logged)
@@ -507,10 +500,10 @@ class ShardCore:
             self._schedule_write_back()
         return written
 
-    def _window_closes(self, state: UserState, decision: KnownDecision) -> list[FeedbackRecord]:
+    def _window_closes(self, state: UserState, decision: DecisionRecord) -> list[FeedbackRecord]:
         surface = self.surfaces[decision.surface]
         closes_at = decision.decided_at_ms + surface.reward.window_ms
-        features = np.asarray(decision.features, dtype="<f8").tobytes()
+        features = decision.feature_bytes()
         return [
             FeedbackRecord(
                 pseudonym=decision.pseudonym,
@@ -576,30 +569,3 @@ class ShardCore:
                     await asyncio.sleep(WRITE_BACK_RETRY_SECONDS)
         finally:
             self._writer = None
-
-
-@dataclass(frozen=True)
-class KnownDecision:
-    """What a feedback join needs of a decision."""
-
-    decision_id: str
-    pseudonym: str
-    surface: str
-    items: tuple[str, ...]
-    propensities: tuple[float, ...]
-    features: tuple[float, ...]
-    segment: str
-    decided_at_ms: int
-
-    @classmethod
-    def of(cls, record: DecisionRecord) -> KnownDecision:
-        return cls(
-            record.decision_id,
-            record.pseudonym,
-            record.surface,
-            record.items,
-            record.propensities,
-            record.features,
-            record.segment,
-            record.decided_at_ms,
-        )
