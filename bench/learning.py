@@ -14,7 +14,7 @@ import statistics
 import time
 
 import ray
-from _common import NO_BURST_LIMIT
+from _workload import NO_BURST_LIMIT
 
 from rewardloop.client import AsyncClient
 from rewardloop.demo import scenarios
