@@ -9,13 +9,8 @@ import pytest
 
 from rewardloop.learning.bandits import make_policy
 from rewardloop.state.records import FeedbackRecord
-from rewardloop.state.user_state import (
-    UserState,
-    encode_snapshot,
-    new_user_state,
-    replay,
-    restore_from_snapshot,
-)
+from rewardloop.state.snapshots import encode_snapshot, replay, restore_from_snapshot
+from rewardloop.state.user_state import UserState, new_user_state
 from rewardloop.workers.config import ServiceConfig
 
 ITEMS = [f"i{k}" for k in range(4)]
@@ -118,7 +113,7 @@ def test_a_snapshot_at_any_point_plus_replay_is_the_straight_run_bit_for_bit(alg
         assert rebuilt.epochs == partial.epochs
         replay(rebuilt, log, policies, config.surfaces)
         assert rebuilt.policies == full.policies, cut
-        assert rebuilt.epochs == full.epochs and rebuilt.ledgers == full.ledgers
+        assert rebuilt.epochs == full.epochs and rebuilt.ledger == full.ledger
 
 
 def _linear_config() -> ServiceConfig:

@@ -13,7 +13,8 @@ import numpy as np
 from rewardloop.learning.bandits import make_policy
 from rewardloop.state.keys import UserKeys, windows_key
 from rewardloop.state.records import DecisionRecord, FeedbackRecord
-from rewardloop.state.user_state import encode_snapshot, new_user_state, replay
+from rewardloop.state.snapshots import encode_snapshot, replay
+from rewardloop.state.user_state import new_user_state
 from rewardloop.workers.config import ServiceConfig
 from tests.conftest import TEST_CONFIG
 

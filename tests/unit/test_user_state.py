@@ -9,14 +9,8 @@ import pytest
 
 from rewardloop.learning.bandits import make_policy
 from rewardloop.state.records import FeedbackRecord
-from rewardloop.state.user_state import (
-    UserState,
-    encode_snapshot,
-    new_user_state,
-    replay,
-    replay_start,
-    restore_from_snapshot,
-)
+from rewardloop.state.snapshots import encode_snapshot, replay, replay_start, restore_from_snapshot
+from rewardloop.state.user_state import UserState, new_user_state
 from rewardloop.workers.config import ServiceConfig
 
 ITEMS = [f"i{k}" for k in range(6)]
@@ -132,7 +126,7 @@ def assert_snapshots_agree(
         rebuilt = restore_from_snapshot(blob, P, policies, config.surfaces, 1)
         replay(rebuilt, log, policies, config.surfaces)
         assert rebuilt.policies == full.policies, cut
-        assert rebuilt.ledgers == full.ledgers and rebuilt.epochs == full.epochs, cut
+        assert rebuilt.ledger == full.ledger and rebuilt.epochs == full.epochs, cut
         assert rebuilt.bursts.to_lists() == full.bursts.to_lists(), cut
 
 
@@ -168,7 +162,7 @@ def test_fused_rewards_survive_a_snapshot_at_any_point() -> None:
     log = _fused_log(120)
     full = new_user_state(P, policies, seed=1)
     replay(full, log, policies, config.surfaces)
-    assert full.policies["a"].n_updates >= 12 and full.ledgers["a"]
+    assert full.policies["a"].n_updates >= 12 and full.ledger.items["a"]
     assert_snapshots_agree(full, log, policies, config, cuts=(1, 37, 80, 119))
 
 
@@ -248,7 +242,7 @@ def test_ledgers_forget_in_batches_past_the_horizon_and_snapshots_agree() -> Non
     sizes = []
     for r in log:
         replay(full, [r], policies, config.surfaces)
-        sizes.append(len(full.ledgers["a"]))
+        sizes.append(len(full.ledger.items["a"]))
     assert max(sizes) <= 7 * 24 + 3 and min(sizes[-100:]) >= 7 * 24 - 1, (min(sizes[-100:]), max(sizes))
     assert_snapshots_agree(full, log, policies, config, cuts=(1, 200, 333, 480))
 

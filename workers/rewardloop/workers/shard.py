@@ -25,18 +25,13 @@ from redis.exceptions import RedisError
 
 from rewardloop.learning.bandits import Policy, make_policy
 from rewardloop.learning.rewards import BurstDetector, Event, EventContext, Signal, assess, fuse
+from rewardloop.learning.rewards.ledger import Applied
 from rewardloop.state.keys import shard_for, windows_key
 from rewardloop.state.priors import Priors
 from rewardloop.state.records import DecisionRecord, FeedbackRecord
+from rewardloop.state.snapshots import encode_snapshot, replay, replay_start, restore_from_snapshot
 from rewardloop.state.store import Store
-from rewardloop.state.user_state import (
-    Applied,
-    UserState,
-    encode_snapshot,
-    replay,
-    replay_start,
-    restore_from_snapshot,
-)
+from rewardloop.state.user_state import UserState
 from rewardloop.workers.config import ServiceConfig, SurfaceConfig
 from rewardloop.workers.messages import (
     ChosenItem,
@@ -129,7 +124,7 @@ class ShardCore:
                 for (i, record), stream_id in zip(accepted, stream_ids, strict=True):
                     state = users[record.pseudonym]
                     if stream_id is None:
-                        known = state.item_reward(record.surface, record.decision_id, record.item_id)
+                        known = state.ledger.reward_of(record.surface, record.decision_id, record.item_id)
                         results[i] = Recorded(duplicate=True, reward=record.reward if known is None else known)
                         continue
                     applied = self._learn(state, record, stream_id)
@@ -522,7 +517,7 @@ class ShardCore:
                 window_close=True,
             )
             for item, propensity in zip(decision.items, decision.propensities, strict=True)
-            if item in surface.index and state.needs_close(surface, decision.decision_id, item)
+            if item in surface.index and state.ledger.needs_close(surface.name, decision.decision_id, item)
         ]
 
     async def _rebuild_activity(self, state: UserState) -> None:
