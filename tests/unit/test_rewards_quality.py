@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from rewardloop.learning.bandits.base import ConfigError
+from rewardloop.learning.params import ConfigError
 from rewardloop.learning.rewards import (
     BurstDetector,
     Event,

@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from rewardloop.learning.bandits import ConfigError, PolicyConfig, config_from_dict, policy_class
+from rewardloop.learning.bandits import PolicyConfig, config_from_dict, policy_class
 from rewardloop.learning.features.realtime import RealtimeFeatures
 from rewardloop.learning.features.schema import FeatureSchema
+from rewardloop.learning.params import ConfigError, check_name, integer_in, reject_unknown, within
 from rewardloop.learning.rewards import QualityConfig, RewardConfig
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_ITEMS = 10_000
 # Dev-only key: deployments set REWARDLOOP_PSEUDONYM_KEY (see README, "Privacy").
 DEV_PSEUDONYM_KEY = "rewardloop-dev-pseudonym-key"
@@ -144,12 +143,10 @@ class ServiceConfig:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ServiceConfig:
         service = dict(raw.get("service", {}))
-        _reject_unknown(
-            "service", service, {"shards", "seed", "snapshot_every", "pseudonym_key", "quality", "realtime"}
-        )
-        shards = _int_in("service.shards", service.get("shards", 2), 1, 256)
-        seed = _int_in("service.seed", service.get("seed", 0), 0, 2**63 - 1)
-        snapshot_every = _int_in("service.snapshot_every", service.get("snapshot_every", 32), 1, 1_000_000)
+        reject_unknown("service", service, {"shards", "seed", "snapshot_every", "pseudonym_key", "quality", "realtime"})
+        shards = integer_in("service.shards", service.get("shards", 2), 1, 256)
+        seed = integer_in("service.seed", service.get("seed", 0), 0, 2**63 - 1)
+        snapshot_every = integer_in("service.snapshot_every", service.get("snapshot_every", 32), 1, 1_000_000)
         key = os.environ.get("REWARDLOOP_PSEUDONYM_KEY") or service.get("pseudonym_key", DEV_PSEUDONYM_KEY)
         realtime = _realtime(service.get("realtime", {}))
         surfaces = {name: _surface(name, spec, realtime) for name, spec in raw.get("surfaces", {}).items()}
@@ -172,23 +169,23 @@ def _quality(spec: Any) -> QualityConfig:
     """``[service.quality]``: burst_per_second, burst_per_minute, max_age_ms, max_future_ms."""
     if not isinstance(spec, Mapping):
         raise ConfigError(f"service.quality must be a table, got {spec!r}")
-    _reject_unknown("service.quality", spec, {"burst_per_second", "burst_per_minute", "max_age_ms", "max_future_ms"})
+    reject_unknown("service.quality", spec, {"burst_per_second", "burst_per_minute", "max_age_ms", "max_future_ms"})
     try:
         return QualityConfig(**spec)
     except ConfigError as exc:
-        raise ConfigError(f"service.quality.{exc}") from exc
+        raise within("service.quality", exc) from exc
 
 
 def _realtime(spec: Any) -> RealtimeFeatures:
     if not isinstance(spec, Mapping):
         raise ConfigError(f"service.realtime must be a table, got {spec!r}")
     known = {f.name for f in dataclasses.fields(RealtimeFeatures)}
-    _reject_unknown("service.realtime", spec, known)
+    reject_unknown("service.realtime", spec, known)
     try:
         values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
         return RealtimeFeatures(**values)
     except ConfigError as exc:
-        raise ConfigError(f"service.realtime.{exc}") from exc
+        raise within("service.realtime", exc) from exc
 
 
 def _realtime_dict(config: RealtimeFeatures) -> dict[str, Any]:
@@ -201,8 +198,8 @@ def _realtime_dict(config: RealtimeFeatures) -> dict[str, Any]:
 
 def _surface(name: str, spec: Mapping[str, Any], realtime: RealtimeFeatures | None = None) -> SurfaceConfig:
     where = f"surfaces.{name}"
-    _check_name(where, name)
-    _reject_unknown(
+    check_name(where, name)
+    reject_unknown(
         where, spec, {"kind", "algorithm", "params", "items", "features", "cold_start", "item_features", "reward"}
     )
     kind = spec.get("kind", "bandit")
@@ -260,7 +257,7 @@ def _items(where: str, items: Any) -> list[str]:
 
 def _cold_start(where: str, spec: Mapping[str, Any], features: FeatureSchema) -> ColdStart:
     where = f"{where}.cold_start"
-    _reject_unknown(where, spec, {"strength", "segment_strength", "segment_feature"})
+    reject_unknown(where, spec, {"strength", "segment_strength", "segment_feature"})
     defaults = ColdStart()
     strengths = {}
     for key in ("strength", "segment_strength"):
@@ -292,13 +289,13 @@ def _item_features(where: str, spec: Any, items: list[str]) -> tuple[tuple[float
 
 def _experiment(name: str, spec: Mapping[str, Any], surfaces: Mapping[str, SurfaceConfig]) -> ExperimentConfig:
     where = f"experiments.{name}"
-    _check_name(where, name)
-    _reject_unknown(where, spec, {"variants", "salt", "traffic", "surfaces"})
+    check_name(where, name)
+    reject_unknown(where, spec, {"variants", "salt", "traffic", "surfaces"})
     variants = spec.get("variants")
     if not isinstance(variants, Mapping) or len(variants) < 2:
         raise ConfigError(f"{where}.variants must map at least two variant names to weights")
     for variant, weight in variants.items():
-        _check_name(f"{where}.variants", variant)
+        check_name(f"{where}.variants", variant)
         if not isinstance(weight, int | float) or not weight > 0:
             raise ConfigError(f"{where}.variants.{variant} must be a weight > 0, got {weight!r}")
     traffic = spec.get("traffic", 1.0)
@@ -315,20 +312,3 @@ def _experiment(name: str, spec: Mapping[str, Any], surfaces: Mapping[str, Surfa
         traffic=float(traffic),
         surfaces=covered,
     )
-
-
-def _check_name(where: str, name: str) -> None:
-    if not NAME_PATTERN.match(name):
-        raise ConfigError(f"{where}: name {name!r} must be 1..64 characters of [A-Za-z0-9_.-]")
-
-
-def _reject_unknown(where: str, spec: Mapping[str, Any], known: set[str]) -> None:
-    unknown = sorted(set(spec) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-
-
-def _int_in(where: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{where} must be an integer in [{low}, {high}], got {value!r}")
-    return value

@@ -29,7 +29,7 @@ True
 ([0.0, 0.0, 0.0, 5.0, 0.0], [0.0, 0.0, 0.0, 5.0, 0.0])
 """
 
-from rewardloop.learning.bandits.base import Choice, ConfigError, Policy, PolicyConfig, PolicyState
+from rewardloop.learning.bandits.base import Choice, Policy, PolicyConfig, PolicyState
 from rewardloop.learning.bandits.discounted_linucb import DiscountedLinUCB
 from rewardloop.learning.bandits.discounted_thompson import DiscountedThompson
 from rewardloop.learning.bandits.discounted_ucb import DiscountedUCB
@@ -44,6 +44,7 @@ from rewardloop.learning.bandits.sliding_window_ucb import SlidingWindowUCB
 from rewardloop.learning.bandits.softmax import Softmax
 from rewardloop.learning.bandits.thompson import Thompson
 from rewardloop.learning.bandits.ucb import UCB1
+from rewardloop.learning.params import ConfigError
 
 __all__ = [
     "ALGORITHMS",

@@ -71,62 +71,6 @@ NO_CONTEXT: FloatArray = np.empty(0)
 NO_CONTEXT.flags.writeable = False
 
 
-class ConfigError(ValueError):
-    """A policy config or its dict form is invalid; the message names the parameter."""
-
-
-# --- hyper-parameter checks, used by the configs' __post_init__ ---------------------------
-
-
-def _real(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ConfigError(f"{name} must be a real number, got {value!r}")
-    return float(value)
-
-
-def unit_interval(name: str, value: object) -> float:
-    """``value`` as a float in [0, 1]."""
-    x = _real(name, value)
-    if not 0.0 <= x <= 1.0:
-        raise ConfigError(f"{name} must be in [0, 1], got {value}")
-    return x
-
-
-def positive(name: str, value: object) -> float:
-    """``value`` as a finite float > 0."""
-    x = _real(name, value)
-    if not x > 0.0:
-        raise ConfigError(f"{name} must be > 0, got {value}")
-    if not math.isfinite(x):
-        raise ConfigError(f"{name} must be finite, got {value}")
-    return x
-
-
-def in_interval(
-    name: str, value: object, low: float, high: float, *, open_low: bool = False, open_high: bool = False
-) -> float:
-    """``value`` as a float in the interval from ``low`` to ``high``, each end open or closed."""
-    x = _real(name, value)
-    if not ((x > low if open_low else x >= low) and (x < high if open_high else x <= high)):
-        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
-        raise ConfigError(f"{name} must be in {interval}, got {value}")
-    return x
-
-
-def discount(name: str, value: object) -> float:
-    """``value`` as a float in (0, 1), the open interval a per-step discount factor lives in."""
-    return in_interval(name, value, 0.0, 1.0, open_low=True, open_high=True)
-
-
-def int_in_range(name: str, value: object, low: int, high: int) -> int:
-    """``value`` as an int in [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be in [{low}, {high}], got {value}")
-    return int(value)
-
-
 @dataclasses.dataclass(frozen=True)
 class PolicyConfig:
     """Base of the per-algorithm hyper-parameter dataclasses (frozen, hashable, validated)."""

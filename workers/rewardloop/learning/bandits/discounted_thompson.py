@@ -43,12 +43,10 @@ from rewardloop.learning.bandits.base import (
     PolicyConfig,
     PolicyState,
     SlotRule,
-    discount,
-    int_in_range,
-    positive,
     thompson_slot_rule,
 )
 from rewardloop.learning.bandits.thompson import _beta_draws
+from rewardloop.learning.params import discount, int_in_range, positive
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -48,10 +48,9 @@ from rewardloop.learning.bandits.base import (
     PolicyConfig,
     PolicyState,
     SlotRule,
-    discount,
-    positive,
     uniform_over_maxima,
 )
+from rewardloop.learning.params import discount, positive
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

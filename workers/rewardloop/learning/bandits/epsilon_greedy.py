@@ -38,8 +38,8 @@ from rewardloop.learning.bandits.base import (
     PolicyState,
     SlotRule,
     uniform_over_maxima,
-    unit_interval,
 )
+from rewardloop.learning.params import unit_interval
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

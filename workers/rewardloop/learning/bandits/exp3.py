@@ -40,15 +40,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from rewardloop.learning.bandits.base import (
-    FloatArray,
-    IndexArray,
-    Policy,
-    PolicyConfig,
-    PolicyState,
-    SlotRule,
-    in_interval,
-)
+from rewardloop.learning.bandits.base import FloatArray, IndexArray, Policy, PolicyConfig, PolicyState, SlotRule
+from rewardloop.learning.params import in_interval
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -44,11 +44,9 @@ from rewardloop.learning.bandits.base import (
     PolicyConfig,
     PolicyState,
     SlotRule,
-    int_in_range,
-    positive,
     thompson_slot_rule,
-    unit_interval,
 )
+from rewardloop.learning.params import int_in_range, positive, unit_interval
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -58,15 +58,9 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from rewardloop.learning.bandits.base import (
-    FloatArray,
-    IndexArray,
-    PolicyState,
-    SlotRule,
-    positive,
-    uniform_over_maxima,
-)
+from rewardloop.learning.bandits.base import FloatArray, IndexArray, PolicyState, SlotRule, uniform_over_maxima
 from rewardloop.learning.bandits.ridge import RidgeConfig, RidgePolicy
+from rewardloop.learning.params import positive
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -36,16 +36,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from rewardloop.learning.bandits.base import (
-    FloatArray,
-    IndexArray,
-    PolicyState,
-    SlotRule,
-    int_in_range,
-    positive,
-    thompson_slot_rule,
-)
+from rewardloop.learning.bandits.base import FloatArray, IndexArray, PolicyState, SlotRule, thompson_slot_rule
 from rewardloop.learning.bandits.ridge import RidgeConfig, RidgePolicy
+from rewardloop.learning.params import int_in_range, positive
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,7 @@ UCB1(c=1.5)
 >>> config_from_dict("ucb1", {"c": -1})
 Traceback (most recent call last):
 ...
-rewardloop.learning.bandits.base.ConfigError: c must be > 0, got -1
+rewardloop.learning.params.ConfigError: c must be > 0, got -1
 >>> make_policy(config_from_dict("thompson"), n_arms=50)
 ThompsonPolicy(Thompson(prior_alpha=1.0, prior_beta=1.0, samples=64), n_arms=50)
 >>> make_policy(config_from_dict("linucb"), n_arms=50, context_dim=12)
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy.typing as npt
 
-from rewardloop.learning.bandits.base import ConfigError, Policy, PolicyConfig
+from rewardloop.learning.bandits.base import Policy, PolicyConfig
 from rewardloop.learning.bandits.discounted_linucb import DiscountedLinUCB, DiscountedLinUCBPolicy
 from rewardloop.learning.bandits.discounted_thompson import DiscountedThompson, DiscountedThompsonPolicy
 from rewardloop.learning.bandits.discounted_ucb import DiscountedUCB, DiscountedUCBPolicy
@@ -45,6 +45,7 @@ from rewardloop.learning.bandits.sliding_window_ucb import SlidingWindowUCB, Sli
 from rewardloop.learning.bandits.softmax import Softmax, SoftmaxPolicy
 from rewardloop.learning.bandits.thompson import Thompson, ThompsonPolicy
 from rewardloop.learning.bandits.ucb import UCB1, UCB1Policy
+from rewardloop.learning.params import ConfigError
 
 _IMPLEMENTATIONS: dict[type[PolicyConfig], type[Policy[Any]]] = {
     EpsilonGreedy: EpsilonGreedyPolicy,

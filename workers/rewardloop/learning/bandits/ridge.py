@@ -43,7 +43,8 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from rewardloop.learning.bandits.base import FloatArray, IndexArray, Policy, PolicyConfig, PolicyState, positive
+from rewardloop.learning.bandits.base import FloatArray, IndexArray, Policy, PolicyConfig, PolicyState
+from rewardloop.learning.params import positive
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

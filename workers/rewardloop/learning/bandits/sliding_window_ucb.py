@@ -49,10 +49,9 @@ from rewardloop.learning.bandits.base import (
     PolicyConfig,
     PolicyState,
     SlotRule,
-    int_in_range,
-    positive,
     uniform_over_maxima,
 )
+from rewardloop.learning.params import int_in_range, positive
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -33,16 +33,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from rewardloop.learning.bandits.base import (
-    FloatArray,
-    IndexArray,
-    Policy,
-    PolicyConfig,
-    PolicyState,
-    SlotRule,
-    positive,
-    unit_interval,
-)
+from rewardloop.learning.bandits.base import FloatArray, IndexArray, Policy, PolicyConfig, PolicyState, SlotRule
+from rewardloop.learning.params import positive, unit_interval
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

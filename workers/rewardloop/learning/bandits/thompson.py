@@ -52,10 +52,9 @@ from rewardloop.learning.bandits.base import (
     PolicyConfig,
     PolicyState,
     SlotRule,
-    int_in_range,
-    positive,
     thompson_slot_rule,
 )
+from rewardloop.learning.params import int_in_range, positive
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -42,9 +42,9 @@ from rewardloop.learning.bandits.base import (
     PolicyConfig,
     PolicyState,
     SlotRule,
-    positive,
     uniform_over_maxima,
 )
+from rewardloop.learning.params import positive
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

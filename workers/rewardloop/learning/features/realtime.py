@@ -84,7 +84,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from rewardloop.learning.bandits.base import ConfigError, int_in_range
+from rewardloop.learning.params import ConfigError, int_in_range
 
 __all__ = ["DAY_MS", "HOUR_MS", "MINUTE_MS", "ActivityEvent", "RealtimeFeatures", "UserActivity"]
 

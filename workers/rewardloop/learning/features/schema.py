@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rewardloop.learning.bandits import ConfigError
 from rewardloop.learning.features.realtime import RealtimeFeatures, UserActivity
+from rewardloop.learning.params import ConfigError, reject_unknown
 
 
 class FeatureError(ValueError):
@@ -62,10 +62,7 @@ class FeatureSchema:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], where: str = "features") -> FeatureSchema:
-        unknown = sorted(set(raw) - {"numeric", "optional", "categorical", "realtime"})
-        if unknown:
-            known = "categorical, numeric, optional, realtime"
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {known}")
+        reject_unknown(where, raw, {"numeric", "optional", "categorical", "realtime"})
         numeric = raw.get("numeric", [])
         if not isinstance(numeric, list) or not all(isinstance(n, str) for n in numeric):
             raise ConfigError(f"{where}.numeric must be a list of feature names")

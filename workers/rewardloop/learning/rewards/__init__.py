@@ -14,7 +14,7 @@
 0.25
 """
 
-from rewardloop.learning.bandits.base import ConfigError
+from rewardloop.learning.params import ConfigError
 from rewardloop.learning.rewards.config import LateRule, RewardConfig, SignalRule, default_rule
 from rewardloop.learning.rewards.decay import (
     REBASE_EXPONENT,

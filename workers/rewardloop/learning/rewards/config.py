@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from rewardloop.learning.bandits.base import ConfigError, in_interval, positive, unit_interval
+from rewardloop.learning.params import ConfigError, in_interval, positive, reject_unknown, unit_interval, within
 from rewardloop.learning.rewards.signals import BY_KEY, SIGNALS, Polarity, Signal, Transform
 
 # Events more than 7 days old are flagged by quality.py (feedback.proto keeps idempotency keys 7 days):
@@ -161,7 +161,7 @@ class RewardConfig:
         """Validate a ``reward`` table; errors name the key under ``where``."""
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{where} must be a table, got {raw!r}")
-        _reject_unknown(where, raw, REWARD_KEYS)
+        reject_unknown(where, raw, REWARD_KEYS)
         signals = raw.get("signals", {})
         if not isinstance(signals, Mapping):
             raise ConfigError(f"{where}.signals must be a table of signal name -> rule, got {signals!r}")
@@ -178,7 +178,7 @@ class RewardConfig:
         try:
             return cls(rules=rules, late_rule=LateRule(late), **scalars)
         except ConfigError as exc:
-            raise ConfigError(f"{where}.{exc}") from exc
+            raise within(where, exc) from exc
 
     def to_dict(self) -> dict[str, Any]:
         """The table ``from_dict`` reads back to an equal config (every signal spelled out)."""
@@ -196,13 +196,13 @@ class RewardConfig:
 def _rule(where: str, signal: Signal, spec: Any) -> SignalRule:
     if not isinstance(spec, Mapping):
         raise ConfigError(f"{where} must be a table (weight, transform, ...), got {spec!r}")
-    _reject_unknown(where, spec, SIGNAL_KEYS)
+    reject_unknown(where, spec, SIGNAL_KEYS)
     default = SIGNALS[signal]
     try:
         transform = _transform(spec, signal)
         return SignalRule(signal, spec.get("weight", default.default_weight), transform, cap=spec.get("cap", 1.0))
     except ConfigError as exc:
-        raise ConfigError(f"{where}.{exc}") from exc
+        raise within(where, exc) from exc
 
 
 def _transform(spec: Mapping[str, Any], signal: Signal) -> Transform:
@@ -224,9 +224,3 @@ def _transform(spec: Mapping[str, Any], signal: Signal) -> Transform:
             raise ConfigError(f"{missing[0]} is required for transform {kind!r} on {signal.key}")
         base = Transform(kind)
     return Transform(kind, **{name: spec.get(name, getattr(base, name)) for name in params})
-
-
-def _reject_unknown(where: str, spec: Mapping[str, Any], known: set[str]) -> None:
-    unknown = sorted(set(spec) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")

@@ -48,7 +48,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rewardloop.learning.bandits.base import int_in_range
+from rewardloop.learning.params import int_in_range
 from rewardloop.learning.rewards.signals import Event, Signal, check_value
 
 SECOND_MS = 1_000

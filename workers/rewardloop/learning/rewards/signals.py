@@ -50,7 +50,7 @@ import enum
 import math
 from dataclasses import dataclass
 
-from rewardloop.learning.bandits.base import ConfigError, positive
+from rewardloop.learning.params import ConfigError, positive
 
 
 class Signal(enum.IntEnum):
