@@ -4,7 +4,7 @@ No storage and no coordination: every front replica and every shard computes the
 variant for the same user. Two independent hashes decide whether the user is in the
 experiment's traffic share and, if so, which variant (by cumulative weight).
 
->>> from rewardloop.workers.config import ExperimentConfig
+>>> from rewardloop.learning.experiments import ExperimentConfig
 >>> exp = ExperimentConfig("e", (("control", 1.0), ("treatment", 1.0)), "salt", 1.0, ())
 >>> assign(exp, "alice") == assign(exp, "alice")
 True
@@ -15,9 +15,59 @@ True
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from rewardloop.workers.config import ExperimentConfig
+from rewardloop.learning.params import ConfigError, check_name, reject_unknown, within
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """An A/B experiment; it checks itself, so a hand-built one is as valid as a loaded one."""
+
+    name: str
+    variants: tuple[tuple[str, float], ...]
+    salt: str
+    traffic: float
+    surfaces: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        check_name("name", self.name)
+        if len(self.variants) < 2:
+            raise ConfigError("variants must map at least two variant names to weights")
+        for variant, weight in self.variants:
+            check_name("variants", variant)
+            if not isinstance(weight, int | float) or not weight > 0:
+                raise ConfigError(f"variants.{variant} must be a weight > 0, got {weight!r}")
+        if not isinstance(self.traffic, int | float) or not 0 < self.traffic <= 1:
+            raise ConfigError(f"traffic must be in (0, 1], got {self.traffic!r}")
+        object.__setattr__(self, "variants", tuple((v, float(w)) for v, w in self.variants))
+        object.__setattr__(self, "traffic", float(self.traffic))
+
+
+def experiment_from_dict(name: str, spec: Mapping[str, Any], surfaces: Collection[str]) -> ExperimentConfig:
+    """``[experiments.<name>]``: the TOML shape; the experiment checks its values, this its surfaces."""
+    where = f"experiments.{name}"
+    check_name(where, name)
+    reject_unknown(where, spec, {"variants", "salt", "traffic", "surfaces"})
+    variants = spec.get("variants")
+    if not isinstance(variants, Mapping) or len(variants) < 2:
+        raise ConfigError(f"{where}.variants must map at least two variant names to weights")
+    try:
+        experiment = ExperimentConfig(
+            name=name,
+            variants=tuple((v, w) for v, w in variants.items()),
+            salt=str(spec.get("salt", name)),
+            traffic=spec.get("traffic", 1.0),
+            surfaces=tuple(spec.get("surfaces", ())),
+        )
+    except ConfigError as exc:
+        raise within(where, exc) from exc
+    for surface in experiment.surfaces:
+        if surface not in surfaces:
+            raise ConfigError(f"{where}.surfaces: unknown surface {surface!r}")
+    return experiment
 
 
 def _unit_hash(*parts: str) -> float:

@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rewardloop.learning.features.realtime import RealtimeFeatures, UserActivity
-from rewardloop.learning.params import ConfigError, reject_unknown
+from rewardloop.learning.params import ConfigError, reject_unknown, within
 
 
 class FeatureError(ValueError):
@@ -60,34 +60,46 @@ class FeatureSchema:
     categorical: tuple[tuple[str, tuple[str, ...]], ...] = ()
     realtime: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        """The values' checks (a hand-built schema is checked too); messages name the field."""
+        if not all(isinstance(n, str) for n in self.numeric):
+            raise ConfigError("numeric must be a list of feature names")
+        for name, default in self.optional:
+            if isinstance(default, bool) or not isinstance(default, int | float) or not math.isfinite(default):
+                raise ConfigError(f"optional.{name} must be a finite number (the default), got {default!r}")
+        object.__setattr__(self, "optional", tuple((n, float(d)) for n, d in self.optional))
+        for name, values in self.categorical:
+            if not isinstance(values, tuple) or not values or not all(isinstance(v, str) for v in values):
+                raise ConfigError(f"categorical.{name} must be a non-empty list of category names")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"categorical.{name} has duplicate categories")
+        if not all(isinstance(n, str) for n in self.realtime):
+            raise ConfigError("realtime must be a list of real-time feature names")
+        request = [*self.numeric, *(n for n, _ in self.optional), *(n for n, _ in self.categorical)]
+        if len(set(request)) != len(request) or len(set(self.realtime)) != len(self.realtime):
+            raise ConfigError("a feature is declared twice")
+
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], where: str = "features") -> FeatureSchema:
+        """A ``[features]`` table: its shape (keys, lists, tables) here, its values in ``__post_init__``."""
         reject_unknown(where, raw, {"numeric", "optional", "categorical", "realtime"})
-        numeric = raw.get("numeric", [])
-        if not isinstance(numeric, list) or not all(isinstance(n, str) for n in numeric):
+        numeric, realtime = raw.get("numeric", []), raw.get("realtime", [])
+        if not isinstance(numeric, list):
             raise ConfigError(f"{where}.numeric must be a list of feature names")
-        optional = raw.get("optional", {})
-        for name, default in optional.items():
-            if isinstance(default, bool) or not isinstance(default, int | float) or not math.isfinite(default):
-                raise ConfigError(f"{where}.optional.{name} must be a finite number (the default), got {default!r}")
-        categorical = raw.get("categorical", {})
-        for name, values in categorical.items():
-            if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
-                raise ConfigError(f"{where}.categorical.{name} must be a non-empty list of category names")
-            if len(set(values)) != len(values):
-                raise ConfigError(f"{where}.categorical.{name} has duplicate categories")
-        realtime = raw.get("realtime", [])
-        if not isinstance(realtime, list) or not all(isinstance(n, str) for n in realtime):
+        if not isinstance(realtime, list):
             raise ConfigError(f"{where}.realtime must be a list of real-time feature names")
-        names = [*numeric, *optional, *categorical]
-        if len(set(names)) != len(names) or len(set(realtime)) != len(realtime):
-            raise ConfigError(f"{where}: a feature is declared twice")
-        return cls(
-            numeric=tuple(numeric),
-            optional=tuple((n, float(d)) for n, d in optional.items()),
-            categorical=tuple((n, tuple(v)) for n, v in categorical.items()),
-            realtime=tuple(realtime),
-        )
+        optional, categorical = raw.get("optional", {}), raw.get("categorical", {})
+        try:
+            return cls(
+                numeric=tuple(numeric),
+                optional=tuple(optional.items()),
+                categorical=tuple((n, tuple(v) if isinstance(v, list) else v) for n, v in categorical.items()),
+                realtime=tuple(realtime),
+            )
+        except ConfigError as exc:
+            if str(exc) == "a feature is declared twice":  # about the table as a whole: today's wording
+                raise ConfigError(f"{where}: a feature is declared twice") from exc
+            raise within(where, exc) from exc
 
     @property
     def request_names(self) -> tuple[str, ...]:
