@@ -33,7 +33,7 @@ from rewardloop.learning.bandits import (
     config_from_dict,
     make_policy,
 )
-from rewardloop.learning.bandits.base import NO_CONTEXT
+from rewardloop.learning.bandits.slates import NO_CONTEXT
 from rewardloop.learning.bandits.thompson import ThompsonPolicy, _beta_draws
 
 # Algorithms keeping the base bookkeeping: undiscounted per-arm counts and reward sums.

@@ -29,7 +29,7 @@ True
 ([0.0, 0.0, 0.0, 5.0, 0.0], [0.0, 0.0, 0.0, 5.0, 0.0])
 """
 
-from rewardloop.learning.bandits.base import Choice, Policy, PolicyConfig, PolicyState
+from rewardloop.learning.bandits.base import Policy, PolicyConfig
 from rewardloop.learning.bandits.discounted_linucb import DiscountedLinUCB
 from rewardloop.learning.bandits.discounted_thompson import DiscountedThompson
 from rewardloop.learning.bandits.discounted_ucb import DiscountedUCB
@@ -40,8 +40,10 @@ from rewardloop.learning.bandits.hybrid_linucb import HybridLinUCB
 from rewardloop.learning.bandits.lin_ts import LinTS
 from rewardloop.learning.bandits.linucb import LinUCB
 from rewardloop.learning.bandits.registry import ALGORITHMS, config_from_dict, make_policy, policy_class
+from rewardloop.learning.bandits.slates import Choice
 from rewardloop.learning.bandits.sliding_window_ucb import SlidingWindowUCB
 from rewardloop.learning.bandits.softmax import Softmax
+from rewardloop.learning.bandits.state import PolicyState
 from rewardloop.learning.bandits.thompson import Thompson
 from rewardloop.learning.bandits.ucb import UCB1
 from rewardloop.learning.params import ConfigError

@@ -1,44 +1,20 @@
-"""What every bandit policy shares: config base, learned state, its bytes, the slate loop.
+"""What every bandit policy shares: the config base and the ``Policy`` class.
 
 A policy is two objects. Its *config* (a frozen dataclass per algorithm, e.g. ``UCB1``) holds
 hyper-parameters only, validates them on construction and round-trips through a plain dict.
 Its *implementation* (a :class:`Policy` subclass built by ``make_policy``) holds no learned
-state either: everything learned lives in a :class:`PolicyState` the caller owns, so one
-policy object serves every user of a surface and states travel through Redis as bytes.
+state: that lives in a :class:`PolicyState` the caller owns (``state.py``, with its bytes).
 
-The base class owns the bookkeeping (per-arm ``counts`` and ``reward_sums``, float64), input
-validation, the slate loop of :meth:`Policy.select`, the byte format and, for algorithms whose
-state is additive sufficient statistics (``supports_prior``), :meth:`Policy.merge` and
-:meth:`Policy.combine`. An algorithm implements one hook, :meth:`Policy._slate_rule`; those
-with other bookkeeping also override ``new_state``, ``_update``, ``_check_values`` and, if
-they support priors, ``_combine``.
+``Policy`` owns the bookkeeping (per-arm ``counts`` and ``reward_sums``, float64), input checks,
+:meth:`Policy.select` (slot drawing in ``slates.py``) and, for algorithms whose state is additive
+sufficient statistics (``supports_prior``), :meth:`Policy.merge` and :meth:`Policy.combine`. An
+algorithm implements one hook, :meth:`Policy._slate_rule`; those with other bookkeeping also
+override ``new_state``, ``_update``, ``_check_values`` and, if they support priors, ``_combine``.
 
 Contextual algorithms (``contextual = True``) learn from and decide on a context vector ``x``
 of length ``context_dim`` (float64, bias term included) that ``update`` and ``select`` require;
 the others ignore any context passed. EXP3 (``needs_propensity = True``) also needs the
 probability with which the updated arm was drawn.
-
-State bytes (little-endian, never pickled; the same state always gives the same bytes)::
-
-    b"RLPS" | u16 format version | u8 len + algorithm name | u32 n_arms | u64 n_updates
-    | u16 array count | arrays sorted by name | u32 CRC-32 of everything before it
-    array: u8 len + name | u8 len + dtype (numpy ``dtype.str``, e.g. "<f8") | u8 ndim
-           | u64 per dimension | raw C-order bytes
-
->>> import numpy as np
->>> from rewardloop.learning.bandits import UCB1, make_policy
->>> policy = make_policy(UCB1(), n_arms=3)
->>> state = policy.new_state()
->>> policy.update(state, arm=1, reward=0.5)
->>> blob = policy.dump_state(state)
->>> blob[:4], len(blob)
-(b'RLPS', 122)
->>> policy.load_state(blob) == state
-True
->>> policy.load_state(blob[:-1])
-Traceback (most recent call last):
-...
-ValueError: corrupt ucb1 policy state: checksum mismatch (truncated or damaged)
 """
 
 from __future__ import annotations
@@ -46,29 +22,30 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
-import struct
-import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-MAGIC = b"RLPS"
-FORMAT_VERSION = 1
-
-# Relative rounding allowed when checking 0 <= reward_sums <= counts of a loaded state.
-SUM_TOLERANCE = 1e-9
-
-FloatArray = npt.NDArray[np.float64]
-IndexArray = npt.NDArray[np.intp]
-# Given positions into the slate's `available` array still open, (scores, probabilities) over them.
-SlotRule = Callable[[IndexArray], tuple[FloatArray, FloatArray]]
-# What the hooks get as the context of a context-free policy: they never look at it.
-NO_CONTEXT: FloatArray = np.empty(0)
-NO_CONTEXT.flags.writeable = False
+from rewardloop.learning.bandits.slates import (
+    NO_CONTEXT,
+    Choice,
+    FloatArray,
+    IndexArray,
+    SlotRule,
+    check_available,
+    draw_slate,
+)
+from rewardloop.learning.bandits.state import (
+    PolicyState,
+    check_counts,
+    check_discounted_counts,
+    decode_state,
+    encode_state,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,76 +62,6 @@ class PolicyConfig:
         # Frozen dataclass: store the checked, normalised value (e.g. 1 -> 1.0) so that
         # to_dict() and the fingerprints built from it are canonical.
         object.__setattr__(self, field, check(field, getattr(self, field)))
-
-
-class Choice(NamedTuple):
-    """One slot of a slate.
-
-    ``propensity`` is the probability with which this arm was drawn for this slot, given the
-    arms already placed in earlier slots (and, for Thompson, the slate's posterior samples).
-    """
-
-    arm: int
-    score: float
-    propensity: float
-    slot: int
-
-
-@dataclasses.dataclass(eq=False)
-class PolicyState:
-    """Learned state: named numpy arrays plus the number of updates applied.
-
-    Mutable (``Policy.update`` changes it in place); ``==`` compares bit for bit.
-    """
-
-    arrays: dict[str, npt.NDArray[Any]]
-    n_updates: int = 0
-
-    def copy(self) -> PolicyState:
-        return PolicyState({name: a.copy() for name, a in self.arrays.items()}, self.n_updates)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PolicyState):
-            return NotImplemented
-        return (
-            self.n_updates == other.n_updates
-            and self.arrays.keys() == other.arrays.keys()
-            and all(_identical(a, other.arrays[name]) for name, a in self.arrays.items())
-        )
-
-
-def _identical(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-
-
-def uniform_over_maxima(scores: FloatArray) -> FloatArray:
-    """Probability 1/ties on each maximal score, 0 elsewhere."""
-    best = scores == scores.max()
-    return best / np.count_nonzero(best)
-
-
-def thompson_slot_rule(scores: FloatArray, draws: FloatArray) -> SlotRule:
-    """Slot rule of sampling-based algorithms given ``draws``, K posterior samples per arm (K x m).
-
-    An open arm's probability is the fraction of the K rows whose largest value among the open
-    arms is that arm's: exactly "pick one of the K samples uniformly and play its argmax", so
-    the propensity is exact given the draws (see thompson.py). ``scores`` are reported as is.
-    """
-
-    def slot(remaining: IndexArray) -> tuple[FloatArray, FloatArray]:
-        winners = np.argmax(draws[:, remaining], axis=1)
-        return scores[remaining], np.bincount(winners, minlength=len(remaining)) / len(winners)
-
-    return slot
-
-
-def _draw(probabilities: FloatArray, rng: np.random.Generator) -> int:
-    """Index drawn with the given probabilities; zero-probability entries are never drawn."""
-    cumulative = np.cumsum(probabilities)
-    pick = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
-    if pick == len(cumulative):  # u * total rounded up to total: take the last drawable entry
-        pick = int(np.flatnonzero(probabilities)[-1])
-    return pick
 
 
 ConfigT = TypeVar("ConfigT", bound=PolicyConfig)
@@ -474,16 +381,7 @@ class Policy(ABC, Generic[ConfigT]):
                 f"n must be an integer in [1, {len(arms)}] (the number of available arms), got {n!r}",
             )
         x = self._check_context(context) if self.contextual else NO_CONTEXT
-        rule = self._slate_rule(state, arms, rng, x)
-        remaining = np.arange(len(arms))
-        slate = []
-        for slot in range(n):
-            scores, probabilities = rule(remaining)
-            pick = _draw(probabilities, rng)
-            arm = int(arms[remaining[pick]])
-            slate.append(Choice(arm, float(scores[pick]), float(probabilities[pick]), slot))
-            remaining = np.concatenate((remaining[:pick], remaining[pick + 1 :]))
-        return slate
+        return draw_slate(self._slate_rule(state, arms, rng, x), arms, n, rng)
 
     def distribution(
         self,
@@ -510,71 +408,18 @@ class Policy(ABC, Generic[ConfigT]):
         return np.asarray(probabilities, dtype=np.float64)
 
     def _check_available(self, available: npt.ArrayLike) -> IndexArray:
-        arms = np.asarray(available)
-        if arms.ndim != 1 or arms.size == 0 or arms.dtype.kind not in "iu":
-            raise ValueError(
-                f"available must be a non-empty 1-D array of integer arm indices, "
-                f"got shape {arms.shape} dtype {arms.dtype}"
-            )
-        if arms.min() < 0 or arms.max() >= self.n_arms:
-            raise ValueError(f"available arms must be in [0, {self.n_arms}), got {arms.min()}..{arms.max()}")
-        seen = np.zeros(self.n_arms, dtype=bool)
-        seen[arms] = True
-        if np.count_nonzero(seen) != arms.size:  # a mask is ~3x faster than np.unique at 100 arms
-            raise ValueError("available arms must be distinct")
-        return arms.astype(np.intp, copy=False)
+        return check_available(available, self.n_arms)
 
     # --- bytes --------------------------------------------------------------------------
 
     def dump_state(self, state: PolicyState) -> bytes:
-        """``state`` as versioned bytes (format in the module docstring)."""
+        """``state`` as versioned bytes (format in ``bandits/state.py``)."""
         self._check_layout(state.arrays)
-        algorithm = self.name.encode()
-        parts = [
-            struct.pack("<4sHB", MAGIC, FORMAT_VERSION, len(algorithm)),
-            algorithm,
-            struct.pack("<IQH", self.n_arms, state.n_updates, len(state.arrays)),
-        ]
-        for name in sorted(state.arrays):
-            array = np.ascontiguousarray(state.arrays[name])
-            array = array.astype(array.dtype.newbyteorder("<"), copy=False)
-            dtype = array.dtype.str.encode()
-            parts += [struct.pack("<B", len(name)), name.encode(), struct.pack("<B", len(dtype)), dtype]
-            parts += [struct.pack(f"<B{array.ndim}Q", array.ndim, *array.shape), array.tobytes()]
-        body = b"".join(parts)
-        return body + struct.pack("<I", zlib.crc32(body))
+        return encode_state(self.name, self.n_arms, state)
 
     def load_state(self, blob: bytes) -> PolicyState:
         """The state ``dump_state`` wrote, for this algorithm and ``n_arms``; ValueError otherwise."""
-        reader = _Reader(bytes(blob), f"corrupt {self.name} policy state")
-        magic, version, name_length = reader.unpack("<4sHB")
-        if magic != MAGIC:
-            raise ValueError(f"not a policy state: magic {magic!r}, expected {MAGIC!r}")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"unsupported policy state format version {version}, expected {FORMAT_VERSION}")
-        reader.check_crc()
-        algorithm = reader.take(name_length).decode(errors="replace")
-        if algorithm != self.name:
-            raise ValueError(f"policy state is for algorithm {algorithm!r}, this policy is {self.name!r}")
-        n_arms, n_updates, n_arrays = reader.unpack("<IQH")
-        if n_arms != self.n_arms:
-            raise ValueError(f"policy state has n_arms={n_arms}, this policy has n_arms={self.n_arms}")
-        expected = self.new_state().arrays
-        arrays = {}
-        for _ in range(n_arrays):
-            name = reader.take(reader.unpack("<B")[0]).decode(errors="replace")
-            dtype = reader.take(reader.unpack("<B")[0]).decode(errors="replace")
-            shape = reader.unpack(f"<{reader.unpack('<B')[0]}Q")
-            if name not in expected or name in arrays:
-                raise ValueError(f"{reader.error}: unexpected array {name!r}")
-            template = expected[name]
-            stored = template.dtype.newbyteorder("<")
-            if dtype != stored.str or shape != template.shape:
-                raise ValueError(f"{reader.error}: array {name!r} is {dtype}{list(shape)}")
-            raw = reader.take(template.nbytes)
-            arrays[name] = np.frombuffer(raw, dtype=stored).reshape(shape).astype(template.dtype)
-        reader.expect_end()
-        state = PolicyState(arrays, n_updates)
+        state = decode_state(blob, self.name, self.n_arms, self.new_state().arrays)
         self._check_layout(state.arrays)
         self._check_values(state)
         return state
@@ -608,47 +453,8 @@ class Policy(ABC, Generic[ConfigT]):
                 )
 
     def _check_counts(self, state: PolicyState) -> None:
-        counts, sums = state.arrays["counts"], state.arrays["reward_sums"]
-        if not (np.all(np.isfinite(counts)) and np.all(np.isfinite(sums))):
-            raise ValueError(f"corrupt {self.name} policy state: non-finite counts or reward sums")
-        # Corrections (revise) and weights (decay) are float arithmetic: a sum brought back to 0
-        # or up to its count may miss it in the last bits. Allow that, relative to the count.
-        slack = SUM_TOLERANCE * (counts + 1.0)
-        if np.any(counts < 0) or np.any(sums < -slack) or np.any(sums > counts + slack):
-            raise ValueError(f"corrupt {self.name} policy state: need 0 <= reward_sums <= counts")
+        check_counts(self.name, state)
 
     def _check_discounted_counts(self, state: PolicyState, gamma: float) -> None:
         """``_check_counts``, and the discounted total sum_k<n gamma^k <= min(n, 1 / (1 - gamma))."""
-        self._check_counts(state)
-        total, bound = state.arrays["counts"].sum(), min(state.n_updates, 1.0 / (1.0 - gamma))
-        if total > bound * (1.0 + 1e-9):
-            raise ValueError(
-                f"corrupt {self.name} policy state: discounted counts sum to {total}, more than {bound}",
-            )
-
-
-class _Reader:
-    """Cursor over a state blob; every shortfall is a ValueError naming the blob."""
-
-    def __init__(self, blob: bytes, error: str) -> None:
-        self.blob, self.error, self.position = blob, error, 0
-
-    def take(self, size: int) -> bytes:
-        end = self.position + size
-        if end > len(self.blob):
-            raise ValueError(f"{self.error}: truncated at byte {self.position} of {len(self.blob)}")
-        chunk, self.position = self.blob[self.position : end], end
-        return chunk
-
-    def unpack(self, fmt: str) -> tuple[Any, ...]:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
-
-    def check_crc(self) -> None:
-        body, trailer = self.blob[:-4], self.blob[-4:]
-        if len(trailer) < 4 or struct.unpack("<I", trailer)[0] != zlib.crc32(body):
-            raise ValueError(f"{self.error}: checksum mismatch (truncated or damaged)")
-        self.blob = body
-
-    def expect_end(self) -> None:
-        if self.position != len(self.blob):
-            raise ValueError(f"{self.error}: {len(self.blob) - self.position} unexpected trailing bytes")
+        check_discounted_counts(self.name, state, gamma)

@@ -36,15 +36,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from rewardloop.learning.bandits.base import (
-    FloatArray,
-    IndexArray,
-    Policy,
-    PolicyConfig,
-    PolicyState,
-    SlotRule,
-    thompson_slot_rule,
-)
+from rewardloop.learning.bandits.base import Policy, PolicyConfig
+from rewardloop.learning.bandits.slates import FloatArray, IndexArray, SlotRule, thompson_slot_rule
+from rewardloop.learning.bandits.state import PolicyState
 from rewardloop.learning.bandits.thompson import _beta_draws
 from rewardloop.learning.params import discount, int_in_range, positive
 

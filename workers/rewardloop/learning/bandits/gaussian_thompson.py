@@ -37,15 +37,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from rewardloop.learning.bandits.base import (
-    FloatArray,
-    IndexArray,
-    Policy,
-    PolicyConfig,
-    PolicyState,
-    SlotRule,
-    thompson_slot_rule,
-)
+from rewardloop.learning.bandits.base import Policy, PolicyConfig
+from rewardloop.learning.bandits.slates import FloatArray, IndexArray, SlotRule, thompson_slot_rule
+from rewardloop.learning.bandits.state import PolicyState
 from rewardloop.learning.params import int_in_range, positive, unit_interval
 
 

@@ -36,8 +36,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from rewardloop.learning.bandits.base import FloatArray, IndexArray, PolicyState, SlotRule, thompson_slot_rule
 from rewardloop.learning.bandits.ridge import RidgeConfig, RidgePolicy
+from rewardloop.learning.bandits.slates import FloatArray, IndexArray, SlotRule, thompson_slot_rule
+from rewardloop.learning.bandits.state import PolicyState
 from rewardloop.learning.params import int_in_range, positive
 
 

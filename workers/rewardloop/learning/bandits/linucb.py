@@ -34,8 +34,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from rewardloop.learning.bandits.base import FloatArray, IndexArray, PolicyState, SlotRule, uniform_over_maxima
 from rewardloop.learning.bandits.ridge import RidgeConfig, RidgePolicy
+from rewardloop.learning.bandits.slates import FloatArray, IndexArray, SlotRule, uniform_over_maxima
+from rewardloop.learning.bandits.state import PolicyState
 from rewardloop.learning.params import positive
 
 

@@ -43,7 +43,9 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from rewardloop.learning.bandits.base import FloatArray, IndexArray, Policy, PolicyConfig, PolicyState
+from rewardloop.learning.bandits.base import Policy, PolicyConfig
+from rewardloop.learning.bandits.slates import FloatArray, IndexArray
+from rewardloop.learning.bandits.state import PolicyState
 from rewardloop.learning.params import positive
 
 

@@ -33,7 +33,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from rewardloop.learning.bandits.base import FloatArray, IndexArray, Policy, PolicyConfig, PolicyState, SlotRule
+from rewardloop.learning.bandits.base import Policy, PolicyConfig
+from rewardloop.learning.bandits.slates import FloatArray, IndexArray, SlotRule
+from rewardloop.learning.bandits.state import PolicyState
 from rewardloop.learning.params import positive, unit_interval
 
 
