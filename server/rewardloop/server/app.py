@@ -17,14 +17,9 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from rewardloop.server.admin import AdminService
+from rewardloop.server.interceptors import RpcObserver, TokenAuth
 from rewardloop.server.routing import ShardRouter
-from rewardloop.server.services import (
-    AssignerService,
-    FeedbackService,
-    RecommenderService,
-    RpcObserver,
-    TokenAuth,
-)
+from rewardloop.server.services import AssignerService, FeedbackService, RecommenderService
 from rewardloop.v1 import (
     admin_pb2,
     admin_pb2_grpc,

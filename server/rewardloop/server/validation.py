@@ -10,7 +10,7 @@ import time
 
 from rewardloop.learning.features.schema import FeatureError
 from rewardloop.learning.rewards import Signal, check_value
-from rewardloop.server.errors import ServiceError, invalid, not_found, quote
+from rewardloop.server.status import ServiceError, invalid, not_found, quote
 from rewardloop.state.keys import pseudonymize
 from rewardloop.v1 import feedback_pb2, recommender_pb2
 from rewardloop.workers.config import NAME_PATTERN, ServiceConfig, SurfaceConfig

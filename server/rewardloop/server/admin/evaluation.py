@@ -1,7 +1,8 @@
-"""The Admin service: off-policy evaluation of candidate policies from the logs.
+"""Admin, evaluation area: off-policy evaluation of candidate policies from the logs.
 
 The evaluation reads every user's logs and fits models: it runs as a Ray task, off the
-front's event loop, so serving traffic is not held up by it.
+front's event loop, so serving traffic is not held up by it. The task's body is
+`rewardloop.workers.evaluation.evaluate_from_logs`, the same function the command line runs.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import ray
 from rewardloop.learning.bandits import ALGORITHMS, ConfigError, PolicyConfig, config_from_dict, make_policy
 from rewardloop.learning.evaluation.candidate import CandidateEvaluation, candidate_params
 from rewardloop.server import validation
-from rewardloop.server.errors import invalid, quote, translate
-from rewardloop.v1 import admin_pb2, admin_pb2_grpc
+from rewardloop.server.status import invalid, quote, to_service_error
+from rewardloop.v1 import admin_pb2
 from rewardloop.workers.config import ServiceConfig, SurfaceConfig
 from rewardloop.workers.evaluation import evaluate_from_logs
 
@@ -26,10 +27,11 @@ DEFAULT_MAX_DECISIONS = 100_000
 _evaluate = ray.remote(num_cpus=0, max_retries=0)(evaluate_from_logs)
 
 
-class AdminService(admin_pb2_grpc.AdminServicer):
-    def __init__(self, config: ServiceConfig, redis_url: str):
-        self._config = config
-        self._redis_url = redis_url
+class EvaluationAdmin:
+    """The Admin RPCs of the evaluation area; `AdminService` mixes it in."""
+
+    _config: ServiceConfig
+    _redis_url: str
 
     async def EvaluatePolicy(
         self, request: admin_pb2.EvaluatePolicyRequest, context: grpc.aio.ServicerContext
@@ -46,7 +48,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
                 self._redis_url, surface, candidate, max_decisions, train_fraction, confidence
             )
         except Exception as exc:
-            raise (translate(exc) or exc) from exc
+            raise (to_service_error(exc) or exc) from exc
         return admin_pb2.EvaluatePolicyResponse(
             estimates=[
                 admin_pb2.PolicyValueEstimate(
