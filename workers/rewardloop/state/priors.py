@@ -16,7 +16,7 @@ before the merge, so shards with different epochs add up, and the prior fades as
 
 Priors are estimates, not records: a shard that crashes loses the contribution it had not
 published yet (at most one refresh period), which only makes the prior slightly less
-informed. Users' own states are exact regardless (see ``user_state``).
+informed. Users' own states are exact regardless (see ``state/snapshots.py``).
 """
 
 from __future__ import annotations
