@@ -43,6 +43,7 @@ from rewardloop.learning.bandits.state import (
     PolicyState,
     check_counts,
     check_discounted_counts,
+    check_layout,
     decode_state,
     encode_state,
 )
@@ -429,18 +430,7 @@ class Policy(ABC, Generic[ConfigT]):
         return {name: (array.dtype, array.shape) for name, array in self.new_state().arrays.items()}
 
     def _check_layout(self, arrays: dict[str, npt.NDArray[Any]]) -> None:
-        expected = self._layout
-        if arrays.keys() != expected.keys():
-            raise ValueError(
-                f"{self.name} policy state must have arrays {sorted(expected)}, got {sorted(arrays)}",
-            )
-        for name, (dtype, shape) in expected.items():
-            array = arrays[name]
-            if array.dtype != dtype or array.shape != shape:
-                raise ValueError(
-                    f"{self.name} policy state array {name!r} must be "
-                    f"{dtype}{list(shape)}, got {array.dtype}{list(array.shape)}"
-                )
+        check_layout(self.name, arrays, self._layout)
 
     def _check_values(self, state: PolicyState) -> None:
         """Reject loaded states that no sequence of updates could have produced."""

@@ -125,6 +125,21 @@ def decode_state(blob: bytes, algorithm: str, n_arms: int, template: Mapping[str
     return PolicyState(arrays, n_updates)
 
 
+def check_layout(
+    algorithm: str, arrays: Mapping[str, npt.NDArray[Any]], layout: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]]
+) -> None:
+    """``arrays`` are exactly the arrays of ``layout`` (name -> dtype, shape): what the algorithm's state holds."""
+    if arrays.keys() != layout.keys():
+        raise ValueError(f"{algorithm} policy state must have arrays {sorted(layout)}, got {sorted(arrays)}")
+    for name, (dtype, shape) in layout.items():
+        array = arrays[name]
+        if array.dtype != dtype or array.shape != shape:
+            raise ValueError(
+                f"{algorithm} policy state array {name!r} must be "
+                f"{dtype}{list(shape)}, got {array.dtype}{list(array.shape)}"
+            )
+
+
 def check_counts(algorithm: str, state: PolicyState) -> None:
     """Per-arm ``counts`` >= 0 and 0 <= ``reward_sums`` <= ``counts``, finite (up to rounding)."""
     counts, sums = state.arrays["counts"], state.arrays["reward_sums"]
