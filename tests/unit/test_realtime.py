@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rewardloop.learning.bandits import ConfigError
 from rewardloop.learning.features.realtime import (
     DAY_MS,
     HOUR_MS,
@@ -19,6 +18,7 @@ from rewardloop.learning.features.realtime import (
     RealtimeFeatures,
     UserActivity,
 )
+from rewardloop.learning.params import ConfigError
 
 T0 = 1_700_000_000_000  # an epoch time in ms
 CATEGORIES = ("news", "sport", "music")
