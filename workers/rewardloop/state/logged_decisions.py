@@ -17,9 +17,9 @@ import redis
 
 from rewardloop.learning.evaluation.logged import LoggedDecisions
 from rewardloop.learning.rewards import Event, EventConflict, fuse
+from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state.keys import DECISION_LOGS, UserKeys, pseudonym_of
 from rewardloop.state.records import DecisionRecord, FeedbackRecord
-from rewardloop.workers.config import SurfaceConfig
 
 SCAN_BATCH = 1000
 

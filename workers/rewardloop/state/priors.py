@@ -32,9 +32,9 @@ import redis.asyncio as aioredis
 
 from rewardloop.learning.bandits import Policy, PolicyState
 from rewardloop.learning.rewards.decay import decay_weight, epoch_for_update, present_factor
+from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state import keys
 from rewardloop.state.keys import EPOCH_FIELD
-from rewardloop.workers.config import SurfaceConfig
 
 log = logging.getLogger(__name__)
 POPULATION = ""  # segment key of the whole population

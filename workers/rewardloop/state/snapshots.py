@@ -23,9 +23,9 @@ from collections.abc import Iterable, Mapping
 from rewardloop.learning.bandits import Policy
 from rewardloop.learning.rewards import BurstDetector
 from rewardloop.learning.rewards.quality import DEFAULT_QUALITY, QualityConfig
+from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state.records import FeedbackRecord, stream_id_key
 from rewardloop.state.user_state import UserState, new_user_state
-from rewardloop.workers.config import SurfaceConfig
 
 SNAPSHOT_MAGIC = b"RLUS"
 SNAPSHOT_VERSION = 2

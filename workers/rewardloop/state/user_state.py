@@ -26,9 +26,9 @@ from rewardloop.learning.rewards import BurstDetector, Signal, counts_toward_bur
 from rewardloop.learning.rewards.decay import decay_weight, epoch_for_update, present_factor
 from rewardloop.learning.rewards.ledger import Applied, RewardLedger
 from rewardloop.learning.rewards.quality import DEFAULT_QUALITY, QualityConfig
+from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state.keys import user_seed
 from rewardloop.state.records import LOG_START, FeedbackRecord
-from rewardloop.workers.config import SurfaceConfig
 
 
 @dataclass

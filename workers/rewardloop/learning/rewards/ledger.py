@@ -49,7 +49,7 @@ from rewardloop.learning.rewards.signals import Event, Signal
 
 if TYPE_CHECKING:  # attributes only: importing them here would be a cycle (surface -> rewards -> ledger)
     from rewardloop.learning.bandits import Policy, PolicyState
-    from rewardloop.workers.config import SurfaceConfig
+    from rewardloop.learning.surface import SurfaceConfig
 
 # A decision's ledger entry is kept this long after its window closes: feedback older than
 # that is flagged at ingest (quality.py), so nothing could still change its reward.
