@@ -135,7 +135,8 @@ async def _open_redis_write(spec: LoadSpec, process: int) -> tuple[Call, Callabl
 
     from rewardloop.learning.rewards import Signal
     from rewardloop.state.keys import UserKeys, pseudonymize
-    from rewardloop.state.store import DEDUP_TTL_SECONDS, FeedbackRecord
+    from rewardloop.state.records import FeedbackRecord
+    from rewardloop.state.store import DEDUP_TTL_SECONDS
 
     client = aioredis.Redis.from_url(spec.target, max_connections=spec.concurrency + 4)
     events = _Events(spec, process)

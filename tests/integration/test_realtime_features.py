@@ -17,7 +17,7 @@ import redis
 from rewardloop.client import AsyncClient, Signal
 from rewardloop.learning.features.realtime import ActivityEvent
 from rewardloop.state.keys import UserKeys, pseudonymize
-from rewardloop.state.store import DecisionRecord
+from rewardloop.state.records import DecisionRecord
 from rewardloop.workers.config import ServiceConfig
 from tests.conftest import RT_FEATURES
 from tests.integration.test_recovery import _incarnation, _restarted

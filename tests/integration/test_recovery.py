@@ -21,7 +21,7 @@ import ray
 
 from rewardloop.client import AsyncClient, RewardloopError, Signal
 from rewardloop.server.app import Service
-from rewardloop.server.errors import ServiceError
+from rewardloop.server.status import ServiceError
 from rewardloop.state.keys import pseudonymize
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.redis_server import EmbeddedRedis

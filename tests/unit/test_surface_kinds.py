@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rewardloop.workers.config import SURFACE_KINDS
+from rewardloop.learning.surface import SURFACE_KINDS
 from rewardloop.workers.kinds import KINDS
 
 

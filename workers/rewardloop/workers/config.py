@@ -25,18 +25,15 @@ from typing import Any
 
 from rewardloop.learning.experiments import ExperimentConfig, experiment_from_dict
 from rewardloop.learning.features.realtime import RealtimeFeatures
-from rewardloop.learning.params import NAME_PATTERN, ConfigError, integer_in, reject_unknown, within
+from rewardloop.learning.params import ConfigError, integer_in, reject_unknown, within
 from rewardloop.learning.rewards import QualityConfig
-from rewardloop.learning.surface import MAX_ITEMS, SURFACE_KINDS, ColdStart, SurfaceConfig, surface_from_dict
+from rewardloop.learning.surface import SurfaceConfig, surface_from_dict
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
 # Dev-only key: deployments set REWARDLOOP_PSEUDONYM_KEY (see README, "Privacy").
 DEV_PSEUDONYM_KEY = "rewardloop-dev-pseudonym-key"
 # Moved to learning/ (surface.py, experiments/, params.py); importable from here until callers move.
-__all__ = [
-    "DEFAULT_CONFIG", "DEV_PSEUDONYM_KEY", "MAX_ITEMS", "NAME_PATTERN", "SURFACE_KINDS", "ColdStart", "ConfigError",
-    "ExperimentConfig", "ServiceConfig", "SurfaceConfig",
-]  # fmt: skip
+__all__ = ["DEFAULT_CONFIG", "DEV_PSEUDONYM_KEY", "ServiceConfig"]
 
 
 @dataclass(frozen=True)

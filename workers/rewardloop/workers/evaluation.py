@@ -16,8 +16,9 @@ import redis
 
 from rewardloop.learning.bandits import PolicyConfig, config_from_dict
 from rewardloop.learning.evaluation.candidate import CandidateEvaluation, candidate_params, evaluate_candidate
+from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state.logged_decisions import read_logged_decisions
-from rewardloop.workers.config import ServiceConfig, SurfaceConfig
+from rewardloop.workers.config import ServiceConfig
 
 
 def evaluate_from_logs(

@@ -17,11 +17,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from rewardloop.learning.bandits import Policy
 from rewardloop.learning.rewards import BurstDetector, Event, EventContext, Signal, assess, fuse
 from rewardloop.learning.rewards.ledger import Applied
+from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state.priors import Priors
 from rewardloop.state.records import DecisionRecord, FeedbackRecord
 from rewardloop.state.store import Store
 from rewardloop.state.user_state import UserState
-from rewardloop.workers.config import ServiceConfig, SurfaceConfig
+from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.decisions import RecentDecisions
 from rewardloop.workers.messages import FeedbackCall, Recorded, Rejected
 from rewardloop.workers.users import UserCache

@@ -14,10 +14,10 @@ from typing import Protocol
 import numpy as np
 
 from rewardloop.learning.bandits import Policy
+from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state.priors import Priors
 from rewardloop.state.records import DecisionRecord
 from rewardloop.state.user_state import UserState
-from rewardloop.workers.config import SurfaceConfig
 from rewardloop.workers.messages import ChosenItem, Decision, RecommendCall
 
 

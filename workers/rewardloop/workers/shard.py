@@ -28,12 +28,13 @@ from opentelemetry import propagate, trace
 from redis.exceptions import RedisError
 
 from rewardloop.learning.bandits import Policy, make_policy
+from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state.keys import windows_key
 from rewardloop.state.priors import Priors
 from rewardloop.state.snapshots import encode_snapshot
 from rewardloop.state.store import Store
 from rewardloop.state.user_state import UserState
-from rewardloop.workers.config import ServiceConfig, SurfaceConfig
+from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.decisions import RecentDecisions
 from rewardloop.workers.feedback import Ingest
 from rewardloop.workers.kinds import KINDS, SurfaceKind

@@ -10,10 +10,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from rewardloop.learning.bandits import Policy
+from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state.snapshots import replay, replay_start, restore_from_snapshot
 from rewardloop.state.store import Store
 from rewardloop.state.user_state import UserState
-from rewardloop.workers.config import ServiceConfig, SurfaceConfig
+from rewardloop.workers.config import ServiceConfig
 
 # Users kept in memory per shard; the least recently used beyond it are dropped (their
 # state is in Redis, a later request rebuilds it).

@@ -15,10 +15,11 @@ import ray
 
 from rewardloop.learning.bandits import ALGORITHMS, ConfigError, PolicyConfig, config_from_dict, make_policy
 from rewardloop.learning.evaluation.candidate import CandidateEvaluation, candidate_params
+from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.server import validation
 from rewardloop.server.status import invalid, quote, to_service_error
 from rewardloop.v1 import admin_pb2
-from rewardloop.workers.config import ServiceConfig, SurfaceConfig
+from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.evaluation import evaluate_from_logs
 
 DEFAULT_MAX_DECISIONS = 100_000

@@ -17,7 +17,7 @@ from rewardloop.learning.evaluation.data import LoggedData
 from rewardloop.learning.evaluation.estimators import Estimate, evaluate
 from rewardloop.learning.evaluation.logged import LoggedDecisions
 from rewardloop.learning.evaluation.reward_model import cross_fitted_predictions
-from rewardloop.workers.config import SurfaceConfig
+from rewardloop.learning.surface import SurfaceConfig
 
 MIN_EVAL_DECISIONS = 20
 

@@ -18,7 +18,7 @@ rules only ever drop the smallest keys, so the state is a function of the *set* 
 observed, whatever order they came in: feedback may arrive late or out of order, a snapshot
 plus a replay of the rest of the log gives bit for bit the state (and vectors) of an
 uninterrupted run. Observing the same event twice counts it twice: dropping duplicates (by
-event id, or by log position as ``user_state.replay`` does) is the caller's job. ``reward`` and
+event id, or by log position as ``state.snapshots.replay`` does) is the caller's job. ``reward`` and
 ``item_id`` are not retained; ``item_id`` only resolves the category when the event has none.
 
 **Features** (``names`` gives them in this order; ``W`` is the longest window; "in w" means
