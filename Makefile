@@ -76,7 +76,7 @@ typecheck: $(STAMP)
 
 ## demo: simulated users drive the running stack; learned CTR vs uniform random
 demo: $(STAMP)
-	$(PY) -m rewardloop.simulator.demo
+	$(PY) -m rewardloop.demo
 
 ## bench: Recommend and Feedback over gRPC next to in-process baselines
 bench: bench-recommend bench-feedback

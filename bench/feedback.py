@@ -31,35 +31,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from _common import (
-    ROLES,
-    CpuTime,
-    Level,
-    LoadClients,
-    LoadSpec,
-    Stopwatch,
-    argument_parser,
+from _cli import argument_parser, int_list, run_main, start_ray
+from _load import LoadClients, LoadSpec
+from _measure import ROLES, CpuTime, Level, Stopwatch, histogram_probe, measure, percentile
+from _report import (
     cpu_cells,
     fmt,
-    histogram_probe,
-    int_list,
-    measure,
-    percentile,
     print_environment,
     print_profile,
     progress,
     progress_level,
-    run_main,
-    service_config,
-    start_ray,
     table,
-    user_ids,
     warn_if_disturbed,
     write_json,
 )
+from _workload import service_config, user_ids
 
 from rewardloop.server.app import Service
-from rewardloop.workers.keys import UserKeys, pseudonymize
+from rewardloop.state.keys import UserKeys, pseudonymize
 from rewardloop.workers.redis_server import EmbeddedRedis
 
 FSYNC_MODES = ("always", "everysec", "no")

@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import progress, start_ray, table
+from _cli import start_ray
+from _report import progress, table
 
 from rewardloop.server.app import Service
 from rewardloop.workers.config import ServiceConfig

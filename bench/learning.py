@@ -14,17 +14,17 @@ import statistics
 import time
 
 import ray
-from _common import NO_BURST_LIMIT
+from _workload import NO_BURST_LIMIT
 
 from rewardloop.client import AsyncClient
+from rewardloop.demo import scenarios
 from rewardloop.server.app import Service
-from rewardloop.simulator import scenarios
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.redis_server import EmbeddedRedis
 
 ITEMS = [f"item-{i:03d}" for i in range(10)]
 FEATURES = {"numeric": [f"u{k}" for k in range(6)] + ["c0", "c1"]}
-# In units of x x^T (see policies/ridge.py): with |x|^2 ~ 9 here, about 22 observations' worth per arm.
+# In units of x x^T (see learning/bandits/ridge.py): with |x|^2 ~ 9 here, about 22 observations' worth per arm.
 LINEAR_PRIOR = 200.0
 IMPLICIT_WEIGHTS = {
     "click": {"weight": 0.5}, "dwell": {"weight": 0.5, "scale": 60}, "like": {"weight": 0.5}, "skip": {"weight": -0.5},

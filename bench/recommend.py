@@ -28,37 +28,26 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import redis.asyncio as aioredis
-from _common import (
-    ROLES,
-    SURFACE,
-    CpuTime,
-    Level,
-    LoadClients,
-    LoadSpec,
-    Probe,
-    Stopwatch,
-    argument_parser,
+from _cli import argument_parser, int_list, run_main, start_ray
+from _load import LoadClients, LoadSpec
+from _measure import ROLES, CpuTime, Level, Probe, Stopwatch, histogram_probe, measure
+from _report import (
     cpu_cells,
     fmt,
-    histogram_probe,
-    int_list,
-    measure,
     print_environment,
     print_profile,
     progress,
     progress_level,
-    run_main,
-    service_config,
-    start_ray,
     table,
     warn_if_disturbed,
     write_json,
 )
+from _workload import SURFACE, service_config
 
+from rewardloop.learning.bandits import PolicyState, make_policy
 from rewardloop.server.app import Service
 from rewardloop.v1 import recommender_pb2, recommender_pb2_grpc
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.policies import PolicyState, make_policy
 from rewardloop.workers.redis_server import EmbeddedRedis
 
 ALGORITHMS = ("ucb1", "epsilon_greedy", "thompson")

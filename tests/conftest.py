@@ -15,8 +15,8 @@ import ray
 import redis
 
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.observability import configure_tracing
 from rewardloop.workers.redis_server import EmbeddedRedis
+from rewardloop.workers.tracing import configure_tracing
 
 ITEMS = [f"item-{i:03d}" for i in range(30)]
 LEARN_ITEMS = 10

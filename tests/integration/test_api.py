@@ -115,7 +115,7 @@ async def test_feedback_is_counted_once_per_event_id(channel: grpc.aio.Channel, 
     in_batch = await stub.RecordBatch(feedback_pb2.RecordBatchRequest(events=[event, event]), timeout=5)
     assert (first.duplicate, again.duplicate) == (False, True)
     assert [r.duplicate for r in in_batch.results] == [True, True]
-    from rewardloop.workers.keys import pseudonymize
+    from rewardloop.state.keys import pseudonymize
 
     state = await service.router.user_state(pseudonymize("dup-1", b"test-key"))  # type: ignore[attr-defined]
     arm = int(item.split("-")[1])

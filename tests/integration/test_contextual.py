@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from rewardloop.client import AsyncClient
-from rewardloop.simulator import scenarios
+from rewardloop.demo import scenarios
 
 pytestmark = pytest.mark.cluster
 

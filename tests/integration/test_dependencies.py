@@ -12,9 +12,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rewardloop.client import AsyncClient, Signal, Unauthenticated, Unavailable
 from rewardloop.server.app import Service
+from rewardloop.state.keys import pseudonymize
 from rewardloop.v1 import admin_pb2, admin_pb2_grpc
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.keys import pseudonymize
 from rewardloop.workers.redis_server import EmbeddedRedis
 
 pytestmark = pytest.mark.cluster

@@ -13,12 +13,12 @@ import pytest
 import redis
 
 from rewardloop.client import AsyncClient
+from rewardloop.demo.drive import run_population
+from rewardloop.learning.bandits import config_from_dict, make_policy
 from rewardloop.simulator import Population
-from rewardloop.simulator.drive import run_population
+from rewardloop.state.logged_decisions import read_logged_decisions
 from rewardloop.v1 import admin_pb2, admin_pb2_grpc
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.evaluation.logs import read_logged_decisions
-from rewardloop.workers.policies import config_from_dict, make_policy
 from rewardloop.workers.redis_server import EmbeddedRedis
 from tests.conftest import CONTEXT_FEATURES, ITEMS, LEARN_ITEMS
 

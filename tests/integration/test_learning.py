@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rewardloop.client import AsyncClient
-from rewardloop.simulator import scenarios
+from rewardloop.demo import scenarios
 
 pytestmark = pytest.mark.cluster
 

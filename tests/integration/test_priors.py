@@ -7,9 +7,9 @@ import asyncio
 import numpy as np
 import redis.asyncio as aioredis
 
+from rewardloop.learning.bandits import make_policy
+from rewardloop.state.priors import POPULATION, Priors
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.policies import make_policy
-from rewardloop.workers.priors import POPULATION, Priors
 from rewardloop.workers.redis_server import EmbeddedRedis
 
 ITEMS = [f"i{k}" for k in range(4)]

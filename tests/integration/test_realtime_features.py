@@ -15,10 +15,10 @@ import ray
 import redis
 
 from rewardloop.client import AsyncClient, Signal
+from rewardloop.learning.features.realtime import ActivityEvent
+from rewardloop.state.keys import UserKeys, pseudonymize
+from rewardloop.state.records import DecisionRecord
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.keys import UserKeys, pseudonymize
-from rewardloop.workers.realtime import ActivityEvent
-from rewardloop.workers.store import DecisionRecord
 from tests.conftest import RT_FEATURES
 from tests.integration.test_recovery import _incarnation, _restarted
 

@@ -21,9 +21,9 @@ import ray
 
 from rewardloop.client import AsyncClient, RewardloopError, Signal
 from rewardloop.server.app import Service
-from rewardloop.server.errors import ServiceError
+from rewardloop.server.status import ServiceError
+from rewardloop.state.keys import pseudonymize
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.keys import pseudonymize
 from rewardloop.workers.redis_server import EmbeddedRedis
 
 pytestmark = pytest.mark.cluster

@@ -14,8 +14,8 @@ import pytest
 import ray
 
 from rewardloop.client import AsyncClient, FeedbackEvent, Signal
+from rewardloop.state.keys import UserKeys, pseudonymize, shard_for
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.keys import UserKeys, pseudonymize, shard_for
 from rewardloop.workers.messages import FeedbackCall, RecommendCall, Recorded
 from rewardloop.workers.redis_server import EmbeddedRedis
 from rewardloop.workers.shard import ShardCore

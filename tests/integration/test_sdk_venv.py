@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CALLER = """
 import importlib.util, sys
-for heavy in ("ray", "numpy", "torch", "redis", "rewardloop.server", "rewardloop.workers"):
+for heavy in ("ray", "numpy", "torch", "redis", "rewardloop.server", "rewardloop.workers",
+              "rewardloop.state", "rewardloop.learning"):
     assert importlib.util.find_spec(heavy) is None, heavy + " is installed in the client-only venv"
 from rewardloop.client import Client, NotFound, Signal
 with Client(sys.argv[1], default_timeout=10) as client:

@@ -34,8 +34,8 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from rewardloop.state.keys import UserKeys, pseudonymize
 from rewardloop.v1 import feedback_pb2, feedback_pb2_grpc, recommender_pb2, recommender_pb2_grpc
-from rewardloop.workers.keys import UserKeys, pseudonymize
 from rewardloop.workers.redis_server import EmbeddedRedis
 
 # Starting Ray took up to 70 s on a 2-core box shared with other test runs (load 20).

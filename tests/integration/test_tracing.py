@@ -9,8 +9,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from rewardloop.state.keys import pseudonymize
 from rewardloop.v1 import recommender_pb2, recommender_pb2_grpc
-from rewardloop.workers.keys import pseudonymize
 
 pytestmark = pytest.mark.cluster
 USER = "trace-me-alice@example.com"

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
-from rewardloop.workers.config import ConfigError, ServiceConfig
-from rewardloop.workers.experiments import assign
+from rewardloop.learning.bandits import config_from_dict
+from rewardloop.learning.experiments import ExperimentConfig, assign
+from rewardloop.learning.features import FeatureSchema
+from rewardloop.learning.params import ConfigError
+from rewardloop.learning.surface import ColdStart, SurfaceConfig
+from rewardloop.workers.config import ServiceConfig
 
 OK_SURFACE = {"algorithm": "ucb1", "items": ["a", "b"]}
 
@@ -27,6 +32,7 @@ BAD_CONFIGS = [
     ({"surfaces": {"s": {**OK_SURFACE, "algorithm": "nope"}}}, "surfaces.s.params: unknown algorithm 'nope'"),
     ({"surfaces": {"s": {**OK_SURFACE, "params": {"c": -1}}}}, r"surfaces.s.params: c must be > 0, got -1"),
     ({"surfaces": {"bad name": OK_SURFACE}}, "must be 1..64 characters"),
+    ({"surfaces": {"s": {**OK_SURFACE, "kind": "agent"}}}, "surfaces.s.kind must be one of bandit, got 'agent'"),
     (_cfg(experiments={"e": {"variants": {"a": 1}}}), "at least two variant"),
     (
         _cfg(experiments={"e": {"variants": {"a": 1, "b": 0}}}),
@@ -112,3 +118,66 @@ def test_realtime_features_extend_the_vector_and_the_fingerprint() -> None:
     assert realtime.fingerprint != plain.fingerprint
     other_windows = {"service": {"realtime": {"windows_ms": [3_600_000, 2 * 86_400_000]}}, "surfaces": {"s": with_rt}}
     assert ServiceConfig.from_dict(other_windows).surfaces["s"].fingerprint != realtime.fingerprint
+
+
+def test_a_surface_is_a_bandit_unless_it_says_otherwise_and_kind_keeps_bandit_fingerprints() -> None:
+    plain = ServiceConfig.from_dict(_cfg()).surfaces["s"]
+    explicit = ServiceConfig.from_dict({"surfaces": {"s": {**OK_SURFACE, "kind": "bandit"}}}).surfaces["s"]
+    assert plain.kind == explicit.kind == "bandit"
+    assert plain.fingerprint == explicit.fingerprint
+    with pytest.raises(ConfigError, match="kind must be one of bandit"):
+        dataclasses.replace(plain, kind="agent")
+
+
+def _ucb() -> Any:
+    return config_from_dict("ucb1")
+
+
+DIRECT_CONSTRUCTION = [
+    (lambda: ColdStart(strength=-1), r"strength must be a number in \[0, 1e6\), got -1"),
+    (lambda: ColdStart(segment_strength=1e6), "segment_strength must be a number"),
+    (lambda: SurfaceConfig("s", _ucb(), ("a", "a")), "items: duplicate item id 'a'"),
+    (lambda: SurfaceConfig("s", _ucb(), ()), "items must be a non-empty list of item ids"),
+    (lambda: SurfaceConfig("bad name", _ucb(), ("a",)), "must be 1..64 characters"),
+    (lambda: SurfaceConfig("s", _ucb(), ("a",), kind="agent"), "kind must be one of bandit, got 'agent'"),
+    (
+        lambda: SurfaceConfig("s", _ucb(), ("a",), cold_start=ColdStart(segment_feature="os")),
+        "cold_start.segment_feature must name a categorical feature, got 'os'",
+    ),
+    (lambda: SurfaceConfig("s", _ucb(), ("a", "b"), item_features=((1.0,), ())), "item_features.b must be a list"),
+    (
+        lambda: SurfaceConfig("s", _ucb(), ("a",), features=FeatureSchema(realtime=("feedback_1h",))),
+        "features.realtime: ucb1 ignores context",
+    ),
+    (lambda: ExperimentConfig("e", (("a", 1.0), ("b", 1.0)), "salt", 1.5, ()), r"traffic must be in \(0, 1\]"),
+    (lambda: ExperimentConfig("e", (("a", 1.0),), "salt", 1.0, ()), "variants must map at least two"),
+    (lambda: ExperimentConfig("e", (("a", 1.0), ("b", 0)), "salt", 1.0, ()), "variants.b must be a weight > 0"),
+    (lambda: FeatureSchema(numeric=("x", "x")), "a feature is declared twice"),
+    (lambda: FeatureSchema(optional=(("x", float("nan")),)), "optional.x must be a finite number"),
+    (lambda: FeatureSchema(categorical=(("os", ("ios", "ios")),)), "categorical.os has duplicate categories"),
+    (lambda: ServiceConfig(surfaces={}, experiments={}), "at least one surface"),
+    (
+        lambda: ServiceConfig(surfaces={"s": SurfaceConfig("s", _ucb(), ("a",))}, experiments={}, shards=0),
+        r"service.shards must be an integer in \[1, 256\], got 0",
+    ),
+    (
+        lambda: ServiceConfig(
+            surfaces={"s": SurfaceConfig("s", _ucb(), ("a",))},
+            experiments={"e": ExperimentConfig("e", (("a", 1.0), ("b", 1.0)), "salt", 1.0, ("t",))},
+        ),
+        "experiments.e.surfaces: unknown surface 't'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "message"), DIRECT_CONSTRUCTION)
+def test_a_config_built_directly_checks_itself_like_a_loaded_one(build: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build()
+
+
+def test_a_surface_computes_its_index_and_loads_to_the_same_value_as_built() -> None:
+    loaded = ServiceConfig.from_dict(_cfg()).surfaces["s"]
+    built = SurfaceConfig("s", _ucb(), ("a", "b"))
+    assert built == loaded and dict(built.index) == {"a": 0, "b": 1} and built.fingerprint == loaded.fingerprint
+    assert ColdStart(strength=3).strength == 3.0 and isinstance(ColdStart(strength=3).strength, float)

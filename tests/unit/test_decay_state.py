@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
+from rewardloop.learning.bandits import make_policy
+from rewardloop.state.records import FeedbackRecord
+from rewardloop.state.snapshots import encode_snapshot, replay, restore_from_snapshot
+from rewardloop.state.user_state import UserState, new_user_state
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.policies import make_policy
-from rewardloop.workers.user_state import (
-    LoggedReward,
-    UserState,
-    encode_snapshot,
-    new_user_state,
-    replay,
-    restore_from_snapshot,
-)
 
 ITEMS = [f"i{k}" for k in range(4)]
 P = "cd" * 16
 START = 1_700_000_000_000
 HALF_LIFE_S = 2.0
+
+
+def logged(
+    stream_id: str, surface: str, item_id: str, reward: float, features: bytes = b"", propensity: float = 0.0, **kw: Any
+) -> FeedbackRecord:
+    """A feedback-log entry of user ``P`` at ``stream_id``."""
+    event_id = kw.pop("event_id", "")
+    return FeedbackRecord(
+        P, event_id, surface, item_id, reward, features=features, propensity=propensity, stream_id=stream_id, **kw
+    )
 
 
 def _config(half_life_s: float | None = HALF_LIFE_S, algorithm: str = "ucb1") -> ServiceConfig:
@@ -40,10 +47,10 @@ def _events(n: int, seed: int, span_s: float = 400.0) -> list[tuple[int, int, fl
     return [(int(t), int(rng.integers(len(ITEMS))), float(rng.random() < 0.5)) for t in times]
 
 
-def _log(events: list[tuple[int, int, float]]) -> list[LoggedReward]:
+def _log(events: list[tuple[int, int, float]]) -> list[FeedbackRecord]:
     """Feedback without a decision, logged in the given order (stream ids follow the order)."""
     return [
-        LoggedReward(f"{START + 10_000_000 + k}-0", "a", f"i{item}", click, event_id=f"e{t}-{item}",
+        logged(f"{START + 10_000_000 + k}-0", "a", f"i{item}", click, event_id=f"e{t}-{item}",
                      value=click, occurred_at_ms=t)
         for k, (t, item, click) in enumerate(events)
     ]  # fmt: skip
@@ -106,7 +113,7 @@ def test_a_snapshot_at_any_point_plus_replay_is_the_straight_run_bit_for_bit(alg
         assert rebuilt.epochs == partial.epochs
         replay(rebuilt, log, policies, config.surfaces)
         assert rebuilt.policies == full.policies, cut
-        assert rebuilt.epochs == full.epochs and rebuilt.ledgers == full.ledgers
+        assert rebuilt.epochs == full.epochs and rebuilt.ledger == full.ledger
 
 
 def _linear_config() -> ServiceConfig:
@@ -122,7 +129,7 @@ def _linear_config() -> ServiceConfig:
     )  # fmt: skip
 
 
-def _joined_log(n: int, seed: int) -> list[LoggedReward]:
+def _joined_log(n: int, seed: int) -> list[FeedbackRecord]:
     """Clicks joined to decisions (their context and time), some corrected by a second event."""
     rng = np.random.default_rng(seed)
     log = []
@@ -130,7 +137,7 @@ def _joined_log(n: int, seed: int) -> list[LoggedReward]:
         features = np.array([1.0, *rng.normal(size=2)]).astype("<f8").tobytes()
         decision = f"d{k // 2}"  # two events per decision: the second one revises the first reward
         log.append(
-            LoggedReward(
+            logged(
                 f"{t + 50}-0", "a", f"i{item}", click, features, 0.5, event_id=f"e{k}", value=click,
                 occurred_at_ms=t + 50, decision_id=decision, decided_at_ms=t - 100 * (k % 2),
             )
@@ -161,8 +168,8 @@ def test_evidence_whose_weight_underflows_is_learned_as_nothing_not_an_error() -
     )  # fmt: skip
     policies = _policies(config)
     now = START + 1_800_000
-    recent = LoggedReward(f"{now}-0", "a", "i0", 1.0, event_id="recent", value=1.0, occurred_at_ms=now)
-    old_click = LoggedReward(
+    recent = logged(f"{now}-0", "a", "i0", 1.0, event_id="recent", value=1.0, occurred_at_ms=now)
+    old_click = logged(
         f"{now + 1}-0", "a", "i1", 1.0, event_id="old", value=1.0, occurred_at_ms=now, decision_id="d0",
         decided_at_ms=START,
     )  # fmt: skip

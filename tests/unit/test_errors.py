@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
@@ -9,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rewardloop.client.errors import violations_in
-from rewardloop.server.errors import MAX_MESSAGE_CHARS, ServiceError, from_status_name, invalid, quote
+from rewardloop.server.status import MAX_MESSAGE_CHARS, ServiceError, invalid, quote, to_service_error
 from rewardloop.server.validation import MAX_TIMESTAMP_SECONDS, MIN_TIMESTAMP_SECONDS, timestamp_ms
+from rewardloop.workers.messages import Rejected
 
 
 def test_invalid_names_the_field_in_the_message_and_in_the_details() -> None:
@@ -28,9 +31,9 @@ def test_a_batch_prefix_applies_to_the_message_and_every_violation() -> None:
 
 
 def test_shard_rejections_keep_their_field() -> None:
-    error = from_status_name("INVALID_ARGUMENT", "item_id: 'x' was not among the decision's items", "item_id")
+    error = to_service_error(Rejected("INVALID_ARGUMENT", "item_id: 'x' was not among the decision's items", "item_id"))
     assert [v.field for v in error.violations] == ["item_id"]
-    assert from_status_name("NOT_FOUND", "decision_id 'd' is not a decision of this user").violations == ()
+    assert to_service_error(Rejected("NOT_FOUND", "decision_id 'd' is not a decision of this user")).violations == ()
 
 
 @settings(max_examples=60)
@@ -38,7 +41,9 @@ def test_shard_rejections_keep_their_field() -> None:
 def test_quote_is_short_whatever_the_value(value: str) -> None:
     quoted = quote(value)
     assert len(quoted) <= 200
-    assert quoted.startswith(repr(value[:10])[:-1])
+    # A Python literal of the value's beginning (repr picks " when the value holds a ').
+    shown = quoted.removesuffix(f"... ({len(value.encode('utf-8'))} bytes)")
+    assert value.startswith(ast.literal_eval(shown))
 
 
 @settings(max_examples=20)

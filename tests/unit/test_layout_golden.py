@@ -10,11 +10,12 @@ import hashlib
 
 import numpy as np
 
+from rewardloop.learning.bandits import make_policy
+from rewardloop.state.keys import UserKeys, windows_key
+from rewardloop.state.records import DecisionRecord, FeedbackRecord
+from rewardloop.state.snapshots import encode_snapshot, replay
+from rewardloop.state.user_state import new_user_state
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.keys import UserKeys
-from rewardloop.workers.policies import make_policy
-from rewardloop.workers.store import DecisionRecord, FeedbackRecord, windows_key
-from rewardloop.workers.user_state import LoggedReward, encode_snapshot, new_user_state, replay
 from tests.conftest import TEST_CONFIG
 
 P = "0123456789abcdef0123456789abcdef"
@@ -72,13 +73,16 @@ def test_snapshot_bytes_after_a_fixed_replay() -> None:
     }
     x = np.arange(9, dtype="<f8").tobytes()
     log = [
-        LoggedReward("1000-0", "fused", "item-001", 0.5, event_id="a", signal=2, value=15.0, occurred_at_ms=990,
-                     decision_id="d1", decided_at_ms=900, propensity=0.5),
-        LoggedReward("1200-0", "fused", "item-002", 0.25, event_id="close", signal=5, occurred_at_ms=1400,
-                     decision_id="d1", decided_at_ms=900, propensity=0.5, window_close=True),
-        LoggedReward("1300-0", "ctx_linucb", "item-003", 1.0, x, 0.1, event_id="b", value=1.0, occurred_at_ms=1300,
-                     decision_id="d2", decided_at_ms=1250),
-        LoggedReward("1400-0", "decayed", "item-000", 1.0, event_id="c", value=1.0, occurred_at_ms=1400),
+        FeedbackRecord(pseudonym=P, event_id="a", surface="fused", item_id="item-001", reward=0.5, signal=2, value=15.0,
+                       occurred_at_ms=990, decision_id="d1", decided_at_ms=900, propensity=0.5, stream_id="1000-0"),
+        FeedbackRecord(pseudonym=P, event_id="close", surface="fused", item_id="item-002", reward=0.25, signal=5,
+                       occurred_at_ms=1400, decision_id="d1", decided_at_ms=900, propensity=0.5, window_close=True,
+                       stream_id="1200-0"),
+        FeedbackRecord(pseudonym=P, event_id="b", surface="ctx_linucb", item_id="item-003", reward=1.0, features=x,
+                       propensity=0.1, value=1.0, occurred_at_ms=1300, decision_id="d2", decided_at_ms=1250,
+                       stream_id="1300-0"),
+        FeedbackRecord(pseudonym=P, event_id="c", surface="decayed", item_id="item-000", reward=1.0, value=1.0,
+                       occurred_at_ms=1400, stream_id="1400-0"),
     ]  # fmt: skip
     state = new_user_state(P, policies, seed=1)
     replay(state, log, policies, surfaces)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rewardloop.workers.evaluation import (
+from rewardloop.learning.evaluation import (
     Estimate,
     LoggedData,
     cross_fitted_predictions,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-import rewardloop.workers.policies as policies
-from rewardloop.workers.policies import (
+import rewardloop.learning.bandits as policies
+from rewardloop.learning.bandits import (
     ALGORITHMS,
     EXP3,
     UCB1,
@@ -33,8 +33,8 @@ from rewardloop.workers.policies import (
     config_from_dict,
     make_policy,
 )
-from rewardloop.workers.policies.base import NO_CONTEXT
-from rewardloop.workers.policies.thompson import ThompsonPolicy, _beta_draws
+from rewardloop.learning.bandits.slates import NO_CONTEXT
+from rewardloop.learning.bandits.thompson import ThompsonPolicy, _beta_draws
 
 # Algorithms keeping the base bookkeeping: undiscounted per-arm counts and reward sums.
 COUNT_BASED = ["epsilon_greedy", "gaussian_thompson", "softmax", "thompson", "ucb1"]

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytest
 
-from rewardloop.workers.policies import (
+from rewardloop.learning.bandits import (
     ALGORITHMS,
     Choice,
     Policy,

@@ -15,7 +15,7 @@ import functools
 import numpy as np
 import pytest
 
-from rewardloop.workers.policies import ALGORITHMS, EpsilonGreedy, PolicyConfig, config_from_dict, make_policy
+from rewardloop.learning.bandits import ALGORITHMS, EpsilonGreedy, PolicyConfig, config_from_dict, make_policy
 
 # Ten arms, best (0.60) not at either end so index-order tie-breaking cannot help it.
 MEANS = np.array([0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.60, 0.35, 0.40, 0.45])

@@ -8,17 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rewardloop.workers.policies import (
-    DiscountedLinUCB,
-    HybridLinUCB,
-    LinTS,
-    LinUCB,
-    Policy,
-    PolicyState,
-    make_policy,
-)
-from rewardloop.workers.policies.hybrid_linucb import HybridLinUCBPolicy
-from rewardloop.workers.policies.ridge import RidgePolicy
+from rewardloop.learning.bandits import DiscountedLinUCB, HybridLinUCB, LinTS, LinUCB, Policy, PolicyState, make_policy
+from rewardloop.learning.bandits.hybrid_linucb import HybridLinUCBPolicy
+from rewardloop.learning.bandits.ridge import RidgePolicy
 
 Event = tuple[int, float, np.ndarray]
 

@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from rewardloop.workers.policies import ALGORITHMS, EpsilonGreedy, LinUCB, Policy, PolicyState, make_policy
-from rewardloop.workers.policies.ridge import RidgePolicy
+from rewardloop.learning.bandits import ALGORITHMS, EpsilonGreedy, LinUCB, Policy, PolicyState, make_policy
+from rewardloop.learning.bandits.ridge import RidgePolicy
 from tests.unit.test_policy_conformance import CONTEXT_DIM, N_ARMS, Event, build, feedback, learn, trained
 
 PRIOR_NAMES = [name for name in sorted(ALGORITHMS) if build(ALGORITHMS[name]()).supports_prior]

@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 
+from rewardloop.learning.bandits import make_policy
+from rewardloop.state.priors import EPOCH_FIELD, POPULATION, Priors
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.policies import make_policy
-from rewardloop.workers.priors import EPOCH_FIELD, POPULATION, Priors
 
 HOUR_MS = 3_600_000
 

@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rewardloop.workers.policies import ConfigError
-from rewardloop.workers.realtime import (
+from rewardloop.learning.features.realtime import (
     DAY_MS,
     HOUR_MS,
     MINUTE_MS,
@@ -19,6 +18,7 @@ from rewardloop.workers.realtime import (
     RealtimeFeatures,
     UserActivity,
 )
+from rewardloop.learning.params import ConfigError
 
 T0 = 1_700_000_000_000  # an epoch time in ms
 CATEGORIES = ("news", "sport", "music")

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from rewardloop.v1 import feedback_pb2
-from rewardloop.workers.rewards import (
+from rewardloop.learning.rewards import (
     SIGNALS,
     Aggregate,
     ConfigError,
@@ -27,6 +26,7 @@ from rewardloop.workers.rewards import (
     check_value,
     parse_signal,
 )
+from rewardloop.v1 import feedback_pb2
 
 # --- the catalogue, written out by hand: (signal, low, high, integral, polarity, aggregate) -------------------------
 

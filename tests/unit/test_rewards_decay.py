@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from rewardloop.workers.rewards import (
+from rewardloop.learning.rewards import (
     REBASE_EXPONENT,
     decay_weight,
     needs_rebase,

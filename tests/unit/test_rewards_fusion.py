@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rewardloop.workers.rewards import (
+from rewardloop.learning.rewards import (
     SIGNALS,
     DecisionWindow,
     Event,

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from rewardloop.workers.policies.base import ConfigError
-from rewardloop.workers.rewards import (
+from rewardloop.learning.params import ConfigError
+from rewardloop.learning.rewards import (
     BurstDetector,
     Event,
     EventContext,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rewardloop.workers.rewards import (
+from rewardloop.learning.rewards import (
     BurstDetector,
     DecisionWindow,
     Event,

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
+from rewardloop.learning.bandits import make_policy
+from rewardloop.state.records import FeedbackRecord
+from rewardloop.state.snapshots import encode_snapshot, replay, replay_start, restore_from_snapshot
+from rewardloop.state.user_state import UserState, new_user_state
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.policies import make_policy
-from rewardloop.workers.user_state import (
-    LoggedReward,
-    UserState,
-    encode_snapshot,
-    new_user_state,
-    replay,
-    replay_start,
-    restore_from_snapshot,
-)
 
 ITEMS = [f"i{k}" for k in range(6)]
 P = "ab" * 16  # a pseudonym: 32 hex digits
+
+
+def logged(
+    stream_id: str, surface: str, item_id: str, reward: float, features: bytes = b"", propensity: float = 0.0, **kw: Any
+) -> FeedbackRecord:
+    """A feedback-log entry of user ``P`` at ``stream_id``."""
+    event_id = kw.pop("event_id", "")
+    return FeedbackRecord(
+        P, event_id, surface, item_id, reward, features=features, propensity=propensity, stream_id=stream_id, **kw
+    )
 
 
 def _config(algorithm: str = "ucb1", items: list[str] = ITEMS) -> ServiceConfig:
@@ -36,10 +42,10 @@ def _policies(config: ServiceConfig) -> dict:  # type: ignore[type-arg]
     return {n: make_policy(s.policy_config, len(s.items)) for n, s in config.surfaces.items()}
 
 
-def _log(n: int, seed: int = 0) -> list[LoggedReward]:
+def _log(n: int, seed: int = 0) -> list[FeedbackRecord]:
     rng = np.random.default_rng(seed)
     return [
-        LoggedReward(f"{1000 + k}-0", str(rng.choice(["a", "b"])), f"i{rng.integers(6)}", float(rng.random() < 0.4))
+        logged(f"{1000 + k}-0", str(rng.choice(["a", "b"])), f"i{rng.integers(6)}", float(rng.random() < 0.4))
         for k in range(n)
     ]
 
@@ -90,7 +96,7 @@ def test_rewards_for_items_no_longer_configured_are_skipped() -> None:
     state = new_user_state(P, policies, seed=1)
     replay(
         state,
-        [LoggedReward("1-0", "a", "i5", 1.0), LoggedReward("2-0", "gone", "i1", 1.0)],
+        [logged("1-0", "a", "i5", 1.0), logged("2-0", "gone", "i1", 1.0)],
         policies,
         config.surfaces,
     )
@@ -107,7 +113,7 @@ def test_foreign_snapshots_are_rejected(blob: bytes) -> None:
 
 def assert_snapshots_agree(
     full: UserState,
-    log: list[LoggedReward],
+    log: list[FeedbackRecord],
     policies: dict,
     config: ServiceConfig,
     cuts: tuple[int, ...],  # type: ignore[type-arg]
@@ -120,11 +126,11 @@ def assert_snapshots_agree(
         rebuilt = restore_from_snapshot(blob, P, policies, config.surfaces, 1)
         replay(rebuilt, log, policies, config.surfaces)
         assert rebuilt.policies == full.policies, cut
-        assert rebuilt.ledgers == full.ledgers and rebuilt.epochs == full.epochs, cut
+        assert rebuilt.ledger == full.ledger and rebuilt.epochs == full.epochs, cut
         assert rebuilt.bursts.to_lists() == full.bursts.to_lists(), cut
 
 
-def _fused_log(n: int, seed: int = 0) -> list[LoggedReward]:
+def _fused_log(n: int, seed: int = 0) -> list[FeedbackRecord]:
     """Feedback joined to decisions: several signals per decision-item, late and early, retried ids,
     impressions only for some (their window closes at a later event), burst-like timing."""
     rng = np.random.default_rng(seed)
@@ -135,7 +141,7 @@ def _fused_log(n: int, seed: int = 0) -> list[LoggedReward]:
         signal, value = signals[int(rng.integers(len(signals)))]
         now = 1_000_000 + 400 * k
         log.append(
-            LoggedReward(
+            logged(
                 f"{now}-0", "a", f"i{decision % 6}", 0.0, event_id=f"e{rng.integers(n)}", signal=signal,
                 value=value, occurred_at_ms=now - int(rng.integers(3_000)), decision_id=f"d{decision}",
                 decided_at_ms=1_000_000 + 700 * decision,
@@ -156,7 +162,7 @@ def test_fused_rewards_survive_a_snapshot_at_any_point() -> None:
     log = _fused_log(120)
     full = new_user_state(P, policies, seed=1)
     replay(full, log, policies, config.surfaces)
-    assert full.policies["a"].n_updates >= 12 and full.ledgers["a"]
+    assert full.policies["a"].n_updates >= 12 and full.ledger.items["a"]
     assert_snapshots_agree(full, log, policies, config, cuts=(1, 37, 80, 119))
 
 
@@ -174,10 +180,10 @@ def test_a_version_1_snapshot_is_rebuilt_from_the_whole_log() -> None:
     assert rebuilt.policies == state.policies
 
 
-def _close(stream_ms: int, decision: int, item: str) -> LoggedReward:
+def _close(stream_ms: int, decision: int, item: str) -> FeedbackRecord:
     """The shard's window-close entry for one item of decision ``d<decision>`` (decided at 1_000_000 + 700 k)."""
     decided = 1_000_000 + 700 * decision
-    return LoggedReward(
+    return logged(
         f"{stream_ms}-0", "a", item, 0.5, event_id=f"window-close:d{decision}:{item}", signal=5, value=0.0,
         occurred_at_ms=decided + 2_000, decision_id=f"d{decision}", decided_at_ms=decided, window_close=True,
     )  # fmt: skip
@@ -187,7 +193,7 @@ def test_a_window_close_teaches_the_default_once_and_later_feedback_corrects_it(
     reward = {"window_seconds": 2, "default_reward": 0.5}
     config = ServiceConfig.from_dict({"surfaces": {"a": {"algorithm": "ucb1", "items": ITEMS, "reward": reward}}})
     policies = _policies(config)
-    late_click = LoggedReward(
+    late_click = logged(
         "1009000-0", "a", "i1", 1.0, event_id="c1", signal=1, value=1.0, occurred_at_ms=1_008_000,
         decision_id="d0", decided_at_ms=1_000_000,
     )  # fmt: skip
@@ -228,7 +234,7 @@ def test_ledgers_forget_in_batches_past_the_horizon_and_snapshots_agree() -> Non
     for k in range(21 * 24):
         decided = 1_000_000 + k * hour
         log.append(
-            LoggedReward(f"{decided + 60_000}-0", "a", f"i{k % 6}", 0.0, event_id=f"e{k}", signal=1,
+            logged(f"{decided + 60_000}-0", "a", f"i{k % 6}", 0.0, event_id=f"e{k}", signal=1,
                          value=float(k % 3 == 0), occurred_at_ms=decided + 60_000, decision_id=f"d{k}",
                          decided_at_ms=decided)
         )  # fmt: skip
@@ -236,7 +242,7 @@ def test_ledgers_forget_in_batches_past_the_horizon_and_snapshots_agree() -> Non
     sizes = []
     for r in log:
         replay(full, [r], policies, config.surfaces)
-        sizes.append(len(full.ledgers["a"]))
+        sizes.append(len(full.ledger.items["a"]))
     assert max(sizes) <= 7 * 24 + 3 and min(sizes[-100:]) >= 7 * 24 - 1, (min(sizes[-100:]), max(sizes))
     assert_snapshots_agree(full, log, policies, config, cuts=(1, 200, 333, 480))
 
@@ -247,13 +253,13 @@ def test_an_item_created_by_an_ignored_late_event_closes_the_same_live_and_rebui
     reward = {"window_seconds": 2, "late_rule": "ignore_for_training", "default_reward": 0.5}
     config = ServiceConfig.from_dict({"surfaces": {"a": {"algorithm": "ucb1", "items": ITEMS, "reward": reward}}})
     policies = _policies(config)
-    late = LoggedReward("1005000-0", "a", "i1", 1.0, event_id="late", value=1.0, occurred_at_ms=1_004_000,
+    late = logged("1005000-0", "a", "i1", 1.0, event_id="late", value=1.0, occurred_at_ms=1_004_000,
                         decision_id="d0", decided_at_ms=1_000_000)  # fmt: skip
-    later = LoggedReward("1009000-0", "a", "i2", 1.0, event_id="next", value=1.0, occurred_at_ms=1_009_000)
+    later = logged("1009000-0", "a", "i2", 1.0, event_id="next", value=1.0, occurred_at_ms=1_009_000)
     # Before it: a learned item and one more event, so the ledger's scan bounds already exist.
-    clicked = LoggedReward("1000500-0", "a", "i3", 1.0, event_id="click", value=1.0, occurred_at_ms=1_000_400,
+    clicked = logged("1000500-0", "a", "i3", 1.0, event_id="click", value=1.0, occurred_at_ms=1_000_400,
                            decision_id="d1", decided_at_ms=1_000_000)  # fmt: skip
-    other = LoggedReward("1000600-0", "a", "i4", 0.0, event_id="other", value=0.0, occurred_at_ms=1_000_600)
+    other = logged("1000600-0", "a", "i4", 0.0, event_id="other", value=0.0, occurred_at_ms=1_000_600)
     log = [clicked, other, late, later]
     live = new_user_state(P, policies, seed=1)
     replay(live, log[:3], policies, config.surfaces)

@@ -62,8 +62,8 @@ async def serve(args: argparse.Namespace) -> None:
 
     from rewardloop.server.app import Service
     from rewardloop.workers.config import DEV_PSEUDONYM_KEY, ServiceConfig
-    from rewardloop.workers.observability import configure_tracing, shutdown_tracing
     from rewardloop.workers.redis_server import EmbeddedRedis
+    from rewardloop.workers.tracing import configure_tracing, shutdown_tracing
 
     config = ServiceConfig.load(args.config)
     if config.pseudonym_key == DEV_PSEUDONYM_KEY:

@@ -18,14 +18,9 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.instrumentation.grpc.filters import any_of, service_name
 
 from rewardloop.server.admin import AdminService
+from rewardloop.server.interceptors import RpcObserver, TokenAuth
 from rewardloop.server.routing import ShardRouter
-from rewardloop.server.services import (
-    AssignerService,
-    FeedbackService,
-    RecommenderService,
-    RpcObserver,
-    TokenAuth,
-)
+from rewardloop.server.services import AssignerService, FeedbackService, RecommenderService
 from rewardloop.server.streams import OpenStreams
 from rewardloop.v1 import (
     admin_pb2,

@@ -14,10 +14,10 @@ from typing import Any, Generic, TypeVar
 
 import ray
 
-from rewardloop.server.errors import translate
-from rewardloop.workers.keys import shard_for
+from rewardloop.server.metrics import SHARD_BATCH_SIZE
+from rewardloop.server.status import to_service_error
+from rewardloop.state.keys import shard_for
 from rewardloop.workers.messages import Decision, FeedbackCall, RecommendCall, Recorded, Rejected
-from rewardloop.workers.observability import SHARD_BATCH_SIZE
 
 Call = TypeVar("Call")
 Result = TypeVar("Result")
@@ -56,7 +56,7 @@ class Batcher(Generic[Call, Result]):
             results = await self._send([call for call, _ in batch])
         except BaseException as exc:
             # Ray and Redis failures are the caller's UNAVAILABLE; anything else stays a bug.
-            error = translate(exc) or exc
+            error = to_service_error(exc) or exc
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
@@ -97,7 +97,7 @@ class ShardRouter:
         try:
             state: dict[str, dict[str, Any]] = await self.actors[self.shard_of(pseudonym)].user_state.remote(pseudonym)
         except BaseException as exc:
-            raise (translate(exc) or exc) from exc
+            raise (to_service_error(exc) or exc) from exc
         return state
 
     def flush(self, timeout: float = 30.0) -> None:

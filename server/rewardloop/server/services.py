@@ -1,25 +1,23 @@
 """gRPC servicers: proto in, validated domain call to the owning shard, proto out.
 
-Status mapping happens in one place (`RpcObserver`); servicers raise `ServiceError`.
+Servicers raise `ServiceError`; `interceptors.RpcObserver` turns it into the status.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable
-from collections.abc import Set as AbstractSet
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
 from opentelemetry import propagate, trace
 
+from rewardloop.learning.experiments import assign_all
 from rewardloop.server import validation
-from rewardloop.server.errors import ServiceError, from_status_name, internal, invalid, not_found, quote
+from rewardloop.server.metrics import FEEDBACK_EVENTS
 from rewardloop.server.routing import ShardRouter
+from rewardloop.server.status import ServiceError, not_found, quote, to_service_error
 from rewardloop.v1 import (
     assigner_pb2,
     assigner_pb2_grpc,
@@ -30,12 +28,8 @@ from rewardloop.v1 import (
     recommender_pb2_grpc,
 )
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.experiments import assign_all
 from rewardloop.workers.messages import Decision, Recorded, Rejected
-from rewardloop.workers.observability import FEEDBACK_EVENTS, RPC_LATENCY, RPC_TOTAL
 
-log = logging.getLogger(__name__)
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 tracer = trace.get_tracer("rewardloop.server")
 
 
@@ -105,7 +99,7 @@ class FeedbackService(feedback_pb2_grpc.FeedbackServicer):
         outcomes = await asyncio.gather(*(p for _, p in pending))
         for (i, _), outcome in zip(pending, outcomes, strict=True):
             if isinstance(outcome, Rejected):
-                results[i] = _event_error(from_status_name(outcome.code, outcome.message, outcome.field), i)
+                results[i] = _event_error(to_service_error(outcome), i)
             else:
                 FEEDBACK_EVENTS.labels("duplicate" if outcome.duplicate else "recorded").inc()
                 results[i] = feedback_pb2.EventResult(
@@ -143,7 +137,7 @@ def _with_trace(call: Any) -> Any:
 
 def _unwrap(result: Any) -> Any:
     if isinstance(result, Rejected):
-        raise from_status_name(result.code, result.message, result.field)
+        raise to_service_error(result)
     return result
 
 
@@ -151,141 +145,3 @@ def _event_error(exc: ServiceError, index: int) -> feedback_pb2.EventResult:
     error = exc.within(f"events[{index}]")
     field = error.violations[0].field if error.violations else ""
     return feedback_pb2.EventResult(code=error.code.value[0], message=error.message, field=field)
-
-
-class _Undecodable:
-    """What a request body that does not parse deserializes to: the handler answers
-    INVALID_ARGUMENT instead of grpc's UNKNOWN ("Unexpected <class 'DecodeError'>")."""
-
-    def __init__(self, message_type: str):
-        self.message_type = message_type
-
-
-def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    if deserialize is None:
-        return None
-    message_type = getattr(getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None), "full_name", "")
-
-    def parse(body: bytes) -> Any:
-        try:
-            return deserialize(body)
-        except Exception:  # DecodeError, invalid UTF-8, nesting too deep, ...
-            return _Undecodable(message_type or "the method's request type")
-
-    return parse
-
-
-def _check_decoded(request: Any) -> None:
-    if isinstance(request, _Undecodable):
-        raise invalid("request", f"the body does not parse as {request.message_type}")
-
-
-class RpcObserver(grpc.aio.ServerInterceptor):
-    """Per unary RPC: request id, latency/throughput metrics, errors -> status codes,
-    the remaining deadline enforced around the handler."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
-        if not details.method.startswith("/rewardloop."):  # health: only bodies that do not parse
-
-            async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                if isinstance(request, _Undecodable):
-                    await _abort(context, invalid("request", f"the body does not parse as {request.message_type}"))
-                return await inner(request, context)
-
-            return grpc.unary_unary_rpc_method_handler(
-                checked, _tolerant(handler.request_deserializer), handler.response_serializer
-            )
-        method = details.method.rsplit("/", 1)[-1]
-        incoming = dict(details.invocation_metadata or ())
-
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            request_id.set(str(incoming.get("x-request-id") or uuid.uuid4().hex)[:64])
-            start = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                remaining = context.time_remaining()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError
-                _check_decoded(request)
-                return await asyncio.wait_for(inner(request, context), timeout=remaining)
-            except ServiceError as exc:
-                code = exc.code
-                await _abort(context, exc)
-            except TimeoutError:
-                code = grpc.StatusCode.DEADLINE_EXCEEDED
-                await context.abort(code, "deadline exceeded", _trailers())
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                if isinstance(exc, grpc.aio.AbortError):  # abort() above, already mapped
-                    raise
-                # A bug of ours: the traceback goes to our log, never to the caller.
-                code = grpc.StatusCode.INTERNAL
-                log.exception("%s failed (request id %s)", method, request_id.get())
-                await _abort(context, internal(request_id.get()))
-            finally:
-                context.set_trailing_metadata(_trailers())
-                RPC_LATENCY.labels(method, code.name).observe(time.perf_counter() - start)
-                RPC_TOTAL.labels(method, code.name).inc()
-
-        return grpc.unary_unary_rpc_method_handler(
-            observed, _tolerant(handler.request_deserializer), handler.response_serializer
-        )
-
-
-def _trailers() -> tuple[tuple[str, str | bytes], ...]:
-    return (("x-request-id", request_id.get()),)
-
-
-async def _abort(context: grpc.aio.ServicerContext, error: ServiceError) -> None:
-    """The one place a `ServiceError` becomes a status: code, message and google.rpc.Status details."""
-    await context.abort(error.code, error.message, (*_trailers(), *error.trailing_metadata()))
-
-
-class TokenAuth(grpc.aio.ServerInterceptor):
-    """Bearer-token check for the rewardloop services (health and reflection stay open).
-
-    API keys may call Recommend, Feedback and Assign; the Admin service needs an admin key
-    (a valid API key there gets PERMISSION_DENIED). The seam for real auth: swap in mTLS
-    identities or JWT verification here.
-    """
-
-    def __init__(self, tokens: AbstractSet[str], admin_tokens: AbstractSet[str] = frozenset()):
-        self._tokens = {f"Bearer {t}" for t in tokens}
-        self._admin = {f"Bearer {t}" for t in admin_tokens}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        if not details.method.startswith("/rewardloop."):
-            return await continuation(details)
-        presented = dict(details.invocation_metadata or ()).get("authorization")
-        if details.method.startswith(ADMIN_PREFIX):
-            if presented in self._admin:
-                return await continuation(details)
-            if presented in self._tokens:
-                return _deny(grpc.StatusCode.PERMISSION_DENIED, "authorization: this key may not call Admin")
-        elif presented in self._tokens or presented in self._admin:
-            return await continuation(details)
-        return _deny(grpc.StatusCode.UNAUTHENTICATED, "authorization: a valid bearer token is required")
-
-
-ADMIN_PREFIX = "/rewardloop.v1.Admin/"
-
-
-def _deny(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(code, message)
-
-    return grpc.unary_unary_rpc_method_handler(deny)

@@ -8,13 +8,15 @@ from __future__ import annotations
 import math
 import time
 
-from rewardloop.server.errors import ServiceError, invalid, not_found, quote
+from rewardloop.learning.features.schema import FeatureError
+from rewardloop.learning.params import NAME_PATTERN
+from rewardloop.learning.rewards import Signal, check_value
+from rewardloop.learning.surface import SurfaceConfig
+from rewardloop.server.status import ServiceError, invalid, not_found, quote
+from rewardloop.state.keys import pseudonymize
 from rewardloop.v1 import feedback_pb2, recommender_pb2
-from rewardloop.workers.config import NAME_PATTERN, ServiceConfig, SurfaceConfig
-from rewardloop.workers.features import FeatureError
-from rewardloop.workers.keys import pseudonymize
+from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.messages import FeedbackCall, RecommendCall
-from rewardloop.workers.rewards import Signal, check_value
 
 MAX_USER_ID_BYTES = 256
 MAX_N = 100

@@ -93,7 +93,7 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
 
 # Median dwell after a click runs from 5 s (disliked) to 45 s (loved), so it straddles the reward
-# engine's 30 s saturation (rewardloop.workers.rewards.signals) and dwell carries signal beyond the click.
+# engine's 30 s saturation (rewardloop.learning.rewards.signals) and dwell carries signal beyond the click.
 _DWELL_MEDIAN_MIN_S = 5.0
 _DWELL_MEDIAN_SPAN_S = 40.0
 _DWELL_SIGMA = 0.5

@@ -15,8 +15,8 @@ from typing import Any
 import ray
 
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.observability import configure_tracing
 from rewardloop.workers.shard import ShardCore
+from rewardloop.workers.tracing import configure_tracing
 
 NAMESPACE = "rewardloop"
 log = logging.getLogger(__name__)

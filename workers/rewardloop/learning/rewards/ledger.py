@@ -1,0 +1,369 @@
+"""A user's reward ledger: each decision-item's fused reward so far, and what the policy learned of it.
+
+One object, one entry point: :meth:`RewardLedger.ingest` applies one feedback-log entry (a caller's
+event or the service's window close) to the ledger and to the surface's policy state. The live
+ingest and the log replay both go through it, so the policy a replay rebuilds is the live one,
+bit for bit.
+
+**How feedback trains** (``RewardLedger.ingest``; the rule of ``rewards/fusion.py`` applied per decision-item):
+
+- An event joined to its decision is folded into that decision-item's :class:`ItemReward`
+  (its ``FusionState``, the decision's context, propensity and segment, and the arm). At the
+  first event that gives the item a reward (a training event of a weighted signal), the policy
+  learns that reward once (``Policy.update``) and the item remembers the update's position
+  (``step``). Every later event that changes the fused reward is learned as a correction of
+  that very observation (``Policy.revise``, ``age`` = updates since), so the policy ends up
+  with the final fused reward whatever order the events came in, and a retry changes nothing.
+- A decision-item that got no reward in its window learns the surface's ``default_reward``: the
+  shard logs a *window-close* entry for it once the window is over (``workers/shard.py``), and learning
+  that entry (here) is the item's one observation; feedback that still arrives corrects it as
+  above. Items that got only zero-weight signals (impressions) also learn it at the user's next
+  logged event after the window. The log is the clock, so a replay closes them at the same point.
+- An event without a decision trains alone, with its own reward; one whose decision is more
+  than 7 days past its window (its ledger entry is gone) is flagged ``late`` instead.
+- Flagged events (ingest: unknown decision, too old, burst; here: late under
+  ``ignore_for_training``) are kept in the log and train nothing.
+
+**Time decay** (surfaces with ``half_life_seconds``; the rule is ``rewards/decay.py``): every
+observation is learned with weight ``2 ** ((t - epoch) / half_life)``, where ``t`` is its
+decision's time (the event's own time without a decision) and ``epoch`` the surface's epoch in
+this state, so corrections weigh what the observation weighs and arrival order does not matter.
+An update more than 64 half-lives past the epoch first moves the epoch to its time and scales the
+state down by the same factor. Deciding reads the state scaled by ``1 / weight(now)``. The epoch
+is part of the snapshot, and a replay moves it at the same updates as the live run did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from rewardloop.learning.rewards.config import RewardConfig
+from rewardloop.learning.rewards.fusion import DecisionWindow, EventConflict, FusionState
+from rewardloop.learning.rewards.quality import DEFAULT_QUALITY
+from rewardloop.learning.rewards.signals import Event, Signal
+
+if TYPE_CHECKING:  # attributes only: importing them here would be a cycle (surface -> rewards -> ledger)
+    from rewardloop.learning.bandits import Policy, PolicyState
+    from rewardloop.learning.surface import SurfaceConfig
+
+# A decision's ledger entry is kept this long after its window closes: feedback older than
+# that is flagged at ingest (quality.py), so nothing could still change its reward.
+LEDGER_HORIZON_MS = DEFAULT_QUALITY.max_age_ms
+# Ledger entries past the horizon are forgotten in batches: once the oldest is this far past it,
+# all that are go. One O(ledger) scan an hour at most, not one per event.
+PRUNE_SLACK_MS = 3_600_000
+NEVER = 2**62
+
+
+class LoggedFeedback(Protocol):
+    """What the ledger reads of a feedback-log entry (``state.records.FeedbackRecord`` is one)."""
+
+    @property
+    def surface(self) -> str: ...
+    @property
+    def item_id(self) -> str: ...
+    @property
+    def reward(self) -> float: ...
+    @property
+    def features(self) -> bytes: ...
+    @property
+    def propensity(self) -> float: ...
+    @property
+    def signal(self) -> int: ...
+    @property
+    def occurred_at_ms(self) -> int: ...
+    @property
+    def decision_id(self) -> str: ...
+    @property
+    def decided_at_ms(self) -> int: ...
+    @property
+    def segment(self) -> str: ...
+    @property
+    def flag(self) -> str: ...
+    @property
+    def window_close(self) -> bool: ...
+    @property
+    def received_at_ms(self) -> int: ...
+    def event(self, received_at_ms: int | None = None) -> Event: ...
+    def context(self) -> npt.NDArray[np.float64] | None: ...
+
+
+@dataclass
+class ItemReward:
+    """The reward of one decision-item so far, and where the policy learned it."""
+
+    fusion: FusionState
+    arm: int
+    features: bytes
+    propensity: float
+    segment: str
+    # The policy state's n_updates just before it learned this item; None: not learned yet.
+    step: int | None = None
+
+    def context(self) -> npt.NDArray[np.float64] | None:
+        return np.frombuffer(self.features, dtype="<f8") if self.features else None
+
+    @property
+    def decided_at_ms(self) -> int:
+        return self.fusion.decided_at_ms or 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "a": self.arm, "x": self.features.hex(), "p": self.propensity, "sg": self.segment, "n": self.step,
+            "f": self.fusion.to_dict(),
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any], surface: SurfaceConfig) -> ItemReward:
+        fusion = FusionState.from_dict(raw["f"], surface.reward)
+        return cls(fusion, int(raw["a"]), bytes.fromhex(raw["x"]), float(raw["p"]), str(raw["sg"]), raw["n"])
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change learning made to a user's policy state: what the population prior learns too."""
+
+    surface: str
+    arm: int
+    old: float | None  # None: a new observation; else the reward it had until now
+    new: float
+    context: npt.NDArray[np.float64] | None
+    propensity: float
+    segment: str
+    # The observation's time (its decision's, else the event's): its weight under time decay.
+    at_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one logged event did: the fused reward of its item after it, why it trained nothing
+    (``flag``), and the policy changes it caused (its own, and windows it closed)."""
+
+    reward: float
+    flag: str = ""
+    changes: tuple[Change, ...] = ()
+
+
+@dataclass
+class RewardLedger:
+    """Per user: each decision-item's fused reward so far, and where its surface's policy learned it."""
+
+    # Per surface, decision-item key -> its reward so far, in order of first feedback.
+    items: dict[str, dict[str, ItemReward]] = field(default_factory=dict)
+    # Per surface, lower bounds of when its ledger next needs a scan: the earliest window close of
+    # an item not learned yet, and the earliest horizon of any item. Derived from the ledger (so
+    # not in the snapshot); a bound that is too early only costs a scan that finds nothing to do.
+    _due: dict[str, list[int]] = field(default_factory=dict, repr=False, compare=False)
+
+    def ingest(
+        self,
+        r: LoggedFeedback,
+        policy: Policy,
+        surface: SurfaceConfig,
+        state: PolicyState,
+        weight: Callable[[int], float],
+    ) -> Applied | None:
+        """Apply one logged entry to the ledger and to ``state``, the surface's policy state (the rule
+        is in the module docstring); None when it cannot train.
+
+        It cannot when the item is no longer configured, or when a contextual policy would need the
+        decision's features and the event was never joined to its decision (such events stay in the
+        log for analysis; they train nothing). ``weight(at_ms)`` is what an observation at ``at_ms``
+        counts as (time decay; it may rescale ``state`` in place).
+        """
+        arm = surface.index.get(r.item_id)
+        if arm is None:
+            return None
+        context = r.context()
+        if policy.contextual and (context is None or context.shape != (surface.context_dim,)):
+            return None
+        closed = self._close_windows(policy, surface, state, weight, r.received_at_ms)
+        if r.flag:
+            return Applied(0.0, r.flag, closed)
+        if r.window_close:
+            return self._close_item(policy, surface, state, weight, arm, r, closed)
+        if not r.decided_at_ms:
+            if surface.reward.rule(Signal(r.signal)).weight == 0.0:
+                return Applied(r.reward, "", closed)
+            at_weight = weight(r.occurred_at_ms)
+            policy.update(state, arm, r.reward, context=context, propensity=r.propensity or None, weight=at_weight)
+            change = Change(r.surface, arm, None, r.reward, context, r.propensity, "", r.occurred_at_ms)
+            return Applied(r.reward, "", (*closed, change))
+        return self._fuse(policy, surface, state, weight, arm, r, closed)
+
+    def needs_close(self, surface: str, decision_id: str, item_id: str) -> bool:
+        """Whether the decision-item has not been learned yet (its window may close empty)."""
+        item = self.items.get(surface, {}).get(_item_key(decision_id, item_id))
+        return item is None or item.step is None
+
+    def reward_of(self, surface: str, decision_id: str, item_id: str) -> float | None:
+        """The decision-item's fused reward so far; None when the ledger does not hold it."""
+        item = self.items.get(surface, {}).get(_item_key(decision_id, item_id))
+        return None if item is None else item.fusion.reward
+
+    def to_json(self) -> dict[str, list[list[Any]]]:
+        """The snapshot's ``ledgers``: lists, not objects, since a ledger's order (of first
+        feedback) is part of the state."""
+        return {name: [[k, item.to_json()] for k, item in ledger.items()] for name, ledger in self.items.items()}
+
+    def restore(self, name: str, raw: list[list[Any]], surface: SurfaceConfig) -> None:
+        """One surface's ledger from its ``to_json`` form."""
+        self.items[name] = {key: ItemReward.from_json(item, surface) for key, item in raw}
+
+    # -- the steps of ingest: each gets the surface's policy, its state and the weight rule ----------
+
+    def _fuse(
+        self,
+        policy: Policy,
+        surface: SurfaceConfig,
+        state: PolicyState,
+        weight: Callable[[int], float],
+        arm: int,
+        r: LoggedFeedback,
+        closed: tuple[Change, ...],
+    ) -> Applied:
+        config = surface.reward
+        if _past_horizon(r.decided_at_ms, config, r.received_at_ms):
+            return Applied(0.0, "late: the decision's reward window closed more than 7 days ago", closed)
+        item = self._ledger_item(surface, arm, r)
+        event = r.event()
+        try:
+            old, new = item.fusion.add(event)
+        except EventConflict as exc:
+            return Applied(item.fusion.reward, f"event_id: {exc}", closed)
+        if not item.fusion.trains(event):
+            late = "late: occurred after the decision's reward window; this surface's late_rule ignores it"
+            return Applied(new, late, closed)
+        change = self._learn_item(policy, surface, state, weight, item, old, new)
+        return Applied(new, "", closed if change is None else (*closed, change))
+
+    def _ledger_item(self, surface: SurfaceConfig, arm: int, r: LoggedFeedback) -> ItemReward:
+        """The ledger entry of the event's decision-item, new if it has none."""
+        ledger = self.items.setdefault(surface.name, {})
+        key = _item_key(r.decision_id, r.item_id)
+        item = ledger.get(key)
+        if item is None:
+            fusion = FusionState(surface.reward, r.decided_at_ms)
+            item = ledger[key] = ItemReward(fusion, arm, r.features, r.propensity, r.segment)
+            # New, so not learned yet: whatever the caller does next, the bounds stay low enough.
+            closes_at = DecisionWindow.of(r.decided_at_ms, surface.reward).closes_at_ms
+            self._lower_due(surface, unlearned_ms=closes_at, horizon_ms=_horizon_ms(r.decided_at_ms, surface.reward))
+        return item
+
+    def _lower_due(self, surface: SurfaceConfig, unlearned_ms: int = NEVER, horizon_ms: int = NEVER) -> None:
+        due = self._due.get(surface.name)
+        if due is not None:  # else computed from the ledger when next needed
+            due[0], due[1] = min(due[0], unlearned_ms), min(due[1], horizon_ms)
+
+    def _close_item(
+        self,
+        policy: Policy,
+        surface: SurfaceConfig,
+        state: PolicyState,
+        weight: Callable[[int], float],
+        arm: int,
+        r: LoggedFeedback,
+        closed: tuple[Change, ...],
+    ) -> Applied:
+        """The window of the decision-item closed: the default reward, unless it was learned already."""
+        if _past_horizon(r.decided_at_ms, surface.reward, r.received_at_ms):
+            return Applied(0.0, "", closed)
+        item = self._ledger_item(surface, arm, r)
+        if item.step is not None:
+            return Applied(item.fusion.reward, "", closed)
+        change = _learn_first(policy, surface, state, weight, item, surface.reward.default_reward)
+        return Applied(surface.reward.default_reward, "", (*closed, change))
+
+    def _learn_item(
+        self,
+        policy: Policy,
+        surface: SurfaceConfig,
+        state: PolicyState,
+        weight: Callable[[int], float],
+        item: ItemReward,
+        old: float,
+        new: float,
+    ) -> Change | None:
+        if item.step is None:
+            if not item.fusion.rewarded:
+                return None  # impressions only, so far: the window's close decides
+            return _learn_first(policy, surface, state, weight, item, new)
+        if new == old:
+            return None
+        context, propensity = item.context(), item.propensity or None
+        age = state.n_updates - item.step - 1
+        at_weight = weight(item.decided_at_ms)
+        policy.revise(state, item.arm, old, new, context=context, propensity=propensity, age=age, weight=at_weight)
+        return Change(surface.name, item.arm, old, new, context, item.propensity, item.segment, item.decided_at_ms)
+
+    def _close_windows(
+        self, policy: Policy, surface: SurfaceConfig, state: PolicyState, weight: Callable[[int], float], now_ms: int
+    ) -> tuple[Change, ...]:
+        """Learn the default reward of the surface's items whose window closed without a reward,
+        and forget items no feedback can change any more (in batches: ``PRUNE_SLACK_MS``).
+
+        Which items learn depends on the ledger and ``now_ms`` only; the due bounds only skip
+        scans that would find nothing, so a restored state (bounds recomputed) learns the same.
+        """
+        ledger = self.items.get(surface.name)
+        if not ledger:
+            return ()
+        config = surface.reward
+        due = self._due.get(surface.name) or _ledger_due(ledger, config)
+        self._due[surface.name] = due
+        changes: tuple[Change, ...] = ()
+        if now_ms > due[0]:
+            changes = tuple(
+                _learn_first(policy, surface, state, weight, item, config.default_reward)
+                for item in ledger.values()
+                if item.step is None
+                and DecisionWindow.of(item.decided_at_ms, config).is_closed(now_ms)
+                and not _past_horizon(item.decided_at_ms, config, now_ms)
+            )
+        if now_ms > due[1] + PRUNE_SLACK_MS:
+            for key in [k for k, item in ledger.items() if _past_horizon(item.decided_at_ms, config, now_ms)]:
+                del ledger[key]
+        if now_ms > due[0] or now_ms > due[1] + PRUNE_SLACK_MS:
+            self._due[surface.name] = _ledger_due(ledger, config)
+        return changes
+
+
+def _learn_first(
+    policy: Policy,
+    surface: SurfaceConfig,
+    state: PolicyState,
+    weight: Callable[[int], float],
+    item: ItemReward,
+    reward: float,
+) -> Change:
+    """The item's one observation, with its first reward; later changes revise it."""
+    at_weight = weight(item.decided_at_ms)
+    context = item.context()
+    item.step = state.n_updates
+    policy.update(state, item.arm, reward, context=context, propensity=item.propensity or None, weight=at_weight)
+    return Change(surface.name, item.arm, None, reward, context, item.propensity, item.segment, item.decided_at_ms)
+
+
+def _item_key(decision_id: str, item_id: str) -> str:
+    return f"{decision_id}/{item_id}"
+
+
+def _horizon_ms(decided_at_ms: int, config: RewardConfig) -> int:
+    return DecisionWindow.of(decided_at_ms, config).closes_at_ms + LEDGER_HORIZON_MS
+
+
+def _past_horizon(decided_at_ms: int, config: RewardConfig, now_ms: int) -> bool:
+    """Whether feedback received at ``now_ms`` is too late to change the decision's reward at all."""
+    return now_ms > _horizon_ms(decided_at_ms, config)
+
+
+def _ledger_due(ledger: Mapping[str, ItemReward], config: RewardConfig) -> list[int]:
+    """``RewardLedger._due`` of one surface, from its ledger."""
+    unlearned = (DecisionWindow.of(i.decided_at_ms, config).closes_at_ms for i in ledger.values() if i.step is None)
+    horizons = (_horizon_ms(i.decided_at_ms, config) for i in ledger.values())
+    return [min(unlearned, default=NEVER), min(horizons, default=NEVER)]

@@ -1,0 +1,233 @@
+"""A surface: one decision point, its catalogue and what ranks it (a config that checks itself).
+
+``SurfaceConfig`` validates itself in ``__post_init__`` (MABWiser style), so no code path builds
+an unchecked surface; ``surface_from_dict`` only turns a TOML table into one and says where the
+table is: ``surfaces.home.items: duplicate item id 'a'``. Its ``fingerprint`` names everything
+that gives a policy state's arrays their meaning; it is stored in snapshots and prior keys, so
+its payload must not change.
+
+>>> from rewardloop.learning.bandits import config_from_dict
+>>> surface = SurfaceConfig("home", config_from_dict("ucb1"), ("a", "b"))
+>>> surface.index["b"], surface.kind
+(1, 'bandit')
+>>> SurfaceConfig("home", config_from_dict("ucb1"), ("a", "a"))
+Traceback (most recent call last):
+...
+rewardloop.learning.params.ConfigError: items: duplicate item id 'a'
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rewardloop.learning.bandits import PolicyConfig, config_from_dict, policy_class
+from rewardloop.learning.features.realtime import RealtimeFeatures
+from rewardloop.learning.features.schema import FeatureSchema
+from rewardloop.learning.params import ConfigError, check_name, reject_unknown, within
+from rewardloop.learning.rewards import RewardConfig
+
+MAX_ITEMS = 10_000
+# Surface kinds, each with its decision seam in the shard (workers/kinds.py).
+SURFACE_KINDS = ("bandit",)
+SURFACE_KEYS = {"kind", "algorithm", "params", "items", "features", "cold_start", "item_features", "reward"}
+
+
+@dataclass(frozen=True)
+class ColdStart:
+    """How much a user's model leans on the population (and its segment) before its own evidence.
+
+    ``strength`` and ``segment_strength`` are pseudo-observations: the user's model starts as if it
+    had seen ``strength`` rewards at the segment's (or population's) estimates, and the segment's
+    as if it had seen ``segment_strength`` at the population's. 0 disables the prior.
+    """
+
+    strength: float = 2.0
+    segment_strength: float = 20.0
+    # Feature whose categorical value names the user's segment; None: population only.
+    segment_feature: str | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("strength", "segment_strength"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e6:
+                raise ConfigError(f"{key} must be a number in [0, 1e6), got {value!r}")
+            object.__setattr__(self, key, float(value))
+        if self.segment_feature is not None and not isinstance(self.segment_feature, str):
+            raise ConfigError(f"segment_feature must name a categorical feature, got {self.segment_feature!r}")
+
+
+@dataclass(frozen=True)
+class SurfaceConfig:
+    name: str
+    policy_config: PolicyConfig
+    items: tuple[str, ...]
+    features: FeatureSchema = field(default_factory=FeatureSchema)
+    cold_start: ColdStart = field(default_factory=ColdStart)
+    item_features: tuple[tuple[float, ...], ...] | None = None
+    # How feedback signals become one reward per decision-item (rewards/config.py).
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    # The service's real-time feature config, when ``features.realtime`` uses it.
+    realtime: RealtimeFeatures | None = None
+    # What decides on this surface (SURFACE_KINDS): "bandit" chooses items with a policy per user.
+    kind: str = "bandit"
+    # Item id -> arm: computed from ``items``, so the two cannot disagree.
+    index: Mapping[str, int] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        """The checks in the order the TOML parser met them, so a table's first mistake is reported."""
+        check_name("name", self.name)
+        if self.kind not in SURFACE_KINDS:
+            raise ConfigError(f"kind must be one of {', '.join(SURFACE_KINDS)}, got {self.kind!r}")
+        check_items(self.items)
+        algorithm = self.policy_config.name
+        realtime = self.realtime or RealtimeFeatures()
+        for feature in self.features.realtime:
+            if feature not in realtime.names:
+                known = ", ".join(realtime.names)
+                raise ConfigError(f"features.realtime: unknown feature {feature!r} (service.realtime has {known})")
+        if self.features.realtime and not policy_class(self.policy_config).contextual:
+            raise ConfigError(f"features.realtime: {algorithm} ignores context; choose a contextual algorithm")
+        if self.features.realtime and self.realtime is None:
+            raise ConfigError("realtime: features.realtime needs the service's real-time feature config")
+        if self.reward.half_life_seconds is not None and not policy_class(self.policy_config).supports_prior:
+            raise ConfigError(
+                f"reward.half_life_seconds: {algorithm} forgets per update already (or keeps no additive "
+                "statistics); time decay needs one of the count or linear algorithms"
+            )
+        segment_feature = self.cold_start.segment_feature
+        if segment_feature is not None and segment_feature not in dict(self.features.categorical):
+            raise ConfigError(f"cold_start.segment_feature must name a categorical feature, got {segment_feature!r}")
+        if self.item_features is not None:
+            check_item_feature_rows(self.items, self.item_features)
+        object.__setattr__(self, "index", {item: i for i, item in enumerate(self.items)})
+
+    @property
+    def context_dim(self) -> int:
+        return self.features.dim
+
+    def item_feature_matrix(self) -> np.ndarray | None:
+        return None if self.item_features is None else np.array(self.item_features, dtype=np.float64)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Short hash of everything that gives a policy state's arrays their meaning (cached: hot path)."""
+        payload = json.dumps(
+            {
+                "algorithm": self.policy_config.name,
+                "params": self.policy_config.to_dict(),
+                "items": self.items,
+                "features": self.features.to_dict(),
+                "item_features": self.item_features,
+                # A user's state is the fused rewards learned: other reward rules, other state.
+                "reward": self.reward.to_dict(),
+                **({"realtime": realtime_dict(self.realtime)} if self.realtime is not None else {}),
+                # Bandit surfaces predate kinds: their fingerprints (and so their users' snapshots) stay.
+                **({"kind": self.kind} if self.kind != "bandit" else {}),
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def realtime_dict(config: RealtimeFeatures) -> dict[str, Any]:
+    """The real-time config as it enters the fingerprint (part of the stored fingerprints: keep as is)."""
+    return {
+        "windows_ms": list(config.windows_ms), "session_gap_ms": config.session_gap_ms,
+        "recency_cap_ms": config.recency_cap_ms, "max_events": config.max_events,
+        "categories": list(config.categories), "item_categories": dict(sorted(config.item_categories.items())),
+    }  # fmt: skip
+
+
+def check_items(items: Any) -> None:
+    """A catalogue: 1..MAX_ITEMS distinct ids of 1..256 bytes (a TOML list or the stored tuple)."""
+    if not isinstance(items, list | tuple) or not items:
+        raise ConfigError("items must be a non-empty list of item ids")
+    if len(items) > MAX_ITEMS:
+        raise ConfigError(f"items must have at most {MAX_ITEMS} items, got {len(items)}")
+    for item in items:
+        if not isinstance(item, str) or not 1 <= len(item.encode()) <= 256:
+            raise ConfigError(f"items: item ids must be strings of 1..256 bytes, got {item!r}")
+    if len(set(items)) != len(items):
+        duplicate = next(i for i in items if items.count(i) > 1)
+        raise ConfigError(f"items: duplicate item id {duplicate!r}")
+
+
+def check_item_feature_rows(items: Sequence[str], rows: Sequence[Any]) -> None:
+    """Per-item vectors (hybrid LinUCB): one row per item, all of one width, finite numbers."""
+    if len(rows) != len(items):
+        raise ConfigError("item_features must give a vector for every item of the catalogue, and no other")
+    width = len(rows[0]) if isinstance(rows[0], list | tuple) else 0
+    for item, row in zip(items, rows, strict=True):
+        ok = isinstance(row, list | tuple) and len(row) == width > 0
+        if not ok or not all(isinstance(v, int | float) and math.isfinite(v) for v in row):
+            raise ConfigError(
+                f"item_features.{item} must be a list of {width or 'some'} finite numbers like the others"
+            )
+
+
+def surface_from_dict(name: str, spec: Mapping[str, Any], realtime: RealtimeFeatures | None = None) -> SurfaceConfig:
+    """``[surfaces.<name>]``: the TOML shape (keys, lists, defaults); the surface checks the values."""
+    where = f"surfaces.{name}"
+    check_name(where, name)
+    reject_unknown(where, spec, SURFACE_KEYS)
+    kind = spec.get("kind", "bandit")
+    if kind not in SURFACE_KINDS:
+        raise ConfigError(f"{where}.kind must be one of {', '.join(SURFACE_KINDS)}, got {kind!r}")
+    items: Any = spec.get("items")
+    try:
+        check_items(items)
+    except ConfigError as exc:
+        raise within(where, exc) from exc
+    algorithm = spec.get("algorithm")
+    if not isinstance(algorithm, str):
+        raise ConfigError(f"{where}.algorithm must be a string")
+    try:
+        policy_config = config_from_dict(algorithm, dict(spec.get("params", {})))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.params: {exc}") from exc
+    features = FeatureSchema.from_dict(spec.get("features", {}), f"{where}.features")
+    realtime = realtime or RealtimeFeatures()
+    reward = RewardConfig.from_dict(spec.get("reward", {}), f"{where}.reward")
+    try:
+        cold_start = _cold_start(spec.get("cold_start", {}))
+        item_features = _item_features(spec.get("item_features"), items)
+        return SurfaceConfig(
+            name,
+            policy_config,
+            tuple(items),
+            features=features,
+            cold_start=cold_start,
+            item_features=item_features,
+            reward=reward,
+            realtime=realtime if features.realtime else None,
+            kind=kind,
+        )
+    except ConfigError as exc:
+        raise within(where, exc) from exc
+
+
+def _cold_start(spec: Mapping[str, Any]) -> ColdStart:
+    reject_unknown("cold_start", spec, {"strength", "segment_strength", "segment_feature"})
+    try:
+        return ColdStart(**spec)
+    except ConfigError as exc:
+        raise within("cold_start", exc) from exc
+
+
+def _item_features(spec: Any, items: list[str]) -> tuple[tuple[float, ...], ...] | None:
+    """``[surfaces.<name>.item_features]``: a table item id -> list of numbers, for every item."""
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping) or set(spec) != set(items):
+        raise ConfigError("item_features must give a vector for every item of the catalogue, and no other")
+    rows = [spec[item] for item in items]
+    check_item_feature_rows(items, rows)
+    return tuple(tuple(float(v) for v in row) for row in rows)

@@ -1,0 +1,117 @@
+"""Pseudonymised user ids, shard routing and the Redis key schema.
+
+Raw user ids never reach Redis, logs or traces: everything is keyed by
+``pseudonymize(user_id)``, an HMAC under the deployment's key. Every key that holds a
+user's data carries that pseudonym as a Redis Cluster hash tag (``{...}``), so all of
+them sit in one slot and can be found from the user id alone (export, erasure).
+
+>>> p = pseudonymize("alice", b"k")
+>>> len(p), p == pseudonymize("alice", b"k"), p == pseudonymize("bob", b"k")
+(32, True, False)
+>>> UserKeys(p).feedback_log == "rl:{" + p + "}:fb"
+True
+>>> 0 <= shard_for(p, 4) < 4
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+KEY_PREFIX = "rl:"
+
+
+def pseudonymize(user_id: str, key: bytes) -> str:
+    """128-bit HMAC-SHA256 of the user id, hex: stable per deployment key, not reversible."""
+    return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def shard_for(pseudonym: str, shards: int) -> int:
+    """The shard that owns a user: stable for a given shard count."""
+    return int(pseudonym[:8], 16) % shards
+
+
+def user_seed(pseudonym: str) -> int:
+    return int(pseudonym[:16], 16)
+
+
+@dataclass(frozen=True)
+class UserKeys:
+    pseudonym: str
+
+    @property
+    def _prefix(self) -> str:
+        return f"{KEY_PREFIX}{{{self.pseudonym}}}:"
+
+    @property
+    def feedback_log(self) -> str:
+        """Stream: every accepted feedback event, in the order it was made durable."""
+        return self._prefix + "fb"
+
+    @property
+    def decision_log(self) -> str:
+        """Stream: the user's decisions (capped), for analysis, evaluation and export."""
+        return self._prefix + "dec"
+
+    @property
+    def decision_index(self) -> str:
+        """Hash decision_id -> decision record, for joining feedback to its decision."""
+        return self._prefix + "dix"
+
+    @property
+    def snapshot(self) -> str:
+        """String: the user's policy states as of a feedback-log position."""
+        return self._prefix + "snap"
+
+    def event(self, event_id: str) -> str:
+        """Idempotency marker of one feedback event (expires after the dedup window)."""
+        return self._prefix + "ev:" + event_id
+
+    @property
+    def pattern(self) -> str:
+        """Glob matching every key of this user (for SCAN-based export and erasure)."""
+        return self._prefix + "*"
+
+
+# Glob of every user's decision log: what off-policy evaluation scans (``pseudonym_of`` names the user).
+DECISION_LOGS = KEY_PREFIX + "{*}:dec"
+
+
+def pseudonym_of(key: str) -> str:
+    """The pseudonym a user's key is tagged with (``rl:{<pseudonym>}:...``).
+
+    >>> pseudonym_of(UserKeys("abc").decision_log)
+    'abc'
+    """
+    return key.partition("{")[2].partition("}")[0]
+
+
+def windows_key(shard: int) -> str:
+    """Sorted set of the shard's decisions whose reward window is open: member
+    ``<pseudonym>:<decision_id>``, score the close time (Unix ms). Durable, so a crash forgets none."""
+    return f"{KEY_PREFIX}windows:{shard}"
+
+
+def window_member(pseudonym: str, decision_id: str) -> str:
+    return f"{pseudonym}:{decision_id}"
+
+
+def split_window_member(member: str) -> tuple[str, str]:
+    """(pseudonym, decision_id) of a ``window_member``."""
+    pseudonym, _, decision_id = member.partition(":")
+    return pseudonym, decision_id
+
+
+# Field of a contribution hash beside the segments' states (segments are feature values).
+EPOCH_FIELD = "#epoch"
+
+
+def contribution_key(surface_name: str, fingerprint: str, shard: int) -> str:
+    """Hash segment -> this shard's policy state for the surface (not user data: aggregates).
+
+    The surface's fingerprint is part of it: statistics gathered under another catalogue,
+    algorithm, reward rule or half-life are not this configuration's prior.
+    """
+    return f"{KEY_PREFIX}pop:{surface_name}:{fingerprint}:{shard}"

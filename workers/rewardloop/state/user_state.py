@@ -1,0 +1,112 @@
+"""One user's learned state across surfaces.
+
+A ``UserState`` holds, per surface, the user's policy state, its reward ledger
+(``learning/rewards/ledger.py``: how feedback trains, time decay) and its decay epoch, plus the
+burst detector and real-time activity; ``state/snapshots.py`` stores and rebuilds it.
+
+**Real-time activity** (``realtime.py``; kept only when a surface uses real-time features): every
+decision and every feedback event the ingest did not flag, the latter positive when its own reward
+is > 0. It is not replayed from the snapshot's position: the shard rebuilds it on load from the
+last horizon of the decision and feedback logs (``rebuild_activity``), which give the same set of
+events as the live run saw, so the features are the same; the snapshot keeps only the latest
+positive, which may lie beyond the horizon (``since_positive``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rewardloop.learning.bandits import Policy, PolicyState
+from rewardloop.learning.features.realtime import ActivityEvent, RealtimeFeatures, UserActivity
+from rewardloop.learning.rewards import BurstDetector, Signal, counts_toward_burst
+from rewardloop.learning.rewards.decay import decay_weight, epoch_for_update, present_factor
+from rewardloop.learning.rewards.ledger import Applied, RewardLedger
+from rewardloop.learning.rewards.quality import DEFAULT_QUALITY, QualityConfig
+from rewardloop.learning.surface import SurfaceConfig
+from rewardloop.state.keys import user_seed
+from rewardloop.state.records import LOG_START, FeedbackRecord
+
+
+@dataclass
+class UserState:
+    pseudonym: str
+    policies: dict[str, PolicyState]
+    rng: np.random.Generator
+    last_id: str = LOG_START
+    since_snapshot: int = 0
+    dirty: bool = False
+    # Surfaces whose snapshot was unusable: every logged reward up to last_id replays too.
+    stale: frozenset[str] = field(default_factory=frozenset)
+    # Each decision-item's reward so far, per surface, and where the policy learned it.
+    ledger: RewardLedger = field(default_factory=RewardLedger)
+    # Recent action times, to flag bursts no human makes (quality.py).
+    bursts: BurstDetector = field(default_factory=BurstDetector)
+    # Per surface with time decay: the epoch (Unix ms) its policy state's weights are relative to.
+    epochs: dict[str, int] = field(default_factory=dict)
+    # Recent decisions and feedback, for real-time features (module docstring).
+    activity: UserActivity = field(default_factory=UserActivity)
+
+    def observe_decision(self, realtime: RealtimeFeatures, decided_at_ms: int, item_id: str) -> None:
+        realtime.observe(self.activity, ActivityEvent(decided_at_ms, "decision", item_id=item_id))
+
+    def observe_feedback(self, realtime: RealtimeFeatures, r: FeedbackRecord) -> None:
+        """Count a logged event in the user's activity, unless the ingest flagged it."""
+        if r.user_action:
+            event = ActivityEvent(r.occurred_at_ms, "feedback", r.positive, r.reward, r.item_id)
+            realtime.observe(self.activity, event)
+
+    def weight(self, policy: Policy, surface: SurfaceConfig, at_ms: int) -> float:
+        """What an observation at ``at_ms`` counts as in the surface's state (1.0 without decay),
+        moving the epoch first when it is too far behind (``learning/rewards/ledger.py``: time decay)."""
+        half_life = surface.reward.half_life_seconds
+        if half_life is None:
+            return 1.0
+        epoch, factor = epoch_for_update(self.epochs.get(surface.name), at_ms, half_life)
+        if factor is not None:
+            state = self.policies[surface.name]
+            state.arrays = policy.scale(state, factor).arrays
+        self.epochs[surface.name] = epoch
+        return decay_weight(at_ms, half_life, epoch)
+
+    def decision_state(self, policy: Policy, surface: SurfaceConfig, now_ms: int) -> PolicyState:
+        """The surface's state as of ``now_ms``: under time decay, every observation weighs
+        ``2 ** -((now - t) / half_life)``; otherwise the state itself (not a copy)."""
+        state = self.policies[surface.name]
+        factor = present_factor(self.epochs.get(surface.name), now_ms, surface.reward.half_life_seconds)
+        return state if factor is None else policy.scale(state, factor)
+
+    def observe_action(self, r: FeedbackRecord) -> bool:
+        """Count the event as one of the user's actions; True when it is part of a burst."""
+        return counts_toward_burst(Signal(r.signal)) and self.bursts.observe("", r.occurred_at_ms)
+
+    def learn(
+        self, policies: Mapping[str, Policy], surfaces: Mapping[str, SurfaceConfig], r: FeedbackRecord
+    ) -> Applied | None:
+        """Apply one logged event through the surface's ledger (``RewardLedger.ingest``); None when it
+        cannot train.
+
+        It cannot when the surface or item is no longer configured, or when a contextual
+        policy would need the decision's features and the event was never joined to its
+        decision (such events stay in the log for analysis; they train nothing).
+        """
+        surface = surfaces.get(r.surface)
+        if surface is None:
+            return None
+        policy = policies[r.surface]
+        weight = functools.partial(self.weight, policy, surface)
+        return self.ledger.ingest(r, policy, surface, self.policies[r.surface], weight)
+
+
+def new_user_state(
+    pseudonym: str, policies: Mapping[str, Policy], seed: int, quality: QualityConfig = DEFAULT_QUALITY
+) -> UserState:
+    return UserState(
+        pseudonym=pseudonym,
+        policies={name: policy.new_state() for name, policy in policies.items()},
+        rng=np.random.default_rng([seed, user_seed(pseudonym)]),
+        bursts=BurstDetector(quality),
+    )

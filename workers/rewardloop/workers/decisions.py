@@ -1,0 +1,42 @@
+"""The decisions feedback joins to: recent ones from memory, the rest from Redis's join index."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from rewardloop.state.records import DecisionRecord
+from rewardloop.state.store import Store
+
+# Recent decisions kept in memory for feedback joins before Redis is asked.
+MAX_RECENT_DECISIONS = 100_000
+
+
+class RecentDecisions:
+    """Finds a user's decisions by id, the recent ones without a Redis round trip."""
+
+    def __init__(self, store: Store):
+        self._store = store
+        self._recent: OrderedDict[str, DecisionRecord] = OrderedDict()
+
+    def remember(self, decision: DecisionRecord) -> None:
+        self._recent[decision.decision_id] = decision
+        if len(self._recent) > MAX_RECENT_DECISIONS:
+            self._recent.popitem(last=False)
+
+    async def find(self, lookups: Sequence[tuple[str, str]]) -> dict[tuple[str, str], DecisionRecord]:
+        """The known decisions among (pseudonym, decision_id) pairs: recent ones from memory, the rest
+        from Redis. A pair that names another user's decision is not found."""
+        known: dict[tuple[str, str], DecisionRecord] = {}
+        missing = []
+        for pseudonym, decision_id in lookups:
+            recent = self._recent.get(decision_id)
+            if recent is not None and recent.pseudonym == pseudonym:
+                known[(pseudonym, decision_id)] = recent
+            else:
+                missing.append((pseudonym, decision_id))
+        if missing:
+            for lookup, stored in zip(missing, await self._store.find_decisions(missing), strict=True):
+                if stored is not None:
+                    known[lookup] = stored
+        return known

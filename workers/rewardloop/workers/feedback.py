@@ -1,0 +1,232 @@
+"""Feedback ingest: THE one way an entry reaches a user's feedback log and policy.
+
+A caller's event is joined to its decision (``join``) and judged by the quality rules; the
+service's window close is built from the decision whose window is over. Both then go through
+``Ingest._ingest``: made durable in Redis (``Store.record_feedback``) *before* it is applied,
+then learned in log order (``UserState.learn``, the population prior, real-time activity), and
+the user's snapshot is written behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from rewardloop.learning.bandits import Policy
+from rewardloop.learning.rewards import BurstDetector, Event, EventContext, Signal, assess, fuse
+from rewardloop.learning.rewards.ledger import Applied
+from rewardloop.learning.surface import SurfaceConfig
+from rewardloop.state.priors import Priors
+from rewardloop.state.records import DecisionRecord, FeedbackRecord
+from rewardloop.state.store import Store
+from rewardloop.state.user_state import UserState
+from rewardloop.workers.config import ServiceConfig
+from rewardloop.workers.decisions import RecentDecisions
+from rewardloop.workers.messages import FeedbackCall, Recorded, Rejected
+from rewardloop.workers.users import UserCache
+from rewardloop.workers.write_behind import WriteBehind
+
+
+class Ingest:
+    """Feedback events and window closes of one shard, one batch at a time."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        policies: Mapping[str, Policy],
+        priors: Priors,
+        store: Store,
+        users: Callable[[set[str]], Awaitable[dict[str, UserState]]],
+        cache: UserCache,
+        decisions: RecentDecisions,
+        write_behind: WriteBehind,
+    ):
+        self._config = config
+        self._surfaces: Mapping[str, SurfaceConfig] = config.surfaces
+        self._policies = policies
+        self._priors = priors
+        self._store = store
+        self._users = users
+        self._cache = cache
+        self._decisions = decisions
+        self._write_behind = write_behind
+        self._uses_realtime = any(s.features.realtime for s in self._surfaces.values())
+        # One batch at a time: a user's log order and the order its state learns in
+        # must agree, or a snapshot could claim a log position it does not cover.
+        self._lock = asyncio.Lock()
+
+    async def record(self, calls: Sequence[FeedbackCall]) -> list[Recorded | Rejected]:
+        """Callers' events: each joined to its decision, then ingested; in the calls' order."""
+        async with self._lock:
+            known = await self._decisions.find([(c.pseudonym, c.decision_id) for c in calls if c.decision_id])
+            joined = [join(c, known.get((c.pseudonym, c.decision_id)), self._surfaces) for c in calls]
+            accepted = [(i, r) for i, r in enumerate(joined) if not isinstance(r, Rejected)]
+            users = await self._users({r.pseudonym for _, r in accepted})
+            outcomes = await self._ingest(users, [r for _, r in accepted])
+        ingested = iter(outcomes)
+        return [r if isinstance(r, Rejected) else next(ingested) for r in joined]
+
+    async def close(self, due: Sequence[tuple[str, str]]) -> int:
+        """Window closes of (pseudonym, decision_id) pairs whose window is over: one entry per item
+        not learned yet; the number of entries newly written."""
+        decisions = (await self._decisions.find(due)).values()
+        async with self._lock:
+            users = await self._users({d.pseudonym for d in decisions})
+            closes = [
+                close
+                for decision in decisions
+                if decision.surface in self._surfaces
+                for close in self._window_closes(users[decision.pseudonym], decision)
+            ]
+            if not closes:
+                return 0
+            outcomes = await self._ingest(users, closes)
+        return sum(not o.duplicate for o in outcomes)
+
+    async def _ingest(self, users: dict[str, UserState], records: list[FeedbackRecord]) -> list[Recorded]:
+        """The one way an entry reaches the feedback log and the user's policy: a caller's event
+        (joined) and the service's window close alike. Caller events are judged by the quality
+        rules first; window closes are the service's own and are not."""
+        bursts = {p: users[p].bursts.to_lists() for p in users}
+        now_ms = int(time.time() * 1000)
+        records = [r if r.window_close else self._assess(users[r.pseudonym], r, now_ms) for r in records]
+        outcomes: list[Recorded] = []
+        with self._cache.rebuilt_on_error(users):
+            stream_ids = await self._store.record_feedback(records)
+            self._recount_actions(users, bursts, list(zip(records, stream_ids, strict=True)))
+            for record, stream_id in zip(records, stream_ids, strict=True):
+                # In order: a duplicate answers the reward as of its place in the batch.
+                state = users[record.pseudonym]
+                if stream_id is None:  # already logged: a retry, or a close made before a crash
+                    known = state.ledger.reward_of(record.surface, record.decision_id, record.item_id)
+                    outcomes.append(Recorded(duplicate=True, reward=record.reward if known is None else known))
+                else:
+                    applied = self._learn(state, record.appended(stream_id))
+                    outcomes.append(Recorded(duplicate=False, reward=applied.reward, flag=applied.flag))
+        self._write_behind.schedule()
+        return outcomes
+
+    def _assess(self, state: UserState, record: FeedbackRecord, now_ms: int) -> FeedbackRecord:
+        """The record with its quality flag (quality.py); counts it as one of the user's actions."""
+        burst = state.observe_action(record)
+        unknown = bool(record.decision_id) and not record.decided_at_ms
+        context = EventContext(decision_known=not unknown, burst=burst)
+        verdict = assess(record.event(received_at_ms=now_ms), context, self._config.quality)
+        return dataclasses.replace(record, flag=verdict.reason) if verdict.reason else record
+
+    @staticmethod
+    def _recount_actions(
+        users: dict[str, UserState],
+        before: dict[str, dict[str, list[int]]],
+        written: list[tuple[FeedbackRecord, str | None]],
+    ) -> None:
+        """A duplicate was counted as an action by ``_assess``; recount those users' actions without it."""
+        redo = {r.pseudonym for r, stream_id in written if stream_id is None}
+        for pseudonym in redo:
+            users[pseudonym].bursts = BurstDetector.from_lists(before[pseudonym], users[pseudonym].bursts.config)
+        for record, stream_id in written:
+            if stream_id is not None and record.pseudonym in redo:
+                users[record.pseudonym].observe_action(record)
+
+    def _learn(self, state: UserState, logged: FeedbackRecord) -> Applied:
+        """Apply an entry just appended: the user's policy, the population prior, real-time activity."""
+        applied = state.learn(self._policies, self._surfaces, logged)
+        if self._uses_realtime:
+            state.observe_feedback(self._config.realtime, logged)
+        if applied is None:
+            applied = Applied(0.0, "")
+        for change in applied.changes:
+            propensity = change.propensity or None
+            if change.old is None:
+                self._priors.learn(
+                    change.surface, change.segment, change.arm, change.new, change.context, propensity, change.at_ms
+                )
+            else:
+                self._priors.revise(
+                    change.surface, change.segment, change.arm, change.old, change.new, change.context, propensity,
+                    change.at_ms,
+                )  # fmt: skip
+        state.last_id = logged.stream_id
+        state.since_snapshot += 1
+        if state.since_snapshot >= self._config.snapshot_every:
+            self._write_behind.snapshot(state)
+        return applied
+
+    def _window_closes(self, state: UserState, decision: DecisionRecord) -> list[FeedbackRecord]:
+        """The decision's window-close entries: one per item the user's ledger has not learned yet."""
+        surface = self._surfaces[decision.surface]
+        closes_at = decision.decided_at_ms + surface.reward.window_ms
+        features = decision.feature_bytes()
+        return [
+            FeedbackRecord(
+                pseudonym=decision.pseudonym,
+                event_id=f"window-close:{decision.decision_id}:{item}",
+                surface=decision.surface,
+                item_id=item,
+                reward=surface.reward.default_reward,
+                signal=Signal.IMPRESSION.value,
+                value=0.0,
+                occurred_at_ms=closes_at,
+                decision_id=decision.decision_id,
+                features=features,
+                propensity=propensity,
+                segment=decision.segment,
+                decided_at_ms=decision.decided_at_ms,
+                window_close=True,
+            )
+            for item, propensity in zip(decision.items, decision.propensities, strict=True)
+            if item in surface.index and state.ledger.needs_close(surface.name, decision.decision_id, item)
+        ]
+
+
+def join(
+    call: FeedbackCall, decision: DecisionRecord | None, surfaces: Mapping[str, SurfaceConfig]
+) -> FeedbackRecord | Rejected:
+    """The caller's event joined to its decision (``None``: not found, or none named), or why it
+    cannot be: the decision is unknown, or surface or item do not match it or the configuration."""
+    features, propensity, segment, decided_at_ms = b"", 0.0, "", 0
+    if decision is None:
+        if call.decision_id and not call.surface:
+            return Rejected(
+                "NOT_FOUND", f"decision_id {call.decision_id!r} is not a decision of this user", "decision_id"
+            )
+        surface_name = call.surface
+    else:
+        surface_name = decision.surface
+        if call.surface and call.surface != surface_name:
+            return Rejected(
+                "INVALID_ARGUMENT",
+                f"surface {call.surface!r} does not match the decision's surface {surface_name!r}",
+                "surface",
+            )
+        if call.item_id not in decision.items:
+            return Rejected(
+                "INVALID_ARGUMENT", f"item_id {call.item_id!r} was not among the decision's items", "item_id"
+            )
+        features = decision.feature_bytes()
+        propensity = decision.propensity_of(call.item_id)
+        segment = decision.segment
+        decided_at_ms = decision.decided_at_ms
+    surface = surfaces.get(surface_name)
+    if surface is None:
+        return Rejected("NOT_FOUND", f"surface {surface_name!r} is not configured", "surface")
+    if call.item_id not in surface.index:
+        return Rejected("INVALID_ARGUMENT", f"item_id {call.item_id!r} is not in surface {surface_name!r}", "item_id")
+    return FeedbackRecord(
+        pseudonym=call.pseudonym,
+        event_id=call.event_id,
+        surface=surface_name,
+        item_id=call.item_id,
+        # The event's own reward; with a decision, the fused reward is what trains.
+        reward=fuse([Event(call.event_id, Signal(call.signal), call.value, call.occurred_at_ms, 0)], surface.reward),
+        signal=call.signal,
+        value=call.value,
+        occurred_at_ms=call.occurred_at_ms,
+        decision_id=call.decision_id,
+        features=features,
+        propensity=propensity,
+        segment=segment,
+        decided_at_ms=decided_at_ms,
+    )

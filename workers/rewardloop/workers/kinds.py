@@ -1,0 +1,78 @@
+"""Surface kinds: what decides on a surface. The shard's one decision seam.
+
+``ShardCore._decide`` looks a surface's decider up in ``KINDS`` by ``SurfaceConfig.kind``; a new
+kind is a class with ``decide`` plus one ``KINDS`` entry plus its name in ``SURFACE_KINDS``
+(workers/config.py). The feedback side (``UserState.learn``, priors) is bandit-only still.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from rewardloop.learning.bandits import Policy
+from rewardloop.learning.surface import SurfaceConfig
+from rewardloop.state.priors import Priors
+from rewardloop.state.records import DecisionRecord
+from rewardloop.state.user_state import UserState
+from rewardloop.workers.messages import ChosenItem, Decision, RecommendCall
+
+
+class SurfaceKind(Protocol):
+    def decide(self, call: RecommendCall, user: UserState, now_ms: int) -> tuple[Decision, DecisionRecord]:
+        """The answer to the call, and the record the decision log keeps of it."""
+        ...
+
+
+class Bandit:
+    """A bandit surface: the user's (decayed) policy state, shrunk toward the population/segment
+    prior, draws a slate."""
+
+    def __init__(self, surface: SurfaceConfig, policy: Policy, priors: Priors):
+        self._surface = surface
+        self._policy = policy
+        self._priors = priors
+        self._all_arms = np.arange(len(surface.items))
+
+    def decide(self, call: RecommendCall, user: UserState, now_ms: int) -> tuple[Decision, DecisionRecord]:
+        surface, policy = self._surface, self._policy
+        policy_state = user.decision_state(policy, surface, now_ms)
+        if call.candidates:
+            available = np.fromiter((surface.index[c] for c in call.candidates), dtype=np.int64)
+        else:
+            available = self._all_arms
+        features = call.features
+        if surface.features.realtime:
+            assert surface.realtime is not None
+            live = surface.features.realtime_vector(surface.realtime, user.activity, now_ms)
+            features = (*features, *live.tolist())
+        context = np.array(features) if policy.contextual else None
+        prior = self._priors.prior(call.surface, call.segment)
+        effective = policy.combine(policy_state, *prior) if prior is not None else policy_state
+        choices = policy.select(effective, available, call.n, user.rng, context=context)
+        decision = Decision(
+            decision_id=uuid.uuid4().hex,
+            items=tuple(ChosenItem(surface.items[c.arm], float(c.score), float(c.propensity), c.slot) for c in choices),
+            policy=surface.policy_config.name,
+            model_version=f"{surface.fingerprint}.{policy_state.n_updates}",
+        )
+        record = DecisionRecord(
+            pseudonym=call.pseudonym,
+            decision_id=decision.decision_id,
+            surface=call.surface,
+            items=tuple(i.item_id for i in decision.items),
+            propensities=tuple(i.propensity for i in decision.items),
+            policy=decision.policy,
+            model_version=decision.model_version,
+            decided_at_ms=now_ms,
+            closes_at_ms=now_ms + surface.reward.window_ms,
+            features=features,
+            segment=call.segment,
+        )
+        return decision, record
+
+
+KINDS: dict[str, Callable[[SurfaceConfig, Policy, Priors], SurfaceKind]] = {"bandit": Bandit}

@@ -1,0 +1,80 @@
+"""Writes off the request path: decisions (log, join index, open window) and user snapshots.
+
+A decision is answered before it is durable, and a snapshot is only a shortcut for the next
+load (the feedback log is the truth), so both are written behind in one background task per
+shard, batched into one Redis round trip, and retried while Redis is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from redis.exceptions import RedisError
+
+from rewardloop.state.records import DecisionRecord
+from rewardloop.state.store import Store
+from rewardloop.state.user_state import UserState
+
+log = logging.getLogger(__name__)
+
+WRITE_BACK_RETRY_SECONDS = 0.5
+# Decisions held for writing while Redis is down; beyond it the oldest are dropped (the
+# decision log is for analysis and joins; feedback naming a lost decision still joins
+# when it names its surface).
+MAX_PENDING_DECISIONS = 100_000
+
+
+class WriteBehind:
+    """The shard's pending decisions and snapshots, and the one task that writes them."""
+
+    def __init__(self, store: Store, windows_key: str, shard_index: int, encode: Callable[[UserState], bytes]):
+        self._store = store
+        self._windows_key = windows_key
+        self._shard_index = shard_index
+        self._encode = encode
+        self._pending_decisions: list[DecisionRecord] = []
+        self._pending_snapshots: dict[str, bytes] = {}
+        self._writer: asyncio.Task[None] | None = None
+
+    def decision(self, record: DecisionRecord) -> None:
+        """Write a decision just made (its log entry, join index entry and open window)."""
+        self._pending_decisions.append(record)
+        self.schedule()
+
+    def snapshot(self, state: UserState) -> None:
+        """Queue the user's snapshot as of now (written at the next ``schedule``)."""
+        self._pending_snapshots[state.pseudonym] = self._encode(state)
+        state.since_snapshot = 0
+        state.dirty = False
+
+    def schedule(self) -> None:
+        """Start the writer if anything is pending and it is not running."""
+        if self._writer is None and (self._pending_decisions or self._pending_snapshots):
+            self._writer = asyncio.get_running_loop().create_task(self._write_back())
+
+    async def drain(self) -> None:
+        """Wait until everything pending is written."""
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
+
+    async def _write_back(self) -> None:
+        try:
+            while self._pending_decisions or self._pending_snapshots:
+                decisions, self._pending_decisions = self._pending_decisions, []
+                snapshots, self._pending_snapshots = self._pending_snapshots, {}
+                try:
+                    await self._store.write_back(decisions, snapshots, self._windows_key)
+                except RedisError as exc:
+                    log.warning("shard %d: write-back failed, retrying: %s", self._shard_index, exc)
+                    self._pending_decisions[:0] = decisions
+                    overflow = len(self._pending_decisions) - MAX_PENDING_DECISIONS
+                    if overflow > 0:
+                        log.error("shard %d: dropping %d unwritten decisions", self._shard_index, overflow)
+                        del self._pending_decisions[:overflow]
+                    # A newer snapshot queued meanwhile supersedes the failed one.
+                    self._pending_snapshots = {**snapshots, **self._pending_snapshots}
+                    await asyncio.sleep(WRITE_BACK_RETRY_SECONDS)
+        finally:
+            self._writer = None
