@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _cli import start_ray
-from _report import progress, table
+from _report import table
 
 from rewardloop.server.app import Service
 from rewardloop.workers.config import ServiceConfig
@@ -68,21 +68,23 @@ async def _run(args: argparse.Namespace, config: ServiceConfig, service: Service
 
     async with AsyncClient(service.target) as client:
         decisions = [(await client.recommend(f"fuzz-user-{k}", "fuzz_items", n=2)).decision_id for k in range(10)]
-    hints = fuzzing.hints(
-        surfaces=tuple(config.surfaces),
-        items=[i for s in config.surfaces.values() for i in s.items],
-        decision_ids=decisions,
-        experiments=list(config.experiments),
-    )
     # The admin RPC runs an evaluation (a Ray task) for the requests that pass validation.
     examples = {m.name: args.examples for m in fuzzing.methods()} | {
         "EvaluatePolicy": max(args.examples // 10, 1),
         "Check": max(args.examples // 10, 1),
     }
-    start = time.perf_counter()
-    report = await asyncio.to_thread(
-        fuzzing.fuzz, service.target, hints, examples, args.raw, args.seed, progress=progress
+    plan = fuzzing.Plan(
+        target=service.target,
+        surfaces=list(config.surfaces),
+        items=[i for s in config.surfaces.values() for i in s.items],
+        decision_ids=decisions,
+        experiments=list(config.experiments),
+        examples=examples,
+        raw_examples=args.raw,
+        seed=args.seed,
     )
+    start = time.perf_counter()
+    report = await fuzzing.fuzz_in_process(plan)
     seconds = time.perf_counter() - start
     codes = sorted({code for by_code in report.codes.values() for code in by_code})
     rows = [

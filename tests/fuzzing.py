@@ -439,7 +439,7 @@ def fuzz(
     """Send `examples[method name]` generated requests and `raw_examples` raw bodies to every
     method (health included) at `target`, recording codes and every breach of the contract.
 
-    Blocking (a sync channel): run it in a thread when the service shares the caller's loop.
+    Blocking (a sync channel). Next to a service in the same process, use `fuzz_in_process`.
     """
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hypothesis_seed
@@ -490,3 +490,62 @@ def _send_body(check: Check) -> Callable[[bytes], None]:
         check(body, None)
 
     return raw
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A fuzz run's arguments, as JSON for `python -m tests.fuzzing` (see `fuzz_in_process`)."""
+
+    target: str
+    surfaces: list[str]
+    items: list[str]
+    decision_ids: list[str]
+    experiments: list[str]
+    examples: dict[str, int]
+    raw_examples: int
+    seed: int = 0
+
+
+async def fuzz_in_process(plan: Plan) -> Report:
+    """`fuzz` in a child Python process, for a service running in this one.
+
+    Hypothesis parses strategies' lambdas with `ast`, and CPython 3.11's `ast` is not safe
+    across threads: run in a thread beside the service's own threads it failed once with
+    "SystemError: AST constructor recursion depth mismatch". A process shares nothing.
+    """
+    import asyncio
+    import json
+    import sys
+    from dataclasses import asdict
+    from pathlib import Path
+
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.fuzzing",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    out, _ = await child.communicate(json.dumps(asdict(plan)).encode())
+    if child.returncode != 0:
+        raise RuntimeError(f"the fuzz process exited with {child.returncode} (its stderr is above)")
+    result = json.loads(out)
+    return Report(codes=result["codes"], problems=result["problems"])
+
+
+def _main() -> None:
+    import json
+    import sys
+
+    plan = Plan(**json.load(sys.stdin))
+    report = fuzz(
+        plan.target,
+        hints(tuple(plan.surfaces), plan.items, plan.decision_ids, plan.experiments),
+        plan.examples,
+        plan.raw_examples,
+        plan.seed,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    json.dump({"codes": report.codes, "problems": report.problems}, sys.stdout)
+
+
+if __name__ == "__main__":
+    _main()

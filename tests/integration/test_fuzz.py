@@ -9,7 +9,6 @@ with 50,000+ requests.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from typing import Any
@@ -28,16 +27,6 @@ EXAMPLES = int(os.environ.get("REWARDLOOP_FUZZ_EXAMPLES", "120"))
 FUZZ_SURFACES = ("fuzz_items", "fuzz_ctx")
 
 
-def hints(config: Any, decision_ids: list[str]) -> dict[str, fuzzing.Hints]:
-    """Plausible values mixed into the hostile ones, so requests also get past the first check."""
-    return fuzzing.hints(
-        surfaces=FUZZ_SURFACES,
-        items=[i for s in FUZZ_SURFACES for i in config.surfaces[s].items],
-        decision_ids=decision_ids,
-        experiments=list(config.experiments),
-    )
-
-
 async def _decisions(channel: grpc.aio.Channel, count: int) -> list[str]:
     stub = recommender_pb2_grpc.RecommenderStub(channel)
     found = []
@@ -54,9 +43,18 @@ async def test_hostile_requests_get_documented_statuses_and_the_service_keeps_se
 ) -> None:
     decision_ids = await _decisions(channel, 5)
     examples = {m.name: EXAMPLES for m in fuzzing.methods()} | {"EvaluatePolicy": max(EXAMPLES // 4, 10), "Check": 30}
-    report = await asyncio.to_thread(
-        fuzzing.fuzz, service.target, hints(service.config, decision_ids), examples, raw_examples=EXAMPLES // 2, seed=3
+    config = service.config
+    plan = fuzzing.Plan(
+        target=service.target,
+        surfaces=list(FUZZ_SURFACES),
+        items=[i for s in FUZZ_SURFACES for i in config.surfaces[s].items],
+        decision_ids=decision_ids,
+        experiments=list(config.experiments),
+        examples=examples,
+        raw_examples=EXAMPLES // 2,
+        seed=3,
     )
+    report = await fuzzing.fuzz_in_process(plan)
     assert report.problems == [], "\n".join(report.problems[:20])
     # Every method was reached, and the hints got requests past validation (not all rejected).
     assert set(report.codes) == {m.name for m in [*fuzzing.methods(), fuzzing.health_check()]}
