@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 export PYTHONHASHSEED ?= 0
 
-.PHONY: run test test-all protos protos-check lint fmt typecheck demo bench bench-recommend bench-feedback clean
+.PHONY: run test test-all protos protos-check lint fmt typecheck demo bench bench-recommend bench-feedback fuzz clean
 
 # Two `make` calls can find the venv missing or stale at once (CI steps, an editor's test
 # runner, a terminal); two pips installing into one venv break each other. So the build runs
@@ -86,6 +86,10 @@ bench-recommend: $(STAMP)
 
 bench-feedback: $(STAMP)
 	$(PY) bench/feedback.py
+
+## fuzz: 50,000+ hostile requests across every RPC against the real stack (tests/fuzzing.py)
+fuzz: $(STAMP)
+	$(PY) bench/fuzz.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache var
