@@ -30,23 +30,9 @@ from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.redis_server import EmbeddedRedis
 from tests import fuzzing
 
-ITEMS = [f"item-{i:03d}" for i in range(12)]
 CONFIG = {
     "service": {"shards": 2, "seed": 5, "pseudonym_key": "fuzz-key"},
-    "surfaces": {
-        "fuzz_items": {"algorithm": "thompson", "items": ITEMS[:8], "reward": {"window_seconds": 2}},
-        "fuzz_ctx": {
-            "algorithm": "linucb",
-            "items": ITEMS[:6],
-            "features": {
-                "numeric": ["x"],
-                "optional": {"price": 0.0},
-                "categorical": {"device": ["ios", "android", "web"]},
-                "realtime": ["feedback_1h", "since_positive"],
-            },
-            "cold_start": {"segment_feature": "device"},
-        },
-    },
+    "surfaces": fuzzing.SURFACES,
     "experiments": {"color": {"variants": {"blue": 1, "green": 1}, "surfaces": ["fuzz_items"]}},
 }
 

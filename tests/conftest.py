@@ -17,6 +17,7 @@ import redis
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.redis_server import EmbeddedRedis
 from rewardloop.workers.tracing import configure_tracing
+from tests import fuzzing
 
 ITEMS = [f"item-{i:03d}" for i in range(30)]
 LEARN_ITEMS = 10
@@ -109,19 +110,8 @@ TEST_CONFIG = {
             "items": ITEMS[:3],
             "features": {"numeric": ["x"], "realtime": list(RT_FEATURES)},
         },
-        # The fuzz suite's surfaces (tests/fuzzing.py): hostile traffic trains only these.
-        "fuzz_items": {"algorithm": "thompson", "items": ITEMS[:8], "reward": {"window_seconds": 2}},
-        "fuzz_ctx": {
-            "algorithm": "linucb",
-            "items": ITEMS[:6],
-            "features": {
-                "numeric": ["x"],
-                "optional": {"price": 0.0},
-                "categorical": {"device": ["ios", "android", "web"]},
-                "realtime": ["feedback_1h", "since_positive"],
-            },
-            "cold_start": {"segment_feature": "device"},
-        },
+        # The fuzz suite's surfaces: hostile traffic trains only these.
+        **fuzzing.SURFACES,
         "ctx_lints": {
             "algorithm": "lin_ts",
             "items": ITEMS[:LEARN_ITEMS],

@@ -36,6 +36,26 @@ ALLOWED = {
     grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.RESOURCE_EXHAUSTED,  # only for bodies over the message size limit
 }
+# The surfaces hostile traffic may train (the test session's and bench/fuzz.py's service):
+# one context-free, one with every kind of request feature and real-time features.
+SURFACES: dict[str, dict[str, Any]] = {
+    "fuzz_items": {
+        "algorithm": "thompson",
+        "items": [f"item-{i:03d}" for i in range(8)],
+        "reward": {"window_seconds": 2},
+    },
+    "fuzz_ctx": {
+        "algorithm": "linucb",
+        "items": [f"item-{i:03d}" for i in range(6)],
+        "features": {
+            "numeric": ["x"],
+            "optional": {"price": 0.0},
+            "categorical": {"device": ["ios", "android", "web"]},
+            "realtime": ["feedback_1h", "since_positive"],
+        },
+        "cold_start": {"segment_feature": "device"},
+    },
+}
 # Signs of an implementation detail leaking into a message.
 LEAKS = ("Traceback", 'File "', '.py", line', "site-packages", "/rewardloop/", "<class ", "object at 0x")
 MAX_DETAILS_CHARS = 1100
