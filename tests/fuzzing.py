@@ -535,14 +535,18 @@ async def fuzz_in_process(plan: Plan) -> Report:
     """
     import asyncio
     import json
+    import os
     import sys
     from dataclasses import asdict
     from pathlib import Path
 
+    # The child runs test machinery only: coverage's subprocess patch would trace hypothesis
+    # (several times slower) and measure nothing of ours.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.fuzzing",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[1], env=env,
     )  # fmt: skip
     out, _ = await child.communicate(json.dumps(asdict(plan)).encode())
     if child.returncode != 0:

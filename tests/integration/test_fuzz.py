@@ -38,6 +38,7 @@ async def _decisions(channel: grpc.aio.Channel, count: int) -> list[str]:
     return found
 
 
+@pytest.mark.timeout(900)
 async def test_hostile_requests_get_documented_statuses_and_the_service_keeps_serving(
     service: Any, channel: grpc.aio.Channel
 ) -> None:
