@@ -137,6 +137,9 @@ async def assert_state_matches(service: Service, producer: Producer, config: Ser
         assert learned["n_updates"] == sum(counts.values())
 
 
+# Three shard restarts, each a new Ray worker that imports the service (and, under `make test`,
+# starts coverage): past the default 300 s guard twice on a box at load ~20.
+@pytest.mark.timeout(900)
 async def test_killed_shard_loses_no_acknowledged_feedback(service: Service, service_config: ServiceConfig) -> None:
     producer = Producer(service.target, "kill")
     traffic = asyncio.create_task(producer.run())
@@ -157,6 +160,7 @@ async def test_killed_shard_loses_no_acknowledged_feedback(service: Service, ser
     await assert_state_matches(service, producer, service_config)
 
 
+@pytest.mark.timeout(900)
 async def test_whole_service_restart_loses_no_acknowledged_feedback(
     ray_cluster: None, redis_server: EmbeddedRedis, service_config: ServiceConfig
 ) -> None:
