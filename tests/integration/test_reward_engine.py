@@ -133,7 +133,14 @@ async def test_flagged_feedback_is_kept_but_trains_nothing(
 ) -> None:
     user, surface = "flags", "ucb"
     item = service_config.surfaces[surface].items[0]
-    unknown = await client.record(user, item, Signal.CLICK, 1.0, decision_id="no-such-decision", surface=surface)
+    unknown = await client.record(
+        user, item, Signal.CLICK, 1.0, decision_id="no-such-decision", surface=surface, event_id="flags-1"
+    )
+    # A retry (say, after a lost answer) is told what the original came to: flagged, not trained.
+    retried = await client.record(
+        user, item, Signal.CLICK, 1.0, decision_id="no-such-decision", surface=surface, event_id="flags-1"
+    )
+    assert (retried.duplicate, retried.reward, retried.flag) == (True, 0.0, unknown.flag)
     old = await client.record(
         user, item, Signal.CLICK, 1.0, surface=surface, occurred_at=datetime.now(UTC) - timedelta(days=8)
     )
@@ -164,8 +171,14 @@ async def test_late_feedback_is_recorded_and_trains_per_the_surfaces_late_rule(
         )
         # A withdrawn like adds nothing; a dislike (weight -1) takes the fused reward from 1 to 0.
         rating = await client.record(
-            user, rec.items[0].item_id, Signal.DISLIKE, 1.0, decision_id=rec.decision_id, occurred_at=late
-        )
+            user, rec.items[0].item_id, Signal.DISLIKE, 1.0, decision_id=rec.decision_id, occurred_at=late,
+            event_id=f"{user}-rating",
+        )  # fmt: skip
+        retried = await client.record(
+            user, rec.items[0].item_id, Signal.DISLIKE, 1.0, decision_id=rec.decision_id, occurred_at=late,
+            event_id=f"{user}-rating",
+        )  # fmt: skip
+        assert retried.duplicate and (retried.reward, retried.flag) == (rating.reward, rating.flag)
         state = await _state(service, service_config, user, surface)
         if trains:
             assert (again.flag, rating.flag) == ("", "") and rating.reward == 0.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -24,12 +25,32 @@ DEDUP_TTL_SECONDS = 7 * 24 * 3600
 DECISION_LOG_LENGTH = 1000
 DECISION_INDEX_TTL_SECONDS = 30 * 24 * 3600
 REPLAY_PAGE = 1000
+# An event id seen before answers {its entry's id, that entry's quality flag}: a retry learns
+# whether the original trains (the flag is '' when it does, or when the entry is gone).
 _RECORD_EVENT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local seen = redis.call('GET', KEYS[1])
+if seen then
+  local flag = ''
+  local entry = redis.call('XRANGE', KEYS[2], seen, seen)[1]
+  if entry then
+    for i = 1, #entry[2], 2 do
+      if entry[2][i] == 'q' then flag = entry[2][i + 1] end
+    end
+  end
+  return {seen, flag}
+end
 local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
 redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
 return id
 """
+
+
+@dataclass(frozen=True)
+class Seen:
+    """An event id the log already holds (a retry): the original entry's quality flag."""
+
+    stream_id: str
+    flag: str
 
 
 # Connections per shard. A blocking pool makes a burst (e.g. a batch of many unseen users)
@@ -49,8 +70,8 @@ class Store:
     async def close(self) -> None:
         await self.redis.aclose()
 
-    async def record_feedback(self, records: Sequence[FeedbackRecord]) -> list[str | None]:
-        """Make events durable; the stream id of each, or None for an already-seen event id."""
+    async def record_feedback(self, records: Sequence[FeedbackRecord]) -> list[str | Seen]:
+        """Make events durable; the stream id of each, or ``Seen`` for an event id already logged."""
         try:
             return await self._record_feedback(records)
         except NoScriptError:
@@ -59,7 +80,7 @@ class Store:
             await self.redis.script_load(_RECORD_EVENT)
             return await self._record_feedback(records)
 
-    async def _record_feedback(self, records: Sequence[FeedbackRecord]) -> list[str | None]:
+    async def _record_feedback(self, records: Sequence[FeedbackRecord]) -> list[str | Seen]:
         # EVALSHA directly: redis-py's Script objects add a SCRIPT EXISTS round trip per pipeline.
         async with self.redis.pipeline(transaction=False) as pipe:
             for r in records:
@@ -68,7 +89,7 @@ class Store:
                     self._record_sha, 2, keys.event(r.event_id), keys.feedback_log, DEDUP_TTL_SECONDS, *r.fields()
                 )
             results = await pipe.execute()
-        return [None if res is None else res.decode() for res in results]
+        return [Seen(res[0].decode(), res[1].decode()) if isinstance(res, list) else res.decode() for res in results]
 
     async def load_snapshot(self, pseudonym: str) -> bytes | None:
         blob: Any = await self.redis.get(UserKeys(pseudonym).snapshot)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 
 from rewardloop.learning.bandits import Policy
 from rewardloop.learning.rewards import BurstDetector, Event, EventContext, Signal, assess, fuse
@@ -20,12 +21,11 @@ from rewardloop.learning.rewards.ledger import Applied
 from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state.priors import Priors
 from rewardloop.state.records import DecisionRecord, FeedbackRecord
-from rewardloop.state.store import Store
+from rewardloop.state.store import Seen, Store
 from rewardloop.state.user_state import UserState
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.decisions import RecentDecisions
 from rewardloop.workers.messages import FeedbackCall, Recorded, Rejected
-from rewardloop.workers.users import UserCache
 from rewardloop.workers.write_behind import WriteBehind
 
 
@@ -38,8 +38,7 @@ class Ingest:
         policies: Mapping[str, Policy],
         priors: Priors,
         store: Store,
-        users: Callable[[set[str]], Awaitable[dict[str, UserState]]],
-        cache: UserCache,
+        hold: Callable[[set[str]], AbstractAsyncContextManager[dict[str, UserState]]],
         decisions: RecentDecisions,
         write_behind: WriteBehind,
     ):
@@ -48,8 +47,7 @@ class Ingest:
         self._policies = policies
         self._priors = priors
         self._store = store
-        self._users = users
-        self._cache = cache
+        self._hold = hold
         self._decisions = decisions
         self._write_behind = write_behind
         self._uses_realtime = any(s.features.realtime for s in self._surfaces.values())
@@ -62,9 +60,9 @@ class Ingest:
         async with self._lock:
             known = await self._decisions.find([(c.pseudonym, c.decision_id) for c in calls if c.decision_id])
             joined = [join(c, known.get((c.pseudonym, c.decision_id)), self._surfaces) for c in calls]
-            accepted = [(i, r) for i, r in enumerate(joined) if not isinstance(r, Rejected)]
-            users = await self._users({r.pseudonym for _, r in accepted})
-            outcomes = await self._ingest(users, [r for _, r in accepted])
+            accepted = [r for r in joined if not isinstance(r, Rejected)]
+            async with self._hold({r.pseudonym for r in accepted}) as users:
+                outcomes = await self._ingest(users, accepted)
         ingested = iter(outcomes)
         return [r if isinstance(r, Rejected) else next(ingested) for r in joined]
 
@@ -72,8 +70,7 @@ class Ingest:
         """Window closes of (pseudonym, decision_id) pairs whose window is over: one entry per item
         not learned yet; the number of entries newly written."""
         decisions = (await self._decisions.find(due)).values()
-        async with self._lock:
-            users = await self._users({d.pseudonym for d in decisions})
+        async with self._lock, self._hold({d.pseudonym for d in decisions}) as users:
             closes = [
                 close
                 for decision in decisions
@@ -93,18 +90,16 @@ class Ingest:
         now_ms = int(time.time() * 1000)
         records = [r if r.window_close else self._assess(users[r.pseudonym], r, now_ms) for r in records]
         outcomes: list[Recorded] = []
-        with self._cache.rebuilt_on_error(users):
-            stream_ids = await self._store.record_feedback(records)
-            self._recount_actions(users, bursts, list(zip(records, stream_ids, strict=True)))
-            for record, stream_id in zip(records, stream_ids, strict=True):
-                # In order: a duplicate answers the reward as of its place in the batch.
-                state = users[record.pseudonym]
-                if stream_id is None:  # already logged: a retry, or a close made before a crash
-                    known = state.ledger.reward_of(record.surface, record.decision_id, record.item_id)
-                    outcomes.append(Recorded(duplicate=True, reward=record.reward if known is None else known))
-                else:
-                    applied = self._learn(state, record.appended(stream_id))
-                    outcomes.append(Recorded(duplicate=False, reward=applied.reward, flag=applied.flag))
+        # ``users`` are held (users.py): after an error here, they are rebuilt from Redis.
+        stream_ids = await self._store.record_feedback(records)
+        self._recount_actions(users, bursts, list(zip(records, stream_ids, strict=True)))
+        for record, logged in zip(records, stream_ids, strict=True):
+            state = users[record.pseudonym]
+            if isinstance(logged, Seen):  # already logged: a retry, or a close made before a crash
+                outcomes.append(Recorded(True, *_retry_outcome(state, record, logged)))
+            else:
+                applied = self._learn(state, record.appended(logged))
+                outcomes.append(Recorded(duplicate=False, reward=applied.reward, flag=applied.flag))
         self._write_behind.schedule()
         return outcomes
 
@@ -120,14 +115,14 @@ class Ingest:
     def _recount_actions(
         users: dict[str, UserState],
         before: dict[str, dict[str, list[int]]],
-        written: list[tuple[FeedbackRecord, str | None]],
+        written: list[tuple[FeedbackRecord, str | Seen]],
     ) -> None:
         """A duplicate was counted as an action by ``_assess``; recount those users' actions without it."""
-        redo = {r.pseudonym for r, stream_id in written if stream_id is None}
+        redo = {r.pseudonym for r, logged in written if isinstance(logged, Seen)}
         for pseudonym in redo:
             users[pseudonym].bursts = BurstDetector.from_lists(before[pseudonym], users[pseudonym].bursts.config)
-        for record, stream_id in written:
-            if stream_id is not None and record.pseudonym in redo:
+        for record, logged in written:
+            if not isinstance(logged, Seen) and record.pseudonym in redo:
                 users[record.pseudonym].observe_action(record)
 
     def _learn(self, state: UserState, logged: FeedbackRecord) -> Applied:
@@ -179,6 +174,16 @@ class Ingest:
             for item, propensity in zip(decision.items, decision.propensities, strict=True)
             if item in surface.index and state.ledger.needs_close(surface.name, decision.decision_id, item)
         ]
+
+
+def _retry_outcome(state: UserState, record: FeedbackRecord, seen: Seen) -> tuple[float, str]:
+    """What a retry answers (in batch order, so as of its place in the batch): the original's
+    reward and flag. A flagged original trained nothing and is answered as such; otherwise the
+    ledger knows the decision-item's reward so far (``record.reward`` for an event without one)."""
+    if seen.flag:
+        return 0.0, seen.flag
+    known = state.ledger.outcome_of(record.surface, record.decision_id, record.item_id, record.event_id)
+    return (record.reward, "") if known is None else (known.reward, known.flag)
 
 
 def join(

@@ -17,11 +17,12 @@ it as a Ray actor. It is the facade over its parts:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -74,7 +75,7 @@ class ShardCore:
         self.users = UserCache(self.store, config, self.policies, self.surfaces, on_evict=self.write_behind.snapshot)
         self.decisions = RecentDecisions(self.store)
         self.ingest = Ingest(
-            config, self.policies, self.priors, self.store, self._users, self.users, self.decisions, self.write_behind
+            config, self.policies, self.priors, self.store, self._held, self.decisions, self.write_behind
         )
         self.windows = RewardWindows(self.store, self.ingest, shard_index, config.shards)
         self._prior_task: asyncio.Task[None] | None = None
@@ -108,6 +109,14 @@ class ShardCore:
         if self._window_task is None:
             await self._start()
         return await self.users.get(pseudonyms)
+
+    @contextlib.asynccontextmanager
+    async def _held(self, pseudonyms: set[str]) -> AsyncIterator[dict[str, UserState]]:
+        """``UserCache.held``, the first call of an incarnation starting its background work."""
+        if self._window_task is None:
+            await self._start()
+        async with self.users.held(pseudonyms) as users:
+            yield users
 
     async def _start(self) -> None:
         """Start the background work (prior refresh, window closes) once per incarnation, from its

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 from rewardloop.learning.bandits import Policy
 from rewardloop.learning.surface import SurfaceConfig
@@ -25,7 +26,14 @@ MAX_CONCURRENT_LOADS = 32
 
 
 class UserCache:
-    """The shard's users in memory. ``on_evict`` gets a dropped user that has unsnapshotted rewards."""
+    """The shard's users in memory. ``on_evict`` gets a dropped user that has unsnapshotted rewards.
+
+    One state object per user, whoever asks when: a user is in memory, or has one load in flight,
+    or neither, and goes from one to the next without an await in between. Two objects would lose
+    feedback: an event applied to one is missing from the other, whose next snapshot then claims a
+    log position it does not cover. For the same reason a user that an ingest ``holds`` is not
+    evicted: a new load could read the log before the ingest's append lands.
+    """
 
     def __init__(
         self,
@@ -43,72 +51,93 @@ class UserCache:
         # Users' real-time activity is kept (and rebuilt on load) only when some surface uses it.
         self._uses_realtime = any(s.features.realtime for s in surfaces.values())
         self._users: OrderedDict[str, UserState] = OrderedDict()
-        self._loading: dict[str, asyncio.Future[UserState]] = {}
+        self._loading: dict[str, asyncio.Task[UserState]] = {}
+        self._held: Counter[str] = Counter()
         self._load_slots = asyncio.Semaphore(MAX_CONCURRENT_LOADS)
 
     def values(self) -> Iterable[UserState]:
         return self._users.values()
 
-    async def get(self, pseudonyms: set[str]) -> dict[str, UserState]:
+    async def get(self, pseudonyms: Iterable[str]) -> dict[str, UserState]:
         """The users' states, loading the ones not in memory."""
         found: dict[str, UserState] = {}
-        missing = []
+        loads: dict[str, asyncio.Task[UserState]] = {}
         for p in pseudonyms:
             state = self._users.get(p)
-            if state is None:
-                missing.append(p)
-            else:
+            if state is not None:
                 self._users.move_to_end(p)
                 found[p] = state
-        if missing:
-            loaded = await asyncio.gather(*(self._load_bounded(p) for p in missing))
-            found.update(zip(missing, loaded, strict=True))
+            else:
+                loads[p] = self._loading.get(p) or self._start_load(p)
+        if loads:
+            # Shielded: a caller that gives up must not cancel a load other callers wait for.
+            loaded = await asyncio.gather(*(asyncio.shield(t) for t in loads.values()))
+            found.update(zip(loads, loaded, strict=True))
         return found
 
-    @contextlib.contextmanager
-    def rebuilt_on_error(self, users: Iterable[str]) -> Iterator[None]:
-        """Around writing events and applying them: after any error some may be durable without
-        being applied, so these users are rebuilt from Redis on next touch, not trusted from memory."""
+    @contextlib.asynccontextmanager
+    async def held(self, pseudonyms: Iterable[str]) -> AsyncIterator[dict[str, UserState]]:
+        """The users' states, for writing events and applying them: not evicted until the block
+        ends, and after any error rebuilt from Redis on next touch (some events may be durable
+        without being applied)."""
+        pseudonyms = set(pseudonyms)
+        self._held.update(pseudonyms)
         try:
-            yield
+            yield await self.get(pseudonyms)
         except BaseException:
-            for pseudonym in users:
-                self._users.pop(pseudonym, None)
-            raise
-
-    async def _load_bounded(self, pseudonym: str) -> UserState:
-        async with self._load_slots:
-            return await self._load(pseudonym)
-
-    async def _load(self, pseudonym: str) -> UserState:
-        pending = self._loading.get(pseudonym)
-        if pending is not None:
-            return await pending
-        future: asyncio.Future[UserState] = asyncio.get_running_loop().create_future()
-        self._loading[pseudonym] = future
-        try:
-            blob = await self._store.load_snapshot(pseudonym)
-            state = restore_from_snapshot(
-                blob, pseudonym, self._policies, self._surfaces, self._config.seed, self._config.quality
-            )
-            rewards = [r async for r in self._store.logged_rewards(pseudonym, replay_start(state))]
-            replay(state, rewards, self._policies, self._surfaces)
-            state.since_snapshot = len(rewards)
-            if self._uses_realtime:
-                await self._rebuild_activity(state)
-            self._users[pseudonym] = state
-            if len(self._users) > MAX_CACHED_USERS:
-                _, evicted = self._users.popitem(last=False)
-                if evicted.since_snapshot:
-                    self._on_evict(evicted)
-            future.set_result(state)
-            return state
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters get it, nobody else must
+            for p in pseudonyms:
+                self._users.pop(p, None)
             raise
         finally:
+            self._held.subtract(pseudonyms)
+            for p in pseudonyms:
+                if self._held[p] <= 0:
+                    del self._held[p]
+
+    def _start_load(self, pseudonym: str) -> asyncio.Task[UserState]:
+        task = asyncio.get_running_loop().create_task(self._load(pseudonym))
+        # Retrieved here too, so a failed load that every caller gave up on is not logged as unseen.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._loading[pseudonym] = task
+        return task
+
+    async def _load(self, pseudonym: str) -> UserState:
+        """The user rebuilt from Redis, then in memory (no await between the two)."""
+        try:
+            async with self._load_slots:
+                state = await self._read(pseudonym)
+            self._users[pseudonym] = state
+            self._evict()
+            return state
+        finally:
             del self._loading[pseudonym]
+
+    def _evict(self) -> None:
+        """Drop the least recently used users beyond ``MAX_CACHED_USERS``, except held ones."""
+        excess = len(self._users) - MAX_CACHED_USERS
+        if excess <= 0:
+            return
+        for pseudonym in list(itertools.islice(self._users, excess + len(self._held))):
+            if excess == 0:
+                return
+            if pseudonym not in self._held:
+                evicted = self._users.pop(pseudonym)
+                excess -= 1
+                if evicted.since_snapshot:
+                    self._on_evict(evicted)
+
+    async def _read(self, pseudonym: str) -> UserState:
+        """Snapshot + feedback-log replay (+ real-time activity, when a surface uses it)."""
+        blob = await self._store.load_snapshot(pseudonym)
+        state = restore_from_snapshot(
+            blob, pseudonym, self._policies, self._surfaces, self._config.seed, self._config.quality
+        )
+        rewards = [r async for r in self._store.logged_rewards(pseudonym, replay_start(state))]
+        replay(state, rewards, self._policies, self._surfaces)
+        state.since_snapshot = len(rewards)
+        if self._uses_realtime:
+            await self._rebuild_activity(state)
+        return state
 
     async def _rebuild_activity(self, state: UserState) -> None:
         """The user's real-time activity from the last horizon of their logs (user_state docstring).

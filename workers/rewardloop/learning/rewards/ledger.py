@@ -58,6 +58,7 @@ LEDGER_HORIZON_MS = DEFAULT_QUALITY.max_age_ms
 # all that are go. One O(ledger) scan an hour at most, not one per event.
 PRUNE_SLACK_MS = 3_600_000
 NEVER = 2**62
+LATE_IGNORED = "late: occurred after the decision's reward window; this surface's late_rule ignores it"
 
 
 class LoggedFeedback(Protocol):
@@ -201,10 +202,15 @@ class RewardLedger:
         item = self.items.get(surface, {}).get(_item_key(decision_id, item_id))
         return item is None or item.step is None
 
-    def reward_of(self, surface: str, decision_id: str, item_id: str) -> float | None:
-        """The decision-item's fused reward so far; None when the ledger does not hold it."""
+    def outcome_of(self, surface: str, decision_id: str, item_id: str, event_id: str) -> Applied | None:
+        """What a logged event of the decision-item came to, for answering its retry: the item's fused
+        reward so far, flagged when the item holds the event as one that trains nothing; None when
+        the ledger does not hold the item."""
         item = self.items.get(surface, {}).get(_item_key(decision_id, item_id))
-        return None if item is None else item.fusion.reward
+        if item is None:
+            return None
+        ignored = any(e.event_id == event_id for e in item.fusion.ignored)
+        return Applied(item.fusion.reward, LATE_IGNORED if ignored else "")
 
     def to_json(self) -> dict[str, list[list[Any]]]:
         """The snapshot's ``ledgers``: lists, not objects, since a ledger's order (of first
@@ -237,8 +243,7 @@ class RewardLedger:
         except EventConflict as exc:
             return Applied(item.fusion.reward, f"event_id: {exc}", closed)
         if not item.fusion.trains(event):
-            late = "late: occurred after the decision's reward window; this surface's late_rule ignores it"
-            return Applied(new, late, closed)
+            return Applied(new, LATE_IGNORED, closed)
         change = self._learn_item(policy, surface, state, weight, item, old, new)
         return Applied(new, "", closed if change is None else (*closed, change))
 
