@@ -129,36 +129,30 @@ async def _open_record(spec: LoadSpec, process: int) -> tuple[Call, Callable[[],
 
 
 async def _open_redis_write(spec: LoadSpec, process: int) -> tuple[Call, Callable[[], Awaitable[None]]]:
-    """The raw durable write: per event SET NX (idempotency marker) + XADD (feedback log),
-    pipelined `batch` events per round trip, with the service's key names and fields."""
-    import redis.asyncio as aioredis
-
+    """The raw durable write: the service's own append (``Store.record_feedback``: idempotency
+    check + feedback-log append, one Lua script per event), `batch` events per round trip, without
+    gRPC, Ray or the reward engine."""
     from rewardloop.learning.rewards import Signal
-    from rewardloop.state.keys import UserKeys, pseudonymize
+    from rewardloop.state.keys import pseudonymize
     from rewardloop.state.records import FeedbackRecord
-    from rewardloop.state.store import DEDUP_TTL_SECONDS
+    from rewardloop.state.store import Store
 
-    client = aioredis.Redis.from_url(spec.target, max_connections=spec.concurrency + 4)
+    store = Store(spec.target)
     events = _Events(spec, process)
-    keys = {u: UserKeys(pseudonymize(u, PSEUDONYM_KEY.encode())) for u in events.users}
-
-    def log_entry(pseudonym: str, event_id: str, item_id: str, value: float, now_ms: int) -> dict[str, Any]:
-        record = FeedbackRecord(pseudonym, event_id, SURFACE, item_id, value, Signal.CLICK, value, now_ms, "")
-        f = record.fields()
-        return dict(zip(f[::2], f[1::2], strict=True))
+    pseudonyms = {u: pseudonymize(u, PSEUDONYM_KEY.encode()) for u in events.users}
 
     async def write(rng: random.Random) -> tuple[int, int]:
         now_ms = int(time.time() * 1000)
-        async with client.pipeline(transaction=False) as pipe:
-            for _ in range(spec.batch):
-                event_id, user_id, item_id, value = events.raw(rng)
-                user = keys[user_id]
-                pipe.set(user.event(event_id), b"1", nx=True, ex=DEDUP_TTL_SECONDS)
-                pipe.xadd(user.feedback_log, log_entry(user.pseudonym, event_id, item_id, value, now_ms))
-            await pipe.execute()
+        records = []
+        for _ in range(spec.batch):
+            event_id, user_id, item_id, value = events.raw(rng)
+            records.append(
+                FeedbackRecord(pseudonyms[user_id], event_id, SURFACE, item_id, value, Signal.CLICK, value, now_ms)
+            )
+        await store.record_feedback(records)
         return spec.batch, 0
 
-    return write, client.aclose
+    return write, store.close
 
 
 async def _drive(spec: LoadSpec, process: int) -> LoadResult:

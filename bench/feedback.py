@@ -6,10 +6,10 @@ actors). (a) `Feedback.Record`, one event per RPC, at --record-levels in flight;
 (b) `Feedback.RecordBatch` with --batch-sizes events per RPC at --batch-levels in flight.
 An answered RPC means its events are durable (Redis has fsynced them under `always`).
 
-Baseline, against the same Redis: the durable write itself, with no gRPC and no Ray: per
-event SET NX (idempotency marker) + XADD (the user's feedback log), pipelined in batches
-of the RPC's size (1 for Record) by as many concurrent redis.asyncio writers as RPCs in
-flight, with the service's key names and log fields (on other users' keys).
+Baseline, against the same Redis: the durable write itself, with no gRPC and no Ray: the
+service's own append (Store.record_feedback: per event one Lua script, idempotency check +
+feedback-log append), pipelined in batches of the RPC's size (1 for Record) by as many
+concurrent writers as RPCs in flight (on other users' keys).
 
 Load: closed loop from a separate process (multiprocessing, spawn); events have unique
 ids, go to --users users on surface "bench", signal CLICK with value 0/1.

@@ -9,6 +9,7 @@ same event_id until it is acknowledged.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
@@ -18,11 +19,13 @@ import grpc
 import numpy as np
 import pytest
 import ray
+import redis
 
 from rewardloop.client import AsyncClient, RewardloopError, Signal
 from rewardloop.server.app import Service
 from rewardloop.server.status import ServiceError
-from rewardloop.state.keys import pseudonymize
+from rewardloop.state.keys import UserKeys, pseudonymize
+from rewardloop.state.retention import Retention
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.redis_server import EmbeddedRedis
 
@@ -137,11 +140,8 @@ async def assert_state_matches(service: Service, producer: Producer, config: Ser
         assert learned["n_updates"] == sum(counts.values())
 
 
-# Three shard restarts, each a new Ray worker that imports the service (and, under `make test`,
-# starts coverage): past the default 300 s guard twice on a box at load ~20.
-@pytest.mark.timeout(900)
-async def test_killed_shard_loses_no_acknowledged_feedback(service: Service, service_config: ServiceConfig) -> None:
-    producer = Producer(service.target, "kill")
+async def _kill_shards_under_traffic(service: Service, producer: Producer) -> None:
+    """Shards 0, 1, 0 killed while ``producer`` runs; then both again, so every user is rebuilt."""
     traffic = asyncio.create_task(producer.run())
     for victim in (0, 1, 0):
         await asyncio.sleep(1.0)
@@ -157,7 +157,40 @@ async def test_killed_shard_loses_no_acknowledged_feedback(service: Service, ser
     # Kill both again so every user is rebuilt from Redis before we look.
     for actor in service.actors:
         ray.kill(actor, no_restart=False)
+
+
+# Three shard restarts, each a new Ray worker that imports the service (and, under `make test`,
+# starts coverage): past the default 300 s guard twice on a box at load ~20.
+@pytest.mark.timeout(900)
+async def test_killed_shard_loses_no_acknowledged_feedback(service: Service, service_config: ServiceConfig) -> None:
+    producer = Producer(service.target, "kill")
+    await _kill_shards_under_traffic(service, producer)
     await assert_state_matches(service, producer, service_config)
+
+
+@pytest.mark.timeout(900)
+async def test_compaction_under_crashes_loses_no_acknowledged_feedback(
+    ray_cluster: None, redis_server: EmbeddedRedis, service_config: ServiceConfig
+) -> None:
+    """Logs kept 1 s and a snapshot every 3 events: compaction trims the feedback logs all along."""
+    config = dataclasses.replace(
+        service_config, surfaces={SURFACE: service_config.surfaces[SURFACE]}, experiments={},
+        retention=Retention(1, 3600), snapshot_every=3,
+    )  # fmt: skip
+    service = await Service(config, redis_server.url, "127.0.0.1:0", shard_prefix="compact").start()
+    try:
+        producer = Producer(service.target, "compact")
+        await _kill_shards_under_traffic(service, producer)
+        await assert_state_matches(service, producer, config)
+        client = redis.Redis.from_url(redis_server.url)
+        logged = [
+            client.xlen(UserKeys(pseudonymize(u, config.pseudonym_key.encode())).feedback_log) for u in producer.users
+        ]
+        client.close()
+        acked = Counter(user for user, _, _ in producer.acked.values())
+        assert sum(logged) < sum(acked.values()) / 2, (logged, acked)  # most entries were compacted away
+    finally:
+        await service.stop(grace=0.5)
 
 
 @pytest.mark.timeout(900)

@@ -63,6 +63,21 @@ BAD_CONFIGS = [
     ),
     (_cfg(service={"realtime": {"windows_ms": [60_000, 1_000]}}), r"service.realtime.windows_ms must be strictly"),
     (_cfg(service={"realtime": {"horizon": 1}}), r"service.realtime: unknown key\(s\) horizon"),
+    (_cfg(service={"retention": {"logs": 1}}), r"service.retention: unknown key\(s\) logs"),
+    (_cfg(service={"retention": {"logs_seconds": 0}}), r"service.retention.logs_seconds must be an integer in \[1,"),
+    (
+        _cfg(service={"retention": {"logs_seconds": 600, "user_state_seconds": 60}}),
+        r"service.retention.user_state_seconds must be >= logs_seconds \(600\), got 60",
+    ),
+    (
+        {
+            "service": {"retention": {"logs_seconds": 60}},
+            "surfaces": {
+                "s": {**OK_SURFACE, "algorithm": "linucb", "params": {}, "features": {"realtime": ["feedback_1h"]}}
+            },
+        },
+        r"service.retention.logs_seconds must cover the real-time horizon",
+    ),
 ]
 
 

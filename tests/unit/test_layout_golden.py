@@ -58,8 +58,11 @@ def test_log_fields_decision_json_and_key_names() -> None:
     assert decision.to_json() == DECISION_JSON
     keys = UserKeys(P)
     prefix = "rl:{" + P + "}:"
-    assert (keys.feedback_log, keys.decision_log, keys.decision_index, keys.snapshot, keys.event("e1")) == (
-        prefix + "fb", prefix + "dec", prefix + "dix", prefix + "snap", prefix + "ev:e1"
+    assert (keys.feedback_log, keys.decision_log, keys.decision_index(20_000), keys.snapshot) == (
+        prefix + "fb", prefix + "dec", prefix + "dix:20000", prefix + "snap"
+    )  # fmt: skip
+    assert (keys.event_ids(20_000), keys.legacy_decision_index, keys.legacy_event("e1")) == (
+        prefix + "ids:20000", prefix + "dix", prefix + "ev:e1"
     )  # fmt: skip
     assert (keys.pattern, windows_key(3)) == (prefix + "*", "rl:windows:3")
 

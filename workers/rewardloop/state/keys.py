@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from dataclasses import dataclass
 
 KEY_PREFIX = "rl:"
@@ -55,9 +56,14 @@ class UserKeys:
         """Stream: the user's decisions (capped), for analysis, evaluation and export."""
         return self._prefix + "dec"
 
+    def decision_index(self, day: int) -> str:
+        """Hash decision_id -> decision record of the decisions made on ``day`` (UTC day number),
+        for joining feedback to its decision (``decision_day`` finds the day from the id)."""
+        return self._prefix + f"dix:{day}"
+
     @property
-    def decision_index(self) -> str:
-        """Hash decision_id -> decision record, for joining feedback to its decision."""
+    def legacy_decision_index(self) -> str:
+        """The join index of decisions made before per-day indexes (expires 30 days after its last write)."""
         return self._prefix + "dix"
 
     @property
@@ -65,14 +71,44 @@ class UserKeys:
         """String: the user's policy states as of a feedback-log position."""
         return self._prefix + "snap"
 
-    def event(self, event_id: str) -> str:
-        """Idempotency marker of one feedback event (expires after the dedup window)."""
+    def event_ids(self, day: int) -> str:
+        """Hash event_id -> feedback-log entry id of the events first received on ``day`` (UTC day
+        number): the idempotency of feedback, one small hash per day instead of a key per event."""
+        return self._prefix + f"ids:{day}"
+
+    def legacy_event(self, event_id: str) -> str:
+        """Idempotency marker of one event received before per-day hashes (expires within 7 days)."""
         return self._prefix + "ev:" + event_id
 
     @property
     def pattern(self) -> str:
         """Glob matching every key of this user (for SCAN-based export and erasure)."""
         return self._prefix + "*"
+
+
+def new_decision_id(decided_at_ms: int) -> str:
+    """32 hex digits: the decision time (Unix ms, 12 digits) then 80 random bits, so the join index
+    entry of a decision is found from its id alone (``decision_day``)."""
+    return f"{decided_at_ms:012x}{secrets.token_hex(10)}"
+
+
+# Decision ids whose time prefix is outside these years are older, random ids.
+_PLAUSIBLE_MS = (1_577_836_800_000, 4_102_444_800_000)  # 2020-01-01 .. 2100-01-01
+
+
+def decision_day(decision_id: str) -> int | None:
+    """The UTC day number a ``new_decision_id`` was made on; None for other ids.
+
+    >>> decision_day(new_decision_id(1_700_000_000_000)), decision_day("caller-made"), decision_day("f" * 32)
+    (19675, None, None)
+    """
+    if len(decision_id) != 32:
+        return None
+    try:
+        at_ms = int(decision_id[:12], 16)
+    except ValueError:
+        return None
+    return at_ms // 86_400_000 if _PLAUSIBLE_MS[0] <= at_ms < _PLAUSIBLE_MS[1] else None
 
 
 # Glob of every user's decision log: what off-policy evaluation scans (``pseudonym_of`` names the user).

@@ -1,7 +1,8 @@
 """Redis access for the shard actors: the durable side of every user's state.
 
-Writes that acknowledge feedback go through one Lua script per event (idempotency
-marker + log append, atomically), pipelined so a whole batch costs one round trip.
+Writes that acknowledge feedback go through one Lua script per event (idempotency check +
+log append, atomically), pipelined so a whole batch costs one round trip. What is kept how
+long is ``retention.py``'s: snapshots compact the logs behind them.
 Keys follow `keys.UserKeys`; every script touches the keys of one user only, so the
 same calls work on a Redis Cluster.
 """
@@ -9,40 +10,88 @@ same calls work on a Redis Cluster.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from rewardloop.state.keys import UserKeys, split_window_member, window_member
-from rewardloop.state.records import DecisionRecord, FeedbackRecord
+from rewardloop.state.keys import UserKeys, decision_day, split_window_member, window_member
+from rewardloop.state.records import DecisionRecord, FeedbackRecord, stream_id_key
+from rewardloop.state.retention import (
+    DAY_MS,
+    DAY_SECONDS,
+    DEDUP_DAYS,
+    DEFAULT_RETENTION,
+    Retention,
+    day_ends_at,
+    day_of,
+    dedup_days,
+)
 
-# Idempotency window for event ids: a retry within it is counted once.
-DEDUP_TTL_SECONDS = 7 * 24 * 3600
-# Decisions kept per user in the capped decision log, and the join index's lifetime.
+# Decisions kept per user in the capped decision log (and no older than the log retention).
 DECISION_LOG_LENGTH = 1000
-DECISION_INDEX_TTL_SECONDS = 30 * 24 * 3600
 REPLAY_PAGE = 1000
-# An event id seen before answers {its entry's id, that entry's quality flag}: a retry learns
-# whether the original trains (the flag is '' when it does, or when the entry is gone).
+# Append one event unless its id was seen (retention.py: the per-day id hashes, newest first, then
+# the marker of an event received before them). The id hash keeps "<entry id>" or, for a flagged
+# event, "<entry id> <flag>", so a retry learns whether the original trains even after compaction;
+# a seen id answers {entry id, flag} (a legacy marker's flag is read from its entry, if still there).
+# KEYS: id hashes (today's first) | legacy marker | feedback log
+# ARGV: today's hash expires at (Unix s) | event id | flag | entry fields
+# The log gets no lifetime here: entries no snapshot covers are kept until one does (_WRITE_SNAPSHOT).
 _RECORD_EVENT = """
-local seen = redis.call('GET', KEYS[1])
-if seen then
+local log = KEYS[#KEYS]
+for i = 1, #KEYS - 2 do
+  local seen = redis.call('HGET', KEYS[i], ARGV[2])
+  if seen then
+    local space = string.find(seen, ' ', 1, true)
+    if space then return {string.sub(seen, 1, space - 1), string.sub(seen, space + 1)} end
+    return {seen, ''}
+  end
+end
+local legacy = redis.call('GET', KEYS[#KEYS - 1])
+if legacy then
   local flag = ''
-  local entry = redis.call('XRANGE', KEYS[2], seen, seen)[1]
+  local entry = redis.call('XRANGE', log, legacy, legacy)[1]
   if entry then
     for i = 1, #entry[2], 2 do
       if entry[2][i] == 'q' then flag = entry[2][i + 1] end
     end
   end
-  return {seen, flag}
+  return {legacy, flag}
 end
-local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
-redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
+local id = redis.call('XADD', log, '*', unpack(ARGV, 4))
+redis.call('PERSIST', log)
+if ARGV[3] == '' then
+  redis.call('HSET', KEYS[1], ARGV[2], id)
+else
+  redis.call('HSET', KEYS[1], ARGV[2], id .. ' ' .. ARGV[3])
+end
+redis.call('EXPIREAT', KEYS[1], ARGV[1])
 return id
 """
+# Write a snapshot and compact the logs behind it, atomically: feedback entries go only once the
+# snapshot that covers them is stored (a failed SET stops the script before the trim). Once the
+# snapshot covers the whole feedback log, the log may expire with retention.
+# KEYS: snapshot | feedback log | decision log
+# ARGV: snapshot | its lifetime (ms) | feedback-log trim id | decision-log trim id
+#       | the snapshot's log position | log retention (ms)
+_WRITE_SNAPSHOT = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('XTRIM', KEYS[2], 'MINID', ARGV[3])
+redis.call('XTRIM', KEYS[3], 'MINID', ARGV[4])
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+if last == nil or last[1] == ARGV[5] then
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+end
+return 1
+"""
+_SCRIPTS = (_RECORD_EVENT, _WRITE_SNAPSHOT)
+
+
+_RECORD_SHA, _SNAPSHOT_SHA = (hashlib.sha1(script.encode()).hexdigest() for script in _SCRIPTS)
 
 
 @dataclass(frozen=True)
@@ -60,15 +109,35 @@ POOL_WAIT_SECONDS = 10
 
 
 class Store:
-    def __init__(self, url: str):
+    """A shard's Redis: ``retention`` bounds what it keeps (``retention.py``); ``join_ms`` is how long
+    after a decision feedback can still join it (the longest reward window + the 7 days feedback
+    may be late); ``clock`` (Unix seconds) dates the per-day keys."""
+
+    def __init__(
+        self,
+        url: str,
+        retention: Retention = DEFAULT_RETENTION,
+        join_ms: int = DEDUP_DAYS * DAY_MS,
+        clock: Callable[[], float] = time.time,
+    ):
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, health_check_interval=30
         )
         self.redis = aioredis.Redis(connection_pool=pool, decode_responses=False)
-        self._record_sha = hashlib.sha1(_RECORD_EVENT.encode()).hexdigest()
+        self.retention = retention
+        self._join_seconds = -(-join_ms // 1000)
+        self._clock = clock
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    async def _load_scripts(self) -> None:
+        """After a Redis restart (scripts are not persisted)."""
+        for script in _SCRIPTS:
+            await self.redis.script_load(script)
 
     async def record_feedback(self, records: Sequence[FeedbackRecord]) -> list[str | Seen]:
         """Make events durable; the stream id of each, or ``Seen`` for an event id already logged."""
@@ -77,17 +146,22 @@ class Store:
         except NoScriptError:
             # Redis restarted without the script: every EVALSHA of the pipeline was refused,
             # none ran, so loading it and sending the batch again is safe.
-            await self.redis.script_load(_RECORD_EVENT)
+            await self._load_scripts()
             return await self._record_feedback(records)
 
     async def _record_feedback(self, records: Sequence[FeedbackRecord]) -> list[str | Seen]:
+        now_ms = self._now_ms()
+        days = dedup_days(now_ms)
+        expire_at = day_ends_at(days[0]) + DEDUP_DAYS * DAY_SECONDS
         # EVALSHA directly: redis-py's Script objects add a SCRIPT EXISTS round trip per pipeline.
         async with self.redis.pipeline(transaction=False) as pipe:
             for r in records:
                 keys = UserKeys(r.pseudonym)
+                buckets = [keys.event_ids(day) for day in days]
                 pipe.evalsha(
-                    self._record_sha, 2, keys.event(r.event_id), keys.feedback_log, DEDUP_TTL_SECONDS, *r.fields()
-                )
+                    _RECORD_SHA, len(buckets) + 2, *buckets, keys.legacy_event(r.event_id), keys.feedback_log,
+                    expire_at, r.event_id, r.flag, *r.fields(),
+                )  # fmt: skip
             results = await pipe.execute()
         return [Seen(res[0].decode(), res[1].decode()) if isinstance(res, list) else res.decode() for res in results]
 
@@ -135,28 +209,75 @@ class Store:
             await self.redis.zrem(windows_key, *(window_member(p, d) for p, d in due))
 
     async def find_decisions(self, lookups: Sequence[tuple[str, str]]) -> list[DecisionRecord | None]:
-        """Decision records for (pseudonym, decision_id) pairs; None where unknown."""
+        """Decision records for (pseudonym, decision_id) pairs; None where unknown (or past the join
+        horizon). The day's join index holds a decision; ids made before per-day indexes are in the
+        user's legacy index."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for pseudonym, decision_id in lookups:
-                pipe.hget(UserKeys(pseudonym).decision_index, decision_id)
-            raw = await pipe.execute()
-        return [None if r is None else DecisionRecord.from_json(p, r) for (p, _), r in zip(lookups, raw, strict=True)]
+                keys = UserKeys(pseudonym)
+                day = decision_day(decision_id)
+                if day is not None:
+                    pipe.hget(keys.decision_index(day), decision_id)
+                pipe.hget(keys.legacy_decision_index, decision_id)
+            raw = iter(await pipe.execute())
+        found: list[DecisionRecord | None] = []
+        for pseudonym, decision_id in lookups:
+            stored = next(raw) if decision_day(decision_id) is not None else None
+            legacy = next(raw)
+            record = stored if stored is not None else legacy
+            found.append(None if record is None else DecisionRecord.from_json(pseudonym, record))
+        return found
 
     async def write_back(
-        self, decisions: Sequence[DecisionRecord], snapshots: dict[str, bytes], windows_key: str = ""
+        self, decisions: Sequence[DecisionRecord], snapshots: Mapping[str, Snapshot], windows_key: str = ""
     ) -> None:
-        """Background writes: decision log + join index (+ the open window in ``windows_key``), and
-        snapshots, in one round trip."""
+        """Background writes in one round trip: decision log + join index (+ the open window in
+        ``windows_key``), and snapshots, each compacting the user's logs behind it."""
+        log_ttl_ms = self.retention.logs_seconds * 1000
         async with self.redis.pipeline(transaction=False) as pipe:
             for d in decisions:
                 keys = UserKeys(d.pseudonym)
                 record = d.to_json()
                 pipe.xadd(keys.decision_log, {"j": record}, maxlen=DECISION_LOG_LENGTH, approximate=True)
-                pipe.hset(keys.decision_index, d.decision_id, record)
-                pipe.expire(keys.decision_index, DECISION_INDEX_TTL_SECONDS)
+                pipe.pexpire(keys.decision_log, log_ttl_ms)
+                day = decision_day(d.decision_id)
+                index = keys.legacy_decision_index if day is None else keys.decision_index(day)
+                pipe.hset(index, d.decision_id, record)
+                expires_at = day_ends_at(day_of(d.decided_at_ms) if day is None else day) + self._join_seconds
+                pipe.expireat(index, expires_at)
             open_windows = {window_member(d.pseudonym, d.decision_id): d.closes_at_ms for d in decisions}
             if windows_key and open_windows:
                 pipe.zadd(windows_key, open_windows)
-            for pseudonym, blob in snapshots.items():
-                pipe.set(UserKeys(pseudonym).snapshot, blob)
-            await pipe.execute()
+            self._queue_snapshots(pipe, snapshots)
+            results = await pipe.execute(raise_on_error=False)
+        errors = [r for r in results if isinstance(r, Exception)]
+        if errors and all(isinstance(e, NoScriptError) for e in errors):
+            # Only the snapshot scripts were refused (Redis restarted): the rest is written.
+            await self._load_scripts()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self._queue_snapshots(pipe, snapshots)
+                await pipe.execute()
+        elif errors:
+            raise errors[0]
+
+    def _queue_snapshots(self, pipe: Any, snapshots: Mapping[str, Snapshot]) -> None:
+        """Each snapshot with the compaction of its user's logs: feedback entries past retention and
+        covered by the snapshot, decisions past retention."""
+        cutoff = self.retention.log_cutoff_id(self._now_ms())
+        lifetime_ms = self.retention.user_state_seconds * 1000
+        log_ttl_ms = self.retention.logs_seconds * 1000
+        for pseudonym, snapshot in snapshots.items():
+            keys = UserKeys(pseudonym)
+            covered = min(cutoff, snapshot.last_id, key=stream_id_key)
+            pipe.evalsha(
+                _SNAPSHOT_SHA, 3, keys.snapshot, keys.feedback_log, keys.decision_log,
+                snapshot.blob, lifetime_ms, covered, cutoff, snapshot.last_id, log_ttl_ms,
+            )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A user's snapshot bytes and the feedback-log position they cover."""
+
+    blob: bytes
+    last_id: str

@@ -28,6 +28,7 @@ from rewardloop.learning.features.realtime import RealtimeFeatures
 from rewardloop.learning.params import ConfigError, integer_in, reject_unknown, within
 from rewardloop.learning.rewards import QualityConfig
 from rewardloop.learning.surface import SurfaceConfig, surface_from_dict
+from rewardloop.state.retention import Retention
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
 # Dev-only key: deployments set REWARDLOOP_PSEUDONYM_KEY (see README, "Privacy").
@@ -48,6 +49,8 @@ class ServiceConfig:
     quality: QualityConfig = field(default_factory=QualityConfig)
     # Per-user real-time features (realtime.py) that surfaces may use as context.
     realtime: RealtimeFeatures = field(default_factory=RealtimeFeatures)
+    # How long logs and learned states stay in Redis (state/retention.py).
+    retention: Retention = field(default_factory=Retention)
 
     def __post_init__(self) -> None:
         """What holds across the parts; each surface and experiment has checked itself."""
@@ -59,6 +62,13 @@ class ServiceConfig:
         for name, surface in self.surfaces.items():
             if surface.realtime is not None and surface.realtime != self.realtime:
                 raise ConfigError(f"surfaces.{name}.realtime: not the service's real-time feature config")
+        # Real-time activity is rebuilt on load from the logs' last horizon: they must hold it.
+        uses_realtime = any(s.features.realtime for s in self.surfaces.values())
+        if uses_realtime and self.retention.logs_seconds * 1000 < self.realtime.horizon_ms + self.quality.max_future_ms:
+            raise ConfigError(
+                "service.retention.logs_seconds must cover the real-time horizon "
+                f"({self.realtime.horizon_ms} ms + {self.quality.max_future_ms} ms), got {self.retention.logs_seconds}"
+            )
         for name, experiment in self.experiments.items():
             for surface_name in experiment.surfaces:
                 if surface_name not in self.surfaces:
@@ -77,7 +87,11 @@ class ServiceConfig:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ServiceConfig:
         service = dict(raw.get("service", {}))
-        reject_unknown("service", service, {"shards", "seed", "snapshot_every", "pseudonym_key", "quality", "realtime"})
+        reject_unknown(
+            "service",
+            service,
+            {"shards", "seed", "snapshot_every", "pseudonym_key", "quality", "realtime", "retention"},
+        )
         shards = integer_in("service.shards", service.get("shards", 2), 1, 256)
         seed = integer_in("service.seed", service.get("seed", 0), 0, 2**63 - 1)
         snapshot_every = integer_in("service.snapshot_every", service.get("snapshot_every", 32), 1, 1_000_000)
@@ -98,7 +112,14 @@ class ServiceConfig:
             pseudonym_key=str(key),
             quality=_quality(service.get("quality", {})),
             realtime=realtime,
+            retention=_retention(service.get("retention", {})),
         )
+
+    @property
+    def join_ms(self) -> int:
+        """How long after a decision feedback can still join it: the longest reward window, plus
+        the age at which feedback is flagged instead (``quality.max_age_ms``)."""
+        return max(s.reward.window_ms for s in self.surfaces.values()) + self.quality.max_age_ms
 
 
 def _quality(spec: Any) -> QualityConfig:
@@ -110,6 +131,14 @@ def _quality(spec: Any) -> QualityConfig:
         return QualityConfig(**spec)
     except ConfigError as exc:
         raise within("service.quality", exc) from exc
+
+
+def _retention(spec: Any) -> Retention:
+    """``[service.retention]``: logs_seconds, user_state_seconds."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"service.retention must be a table, got {spec!r}")
+    reject_unknown("service.retention", spec, {f.name for f in dataclasses.fields(Retention)})
+    return Retention(**spec)
 
 
 def _realtime(spec: Any) -> RealtimeFeatures:

@@ -147,6 +147,8 @@ class Ingest:
         state.since_snapshot += 1
         if state.since_snapshot >= self._config.snapshot_every:
             self._write_behind.snapshot(state)
+        else:
+            self._write_behind.learned(state)
         return applied
 
     def _window_closes(self, state: UserState, decision: DecisionRecord) -> list[FeedbackRecord]:

@@ -7,7 +7,6 @@ kind is a class with ``decide`` plus one ``KINDS`` entry plus its name in ``SURF
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Protocol
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from rewardloop.learning.bandits import Policy
 from rewardloop.learning.surface import SurfaceConfig
+from rewardloop.state.keys import new_decision_id
 from rewardloop.state.priors import Priors
 from rewardloop.state.records import DecisionRecord
 from rewardloop.state.user_state import UserState
@@ -54,7 +54,7 @@ class Bandit:
         effective = policy.combine(policy_state, *prior) if prior is not None else policy_state
         choices = policy.select(effective, available, call.n, user.rng, context=context)
         decision = Decision(
-            decision_id=uuid.uuid4().hex,
+            decision_id=new_decision_id(now_ms),
             items=tuple(ChosenItem(surface.items[c.arm], float(c.score), float(c.propensity), c.slot) for c in choices),
             policy=surface.policy_config.name,
             model_version=f"{surface.fingerprint}.{policy_state.n_updates}",

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("rewardloop.workers.shard")
 
 PRIOR_REFRESH_SECONDS = 1.0
+# How often users idle for ``write_behind.IDLE_SNAPSHOT_SECONDS`` are looked for.
+IDLE_SWEEP_SECONDS = 5.0
 
 
 class ShardCore:
@@ -56,7 +58,7 @@ class ShardCore:
         self.shard_index = shard_index
         # Tells one incarnation of the shard from the next (Ray restarts it after a crash).
         self.incarnation = uuid.uuid4().hex
-        self.store = Store(redis_url)
+        self.store = Store(redis_url, config.retention, config.join_ms)
         self.surfaces: dict[str, SurfaceConfig] = dict(config.surfaces)
         self.policies: dict[str, Policy] = {
             name: make_policy(
@@ -72,13 +74,18 @@ class ShardCore:
         self._uses_realtime = any(s.features.realtime for s in self.surfaces.values())
         encode = functools.partial(encode_snapshot, policies=self.policies, surfaces=self.surfaces)
         self.write_behind = WriteBehind(self.store, windows_key(shard_index), shard_index, encode)
-        self.users = UserCache(self.store, config, self.policies, self.surfaces, on_evict=self.write_behind.snapshot)
+        self.users = UserCache(
+            self.store, config, self.policies, self.surfaces,
+            on_evict=self.write_behind.snapshot, on_distrust=self.write_behind.forget,
+            on_replayed=self.write_behind.learned,
+        )  # fmt: skip
         self.decisions = RecentDecisions(self.store)
         self.ingest = Ingest(
             config, self.policies, self.priors, self.store, self._held, self.decisions, self.write_behind
         )
         self.windows = RewardWindows(self.store, self.ingest, shard_index, config.shards)
         self._prior_task: asyncio.Task[None] | None = None
+        self._idle_task: asyncio.Task[None] | None = None
         self._window_task: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None
 
@@ -140,11 +147,12 @@ class ShardCore:
         if self.priors.surfaces:
             await self.priors.restore(self.store.redis)
             self._prior_task = loop.create_task(self._refresh_priors_forever())
+        self._idle_task = loop.create_task(self._snapshot_idle_forever())
         self._window_task = loop.create_task(self.windows.run())
 
     async def close(self) -> None:
         """Stop the background work, finish the writes behind, close Redis (a shard outside Ray)."""
-        tasks = [t for t in (self._prior_task, self._window_task) if t is not None]
+        tasks = [t for t in (self._prior_task, self._idle_task, self._window_task) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -162,6 +170,11 @@ class ShardCore:
                 await self.priors.refresh(self.store.redis)
             except RedisError as exc:
                 log.warning("shard %d: prior refresh failed: %s", self.shard_index, exc)
+
+    async def _snapshot_idle_forever(self) -> None:
+        while True:
+            await asyncio.sleep(IDLE_SWEEP_SECONDS)
+            self.write_behind.snapshot_idle()
 
     async def flush(self) -> None:
         """Snapshot every user with unsnapshotted rewards and finish all writes behind."""

@@ -26,7 +26,9 @@ MAX_CONCURRENT_LOADS = 32
 
 
 class UserCache:
-    """The shard's users in memory. ``on_evict`` gets a dropped user that has unsnapshotted rewards.
+    """The shard's users in memory. ``on_evict`` gets a dropped user that has unsnapshotted rewards;
+    ``on_distrust`` the pseudonym of a user dropped because its state may miss durable events;
+    ``on_replayed`` a loaded user whose log had entries after its snapshot.
 
     One state object per user, whoever asks when: a user is in memory, or has one load in flight,
     or neither, and goes from one to the next without an await in between. Two objects would lose
@@ -42,12 +44,16 @@ class UserCache:
         policies: Mapping[str, Policy],
         surfaces: Mapping[str, SurfaceConfig],
         on_evict: Callable[[UserState], None],
+        on_distrust: Callable[[str], None] = lambda _: None,
+        on_replayed: Callable[[UserState], None] = lambda _: None,
     ):
         self._store = store
         self._config = config
         self._policies = policies
         self._surfaces = surfaces
         self._on_evict = on_evict
+        self._on_distrust = on_distrust
+        self._on_replayed = on_replayed
         # Users' real-time activity is kept (and rebuilt on load) only when some surface uses it.
         self._uses_realtime = any(s.features.realtime for s in surfaces.values())
         self._users: OrderedDict[str, UserState] = OrderedDict()
@@ -87,6 +93,7 @@ class UserCache:
         except BaseException:
             for p in pseudonyms:
                 self._users.pop(p, None)
+                self._on_distrust(p)
             raise
         finally:
             self._held.subtract(pseudonyms)
@@ -107,6 +114,8 @@ class UserCache:
             async with self._load_slots:
                 state = await self._read(pseudonym)
             self._users[pseudonym] = state
+            if state.since_snapshot:
+                self._on_replayed(state)
             self._evict()
             return state
         finally:

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
 from rewardloop.state.records import DecisionRecord
-from rewardloop.state.store import Store
+from rewardloop.state.store import Snapshot, Store
 from rewardloop.state.user_state import UserState
 
 log = logging.getLogger(__name__)
 
 WRITE_BACK_RETRY_SECONDS = 0.5
+# A user whose last event is this old is snapshotted: their log is compacted (retention.py) and a
+# crash replays little, without waiting for ``snapshot_every`` events that may never come.
+IDLE_SNAPSHOT_SECONDS = 60.0
 # Decisions held for writing while Redis is down; beyond it the oldest are dropped (the
 # decision log is for analysis and joins; feedback naming a lost decision still joins
 # when it names its surface).
@@ -35,7 +40,9 @@ class WriteBehind:
         self._shard_index = shard_index
         self._encode = encode
         self._pending_decisions: list[DecisionRecord] = []
-        self._pending_snapshots: dict[str, bytes] = {}
+        self._pending_snapshots: dict[str, Snapshot] = {}
+        # Users with events no snapshot covers, least recently learned first: (state, when it learned).
+        self._unsnapshotted: OrderedDict[str, tuple[UserState, float]] = OrderedDict()
         self._writer: asyncio.Task[None] | None = None
 
     def decision(self, record: DecisionRecord) -> None:
@@ -45,9 +52,34 @@ class WriteBehind:
 
     def snapshot(self, state: UserState) -> None:
         """Queue the user's snapshot as of now (written at the next ``schedule``)."""
-        self._pending_snapshots[state.pseudonym] = self._encode(state)
+        self._pending_snapshots[state.pseudonym] = Snapshot(self._encode(state), state.last_id)
         state.since_snapshot = 0
         state.dirty = False
+        self._unsnapshotted.pop(state.pseudonym, None)
+
+    def learned(self, state: UserState) -> None:
+        """``state`` learned an event no snapshot covers yet (snapshotted once idle)."""
+        self._unsnapshotted[state.pseudonym] = (state, time.monotonic())
+        self._unsnapshotted.move_to_end(state.pseudonym)
+
+    def forget(self, pseudonym: str) -> None:
+        """The user's state in memory is no longer trusted (the cache dropped it after an error):
+        never snapshot it. A snapshot older than one already written would need log entries that
+        snapshot let compaction remove."""
+        self._unsnapshotted.pop(pseudonym, None)
+
+    def snapshot_idle(self, now: float | None = None) -> int:
+        """Snapshot every user idle for ``IDLE_SNAPSHOT_SECONDS``, oldest first; how many."""
+        now = time.monotonic() if now is None else now
+        count = 0
+        while self._unsnapshotted:
+            state, learned_at = next(iter(self._unsnapshotted.values()))
+            if now - learned_at < IDLE_SNAPSHOT_SECONDS:
+                break
+            self.snapshot(state)
+            count += 1
+        self.schedule()
+        return count
 
     def schedule(self) -> None:
         """Start the writer if anything is pending and it is not running."""
