@@ -4,15 +4,19 @@ time, and nothing a snapshot does not cover is ever trimmed."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import grpc
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from rewardloop.learning.rewards import Signal
+from rewardloop.server.status import to_service_error
 from rewardloop.state.keys import UserKeys, decision_day, new_decision_id, pseudonymize
 from rewardloop.state.records import DecisionRecord, FeedbackRecord
 from rewardloop.state.retention import DAY_MS, Retention, day_of
-from rewardloop.state.store import Seen, Snapshot, Store
+from rewardloop.state.store import Seen, Snapshot, Store, check_no_eviction, out_of_memory
 from rewardloop.workers.redis_server import EmbeddedRedis
 
 # The store's clock starts at Redis's (key lifetimes are Redis's) and is moved on from there.
@@ -142,3 +146,31 @@ async def test_decisions_are_joined_from_a_per_day_index_that_expires_after_the_
         assert await store.find_decisions([(pseudonymize("other", b"t"), decision_id)]) == [None]
     finally:
         await store.close()
+
+
+async def test_a_full_redis_refuses_writes_and_keeps_what_it_acknowledged(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path, maxmemory=3 * 2**20) as server:
+        await check_no_eviction(server.url)  # noeviction: writes fail instead of data going
+        store = Store(server.url)
+        client = aioredis.Redis.from_url(server.url)
+        users = [pseudonymize(f"full-{k}", b"t") for k in range(20)]
+        acknowledged = 0
+        try:
+            with pytest.raises(RedisError) as refused:
+                for batch in range(10_000):
+                    records = [_event(users[k % 20], f"f{batch}-{k}", T0) for k in range(50)]
+                    await store.record_feedback(records)
+                    acknowledged += len(records)
+            assert out_of_memory(refused.value) and acknowledged > 0
+            error = to_service_error(refused.value)
+            assert error is not None and error.code is grpc.StatusCode.UNAVAILABLE and "full" in error.message
+            # Every acknowledged event is there; of the refused batch, some may be (a retry dedupes them).
+            logged = sum([await client.xlen(UserKeys(u).feedback_log) for u in users])
+            assert acknowledged <= logged < acknowledged + 50
+            # A Redis that may evict is refused at start.
+            await client.config_set("maxmemory-policy", "allkeys-lru")
+            with pytest.raises(RuntimeError, match="maxmemory-policy is 'allkeys-lru'"):
+                await check_no_eviction(server.url)
+        finally:
+            await client.aclose()
+            await store.close()

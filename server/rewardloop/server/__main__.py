@@ -45,6 +45,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="default: an embedded redis-server")
     parser.add_argument("--data-dir", default=os.environ.get("REWARDLOOP_DATA_DIR", "var"))
     parser.add_argument(
+        "--redis-maxmemory-mb",
+        type=int,
+        default=int(os.environ.get("REWARDLOOP_REDIS_MAXMEMORY_MB", "0")),
+        help="memory limit of the embedded redis-server (noeviction: full means writes fail, UNAVAILABLE); "
+        "default: a quarter of this machine's memory",
+    )
+    parser.add_argument(
         "--metrics-port",
         type=int,
         default=int(os.environ.get("REWARDLOOP_METRICS_PORT", "9464")),
@@ -62,7 +69,7 @@ async def serve(args: argparse.Namespace) -> None:
 
     from rewardloop.server.app import Service
     from rewardloop.workers.config import DEV_PSEUDONYM_KEY, ServiceConfig
-    from rewardloop.workers.redis_server import EmbeddedRedis
+    from rewardloop.workers.redis_server import EmbeddedRedis, default_maxmemory
     from rewardloop.workers.tracing import configure_tracing, shutdown_tracing
 
     config = ServiceConfig.load(args.config)
@@ -85,7 +92,8 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         redis_url = args.redis_url
         if not redis_url:
-            embedded = EmbeddedRedis(Path(args.data_dir) / "redis").start()
+            maxmemory = args.redis_maxmemory_mb * 2**20 or default_maxmemory()
+            embedded = EmbeddedRedis(Path(args.data_dir) / "redis", maxmemory=maxmemory).start()
             redis_url = embedded.url
             log.info("embedded redis-server (AOF on) at %s, data in %s", redis_url, embedded.data_dir)
         configure_tracing(args.traces, service_name="rewardloop-front")

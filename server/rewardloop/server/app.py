@@ -22,6 +22,7 @@ from rewardloop.server.interceptors import RpcObserver, TokenAuth
 from rewardloop.server.routing import ShardRouter
 from rewardloop.server.services import AssignerService, FeedbackService, RecommenderService
 from rewardloop.server.streams import OpenStreams
+from rewardloop.state.store import check_no_eviction
 from rewardloop.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -127,6 +128,7 @@ class Service:
         return f"{host}:{self.port}"
 
     async def start(self) -> Service:
+        await check_no_eviction(self.redis_url)
         self.actors = start_shards(self.config, self.redis_url, self.traces, self.shard_prefix)
         self.router = ShardRouter(self.actors)
         self._streams = OpenStreams()

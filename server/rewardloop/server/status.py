@@ -26,6 +26,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from redis.exceptions import RedisError
 
 from rewardloop.learning.evaluation.candidate import NotEnoughData
+from rewardloop.state.store import out_of_memory
 from rewardloop.workers.messages import Rejected
 
 # How much of a caller's value an error message may quote.
@@ -190,6 +191,8 @@ def _below_front(exc: BaseException) -> ServiceError | None:
     if isinstance(exc, _ACTOR_DOWN):
         return unavailable(f"shard unavailable, retry: {type(exc).__name__}")
     cause = exc.cause if isinstance(exc, RayTaskError) else exc
+    if out_of_memory(cause):
+        return unavailable("storage is full (Redis maxmemory): nothing of this call was applied; retry later")
     if isinstance(cause, RedisError):
         return unavailable(f"storage unavailable, retry: {type(cause).__name__}")
     if isinstance(cause, NotEnoughData):

