@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 export PYTHONHASHSEED ?= 0
 
-.PHONY: run test test-all protos protos-check lint fmt typecheck demo bench bench-recommend bench-feedback fuzz clean
+.PHONY: run test test-all protos protos-check lint fmt typecheck demo bench bench-recommend bench-feedback fuzz soak clean
 
 # Two `make` calls can find the venv missing or stale at once (CI steps, an editor's test
 # runner, a terminal); two pips installing into one venv break each other. So the build runs
@@ -90,6 +90,11 @@ bench-feedback: $(STAMP)
 ## fuzz: 50,000+ hostile requests across every RPC against the real stack (tests/fuzzing.py)
 fuzz: $(STAMP)
 	$(PY) bench/fuzz.py
+
+## soak: 30 min of open-loop Recommend+Record at 0.7x the calibrated max: RSS, Redis memory, latency per 15 s, a PNG
+##   (bench/soak.py; options through SOAK_ARGS, e.g. make soak SOAK_ARGS="--minutes 120 --config my.toml")
+soak: $(STAMP)
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache var

@@ -1,0 +1,132 @@
+"""What the soak reads at the end of each interval: memory per process, Redis, the service's gauges.
+
+Every reading is a flat `{name: number}` mapping, so that a new series (a shard restarted
+under a new pid, a memory gauge added to the service later) becomes a new column of the
+CSV and a new line of the plot without any change here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+
+# Counters worth following over a soak besides every gauge: those that say how much is held or dropped.
+GAUGE_WORDS = ("bytes", "evict", "users", "entries")
+INFO_FIELDS = {
+    "used_memory": "redis_used_memory",
+    "used_memory_rss": "redis_used_memory_rss",
+    "mem_fragmentation_ratio": "redis_frag_ratio",
+    "aof_current_size": "redis_aof_bytes",
+    "aof_base_size": "redis_aof_base_bytes",
+    "aof_rewrite_in_progress": "redis_aof_rewrite_in_progress",
+    "aof_rewrite_scheduled": "redis_aof_rewrite_scheduled",
+    "rdb_bgsave_in_progress": "redis_bgsave_in_progress",
+    "latest_fork_usec": "redis_latest_fork_usec",
+}
+
+
+class ProcessRoles:
+    """RSS per role of the processes under the service's supervisor, and of the load processes.
+
+    Roles: front (the service process: gRPC front + Ray driver), one `shard-<k>` per shard
+    actor process (Ray names its workers' process title after the actor class,
+    ``ray::HostedShard``), redis (the embedded redis-server), ray (everything else: raylet,
+    GCS, dashboard and its agents, log monitor, idle workers, summed), supervisor, load.
+    A shard restarted by Ray gets a new process, hence the next number: a new series.
+    """
+
+    def __init__(self, supervisor_pid: int, load_pids: Iterable[int]):
+        self._supervisor = psutil.Process(supervisor_pid)
+        self._load = [psutil.Process(pid) for pid in load_pids]
+        self._shards: dict[int, str] = {}  # pid -> shard-<k>, in order of first sight
+
+    def rss(self) -> dict[str, float]:
+        totals: dict[str, float] = {"rss_front": 0.0, "rss_redis": 0.0, "rss_ray": 0.0, "rss_supervisor": 0.0}
+        with contextlib.suppress(psutil.Error):
+            totals["rss_supervisor"] = float(self._supervisor.memory_info().rss)
+            for proc in self._supervisor.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    key = "rss_" + self._role(proc)
+                    totals[key] = totals.get(key, 0.0) + proc.memory_info().rss
+        totals["rss_load"] = float(sum(_rss(p) for p in self._load))
+        return totals
+
+    def _role(self, proc: psutil.Process) -> str:
+        if proc.pid in self._shards:
+            return self._shards[proc.pid]
+        command = " ".join(proc.cmdline())
+        if "HostedShard" in command:
+            self._shards[proc.pid] = f"shard-{len(self._shards) + 1}"
+            return self._shards[proc.pid]
+        if "redis-server" in command or proc.name() == "redis-server":
+            return "redis"
+        if "rewardloop.server" in command and proc.ppid() == self._supervisor.pid:
+            return "front"
+        return "ray"
+
+    @property
+    def shard_pids(self) -> dict[str, int]:
+        return {label: pid for pid, label in self._shards.items()}
+
+
+def _rss(proc: psutil.Process) -> int:
+    try:
+        return int(proc.memory_info().rss)
+    except psutil.Error:
+        return 0
+
+
+def redis_info(client: redis.Redis, data_dir: Path | None) -> dict[str, float]:
+    """used_memory(_rss), keys, AOF size, fragmentation, fork and rewrite state; the data dir's size."""
+    info: dict[str, Any] = {}
+    for section in ("memory", "persistence", "stats"):
+        info.update(client.info(section))
+    reading = {name: float(info[field]) for field, name in INFO_FIELDS.items() if field in info}
+    reading["redis_keys"] = float(client.dbsize())
+    if data_dir is not None:
+        reading["redis_dir_bytes"] = float(directory_bytes(data_dir))
+    return reading
+
+
+def directory_bytes(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(root, name)).st_size
+    return total
+
+
+def _followed(name: str, kind: str) -> bool:
+    return kind == "gauge" or (kind == "counter" and any(w in name for w in GAUGE_WORDS))
+
+
+def service_gauges(metrics_url: str) -> dict[str, float]:
+    """The front's `rewardloop_*` gauges (levels: what a soak follows), and its counters whose names
+    say what is held or dropped (GAUGE_WORDS), one series per label set; empty when the metrics
+    endpoint does not answer."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=2) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError):
+        return {}
+    reading = {}
+    for family in text_string_to_metric_families(text):
+        if not family.name.startswith("rewardloop_") or not _followed(family.name, family.type):
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            reading[f"svc_{sample.name}" + (f"{{{labels}}}" if labels else "")] = float(sample.value)
+    return reading
