@@ -36,7 +36,7 @@ DECISION_JSON = (
     '{"d":"d1","s":"fused","i":["item-001","item-002"],"p":[0.25,0.75],"a":"ucb1","v":"abc.3","t":900,'
     '"x":[1.0,0.5],"sg":"ios","w":1400}'
 )
-SNAPSHOT_SHA256 = "64659236d9db4a11c679b31ae3f54cbaafeaba81a6e80ede48c99d6f1401598a"
+SNAPSHOT_SHA256 = "d548142f5cfa210d4b365ef6bd032974905d163a7f9c7d8d21a11501b3b5459e"
 
 
 def test_surface_fingerprints() -> None:

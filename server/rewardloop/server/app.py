@@ -7,6 +7,7 @@ integration tests, the benchmarks and the demo start.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -45,6 +46,8 @@ SERVICE_NAMES = (
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
 )
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# How often the shards' holdings are sampled into the metrics.
+STATS_SECONDS = 5.0
 
 
 def create_server(
@@ -121,6 +124,7 @@ class Service:
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self._streams = OpenStreams()
+        self._sampler: asyncio.Task[None] | None = None
 
     @property
     def target(self) -> str:
@@ -138,8 +142,14 @@ class Service:
         await self._server.start()
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._sampler = asyncio.get_running_loop().create_task(self._sample_stats_forever())
         log.info("rewardloop serving on %s with %d shards", self.target, len(self.actors))
         return self
+
+    async def _sample_stats_forever(self) -> None:
+        while self.router is not None:
+            await self.router.sample_stats()
+            await asyncio.sleep(STATS_SECONDS)
 
     async def stop(self, grace: float = 5.0, flush: bool = True) -> None:
         """Graceful: NOT_SERVING, end the response streams (health Watch, reflection), drain
@@ -148,6 +158,9 @@ class Service:
         `flush=False` skips the snapshot: what a crash of the whole service looks like
         to Redis (tests use it to prove recovery from the logs alone).
         """
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         self._streams.end_all()

@@ -5,7 +5,7 @@ Names are part of the operating contract (dashboards and the `bench/` probes rea
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RPC_LATENCY = Histogram(
     "rewardloop_rpc_duration_seconds",
@@ -21,3 +21,19 @@ SHARD_BATCH_SIZE = Histogram(
     ["kind"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
+
+# What each shard holds, sampled by the front every few seconds (``ShardRouter.sample_stats``).
+SHARD_STATS = {
+    "bytes": Gauge(
+        "rewardloop_shard_memory_bytes", "Bytes a shard accounts for (users, ledgers, decisions)", ["shard"]
+    ),
+    "budget_bytes": Gauge("rewardloop_shard_memory_budget_bytes", "A shard's memory budget", ["shard"]),
+    "users": Gauge("rewardloop_shard_users", "Users a shard holds in memory", ["shard"]),
+    "evictions": Gauge(
+        "rewardloop_shard_evictions", "Users a shard dropped to stay within its budget, since it started", ["shard"]
+    ),
+    "decisions": Gauge("rewardloop_shard_recent_decisions", "Decisions a shard remembers for joins", ["shard"]),
+    "unsnapshotted": Gauge(
+        "rewardloop_shard_unsnapshotted_users", "Users with events no snapshot covers yet", ["shard"]
+    ),
+}

@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 import ray
 
-from rewardloop.server.metrics import SHARD_BATCH_SIZE
+from rewardloop.server.metrics import SHARD_BATCH_SIZE, SHARD_STATS
 from rewardloop.server.status import to_service_error
 from rewardloop.state.keys import shard_for
 from rewardloop.workers.messages import Decision, FeedbackCall, RecommendCall, Recorded, Rejected
@@ -99,6 +99,17 @@ class ShardRouter:
         except BaseException as exc:
             raise (to_service_error(exc) or exc) from exc
         return state
+
+    async def sample_stats(self) -> None:
+        """Each shard's holdings (``ShardCore.stats``) into the front's gauges; a shard that does not
+        answer keeps its last values."""
+        results = await asyncio.gather(*(a.stats.remote() for a in self.actors), return_exceptions=True)
+        for shard, stats in enumerate(results):
+            if isinstance(stats, BaseException):
+                continue
+            for name, value in stats.items():
+                if name in SHARD_STATS:
+                    SHARD_STATS[name].labels(shard=str(shard)).set(value)
 
     def flush(self, timeout: float = 30.0) -> None:
         ray.get([a.flush.remote() for a in self.actors], timeout=timeout)

@@ -44,6 +44,8 @@ class ServiceConfig:
     shards: int = 2
     seed: int = 0
     snapshot_every: int = 32
+    # Memory a shard may use for what it holds (users, ledgers, recent decisions), in MiB.
+    memory_budget_mb: int = 1024
     pseudonym_key: str = DEV_PSEUDONYM_KEY
     # Feedback quality limits (rewards/quality.py); load generators and simulators are no humans.
     quality: QualityConfig = field(default_factory=QualityConfig)
@@ -57,6 +59,7 @@ class ServiceConfig:
         integer_in("service.shards", self.shards, 1, 256)
         integer_in("service.seed", self.seed, 0, 2**63 - 1)
         integer_in("service.snapshot_every", self.snapshot_every, 1, 1_000_000)
+        integer_in("service.memory_budget_mb", self.memory_budget_mb, 1, 1_048_576)
         if not self.surfaces:
             raise ConfigError("surfaces: at least one surface must be configured")
         for name, surface in self.surfaces.items():
@@ -87,11 +90,10 @@ class ServiceConfig:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ServiceConfig:
         service = dict(raw.get("service", {}))
-        reject_unknown(
-            "service",
-            service,
-            {"shards", "seed", "snapshot_every", "pseudonym_key", "quality", "realtime", "retention"},
-        )
+        known = {
+            "shards", "seed", "snapshot_every", "memory_budget_mb", "pseudonym_key", "quality", "realtime", "retention",
+        }  # fmt: skip
+        reject_unknown("service", service, known)
         shards = integer_in("service.shards", service.get("shards", 2), 1, 256)
         seed = integer_in("service.seed", service.get("seed", 0), 0, 2**63 - 1)
         snapshot_every = integer_in("service.snapshot_every", service.get("snapshot_every", 32), 1, 1_000_000)
@@ -109,6 +111,9 @@ class ServiceConfig:
             shards=shards,
             seed=seed,
             snapshot_every=snapshot_every,
+            memory_budget_mb=integer_in(
+                "service.memory_budget_mb", service.get("memory_budget_mb", 1024), 1, 1_048_576
+            ),
             pseudonym_key=str(key),
             quality=_quality(service.get("quality", {})),
             realtime=realtime,

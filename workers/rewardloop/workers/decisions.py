@@ -8,20 +8,25 @@ from collections.abc import Sequence
 from rewardloop.state.records import DecisionRecord
 from rewardloop.state.store import Store
 
-# Recent decisions kept in memory for feedback joins before Redis is asked.
-MAX_RECENT_DECISIONS = 100_000
+# What one remembered decision takes in memory (measured: a record of 10 items, its dict slot).
+DECISION_BYTES = 1_200
 
 
 class RecentDecisions:
-    """Finds a user's decisions by id, the recent ones without a Redis round trip."""
+    """Finds a user's decisions by id, the recent ones (up to ``budget`` bytes) without a Redis round trip."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, budget: int):
         self._store = store
         self._recent: OrderedDict[str, DecisionRecord] = OrderedDict()
+        self.capacity = max(budget // DECISION_BYTES, 1)
+
+    @property
+    def bytes(self) -> int:
+        return len(self._recent) * DECISION_BYTES
 
     def remember(self, decision: DecisionRecord) -> None:
         self._recent[decision.decision_id] = decision
-        if len(self._recent) > MAX_RECENT_DECISIONS:
+        if len(self._recent) > self.capacity:
             self._recent.popitem(last=False)
 
     async def find(self, lookups: Sequence[tuple[str, str]]) -> dict[tuple[str, str], DecisionRecord]:

@@ -36,7 +36,7 @@ from rewardloop.state.snapshots import encode_snapshot
 from rewardloop.state.store import Store
 from rewardloop.state.user_state import UserState
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.decisions import RecentDecisions
+from rewardloop.workers.decisions import DECISION_BYTES, RecentDecisions
 from rewardloop.workers.feedback import Ingest
 from rewardloop.workers.kinds import KINDS, SurfaceKind
 from rewardloop.workers.messages import Decision, FeedbackCall, RecommendCall, Recorded, Rejected
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("rewardloop.workers.shard")
 
 PRIOR_REFRESH_SECONDS = 1.0
+# The part of the memory budget that remembers recent decisions (joins without a Redis round trip).
+DECISIONS_SHARE = 0.1
 # How often users idle for ``write_behind.IDLE_SNAPSHOT_SECONDS`` are looked for.
 IDLE_SWEEP_SECONDS = 5.0
 
@@ -74,12 +76,13 @@ class ShardCore:
         self._uses_realtime = any(s.features.realtime for s in self.surfaces.values())
         encode = functools.partial(encode_snapshot, policies=self.policies, surfaces=self.surfaces)
         self.write_behind = WriteBehind(self.store, windows_key(shard_index), shard_index, encode)
+        budget = config.memory_budget_mb * 2**20
         self.users = UserCache(
             self.store, config, self.policies, self.surfaces,
             on_evict=self.write_behind.snapshot, on_distrust=self.write_behind.forget,
-            on_replayed=self.write_behind.learned,
+            on_replayed=self.write_behind.learned, budget=budget - int(budget * DECISIONS_SHARE),
         )  # fmt: skip
-        self.decisions = RecentDecisions(self.store)
+        self.decisions = RecentDecisions(self.store, int(budget * DECISIONS_SHARE))
         self.ingest = Ingest(
             config, self.policies, self.priors, self.store, self._held, self.decisions, self.write_behind
         )
@@ -93,7 +96,21 @@ class ShardCore:
 
     async def recommend(self, calls: Sequence[RecommendCall]) -> list[Decision | Rejected]:
         users = await self._users({c.pseudonym for c in calls})
-        return [self._decide(c, users[c.pseudonym]) for c in calls]
+        decisions: list[Decision | Rejected] = [self._decide(c, users[c.pseudonym]) for c in calls]
+        self.users.resized(users.values())  # real-time activity grew
+        return decisions
+
+    def stats(self) -> dict[str, int]:
+        """What the shard holds, for the front's metrics: accounted bytes (users + recent decisions)
+        against the budget, users in memory, evictions so far, users with unsnapshotted events."""
+        return {
+            "bytes": self.users.bytes + self.decisions.bytes,
+            "budget_bytes": self.config.memory_budget_mb * 2**20,
+            "users": len(self.users),
+            "evictions": self.users.evictions,
+            "decisions": self.decisions.bytes // DECISION_BYTES,
+            "unsnapshotted": self.write_behind.unsnapshotted,
+        }
 
     async def feedback(self, calls: Sequence[FeedbackCall]) -> list[Recorded | Rejected]:
         return await self.ingest.record(calls)
@@ -205,4 +222,5 @@ class ShardCore:
             state.observe_decision(self.config.realtime, now_ms, record.items[0])
         self.decisions.remember(record)
         self.write_behind.decision(record)
+        state.dirty = True  # its RNG moved on: an eviction must snapshot it
         return decision

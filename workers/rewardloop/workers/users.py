@@ -1,11 +1,12 @@
 """The users a shard holds in memory: an LRU of ``UserState``, each rebuilt from Redis on first touch
-(snapshot + feedback-log replay, ``state/snapshots.py``), with bounded concurrent loads."""
+(snapshot + feedback-log replay, ``state/snapshots.py``), with bounded concurrent loads, within a
+byte budget (``service.memory_budget_mb``): over it, the least recently used users are snapshotted
+and dropped, and reload exactly (their snapshot carries their RNG too)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -17,9 +18,8 @@ from rewardloop.state.store import Store
 from rewardloop.state.user_state import UserState
 from rewardloop.workers.config import ServiceConfig
 
-# Users kept in memory per shard; the least recently used beyond it are dropped (their
-# state is in Redis, a later request rebuilds it).
-MAX_CACHED_USERS = 200_000
+# Users kept in memory per shard at most, whatever their bytes.
+MAX_CACHED_USERS = 1_000_000
 # Users rebuilt from Redis at once: a batch of many unseen users must not take
 # every connection (or every Redis cycle) for itself.
 MAX_CONCURRENT_LOADS = 32
@@ -28,7 +28,8 @@ MAX_CONCURRENT_LOADS = 32
 class UserCache:
     """The shard's users in memory. ``on_evict`` gets a dropped user that has unsnapshotted rewards;
     ``on_distrust`` the pseudonym of a user dropped because its state may miss durable events;
-    ``on_replayed`` a loaded user whose log had entries after its snapshot.
+    ``on_replayed`` a loaded user whose log had entries after its snapshot. ``budget``: bytes for the
+    users (default: the whole ``memory_budget_mb``).
 
     One state object per user, whoever asks when: a user is in memory, or has one load in flight,
     or neither, and goes from one to the next without an await in between. Two objects would lose
@@ -46,6 +47,7 @@ class UserCache:
         on_evict: Callable[[UserState], None],
         on_distrust: Callable[[str], None] = lambda _: None,
         on_replayed: Callable[[UserState], None] = lambda _: None,
+        budget: int | None = None,
     ):
         self._store = store
         self._config = config
@@ -57,12 +59,31 @@ class UserCache:
         # Users' real-time activity is kept (and rebuilt on load) only when some surface uses it.
         self._uses_realtime = any(s.features.realtime for s in surfaces.values())
         self._users: OrderedDict[str, UserState] = OrderedDict()
+        # Each cached user's estimated bytes (UserState.footprint) as of its last change, and their sum.
+        self._bytes: dict[str, int] = {}
+        self.bytes = 0
+        self.budget = config.memory_budget_mb * 2**20 if budget is None else budget
+        self.evictions = 0
         self._loading: dict[str, asyncio.Task[UserState]] = {}
         self._held: Counter[str] = Counter()
         self._load_slots = asyncio.Semaphore(MAX_CONCURRENT_LOADS)
 
     def values(self) -> Iterable[UserState]:
         return self._users.values()
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def resized(self, states: Iterable[UserState]) -> None:
+        """The users' states changed (learned, decided): account their bytes, evict if over budget."""
+        for state in states:
+            if self._users.get(state.pseudonym) is state:
+                self._account(state.pseudonym, state.footprint())
+        self._evict()
+
+    def _account(self, pseudonym: str, size: int) -> None:
+        self.bytes += size - self._bytes.get(pseudonym, 0)
+        self._bytes[pseudonym] = size
 
     async def get(self, pseudonyms: Iterable[str]) -> dict[str, UserState]:
         """The users' states, loading the ones not in memory."""
@@ -89,10 +110,11 @@ class UserCache:
         pseudonyms = set(pseudonyms)
         self._held.update(pseudonyms)
         try:
-            yield await self.get(pseudonyms)
+            users = await self.get(pseudonyms)
+            yield users
         except BaseException:
             for p in pseudonyms:
-                self._users.pop(p, None)
+                self._drop(p)
                 self._on_distrust(p)
             raise
         finally:
@@ -100,6 +122,7 @@ class UserCache:
             for p in pseudonyms:
                 if self._held[p] <= 0:
                     del self._held[p]
+        self.resized(users.values())
 
     def _start_load(self, pseudonym: str) -> asyncio.Task[UserState]:
         task = asyncio.get_running_loop().create_task(self._load(pseudonym))
@@ -114,6 +137,7 @@ class UserCache:
             async with self._load_slots:
                 state = await self._read(pseudonym)
             self._users[pseudonym] = state
+            self._account(pseudonym, state.footprint())
             if state.since_snapshot:
                 self._on_replayed(state)
             self._evict()
@@ -122,18 +146,23 @@ class UserCache:
             del self._loading[pseudonym]
 
     def _evict(self) -> None:
-        """Drop the least recently used users beyond ``MAX_CACHED_USERS``, except held ones."""
-        excess = len(self._users) - MAX_CACHED_USERS
-        if excess <= 0:
+        """Drop the least recently used users while over the byte budget or ``MAX_CACHED_USERS``,
+        except held ones; a dropped user's unsnapshotted rewards and RNG go to ``on_evict``."""
+        if self.bytes <= self.budget and len(self._users) <= MAX_CACHED_USERS:
             return
-        for pseudonym in list(itertools.islice(self._users, excess + len(self._held))):
-            if excess == 0:
+        for pseudonym in list(self._users):
+            if self.bytes <= self.budget and len(self._users) <= MAX_CACHED_USERS:
                 return
-            if pseudonym not in self._held:
-                evicted = self._users.pop(pseudonym)
-                excess -= 1
-                if evicted.since_snapshot:
-                    self._on_evict(evicted)
+            if pseudonym in self._held:
+                continue
+            evicted = self._drop(pseudonym)
+            self.evictions += 1
+            if evicted is not None and (evicted.since_snapshot or evicted.dirty):
+                self._on_evict(evicted)
+
+    def _drop(self, pseudonym: str) -> UserState | None:
+        self.bytes -= self._bytes.pop(pseudonym, 0)
+        return self._users.pop(pseudonym, None)
 
     async def _read(self, pseudonym: str) -> UserState:
         """Snapshot + feedback-log replay (+ real-time activity, when a surface uses it)."""

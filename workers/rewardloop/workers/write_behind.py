@@ -57,6 +57,10 @@ class WriteBehind:
         state.dirty = False
         self._unsnapshotted.pop(state.pseudonym, None)
 
+    @property
+    def unsnapshotted(self) -> int:
+        return len(self._unsnapshotted)
+
     def learned(self, state: UserState) -> None:
         """``state`` learned an event no snapshot covers yet (snapshotted once idle)."""
         self._unsnapshotted[state.pseudonym] = (state, time.monotonic())
