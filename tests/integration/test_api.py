@@ -12,6 +12,7 @@ from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from prometheus_client import REGISTRY
 
 from rewardloop.v1 import (
     assigner_pb2,
@@ -271,3 +272,28 @@ async def test_a_batch_of_many_unseen_users_is_recorded(channel: grpc.aio.Channe
     )
     assert [r.code for r in reply.results] == [0] * 600
     assert not any(r.duplicate for r in reply.results)
+
+
+async def test_the_front_shows_what_the_shards_and_redis_hold(channel: grpc.aio.Channel) -> None:
+    """rewardloop_shard_* and rewardloop_redis_* gauges, sampled every few seconds (issue 10)."""
+    stub = recommender_pb2_grpc.RecommenderStub(channel)
+    for k in range(8):
+        await stub.Recommend(recommender_pb2.RecommendRequest(user_id=f"metrics-{k}", surface="ucb", n=2))
+
+    def sample(name: str, shard: str | None = None) -> float | None:
+        return REGISTRY.get_sample_value(name, {"shard": shard} if shard is not None else {})
+
+    for _ in range(200):  # the sampler runs every 5 s
+        users = [sample("rewardloop_shard_users", s) for s in ("0", "1")]
+        if all(u is not None and u > 0 for u in users):
+            break
+        await asyncio.sleep(0.1)
+    for shard in ("0", "1"):
+        assert (sample("rewardloop_shard_users", shard) or 0) >= 1
+        assert (
+            0
+            < (sample("rewardloop_shard_memory_bytes", shard) or 0)
+            <= (sample("rewardloop_shard_memory_budget_bytes", shard) or 0)
+        )
+        assert sample("rewardloop_shard_evictions", shard) == 0
+    assert (sample("rewardloop_redis_used_memory_bytes") or 0) > 0 and (sample("rewardloop_redis_keys") or 0) > 0

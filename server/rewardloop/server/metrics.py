@@ -37,3 +37,10 @@ SHARD_STATS = {
         "rewardloop_shard_unsnapshotted_users", "Users with events no snapshot covers yet", ["shard"]
     ),
 }
+# The Redis the service writes to, sampled with the shards (its memory against maxmemory: at the
+# limit writes fail with UNAVAILABLE).
+REDIS_STATS = {
+    "used_memory": Gauge("rewardloop_redis_used_memory_bytes", "Redis used_memory"),
+    "maxmemory": Gauge("rewardloop_redis_maxmemory_bytes", "Redis maxmemory (0: no limit)"),
+    "keys": Gauge("rewardloop_redis_keys", "Keys in the service's Redis database"),
+}
