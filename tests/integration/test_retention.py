@@ -19,8 +19,6 @@ from rewardloop.state.retention import DAY_MS, Retention, day_of
 from rewardloop.state.store import Seen, Snapshot, Store, check_no_eviction, out_of_memory
 from rewardloop.workers.redis_server import EmbeddedRedis
 
-# The store's clock starts at Redis's (key lifetimes are Redis's) and is moved on from there.
-T0 = int(time.time() * 1000)
 HOUR_MS = 3_600_000
 
 
@@ -46,31 +44,33 @@ async def redis_client(redis_server: EmbeddedRedis) -> aioredis.Redis:
 async def test_a_retry_is_found_for_7_days_in_small_per_day_hashes(
     redis_server: EmbeddedRedis, redis_client: aioredis.Redis
 ) -> None:
-    clock = Clock(T0)
+    # The store's clock starts at Redis's (key lifetimes are Redis's) and moves on from there.
+    t0 = int(time.time() * 1000)
+    clock = Clock(t0)
     store = Store(redis_server.url, clock=clock)
     user = pseudonymize("retention-ids", b"t")
     keys = UserKeys(user)
     try:
-        [first] = await store.record_feedback([_event(user, "e1", T0, flag="burst: test")])
+        [first] = await store.record_feedback([_event(user, "e1", t0, flag="burst: test")])
         assert isinstance(first, str)
         # Even once compaction removed its entry, a retry is told the original was flagged.
-        clock.at_ms = T0 + 30 * DAY_MS
+        clock.at_ms = t0 + 30 * DAY_MS
         await store.write_back([], {user: Snapshot(b"covers-it", first)})
-        await store.write_back([], {user: Snapshot(b"covers-it", f"{T0 + DAY_MS}-0")})
+        await store.write_back([], {user: Snapshot(b"covers-it", f"{t0 + DAY_MS}-0")})
         assert await redis_client.xlen(keys.feedback_log) == 0
         for later_ms in (HOUR_MS, 3 * DAY_MS, 7 * DAY_MS - 1):
-            clock.at_ms = T0 + later_ms
-            [again] = await store.record_feedback([_event(user, "e1", T0)])
+            clock.at_ms = t0 + later_ms
+            [again] = await store.record_feedback([_event(user, "e1", t0)])
             assert again == Seen(first, "burst: test"), later_ms  # the original's entry and flag
         # One hash per day of first receipt, living until 7 days after that day ends; no key per event.
-        day = day_of(T0)
+        day = day_of(t0)
         ttl = await redis_client.pttl(keys.event_ids(day))
-        remaining_ms = (day + 1) * DAY_MS + 7 * DAY_MS - T0
+        remaining_ms = (day + 1) * DAY_MS + 7 * DAY_MS - t0
         assert remaining_ms - 5_000 <= ttl <= remaining_ms
         assert await redis_client.exists(keys.legacy_event("e1")) == 0
         # An event id recorded before per-day hashes (a marker key) is still a retry.
         await redis_client.set(keys.legacy_event("old"), first, ex=60)
-        [legacy] = await store.record_feedback([_event(user, "old", T0)])
+        [legacy] = await store.record_feedback([_event(user, "old", t0)])
         assert legacy == Seen(first, "")  # its flag is read from its entry, compacted away here
     finally:
         await store.close()
@@ -79,14 +79,16 @@ async def test_a_retry_is_found_for_7_days_in_small_per_day_hashes(
 async def test_a_snapshot_compacts_only_what_it_covers_and_retention_has_passed(
     redis_server: EmbeddedRedis, redis_client: aioredis.Redis
 ) -> None:
-    clock = Clock(T0)
+    # The store's clock starts at Redis's (key lifetimes are Redis's) and moves on from there.
+    t0 = int(time.time() * 1000)
+    clock = Clock(t0)
     retention = Retention(logs_seconds=3600, user_state_seconds=7200)
     store = Store(redis_server.url, retention, clock=clock)
     user = pseudonymize("retention-compaction", b"t")
     keys = UserKeys(user)
     await redis_client.delete(keys.feedback_log, keys.decision_log, keys.snapshot)
     try:
-        decision = DecisionRecord(user, new_decision_id(T0), "s", ("a",), (1.0,), "ucb1", "v.0", T0)
+        decision = DecisionRecord(user, new_decision_id(t0), "s", ("a",), (1.0,), "ucb1", "v.0", t0)
         await store.write_back([decision], {})
         ids = []
         for k in range(6):
@@ -110,7 +112,7 @@ async def test_a_snapshot_compacts_only_what_it_covers_and_retention_has_passed(
         assert isinstance(extra, str) and await redis_client.pttl(keys.feedback_log) == -1
         ids.append(extra)
         # Two hours on every entry is past retention, but only those the snapshot covers may go.
-        clock.at_ms = T0 + 2 * HOUR_MS
+        clock.at_ms = t0 + 2 * HOUR_MS
         await store.write_back([], {user: Snapshot(b"snap-2", ids[2])})
         assert await left() == ids[2:]  # the snapshot's own position stays (XTRIM MINID keeps it)
         await store.write_back([], {user: Snapshot(b"snap-3", ids[-1])})
@@ -123,23 +125,25 @@ async def test_a_snapshot_compacts_only_what_it_covers_and_retention_has_passed(
 async def test_decisions_are_joined_from_a_per_day_index_that_expires_after_the_join_horizon(
     redis_server: EmbeddedRedis, redis_client: aioredis.Redis
 ) -> None:
-    clock = Clock(T0)
+    # The store's clock starts at Redis's (key lifetimes are Redis's) and moves on from there.
+    t0 = int(time.time() * 1000)
+    clock = Clock(t0)
     join_ms = 8 * DAY_MS
     store = Store(redis_server.url, Retention(logs_seconds=3600, user_state_seconds=3600), join_ms, clock=clock)
     user = pseudonymize("retention-decisions", b"t")
     keys = UserKeys(user)
-    decision_id = new_decision_id(T0)
-    decision = DecisionRecord(user, decision_id, "s", ("a", "b"), (0.5, 0.5), "ucb1", "v.0", T0, closes_at_ms=T0 + 1)
-    legacy = DecisionRecord(user, "f" * 32, "s", ("a",), (1.0,), "ucb1", "v.0", T0)
+    decision_id = new_decision_id(t0)
+    decision = DecisionRecord(user, decision_id, "s", ("a", "b"), (0.5, 0.5), "ucb1", "v.0", t0, closes_at_ms=t0 + 1)
+    legacy = DecisionRecord(user, "f" * 32, "s", ("a",), (1.0,), "ucb1", "v.0", t0)
     await redis_client.hset(keys.legacy_decision_index, legacy.decision_id, legacy.to_json())
     try:
         await store.write_back([decision], {})
         found = await store.find_decisions([(user, decision_id), (user, legacy.decision_id), (user, "nope")])
         assert found == [decision, legacy, None]
         day = decision_day(decision_id)
-        assert day == day_of(T0)
+        assert day == day_of(t0)
         ttl = await redis_client.pttl(keys.decision_index(day))
-        remaining_ms = (day + 1) * DAY_MS + join_ms - T0
+        remaining_ms = (day + 1) * DAY_MS + join_ms - t0
         assert remaining_ms - 5_000 <= ttl <= remaining_ms
         assert 3_600_000 - 5_000 <= await redis_client.pttl(keys.decision_log) <= 3_600_000
         # Another user cannot join it.
@@ -149,6 +153,8 @@ async def test_decisions_are_joined_from_a_per_day_index_that_expires_after_the_
 
 
 async def test_a_full_redis_refuses_writes_and_keeps_what_it_acknowledged(tmp_path: Path) -> None:
+    # The store's clock starts at Redis's (key lifetimes are Redis's) and moves on from there.
+    t0 = int(time.time() * 1000)
     with EmbeddedRedis(tmp_path, maxmemory=3 * 2**20) as server:
         await check_no_eviction(server.url)  # noeviction: writes fail instead of data going
         store = Store(server.url)
@@ -158,7 +164,7 @@ async def test_a_full_redis_refuses_writes_and_keeps_what_it_acknowledged(tmp_pa
         try:
             with pytest.raises(RedisError) as refused:
                 for batch in range(10_000):
-                    records = [_event(users[k % 20], f"f{batch}-{k}", T0) for k in range(50)]
+                    records = [_event(users[k % 20], f"f{batch}-{k}", t0) for k in range(50)]
                     await store.record_feedback(records)
                     acknowledged += len(records)
             assert out_of_memory(refused.value) and acknowledged > 0
