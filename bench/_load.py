@@ -217,6 +217,40 @@ def _client_main(conn: Any, process: int) -> None:
         conn.send(result)
 
 
+def spawn_load_processes(
+    target: Callable[[Any, int], None], count: int, name: str, procs: list[Any], conns: list[Any]
+) -> None:
+    """Start `count` spawn processes running `target(pipe, k)`, appending each to `procs` and its
+    end of the pipe to `conns` as it starts (so a failure part way can still close them all)."""
+    ctx = multiprocessing.get_context("spawn")
+    for k in range(count):
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=target, args=(child, k), name=f"{name}-{k}", daemon=True)
+        proc.start()
+        child.close()
+        procs.append(proc)
+        conns.append(parent)
+
+
+def stop_load_processes(procs: list[Any], conns: list[Any]) -> None:
+    """Ask each load process to end (None on its pipe), terminate the ones that do not, close the pipes."""
+    for conn in conns:
+        with contextlib.suppress(OSError):
+            conn.send(None)
+    for proc in procs:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=5)
+    for conn in conns:
+        conn.close()
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """`total` shared among `parts` as evenly as whole numbers allow."""
+    return [total // parts + (k < total % parts) for k in range(parts)]
+
+
 class LoadClients:
     """Long-lived load processes (spawned once, reused for every level)."""
 
@@ -230,15 +264,8 @@ class LoadClients:
         return {p.pid for p in self._procs}
 
     async def __aenter__(self) -> LoadClients:
-        ctx = multiprocessing.get_context("spawn")
         try:
-            for k in range(self.processes):
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_client_main, args=(child, k), name=f"bench-load-{k}", daemon=True)
-                proc.start()
-                child.close()
-                self._procs.append(proc)
-                self._conns.append(parent)
+            spawn_load_processes(_client_main, self.processes, "bench-load", self._procs, self._conns)
             for conn in self._conns:
                 if await asyncio.wait_for(_receive(conn), timeout=120) != "ready":
                     raise RuntimeError("a load process did not start")
@@ -251,21 +278,11 @@ class LoadClients:
         self.close()
 
     def close(self) -> None:
-        for conn in self._conns:
-            with contextlib.suppress(OSError):
-                conn.send(None)
-        for proc in self._procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5)
-        for conn in self._conns:
-            conn.close()
+        stop_load_processes(self._procs, self._conns)
         self._procs, self._conns = [], []
 
     async def run(self, spec: LoadSpec) -> LoadResult:
-        shares = [spec.concurrency // self.processes + (k < spec.concurrency % self.processes)
-                  for k in range(self.processes)]  # fmt: skip
+        shares = split_evenly(spec.concurrency, self.processes)
         busy = [(conn, share) for conn, share in zip(self._conns, shares, strict=True) if share]
         for conn, share in busy:
             conn.send(replace(spec, concurrency=share))

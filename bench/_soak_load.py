@@ -21,10 +21,8 @@ figures once per interval, sent from a thread so that a slow reader cannot delay
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import math
-import multiprocessing
 import random
 import signal
 import time
@@ -33,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
+from _load import spawn_load_processes, split_evenly, stop_load_processes
 
 RPC_TIMEOUT_SECONDS = 10.0
 RPCS = ("Recommend", "Record")
@@ -299,15 +298,8 @@ class SoakClients:
         return [p.pid for p in self._procs]
 
     def __enter__(self) -> SoakClients:
-        ctx = multiprocessing.get_context("spawn")
         try:
-            for k in range(self.processes):
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_load_main, args=(child, k), name=f"soak-load-{k}", daemon=True)
-                proc.start()
-                child.close()
-                self._procs.append(proc)
-                self._conns.append(parent)
+            spawn_load_processes(_load_main, self.processes, "soak-load", self._procs, self._conns)
             for conn in self._conns:
                 if not conn.poll(120) or conn.recv() != "ready":
                     raise RuntimeError("a load process did not start")
@@ -320,22 +312,13 @@ class SoakClients:
         self.close()
 
     def close(self) -> None:
-        for conn in self._conns:
-            with contextlib.suppress(OSError):
-                conn.send(None)
-        for proc in self._procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5)
-        for conn in self._conns:
-            conn.close()
+        stop_load_processes(self._procs, self._conns)
         self._procs, self._conns = [], []
 
     def calibrate(self, spec: CalibrationSpec) -> Tally:
         """Run the closed loop in every process (in_flight shared among them); the merged window."""
         spec = replace(spec, start_at=time.time() + 0.5)
-        shares = _shares(spec.in_flight, self.processes)
+        shares = split_evenly(spec.in_flight, self.processes)
         for conn, share in zip(self._conns, shares, strict=True):
             conn.send(replace(spec, in_flight=max(1, share)))
         merged = Tally()
@@ -357,10 +340,6 @@ class SoakClients:
         for report in reports:
             merged.merge(report)
         return merged
-
-
-def _shares(total: int, parts: int) -> list[int]:
-    return [total // parts + (k < total % parts) for k in range(parts)]
 
 
 def _expect(conn: Any, timeout: float, kind: type | tuple[type, ...]) -> Any:
