@@ -35,6 +35,18 @@ def _event(pseudonym: str, event_id: str, at_ms: int, flag: str = "") -> Feedbac
 
 
 @pytest.fixture
+def clock() -> Clock:
+    """The store's clock: it starts at Redis's (key lifetimes are Redis's), and tests move it on."""
+    return Clock(int(time.time() * 1000))
+
+
+async def assert_expires_in(client: aioredis.Redis, key: str, ms: int) -> None:
+    """``key`` expires ``ms`` from now, give or take the 5 s a test takes."""
+    ttl = await client.pttl(key)
+    assert ms - 5_000 <= ttl <= ms, (key, ttl, ms)
+
+
+@pytest.fixture
 async def redis_client(redis_server: EmbeddedRedis) -> aioredis.Redis:
     client = aioredis.Redis.from_url(redis_server.url)
     yield client
@@ -42,11 +54,9 @@ async def redis_client(redis_server: EmbeddedRedis) -> aioredis.Redis:
 
 
 async def test_a_retry_is_found_for_7_days_in_small_per_day_hashes(
-    redis_server: EmbeddedRedis, redis_client: aioredis.Redis
+    redis_server: EmbeddedRedis, redis_client: aioredis.Redis, clock: Clock
 ) -> None:
-    # The store's clock starts at Redis's (key lifetimes are Redis's) and moves on from there.
-    t0 = int(time.time() * 1000)
-    clock = Clock(t0)
+    t0 = clock.at_ms
     store = Store(redis_server.url, clock=clock)
     user = pseudonymize("retention-ids", b"t")
     keys = UserKeys(user)
@@ -64,9 +74,7 @@ async def test_a_retry_is_found_for_7_days_in_small_per_day_hashes(
             assert again == Seen(first, "burst: test"), later_ms  # the original's entry and flag
         # One hash per day of first receipt, living until 7 days after that day ends; no key per event.
         day = day_of(t0)
-        ttl = await redis_client.pttl(keys.event_ids(day))
-        remaining_ms = (day + 1) * DAY_MS + 7 * DAY_MS - t0
-        assert remaining_ms - 5_000 <= ttl <= remaining_ms
+        await assert_expires_in(redis_client, keys.event_ids(day), (day + 1) * DAY_MS + 7 * DAY_MS - t0)
         assert await redis_client.exists(keys.legacy_event("e1")) == 0
         # An event id recorded before per-day hashes (a marker key) is still a retry.
         await redis_client.set(keys.legacy_event("old"), first, ex=60)
@@ -77,11 +85,9 @@ async def test_a_retry_is_found_for_7_days_in_small_per_day_hashes(
 
 
 async def test_a_snapshot_compacts_only_what_it_covers_and_retention_has_passed(
-    redis_server: EmbeddedRedis, redis_client: aioredis.Redis
+    redis_server: EmbeddedRedis, redis_client: aioredis.Redis, clock: Clock
 ) -> None:
-    # The store's clock starts at Redis's (key lifetimes are Redis's) and moves on from there.
-    t0 = int(time.time() * 1000)
-    clock = Clock(t0)
+    t0 = clock.at_ms
     retention = Retention(logs_seconds=3600, user_state_seconds=7200)
     store = Store(redis_server.url, retention, clock=clock)
     user = pseudonymize("retention-compaction", b"t")
@@ -105,9 +111,9 @@ async def test_a_snapshot_compacts_only_what_it_covers_and_retention_has_passed(
         await store.write_back([], {user: Snapshot(b"snap-1", ids[-1])})
         assert await left() == ids and await redis_client.xlen(keys.decision_log) == 1
         assert await redis_client.get(keys.snapshot) == b"snap-1"
-        assert 7_200_000 - 5_000 <= await redis_client.pttl(keys.snapshot) <= 7_200_000
+        await assert_expires_in(redis_client, keys.snapshot, 7_200_000)
         # Covered whole, the log expires with retention, until the next append.
-        assert 3_600_000 - 5_000 <= await redis_client.pttl(keys.feedback_log) <= 3_600_000
+        await assert_expires_in(redis_client, keys.feedback_log, 3_600_000)
         [extra] = await store.record_feedback([_event(user, "c-extra", clock.at_ms)])
         assert isinstance(extra, str) and await redis_client.pttl(keys.feedback_log) == -1
         ids.append(extra)
@@ -123,11 +129,9 @@ async def test_a_snapshot_compacts_only_what_it_covers_and_retention_has_passed(
 
 
 async def test_decisions_are_joined_from_a_per_day_index_that_expires_after_the_join_horizon(
-    redis_server: EmbeddedRedis, redis_client: aioredis.Redis
+    redis_server: EmbeddedRedis, redis_client: aioredis.Redis, clock: Clock
 ) -> None:
-    # The store's clock starts at Redis's (key lifetimes are Redis's) and moves on from there.
-    t0 = int(time.time() * 1000)
-    clock = Clock(t0)
+    t0 = clock.at_ms
     join_ms = 8 * DAY_MS
     store = Store(redis_server.url, Retention(logs_seconds=3600, user_state_seconds=3600), join_ms, clock=clock)
     user = pseudonymize("retention-decisions", b"t")
@@ -142,10 +146,8 @@ async def test_decisions_are_joined_from_a_per_day_index_that_expires_after_the_
         assert found == [decision, legacy, None]
         day = decision_day(decision_id)
         assert day == day_of(t0)
-        ttl = await redis_client.pttl(keys.decision_index(day))
-        remaining_ms = (day + 1) * DAY_MS + join_ms - t0
-        assert remaining_ms - 5_000 <= ttl <= remaining_ms
-        assert 3_600_000 - 5_000 <= await redis_client.pttl(keys.decision_log) <= 3_600_000
+        await assert_expires_in(redis_client, keys.decision_index(day), (day + 1) * DAY_MS + join_ms - t0)
+        await assert_expires_in(redis_client, keys.decision_log, 3_600_000)
         # Another user cannot join it.
         assert await store.find_decisions([(pseudonymize("other", b"t"), decision_id)]) == [None]
     finally:
@@ -153,7 +155,6 @@ async def test_decisions_are_joined_from_a_per_day_index_that_expires_after_the_
 
 
 async def test_a_full_redis_refuses_writes_and_keeps_what_it_acknowledged(tmp_path: Path) -> None:
-    # The store's clock starts at Redis's (key lifetimes are Redis's) and moves on from there.
     t0 = int(time.time() * 1000)
     with EmbeddedRedis(tmp_path, maxmemory=3 * 2**20) as server:
         await check_no_eviction(server.url)  # noeviction: writes fail instead of data going
