@@ -215,17 +215,17 @@ class Store:
         """Decision records for (pseudonym, decision_id) pairs; None where unknown (or past the join
         horizon). The day's join index holds a decision; ids made before per-day indexes are in the
         user's legacy index."""
+        days = [decision_day(decision_id) for _, decision_id in lookups]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for pseudonym, decision_id in lookups:
+            for (pseudonym, decision_id), day in zip(lookups, days, strict=True):
                 keys = UserKeys(pseudonym)
-                day = decision_day(decision_id)
                 if day is not None:
                     pipe.hget(keys.decision_index(day), decision_id)
                 pipe.hget(keys.legacy_decision_index, decision_id)
             raw = iter(await pipe.execute())
         found: list[DecisionRecord | None] = []
-        for pseudonym, decision_id in lookups:
-            stored = next(raw) if decision_day(decision_id) is not None else None
+        for (pseudonym, _), day in zip(lookups, days, strict=True):
+            stored = next(raw) if day is not None else None
             legacy = next(raw)
             record = stored if stored is not None else legacy
             found.append(None if record is None else DecisionRecord.from_json(pseudonym, record))

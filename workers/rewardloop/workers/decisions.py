@@ -20,6 +20,9 @@ class RecentDecisions:
         self._recent: OrderedDict[str, DecisionRecord] = OrderedDict()
         self.capacity = max(budget // DECISION_BYTES, 1)
 
+    def __len__(self) -> int:
+        return len(self._recent)
+
     @property
     def bytes(self) -> int:
         return len(self._recent) * DECISION_BYTES

@@ -36,7 +36,7 @@ from rewardloop.state.snapshots import encode_snapshot
 from rewardloop.state.store import Store
 from rewardloop.state.user_state import UserState
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.decisions import DECISION_BYTES, RecentDecisions
+from rewardloop.workers.decisions import RecentDecisions
 from rewardloop.workers.feedback import Ingest
 from rewardloop.workers.kinds import KINDS, SurfaceKind
 from rewardloop.workers.messages import Decision, FeedbackCall, RecommendCall, Recorded, Rejected
@@ -108,7 +108,7 @@ class ShardCore:
             "budget_bytes": self.config.memory_budget_mb * 2**20,
             "users": len(self.users),
             "evictions": self.users.evictions,
-            "decisions": self.decisions.bytes // DECISION_BYTES,
+            "decisions": len(self.decisions),
             "unsnapshotted": self.write_behind.unsnapshotted,
         }
 

@@ -147,14 +147,18 @@ class UserCache:
 
     def _evict(self) -> None:
         """Drop the least recently used users while over the byte budget or ``MAX_CACHED_USERS``,
-        except held ones; a dropped user's unsnapshotted rewards and RNG go to ``on_evict``."""
-        if self.bytes <= self.budget and len(self._users) <= MAX_CACHED_USERS:
-            return
-        for pseudonym in list(self._users):
-            if self.bytes <= self.budget and len(self._users) <= MAX_CACHED_USERS:
-                return
-            if pseudonym in self._held:
-                continue
+        except held ones; a dropped user's unsnapshotted rewards and RNG go to ``on_evict``. Only the
+        LRU end is read (and the few held users there), never the whole cache."""
+        excess_bytes, excess_users = self.bytes - self.budget, len(self._users) - MAX_CACHED_USERS
+        victims = []
+        for pseudonym in self._users:
+            if excess_bytes <= 0 and excess_users <= 0:
+                break
+            if pseudonym not in self._held:
+                victims.append(pseudonym)
+                excess_bytes -= self._bytes.get(pseudonym, 0)
+                excess_users -= 1
+        for pseudonym in victims:
             evicted = self._drop(pseudonym)
             self.evictions += 1
             if evicted is not None and (evicted.since_snapshot or evicted.dirty):
