@@ -84,7 +84,7 @@ async def memory_of_load(shard: ShardCore, user: str) -> tuple[int, int, int]:
     gc.collect()
     measured = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    arrays = sum(a.nbytes for s in state.policies.values() for a in s.arrays.values())
+    arrays = sum(a.nbytes for s in state.policies.values() for a in s.dense().arrays.values())
     return measured, state.footprint(), arrays
 
 

@@ -36,7 +36,7 @@ DECISION_JSON = (
     '{"d":"d1","s":"fused","i":["item-001","item-002"],"p":[0.25,0.75],"a":"ucb1","v":"abc.3","t":900,'
     '"x":[1.0,0.5],"sg":"ios","w":1400}'
 )
-SNAPSHOT_SHA256 = "d548142f5cfa210d4b365ef6bd032974905d163a7f9c7d8d21a11501b3b5459e"
+SNAPSHOT_SHA256 = "1196b1f01e6a147cd3fc74ea4ef21d5078b09b14aa7c7276811bc53c559c8d49"  # RLPS v2 (sparse)
 
 
 def test_surface_fingerprints() -> None:

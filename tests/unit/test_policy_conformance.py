@@ -243,9 +243,9 @@ def test_header_names_algorithm_and_size(policy: Policy) -> None:
     blob = policy.dump_state(trained(policy, steps=7))
     name = policy.config.name.encode()
     assert blob[:4] == b"RLPS"
-    assert struct.unpack_from("<HB", blob, 4) == (1, len(name))
+    assert struct.unpack_from("<HB", blob, 4) == (2, len(name))
     assert blob[7 : 7 + len(name)] == name
-    assert struct.unpack_from("<IQ", blob, 7 + len(name)) == (N_ARMS, 7)
+    assert struct.unpack_from("<IQI", blob, 7 + len(name)) == (N_ARMS, 7, policy.arm_rows.signature)
 
 
 def test_load_state_rejects_wrong_algorithm(name: str, policy: Policy) -> None:
@@ -267,8 +267,8 @@ def test_load_state_rejects_bad_magic_and_version(policy: Policy) -> None:
     blob = policy.dump_state(trained(policy))
     with pytest.raises(ValueError, match="not a policy state: magic b'XLPS'"):
         policy.load_state(b"X" + blob[1:])
-    with pytest.raises(ValueError, match="unsupported policy state format version 2"):
-        policy.load_state(blob[:4] + struct.pack("<H", 2) + blob[6:])
+    with pytest.raises(ValueError, match="unsupported policy state format version 3"):
+        policy.load_state(blob[:4] + struct.pack("<H", 3) + blob[6:])
 
 
 def test_load_state_rejects_every_truncation_and_extension(policy: Policy) -> None:

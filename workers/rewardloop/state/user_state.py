@@ -57,12 +57,18 @@ class UserState:
     activity: UserActivity = field(default_factory=UserActivity)
 
     def footprint(self) -> int:
-        """Bytes this state takes in memory, estimated in O(surfaces) from what grows: its arrays,
-        its reward ledgers (by entry) and its real-time activity. The constants were measured with
-        tracemalloc (``bench/footprint.py``)."""
-        arrays = sum(a.nbytes + ARRAY_BYTES for s in self.policies.values() for a in s.arrays.values())
+        """Bytes this state takes in memory, estimated in O(surfaces) from what grows: its policy
+        states (packed at rest: ``rest``), its reward ledgers (by entry) and its real-time activity.
+        The constants were measured with tracemalloc (``bench/footprint.py``)."""
+        arrays = sum(s.nbytes() + ARRAY_BYTES * (1 if s.at_rest else len(s.arrays)) for s in self.policies.values())
         entries = sum(len(items) for items in self.ledger.items.values())
         return USER_BYTES + arrays + LEDGER_ENTRY_BYTES * entries + self.activity.keys.nbytes
+
+    def rest(self, policies: Mapping[str, Policy]) -> None:
+        """Pack every policy state to the arm rows it learned (``PolicyState``): between requests a
+        user costs what they did, not the catalogue; the next read unpacks it bit for bit."""
+        for name, state in self.policies.items():
+            policies[name].rest(state)
 
     def observe_decision(self, realtime: RealtimeFeatures, decided_at_ms: int, item_id: str) -> None:
         realtime.observe(self.activity, ActivityEvent(decided_at_ms, "decision", item_id=item_id))
@@ -87,9 +93,10 @@ class UserState:
         return decay_weight(at_ms, half_life, epoch)
 
     def decision_state(self, policy: Policy, surface: SurfaceConfig, now_ms: int) -> PolicyState:
-        """The surface's state as of ``now_ms``: under time decay, every observation weighs
-        ``2 ** -((now - t) / half_life)``; otherwise the state itself (not a copy)."""
-        state = self.policies[surface.name]
+        """The surface's state as of ``now_ms``, to decide with: under time decay, every observation
+        weighs ``2 ** -((now - t) / half_life)``; otherwise the state itself (an unpacked copy when
+        it is at rest, so deciding leaves it packed)."""
+        state = self.policies[surface.name].dense()
         factor = present_factor(self.epochs.get(surface.name), now_ms, surface.reward.half_life_seconds)
         return state if factor is None else policy.scale(state, factor)
 

@@ -75,9 +75,11 @@ class UserCache:
         return len(self._users)
 
     def resized(self, states: Iterable[UserState]) -> None:
-        """The users' states changed (learned, decided): account their bytes, evict if over budget."""
+        """The users' states changed (learned, decided): put them at rest (``UserState.rest``), account
+        their bytes, evict if over budget."""
         for state in states:
             if self._users.get(state.pseudonym) is state:
+                state.rest(self._policies)
                 self._account(state.pseudonym, state.footprint())
         self._evict()
 
@@ -137,6 +139,7 @@ class UserCache:
             async with self._load_slots:
                 state = await self._read(pseudonym)
             self._users[pseudonym] = state
+            state.rest(self._policies)
             self._account(pseudonym, state.footprint())
             if state.since_snapshot:
                 self._on_replayed(state)

@@ -40,9 +40,9 @@ from rewardloop.learning.bandits.slates import (
     draw_slate,
 )
 from rewardloop.learning.bandits.state import (
+    ArmRows,
     PolicyState,
     check_counts,
-    check_discounted_counts,
     check_layout,
     decode_state,
     encode_state,
@@ -83,6 +83,8 @@ class Policy(ABC, Generic[ConfigT]):
     """True when the state is additive sufficient statistics, so ``merge`` and ``combine`` work."""
     needs_propensity: ClassVar[bool] = False
     """True when ``update`` needs the propensity the updated arm was drawn with (EXP3)."""
+    whole_arrays: ClassVar[frozenset[str]] = frozenset()
+    """The state's arrays that are not per arm (first axis = arm): kept whole at rest (``rest``)."""
 
     def __init__(
         self,
@@ -414,16 +416,27 @@ class Policy(ABC, Generic[ConfigT]):
     # --- bytes --------------------------------------------------------------------------
 
     def dump_state(self, state: PolicyState) -> bytes:
-        """``state`` as versioned bytes (format in ``bandits/state.py``)."""
-        self._check_layout(state.arrays)
-        return encode_state(self.name, self.n_arms, state)
+        """``state`` as versioned bytes (format in ``bandits/state.py``): the arm rows a new state
+        does not have, so its size grows with the arms the state learned about, not the catalogue."""
+        if not state.at_rest:
+            self._check_layout(state.arrays)
+        return encode_state(self.name, self.n_arms, state, self.arm_rows)
 
     def load_state(self, blob: bytes) -> PolicyState:
         """The state ``dump_state`` wrote, for this algorithm and ``n_arms``; ValueError otherwise."""
-        state = decode_state(blob, self.name, self.n_arms, self.new_state().arrays)
+        state = decode_state(blob, self.name, self.n_arms, self.arm_rows)
         self._check_layout(state.arrays)
         self._check_values(state)
         return state
+
+    def rest(self, state: PolicyState) -> None:
+        """Keep only ``state``'s arm rows that a new state lacks (``PolicyState``: at rest)."""
+        state.rest(self.arm_rows)
+
+    @cached_property
+    def arm_rows(self) -> ArmRows:
+        """The sparse layout of this policy's states (``state.py``)."""
+        return ArmRows(self.new_state().arrays, self.whole_arrays, self.n_arms)
 
     @cached_property
     def _layout(self) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
@@ -444,7 +457,3 @@ class Policy(ABC, Generic[ConfigT]):
 
     def _check_counts(self, state: PolicyState) -> None:
         check_counts(self.name, state)
-
-    def _check_discounted_counts(self, state: PolicyState, gamma: float) -> None:
-        """``_check_counts``, and the discounted total sum_k<n gamma^k <= min(n, 1 / (1 - gamma))."""
-        check_discounted_counts(self.name, state, gamma)

@@ -38,7 +38,7 @@ import numpy as np
 
 from rewardloop.learning.bandits.base import Policy, PolicyConfig
 from rewardloop.learning.bandits.slates import FloatArray, IndexArray, SlotRule, thompson_slot_rule
-from rewardloop.learning.bandits.state import PolicyState
+from rewardloop.learning.bandits.state import PolicyState, check_discounted_counts
 from rewardloop.learning.bandits.thompson import _beta_draws
 from rewardloop.learning.params import discount, int_in_range, positive
 
@@ -99,4 +99,4 @@ class DiscountedThompsonPolicy(Policy[DiscountedThompson]):
         return thompson_slot_rule(alpha / (alpha + beta), draws)
 
     def _check_values(self, state: PolicyState) -> None:
-        self._check_discounted_counts(state, self.config.gamma)
+        check_discounted_counts(self.name, state, self.config.gamma)

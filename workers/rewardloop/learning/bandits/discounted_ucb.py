@@ -43,7 +43,7 @@ import numpy as np
 
 from rewardloop.learning.bandits.base import Policy, PolicyConfig
 from rewardloop.learning.bandits.slates import FloatArray, IndexArray, SlotRule, uniform_over_maxima
-from rewardloop.learning.bandits.state import PolicyState
+from rewardloop.learning.bandits.state import PolicyState, check_discounted_counts
 from rewardloop.learning.params import discount, positive
 
 
@@ -97,4 +97,4 @@ class DiscountedUCBPolicy(Policy[DiscountedUCB]):
         return slot
 
     def _check_values(self, state: PolicyState) -> None:
-        self._check_discounted_counts(state, self.config.gamma)
+        check_discounted_counts(self.name, state, self.config.gamma)

@@ -79,6 +79,9 @@ class HybridLinUCB(RidgeConfig):
 
 
 class HybridLinUCBPolicy(RidgePolicy[HybridLinUCB]):
+    # Not per arm: kept whole at rest.
+    whole_arrays = frozenset({"shared_prior_strength", "shared_prior_pull"})
+
     def __init__(
         self,
         config: HybridLinUCB,

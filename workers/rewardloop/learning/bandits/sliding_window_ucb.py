@@ -68,6 +68,9 @@ class SlidingWindowUCB(PolicyConfig):
 
 
 class SlidingWindowUCBPolicy(Policy[SlidingWindowUCB]):
+    # Not per arm: kept whole at rest.
+    whole_arrays = frozenset({"window_arms", "window_rewards"})
+
     def new_state(self) -> PolicyState:
         window = self.config.window
         return PolicyState(
