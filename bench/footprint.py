@@ -2,16 +2,18 @@
 
 Issue 10 asks for a capacity model; this measures its inputs. For each catalogue size and number
 of interactions (a Recommend of 3 items, then a click with its decision_id, on one surface), a
-real ShardCore against an embedded Redis serves the user, then:
+real ShardCore against an embedded Redis serves ``--copies`` users that history, then:
 
-- **memory, measured**: tracemalloc's growth while the user's state is rebuilt from Redis (every
-  object reachable from it, allocated by the load), next to ``UserState.footprint()``, the
-  estimate the shard's byte budget uses, and the **baseline**: the policy arrays alone (what a
-  dense per-user state must hold whatever the user did);
-- **Redis**: ``MEMORY USAGE`` of each of the user's keys, by family, after a stop (final
+- **memory, measured**: tracemalloc's growth while a fresh shard rebuilds the users from Redis
+  (every object reachable from their states, allocated by the load), per user, next to
+  ``UserState.footprint()``, the estimate the shard's byte budget uses, and the **baseline**: the
+  dense policy arrays alone (what a per-user state held before states were packed at rest);
+- **Redis**: ``MEMORY USAGE`` of each of one user's keys, by family, after a stop (final
   snapshot) and again once compaction has run (logs kept 1 s, then one more snapshot write).
+  The join index, event ids and stored ledger entries ("led") live for their windows (retention.py);
+  the snapshot and the logs are what stays.
 
-Run: ``.venv/bin/python bench/footprint.py [--items 30,1000,10000] [--interactions 0,20,100]``.
+Run: ``.venv/bin/python bench/footprint.py [--items 30,1000,10000] [--interactions 1,20,100]``.
 """
 
 from __future__ import annotations
@@ -74,27 +76,37 @@ async def redis_bytes(client: aioredis.Redis, user: str) -> dict[str, int]:
     return dict(sizes)
 
 
-async def memory_of_load(shard: ShardCore, user: str) -> tuple[int, int, int]:
-    """(tracemalloc bytes of a fresh load of the user, its footprint estimate, its arrays' bytes)."""
-    await shard.users.get({pseudonymize("warm-up", b"bench")})  # connections, caches: not the user's
+async def memory_of_load(shard: ShardCore, users: list[str]) -> tuple[float, int, int]:
+    """(tracemalloc bytes per user of loading ``users`` from Redis, the footprint estimate of one,
+    its dense arrays' bytes). The first user is loaded and dropped first, and a burst of unknown
+    users opens the connection pool, so what is left is the users' own state."""
+    await shard.users.get({pseudonymize(f"warm-up-{k}", b"bench") for k in range(64)} | {users[0]})
+    for k in range(64):
+        shard.users._drop(pseudonymize(f"warm-up-{k}", b"bench"))
+    shard.users._drop(users[0])
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    state = (await shard.users.get({user}))[user]
+    states = await shard.users.get(set(users))
+    for _ in range(3):  # the finished load tasks and their Redis calls are let go
+        await asyncio.sleep(0)
     gc.collect()
     measured = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
+    state = states[users[0]]
     arrays = sum(a.nbytes for s in state.policies.values() for a in s.dense().arrays.values())
-    return measured, state.footprint(), arrays
+    return measured / len(users), state.footprint(), arrays
 
 
-async def measure(url: str, items: int, interactions: int) -> dict[str, Any]:
+async def measure(url: str, items: int, interactions: int, copies: int) -> dict[str, Any]:
     client = aioredis.Redis.from_url(url)
     await client.flushdb()
-    user = pseudonymize(f"footprint-{items}-{interactions}", b"bench")
+    users = [pseudonymize(f"footprint-{items}-{interactions}-{k}", b"bench") for k in range(copies)]
+    user = users[0]
     shard = ShardCore(config_for(items, logs_seconds=1), url)
     try:
-        await serve(shard, user, interactions)
+        for u in users:
+            await serve(shard, u, interactions)
         await shard.flush()
         stopped = await redis_bytes(client, user)
         await asyncio.sleep(1.1)  # past the 1 s log retention: the next snapshot compacts
@@ -104,10 +116,10 @@ async def measure(url: str, items: int, interactions: int) -> dict[str, Any]:
         compacted = await redis_bytes(client, user)
     finally:
         await shard.close()
-    # A fresh shard loads the user from Redis alone: what a loaded user costs in memory.
+    # A fresh shard loads the users from Redis alone: what a loaded user costs in memory.
     reader = ShardCore(config_for(items, logs_seconds=1), url)
     try:
-        measured, estimate, arrays = await memory_of_load(reader, user)
+        measured, estimate, arrays = await memory_of_load(reader, users)
     finally:
         await reader.close()
         await client.aclose()
@@ -123,7 +135,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("  ".join(f"{h:>14}" for h in header))
     for r in rows:
         cells = (
-            r["items"], r["interactions"], f"{r['memory']:,}", f"{r['estimate']:,}",
+            r["items"], r["interactions"], f"{r['memory']:,.0f}", f"{r['estimate']:,}",
             f"{r['estimate'] / r['memory']:.2f}", f"{r['arrays']:,}",
             f"{sum(r['redis_stopped'].values()):,}", f"{sum(r['redis_compacted'].values()):,}",
         )  # fmt: skip
@@ -134,13 +146,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(f"  {r['items']:>6} items, {r['interactions']:>4} interactions: {families or '-'}")
 
 
-async def main_async(items: list[int], interactions: list[int]) -> None:
+async def main_async(items: list[int], interactions: list[int], copies: int) -> None:
     print_environment({"benchmark": "footprint"})
     rows = []
     with EmbeddedRedis() as server:
         for n_items in items:
             for n in interactions:
-                rows.append(await measure(server.url, n_items, n))
+                rows.append(await measure(server.url, n_items, n, copies))
                 print(f"  measured {n_items} items x {n} interactions", flush=True)
     print_table(rows)
 
@@ -149,8 +161,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int_list, default=[30, 1000, 10000], help="catalogue sizes")
     parser.add_argument("--interactions", type=int_list, default=[1, 20, 100], help="interactions per user")
+    parser.add_argument("--copies", type=int, default=50, help="users with that history (memory per user: their mean)")
     args = parser.parse_args()
-    asyncio.run(main_async(args.items, args.interactions))
+    asyncio.run(main_async(args.items, args.interactions, args.copies))
 
 
 if __name__ == "__main__":

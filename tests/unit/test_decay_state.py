@@ -12,6 +12,7 @@ from rewardloop.state.records import FeedbackRecord
 from rewardloop.state.snapshots import encode_snapshot, replay, restore_from_snapshot
 from rewardloop.state.user_state import UserState, new_user_state
 from rewardloop.workers.config import ServiceConfig
+from tests.round_trip import snapshot_round_trip
 
 ITEMS = [f"i{k}" for k in range(4)]
 P = "cd" * 16
@@ -108,8 +109,7 @@ def test_a_snapshot_at_any_point_plus_replay_is_the_straight_run_bit_for_bit(alg
     for cut in (1, 60, 150, 239):
         partial = new_user_state(P, policies, seed=1)
         replay(partial, log[:cut], policies, config.surfaces)
-        blob = encode_snapshot(partial, policies, config.surfaces)
-        rebuilt = restore_from_snapshot(blob, P, policies, config.surfaces, 1)
+        rebuilt = snapshot_round_trip(partial, policies, config.surfaces)
         assert rebuilt.epochs == partial.epochs
         replay(rebuilt, log, policies, config.surfaces)
         assert rebuilt.policies == full.policies, cut

@@ -11,6 +11,7 @@ import hashlib
 import numpy as np
 
 from rewardloop.learning.bandits import make_policy
+from rewardloop.state import settled
 from rewardloop.state.keys import UserKeys, windows_key
 from rewardloop.state.records import DecisionRecord, FeedbackRecord
 from rewardloop.state.snapshots import encode_snapshot, replay
@@ -36,7 +37,13 @@ DECISION_JSON = (
     '{"d":"d1","s":"fused","i":["item-001","item-002"],"p":[0.25,0.75],"a":"ucb1","v":"abc.3","t":900,'
     '"x":[1.0,0.5],"sg":"ios","w":1400}'
 )
-SNAPSHOT_SHA256 = "1196b1f01e6a147cd3fc74ea4ef21d5078b09b14aa7c7276811bc53c559c8d49"  # RLPS v2 (sparse)
+SETTLED_FIELDS = [
+    "ctx_linucb 18a39de7e2ba d2/item-003",
+    "fused 38a6d2fb1b3c d1/item-001",
+    "fused 38a6d2fb1b3c d1/item-002",
+]
+SETTLED_SHA256 = "71d88226d2747b5800e3d90ca9a59fa55da2997e6a6728b30448927ddb2f6fbd"
+SNAPSHOT_SHA256 = "914dfa4f12d6ac345c40c39bcc2224b1906a7d5d7894910109246c0dc189314e"  # RLPS v2, learned entries apart
 
 
 def test_surface_fingerprints() -> None:
@@ -64,6 +71,7 @@ def test_log_fields_decision_json_and_key_names() -> None:
     assert (keys.event_ids(20_000), keys.legacy_decision_index, keys.legacy_event("e1")) == (
         prefix + "ids:20000", prefix + "dix", prefix + "ev:e1"
     )  # fmt: skip
+    assert keys.settled(20_000) == prefix + "led:20000"
     assert (keys.pattern, windows_key(3)) == (prefix + "*", "rl:windows:3")
 
 
@@ -90,3 +98,8 @@ def test_snapshot_bytes_after_a_fixed_replay() -> None:
     state = new_user_state(P, policies, seed=1)
     replay(state, log, policies, surfaces)
     assert hashlib.sha256(encode_snapshot(state, policies, surfaces)).hexdigest() == SNAPSHOT_SHA256
+    # The learned ledger entries, stored beside the snapshot (state/settled.py).
+    stored = settled.by_day(surfaces, state.ledger.settle())
+    assert {day: sorted(fields) for day, fields in stored.items()} == {0: SETTLED_FIELDS}
+    flat = b"".join(f.encode() + b"=" + v + b";" for fields in stored.values() for f, v in sorted(fields.items()))
+    assert hashlib.sha256(flat).hexdigest() == SETTLED_SHA256

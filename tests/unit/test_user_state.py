@@ -12,6 +12,7 @@ from rewardloop.state.records import FeedbackRecord
 from rewardloop.state.snapshots import encode_snapshot, replay, replay_start, restore_from_snapshot
 from rewardloop.state.user_state import UserState, new_user_state
 from rewardloop.workers.config import ServiceConfig
+from tests.round_trip import snapshot_round_trip
 
 ITEMS = [f"i{k}" for k in range(6)]
 P = "ab" * 16  # a pseudonym: 32 hex digits
@@ -59,8 +60,7 @@ def test_snapshot_plus_tail_equals_full_replay() -> None:
 
     partial = new_user_state(P, policies, seed=1)
     replay(partial, log[:20], policies, config.surfaces)
-    blob = encode_snapshot(partial, policies, config.surfaces)
-    rebuilt = restore_from_snapshot(blob, P, policies, config.surfaces, seed=1)
+    rebuilt = snapshot_round_trip(partial, policies, config.surfaces)
     assert replay_start(rebuilt) == f"({log[19].stream_id}"
     # The store's XRANGE is exclusive of the snapshot's position; replay also skips
     # anything at or before it, so handing it the whole log is harmless.
@@ -122,8 +122,7 @@ def assert_snapshots_agree(
     for cut in cuts:
         partial = new_user_state(P, policies, seed=1)
         replay(partial, log[:cut], policies, config.surfaces)
-        blob = encode_snapshot(partial, policies, config.surfaces)
-        rebuilt = restore_from_snapshot(blob, P, policies, config.surfaces, 1)
+        rebuilt = snapshot_round_trip(partial, policies, config.surfaces)
         replay(rebuilt, log, policies, config.surfaces)
         assert rebuilt.policies == full.policies, cut
         assert rebuilt.ledger == full.ledger and rebuilt.epochs == full.epochs, cut
@@ -263,8 +262,7 @@ def test_an_item_created_by_an_ignored_late_event_closes_the_same_live_and_rebui
     log = [clicked, other, late, later]
     live = new_user_state(P, policies, seed=1)
     replay(live, log[:3], policies, config.surfaces)
-    rebuilt = restore_from_snapshot(encode_snapshot(live, policies, config.surfaces), P, policies,
-                                    config.surfaces, 1)  # fmt: skip
+    rebuilt = snapshot_round_trip(live, policies, config.surfaces)
     for state in (live, rebuilt):
         replay(state, log, policies, config.surfaces)
     assert live.policies == rebuilt.policies

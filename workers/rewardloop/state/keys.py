@@ -76,6 +76,11 @@ class UserKeys:
         number): the idempotency of feedback, one small hash per day instead of a key per event."""
         return self._prefix + f"ids:{day}"
 
+    def settled(self, day: int) -> str:
+        """Hash of the user's learned reward-ledger entries of decisions made on ``day`` (UTC day
+        number), stored by snapshots (``state/settled.py``)."""
+        return self._prefix + f"led:{day}"
+
     def legacy_event(self, event_id: str) -> str:
         """Idempotency marker of one event received before per-day hashes (expires within 7 days)."""
         return self._prefix + "ev:" + event_id

@@ -8,10 +8,12 @@ event logged after the snapshot's log position, replayed through the same determ
 
 The JSON header holds the feedback-log position the snapshot covers (``last_id``), the
 fingerprint of every surface configuration it was taken under (``known``), where each
-surface's policy blob lies, the reward ledgers, the burst detector's recent action
-times and the user's RNG state (``rng``; absent before 2026-11: the RNG starts from the
-seed). A surface whose configuration changed since (other catalogue, hyper-parameters or
-reward rules) is rebuilt from the (retained) log instead. Version 1 snapshots (before reward
+surface's policy blob lies, the reward ledgers' entries not learned yet (the learned ones are
+stored beside the snapshot, written with it: ``state/settled.py``) and until when decisions may
+have such entries (``settled_until_ms``), the burst detector's recent action times and the
+user's RNG state (``rng``; absent before 2026-11: the RNG starts from the seed). A surface whose
+configuration changed since (other catalogue, hyper-parameters or reward rules) is rebuilt from
+the (retained) log instead. Version 1 snapshots (before reward
 fusion) are read as stale for every surface.
 """
 
@@ -45,6 +47,7 @@ def encode_snapshot(state: UserState, policies: Mapping[str, Policy], surfaces: 
             "known": {name: surfaces[name].fingerprint for name in sorted(state.policies)},
             "states": offsets,
             "ledgers": state.ledger.to_json(),
+            "settled_until_ms": state.ledger.settled_until_ms,
             "bursts": state.bursts.to_lists(),
             "epochs": dict(sorted(state.epochs.items())),
             "last_positive_ms": state.activity.last_positive_ms,
@@ -86,13 +89,15 @@ def restore_from_snapshot(
             state.ledger.restore(name, ledgers[name], surface)
         if name in epochs:
             state.epochs[name] = int(epochs[name])
+    state.ledger.settled_until_ms = int(header.get("settled_until_ms", 0))
     state.bursts = BurstDetector.from_lists(header.get("bursts", {}), quality)
     state.activity.last_positive_ms = int(header.get("last_positive_ms", state.activity.last_positive_ms))
     rng = header.get("rng")
-    if rng is not None and rng.get("bit_generator") == state.rng.bit_generator.state["bit_generator"]:
-        state.rng.bit_generator.state = rng  # an evicted user decides on as if never evicted
+    if rng is not None:
+        state.restore_rng(rng)  # an evicted user decides on as if never evicted
     state.last_id = header["last_id"]
-    state.stale = frozenset(stale)
+    if stale:
+        state.stale = frozenset(stale)
     return state
 
 

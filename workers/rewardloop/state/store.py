@@ -13,7 +13,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -75,14 +75,26 @@ end
 redis.call('EXPIREAT', KEYS[1], ARGV[1])
 return id
 """
-# Write a snapshot and compact the logs behind it, atomically: feedback entries go only once the
-# snapshot that covers them is stored (a failed SET stops the script before the trim). Once the
-# snapshot covers the whole feedback log, the log may expire with retention.
-# KEYS: snapshot | feedback log | decision log
+# Write a snapshot with the learned ledger entries it leaves out (settled.py), and compact the
+# logs behind it, atomically: feedback entries go only once the snapshot that covers them is stored
+# (a failed SET stops the script before anything else; Redis refuses a script for lack of memory
+# only at its first write). Once the snapshot covers the whole feedback log, the log may expire
+# with retention.
+# KEYS: snapshot | feedback log | decision log | settled-entry hashes (one per decision day)
 # ARGV: snapshot | its lifetime (ms) | feedback-log trim id | decision-log trim id
 #       | the snapshot's log position | log retention (ms)
+#       | per hash: expires at (Unix s) | field count | field, value, ...
 _WRITE_SNAPSHOT = """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local a = 7
+for k = 4, #KEYS do
+  local n = tonumber(ARGV[a + 1])
+  for i = a + 2, a + 2 * n, 2 do
+    redis.call('HSET', KEYS[k], ARGV[i], ARGV[i + 1])
+  end
+  redis.call('EXPIREAT', KEYS[k], ARGV[a])
+  a = a + 2 + 2 * n
+end
 redis.call('XTRIM', KEYS[2], 'MINID', ARGV[3])
 redis.call('XTRIM', KEYS[3], 'MINID', ARGV[4])
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
@@ -114,7 +126,8 @@ POOL_WAIT_SECONDS = 10
 class Store:
     """A shard's Redis: ``retention`` bounds what it keeps (``retention.py``); ``join_ms`` is how long
     after a decision feedback can still join it (the longest reward window + the 7 days feedback
-    may be late); ``clock`` (Unix seconds) dates the per-day keys."""
+    may be late), ``settled_ms`` how long after it its ledger entries can still change
+    (``ServiceConfig.settled_ms``); ``clock`` (Unix seconds) dates the per-day keys."""
 
     def __init__(
         self,
@@ -122,6 +135,7 @@ class Store:
         retention: Retention = DEFAULT_RETENTION,
         join_ms: int = DEDUP_DAYS * DAY_MS,
         clock: Callable[[], float] = time.time,
+        settled_ms: int = 2 * DEDUP_DAYS * DAY_MS,
     ):
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, health_check_interval=30
@@ -129,6 +143,7 @@ class Store:
         self.redis = aioredis.Redis(connection_pool=pool, decode_responses=False)
         self.retention = retention
         self._join_seconds = -(-join_ms // 1000)
+        self._settled_seconds = -(-settled_ms // 1000)
         self._clock = clock
 
     async def close(self) -> None:
@@ -272,18 +287,26 @@ class Store:
         for pseudonym, snapshot in snapshots.items():
             keys = UserKeys(pseudonym)
             covered = min(cutoff, snapshot.last_id, key=stream_id_key)
+            hashes: list[str] = []
+            entries: list[int | str | bytes] = []
+            for day, fields in sorted(snapshot.settled.items()):
+                hashes.append(keys.settled(day))
+                entries += [day_ends_at(day) + self._settled_seconds, len(fields)]
+                entries += [part for pair in sorted(fields.items()) for part in pair]
             pipe.evalsha(
-                _SNAPSHOT_SHA, 3, keys.snapshot, keys.feedback_log, keys.decision_log,
-                snapshot.blob, lifetime_ms, covered, cutoff, snapshot.last_id, log_ttl_ms,
+                _SNAPSHOT_SHA, 3 + len(hashes), keys.snapshot, keys.feedback_log, keys.decision_log, *hashes,
+                snapshot.blob, lifetime_ms, covered, cutoff, snapshot.last_id, log_ttl_ms, *entries,
             )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A user's snapshot bytes and the feedback-log position they cover."""
+    """A user's snapshot bytes, the feedback-log position they cover, and the learned ledger entries
+    it leaves out, stored with it (``settled.py``: decision day -> field -> value)."""
 
     blob: bytes
     last_id: str
+    settled: Mapping[int, Mapping[str, bytes]] = field(default_factory=dict)
 
 
 def out_of_memory(exc: BaseException) -> bool:

@@ -15,8 +15,10 @@ positive, which may lie beyond the horizon (``since_positive``).
 from __future__ import annotations
 
 import functools
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -32,21 +34,23 @@ from rewardloop.state.records import LOG_START, FeedbackRecord
 
 # Measured per-object costs (footprint): a user without evidence beyond its arrays (RNG, dicts,
 # detector), a numpy array's own header, one ledger entry (decision-item) with its first event.
-USER_BYTES = 3_300
+USER_BYTES = 1_200
 ARRAY_BYTES = 112
 LEDGER_ENTRY_BYTES = 1_400
 
 
-@dataclass
+@dataclass(slots=True)
 class UserState:
     pseudonym: str
     policies: dict[str, PolicyState]
-    rng: np.random.Generator
+    # The user's RNG (``rng``): a Generator while in use, its state packed at rest (``rest``).
+    _rng: np.random.Generator | None = None
+    _rng_at_rest: bytes = b""
     last_id: str = LOG_START
     since_snapshot: int = 0
     dirty: bool = False
     # Surfaces whose snapshot was unusable: every logged reward up to last_id replays too.
-    stale: frozenset[str] = field(default_factory=frozenset)
+    stale: frozenset[str] = frozenset()
     # Each decision-item's reward so far, per surface, and where the policy learned it.
     ledger: RewardLedger = field(default_factory=RewardLedger)
     # Recent action times, to flag bursts no human makes (quality.py).
@@ -64,11 +68,27 @@ class UserState:
         entries = sum(len(items) for items in self.ledger.items.values())
         return USER_BYTES + arrays + LEDGER_ENTRY_BYTES * entries + self.activity.keys.nbytes
 
+    @property
+    def rng(self) -> np.random.Generator:
+        """The user's random generator (decisions draw from it), the same stream across rests."""
+        if self._rng is None:
+            self._rng = _unpack_rng(self._rng_at_rest)
+            self._rng_at_rest = b""
+        return self._rng
+
+    def restore_rng(self, state: Mapping[str, Any]) -> None:
+        """Continue the stream of a saved generator (``bit_generator.state``; PCG64, or it is ignored)."""
+        if state.get("bit_generator") == "PCG64":
+            self._rng, self._rng_at_rest = None, _pack_state(state)
+
     def rest(self, policies: Mapping[str, Policy]) -> None:
-        """Pack every policy state to the arm rows it learned (``PolicyState``): between requests a
-        user costs what they did, not the catalogue; the next read unpacks it bit for bit."""
+        """Pack every policy state to the arm rows it learned (``PolicyState``) and the RNG to its
+        state: between requests a user costs what they did, not the catalogue; the next read
+        unpacks them bit for bit."""
         for name, state in self.policies.items():
             policies[name].rest(state)
+        if self._rng is not None:
+            self._rng_at_rest, self._rng = _pack_rng(self._rng), None
 
     def observe_decision(self, realtime: RealtimeFeatures, decided_at_ms: int, item_id: str) -> None:
         realtime.observe(self.activity, ActivityEvent(decided_at_ms, "decision", item_id=item_id))
@@ -128,6 +148,33 @@ def new_user_state(
     return UserState(
         pseudonym=pseudonym,
         policies={name: policy.new_state() for name, policy in policies.items()},
-        rng=np.random.default_rng([seed, user_seed(pseudonym)]),
+        _rng=np.random.default_rng([seed, user_seed(pseudonym)]),
         bursts=BurstDetector(quality),
     )
+
+
+# PCG64's state at rest: 128-bit state and increment, and the cached half of a 64-bit draw.
+_RNG_TAIL = struct.Struct("<BI")
+
+
+def _pack_rng(rng: np.random.Generator) -> bytes:
+    return _pack_state(rng.bit_generator.state)
+
+
+def _pack_state(state: Mapping[str, Any]) -> bytes:
+    if state["bit_generator"] != "PCG64":
+        raise ValueError(f"a user's RNG is PCG64, got {state['bit_generator']}")
+    words = state["state"]["state"].to_bytes(16, "little") + state["state"]["inc"].to_bytes(16, "little")
+    return words + _RNG_TAIL.pack(state["has_uint32"], state["uinteger"])
+
+
+def _unpack_rng(packed: bytes) -> np.random.Generator:
+    has_uint32, uinteger = _RNG_TAIL.unpack_from(packed, 32)
+    bit_generator = np.random.PCG64(0)
+    bit_generator.state = {
+        "bit_generator": "PCG64",
+        "state": {"state": int.from_bytes(packed[:16], "little"), "inc": int.from_bytes(packed[16:32], "little")},
+        "has_uint32": has_uint32,
+        "uinteger": uinteger,
+    }
+    return np.random.Generator(bit_generator)

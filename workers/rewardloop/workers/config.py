@@ -27,6 +27,7 @@ from rewardloop.learning.experiments import ExperimentConfig, experiment_from_di
 from rewardloop.learning.features.realtime import RealtimeFeatures
 from rewardloop.learning.params import ConfigError, integer_in, reject_unknown, within
 from rewardloop.learning.rewards import QualityConfig
+from rewardloop.learning.rewards.ledger import LEDGER_HORIZON_MS, PRUNE_SLACK_MS
 from rewardloop.learning.surface import SurfaceConfig, surface_from_dict
 from rewardloop.state.retention import Retention
 
@@ -125,6 +126,12 @@ class ServiceConfig:
         """How long after a decision feedback can still join it: the longest reward window, plus
         the age at which feedback is flagged instead (``quality.max_age_ms``)."""
         return max(s.reward.window_ms for s in self.surfaces.values()) + self.quality.max_age_ms
+
+    @property
+    def settled_ms(self) -> int:
+        """How long after a decision feedback can still change its reward: the longest reward window,
+        plus the ledger's horizon (``learning/rewards/ledger.py``). Stored ledger entries live this long."""
+        return max(s.reward.window_ms for s in self.surfaces.values()) + LEDGER_HORIZON_MS + PRUNE_SLACK_MS
 
 
 def _quality(spec: Any) -> QualityConfig:

@@ -1,7 +1,8 @@
 """Feedback ingest: THE one way an entry reaches a user's feedback log and policy.
 
 A caller's event is joined to its decision (``join``) and judged by the quality rules; the
-service's window close is built from the decision whose window is over. Both then go through
+service's window close is built from the decision whose window is over. Ledger entries that a
+snapshot stored in Redis are fetched back first (``state/settled.py``). Both then go through
 ``Ingest._ingest``: made durable in Redis (``Store.record_feedback``) *before* it is applied,
 then learned in log order (``UserState.learn``, the population prior, real-time activity), and
 the user's snapshot is written behind.
@@ -19,6 +20,7 @@ from rewardloop.learning.bandits import Policy
 from rewardloop.learning.rewards import BurstDetector, Event, EventContext, Signal, assess, fuse
 from rewardloop.learning.rewards.ledger import Applied
 from rewardloop.learning.surface import SurfaceConfig
+from rewardloop.state import settled
 from rewardloop.state.priors import Priors
 from rewardloop.state.records import DecisionRecord, FeedbackRecord
 from rewardloop.state.store import Seen, Store
@@ -62,6 +64,9 @@ class Ingest:
             joined = [join(c, known.get((c.pseudonym, c.decision_id)), self._surfaces) for c in calls]
             accepted = [r for r in joined if not isinstance(r, Rejected)]
             async with self._hold({r.pseudonym for r in accepted}) as users:
+                wants = (settled.wanted(users[r.pseudonym], r.surface, r.decision_id, r.item_id, r.decided_at_ms)
+                         for r in accepted)  # fmt: skip
+                await settled.fetch(self._store.redis, users, wants, self._surfaces)
                 outcomes = await self._ingest(users, accepted)
         ingested = iter(outcomes)
         return [r if isinstance(r, Rejected) else next(ingested) for r in joined]
@@ -71,6 +76,12 @@ class Ingest:
         not learned yet; the number of entries newly written."""
         decisions = (await self._decisions.find(due)).values()
         async with self._lock, self._hold({d.pseudonym for d in decisions}) as users:
+            wants = (
+                settled.wanted(users[d.pseudonym], d.surface, d.decision_id, item, d.decided_at_ms)
+                for d in decisions
+                for item in d.items
+            )
+            await settled.fetch(self._store.redis, users, wants, self._surfaces)
             closes = [
                 close
                 for decision in decisions

@@ -60,7 +60,7 @@ class ShardCore:
         self.shard_index = shard_index
         # Tells one incarnation of the shard from the next (Ray restarts it after a crash).
         self.incarnation = uuid.uuid4().hex
-        self.store = Store(redis_url, config.retention, config.join_ms)
+        self.store = Store(redis_url, config.retention, config.join_ms, settled_ms=config.settled_ms)
         self.surfaces: dict[str, SurfaceConfig] = dict(config.surfaces)
         self.policies: dict[str, Policy] = {
             name: make_policy(
@@ -75,12 +75,13 @@ class ShardCore:
         # Users' real-time activity is kept (and rebuilt on load) only when some surface uses it.
         self._uses_realtime = any(s.features.realtime for s in self.surfaces.values())
         encode = functools.partial(encode_snapshot, policies=self.policies, surfaces=self.surfaces)
-        self.write_behind = WriteBehind(self.store, windows_key(shard_index), shard_index, encode)
+        self.write_behind = WriteBehind(self.store, windows_key(shard_index), shard_index, encode, self.surfaces)
         budget = config.memory_budget_mb * 2**20
         self.users = UserCache(
             self.store, config, self.policies, self.surfaces,
             on_evict=self.write_behind.snapshot, on_distrust=self.write_behind.forget,
             on_replayed=self.write_behind.learned, budget=budget - int(budget * DECISIONS_SHARE),
+            written=self.write_behind.written,
         )  # fmt: skip
         self.decisions = RecentDecisions(self.store, int(budget * DECISIONS_SHARE))
         self.ingest = Ingest(

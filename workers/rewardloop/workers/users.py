@@ -9,10 +9,11 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
 from rewardloop.learning.bandits import Policy
 from rewardloop.learning.surface import SurfaceConfig
+from rewardloop.state import settled
 from rewardloop.state.snapshots import replay, replay_start, restore_from_snapshot
 from rewardloop.state.store import Store
 from rewardloop.state.user_state import UserState
@@ -29,7 +30,8 @@ class UserCache:
     """The shard's users in memory. ``on_evict`` gets a dropped user that has unsnapshotted rewards;
     ``on_distrust`` the pseudonym of a user dropped because its state may miss durable events;
     ``on_replayed`` a loaded user whose log had entries after its snapshot. ``budget``: bytes for the
-    users (default: the whole ``memory_budget_mb``).
+    users (default: the whole ``memory_budget_mb``). ``written(pseudonym)`` waits until no snapshot of
+    the user is pending (``WriteBehind.written``), so a load reads the newest.
 
     One state object per user, whoever asks when: a user is in memory, or has one load in flight,
     or neither, and goes from one to the next without an await in between. Two objects would lose
@@ -48,6 +50,7 @@ class UserCache:
         on_distrust: Callable[[str], None] = lambda _: None,
         on_replayed: Callable[[UserState], None] = lambda _: None,
         budget: int | None = None,
+        written: Callable[[str], Awaitable[None]] | None = None,
     ):
         self._store = store
         self._config = config
@@ -56,6 +59,7 @@ class UserCache:
         self._on_evict = on_evict
         self._on_distrust = on_distrust
         self._on_replayed = on_replayed
+        self._written = written
         # Users' real-time activity is kept (and rebuilt on load) only when some surface uses it.
         self._uses_realtime = any(s.features.realtime for s in surfaces.values())
         self._users: OrderedDict[str, UserState] = OrderedDict()
@@ -137,6 +141,8 @@ class UserCache:
         """The user rebuilt from Redis, then in memory (no await between the two)."""
         try:
             async with self._load_slots:
+                if self._written is not None:
+                    await self._written(pseudonym)
                 state = await self._read(pseudonym)
             self._users[pseudonym] = state
             state.rest(self._policies)
@@ -178,6 +184,13 @@ class UserCache:
             blob, pseudonym, self._policies, self._surfaces, self._config.seed, self._config.quality
         )
         rewards = [r async for r in self._store.logged_rewards(pseudonym, replay_start(state))]
+        # Entries the replay needs that the snapshot stored apart (not for surfaces replayed whole).
+        wants = (
+            settled.wanted(state, r.surface, r.decision_id, r.item_id, r.decided_at_ms)
+            for r in rewards
+            if r.surface not in state.stale
+        )
+        await settled.fetch(self._store.redis, {pseudonym: state}, wants, self._surfaces)
         replay(state, rewards, self._policies, self._surfaces)
         state.since_snapshot = len(rewards)
         if self._uses_realtime:

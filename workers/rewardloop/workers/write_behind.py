@@ -11,10 +11,13 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from redis.exceptions import RedisError
 
+from rewardloop.learning.rewards.ledger import Settled
+from rewardloop.learning.surface import SurfaceConfig
+from rewardloop.state import settled
 from rewardloop.state.records import DecisionRecord
 from rewardloop.state.store import Snapshot, Store
 from rewardloop.state.user_state import UserState
@@ -29,18 +32,32 @@ IDLE_SNAPSHOT_SECONDS = 60.0
 # decision log is for analysis and joins; feedback naming a lost decision still joins
 # when it names its surface).
 MAX_PENDING_DECISIONS = 100_000
+# How long a load waits for its user's pending snapshot to be written (``written``).
+PENDING_WAIT_SECONDS = 10.0
 
 
 class WriteBehind:
     """The shard's pending decisions and snapshots, and the one task that writes them."""
 
-    def __init__(self, store: Store, windows_key: str, shard_index: int, encode: Callable[[UserState], bytes]):
+    def __init__(
+        self,
+        store: Store,
+        windows_key: str,
+        shard_index: int,
+        encode: Callable[[UserState], bytes],
+        surfaces: Mapping[str, SurfaceConfig],
+    ):
         self._store = store
         self._windows_key = windows_key
         self._shard_index = shard_index
         self._encode = encode
+        self._surfaces = surfaces
         self._pending_decisions: list[DecisionRecord] = []
         self._pending_snapshots: dict[str, Snapshot] = {}
+        # Per pending snapshot: the state and the learned ledger entries it stores, to drop from
+        # memory once written (settled.py).
+        self._pending_settled: dict[str, tuple[UserState, list[Settled]]] = {}
+        self._writing: set[str] = set()
         # Users with events no snapshot covers, least recently learned first: (state, when it learned).
         self._unsnapshotted: OrderedDict[str, tuple[UserState, float]] = OrderedDict()
         self._writer: asyncio.Task[None] | None = None
@@ -51,8 +68,12 @@ class WriteBehind:
         self.schedule()
 
     def snapshot(self, state: UserState) -> None:
-        """Queue the user's snapshot as of now (written at the next ``schedule``)."""
-        self._pending_snapshots[state.pseudonym] = Snapshot(self._encode(state), state.last_id)
+        """Queue the user's snapshot as of now, with their learned ledger entries (written at the next
+        ``schedule``; then those entries leave memory)."""
+        entries = state.ledger.settle()
+        stored = settled.by_day(self._surfaces, entries)
+        self._pending_snapshots[state.pseudonym] = Snapshot(self._encode(state), state.last_id, stored)
+        self._pending_settled[state.pseudonym] = (state, entries)
         state.since_snapshot = 0
         state.dirty = False
         self._unsnapshotted.pop(state.pseudonym, None)
@@ -95,13 +116,29 @@ class WriteBehind:
         while self._writer is not None:
             await asyncio.shield(self._writer)
 
+    async def written(self, pseudonym: str) -> None:
+        """Wait until no snapshot of the user is pending: a load must read the newest one, or the
+        ledger entries stored with it could be newer than the snapshot it reads (settled.py).
+        RedisError after ``PENDING_WAIT_SECONDS`` (Redis down)."""
+        self.schedule()
+        deadline = time.monotonic() + PENDING_WAIT_SECONDS
+        while (pseudonym in self._pending_snapshots or pseudonym in self._writing) and self._writer is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RedisError(f"the snapshot of user {pseudonym} is not written yet (Redis down?)")
+            await asyncio.wait([self._writer], timeout=remaining)
+
     async def _write_back(self) -> None:
         try:
             while self._pending_decisions or self._pending_snapshots:
                 decisions, self._pending_decisions = self._pending_decisions, []
                 snapshots, self._pending_snapshots = self._pending_snapshots, {}
+                to_settle, self._pending_settled = self._pending_settled, {}
+                self._writing = set(snapshots)
                 try:
                     await self._store.write_back(decisions, snapshots, self._windows_key)
+                    for state, entries in to_settle.values():
+                        state.ledger.forget_settled(entries)
                 except RedisError as exc:
                     log.warning("shard %d: write-back failed, retrying: %s", self._shard_index, exc)
                     self._pending_decisions[:0] = decisions
@@ -111,6 +148,9 @@ class WriteBehind:
                         del self._pending_decisions[:overflow]
                     # A newer snapshot queued meanwhile supersedes the failed one.
                     self._pending_snapshots = {**snapshots, **self._pending_snapshots}
+                    self._pending_settled = {**to_settle, **self._pending_settled}
                     await asyncio.sleep(WRITE_BACK_RETRY_SECONDS)
+                finally:
+                    self._writing = set()
         finally:
             self._writer = None

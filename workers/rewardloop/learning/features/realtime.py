@@ -123,11 +123,16 @@ class ActivityEvent(NamedTuple):
     category: str | None = None  # None: looked up in RealtimeFeatures.item_categories
 
 
-@dataclasses.dataclass(eq=False)
+# The keys of a user without events, shared (read-only: ``observe`` replaces a user's keys).
+_NO_KEYS = np.empty(0, dtype=np.int64)
+_NO_KEYS.flags.writeable = False
+
+
+@dataclasses.dataclass(eq=False, slots=True)
 class UserActivity:
     """One user's retained events (sorted packed keys) and latest positive time; ``==`` is bitwise."""
 
-    keys: KeyArray = dataclasses.field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    keys: KeyArray = dataclasses.field(default_factory=lambda: _NO_KEYS)
     last_positive_ms: int = NO_POSITIVE
 
     def __eq__(self, other: object) -> bool:

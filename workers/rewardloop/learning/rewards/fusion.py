@@ -201,6 +201,10 @@ class FusionState:
             state.add(Event(event_id, Signal(signal), float(value), int(occurred_at_ms), int(received_at_ms)))
         return state
 
+    def __len__(self) -> int:
+        """Distinct events recorded (training or not)."""
+        return len(self._events)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FusionState):
             return NotImplemented

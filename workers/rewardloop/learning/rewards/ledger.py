@@ -35,7 +35,7 @@ is part of the snapshot, and a replay moves it at the same updates as the live r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -124,6 +124,20 @@ class ItemReward:
         fusion = FusionState.from_dict(raw["f"], surface.reward)
         return cls(fusion, int(raw["a"]), bytes.fromhex(raw["x"]), float(raw["p"]), str(raw["sg"]), raw["n"])
 
+    def mark(self) -> tuple[int, int | None]:
+        """Changes with every change to the entry (a new event, its first learning)."""
+        return len(self.fusion), self.step
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A learned ledger entry as a snapshot stores it in Redis, out of the user's memory (``settle``)."""
+
+    surface: str
+    key: str  # decision-item
+    item: ItemReward
+    mark: tuple[int, int | None]
+
 
 @dataclass(frozen=True)
 class Change:
@@ -150,12 +164,18 @@ class Applied:
     changes: tuple[Change, ...] = ()
 
 
-@dataclass
+@dataclass(slots=True)
 class RewardLedger:
     """Per user: each decision-item's fused reward so far, and where its surface's policy learned it."""
 
     # Per surface, decision-item key -> its reward so far, in order of first feedback.
     items: dict[str, dict[str, ItemReward]] = field(default_factory=dict)
+    # Decisions made up to this time (ms) may have learned entries stored in Redis and no longer in
+    # memory (``settle``); the caller fetches those back (``restore_item``) before ingesting feedback
+    # about them. In the snapshot.
+    settled_until_ms: int = field(default=0, compare=False)
+    # Counts ``forget_settled`` calls that dropped something: a fetch that overlapped one is redone.
+    generation: int = field(default=0, compare=False)
     # Per surface, lower bounds of when its ledger next needs a scan: the earliest window close of
     # an item not learned yet, and the earliest horizon of any item. Derived from the ledger (so
     # not in the snapshot); a bound that is too early only costs a scan that finds nothing to do.
@@ -213,9 +233,54 @@ class RewardLedger:
         return Applied(item.fusion.reward, LATE_IGNORED if ignored else "")
 
     def to_json(self) -> dict[str, list[list[Any]]]:
-        """The snapshot's ``ledgers``: lists, not objects, since a ledger's order (of first
-        feedback) is part of the state."""
-        return {name: [[k, item.to_json()] for k, item in ledger.items()] for name, ledger in self.items.items()}
+        """The snapshot's ``ledgers``: the entries not learned yet (the learned ones are stored apart:
+        ``settle``). Lists, not objects, since a ledger's order (of first feedback) is part of the state."""
+        ledgers = {
+            name: [[k, item.to_json()] for k, item in ledger.items() if item.step is None]
+            for name, ledger in self.items.items()
+        }
+        return {name: entries for name, entries in ledgers.items() if entries}
+
+    def settle(self) -> list[Settled]:
+        """The learned entries, for a snapshot to store in Redis beside it. They stay in memory until
+        that write succeeds (``forget_settled``); the snapshot's ledgers (``to_json``) leave them out."""
+        settled = [
+            Settled(name, key, item, item.mark())
+            for name, ledger in self.items.items()
+            for key, item in ledger.items()
+            if item.step is not None
+        ]
+        newest = max((s.item.decided_at_ms for s in settled), default=0)
+        self.settled_until_ms = max(self.settled_until_ms, newest)
+        return settled
+
+    def forget_settled(self, settled: Iterable[Settled]) -> None:
+        """A snapshot stored these entries in Redis: drop the ones unchanged since from memory."""
+        dropped = False
+        for s in settled:
+            ledger = self.items.get(s.surface, {})
+            item = ledger.get(s.key)
+            if item is s.item and item.mark() == s.mark:
+                del ledger[s.key]
+                dropped = True
+                if not ledger:
+                    del self.items[s.surface]
+        if dropped:
+            self.generation += 1
+
+    def may_be_settled(self, surface: str, decision_id: str, item_id: str, decided_at_ms: int) -> bool:
+        """Whether the decision-item's entry may be in Redis only (``restore_item`` brings it back)."""
+        if not decided_at_ms or decided_at_ms > self.settled_until_ms:
+            return False
+        return _item_key(decision_id, item_id) not in self.items.get(surface, {})
+
+    def restore_item(self, surface: SurfaceConfig, decision_id: str, item_id: str, raw: Mapping[str, Any]) -> None:
+        """An entry fetched back from Redis; one still in memory is newer and stays."""
+        ledger = self.items.setdefault(surface.name, {})
+        key = _item_key(decision_id, item_id)
+        if key not in ledger:
+            item = ledger[key] = ItemReward.from_json(raw, surface)
+            self._lower_due(surface, horizon_ms=_horizon_ms(item.decided_at_ms, surface.reward))
 
     def restore(self, name: str, raw: list[list[Any]], surface: SurfaceConfig) -> None:
         """One surface's ledger from its ``to_json`` form."""

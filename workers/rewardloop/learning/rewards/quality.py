@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -158,13 +159,16 @@ class BurstDetector:
     State is plain data: :meth:`to_lists` / :meth:`from_lists` carry it through a snapshot.
     """
 
+    __slots__ = ("_times", "config")
+
     def __init__(self, config: QualityConfig = DEFAULT_QUALITY) -> None:
         self.config = config
-        self._times: dict[str, list[int]] = {}
+        # Per user key, action times (Unix ms) ascending: 8 bytes each.
+        self._times: dict[str, array[int]] = {}
 
     def observe(self, user_key: str, occurred_at_ms: int) -> bool:
         """Count one action of ``user_key``; True when it is part of a burst."""
-        times = self._times.setdefault(user_key, [])
+        times = self._times.setdefault(user_key, array("q"))
         bisect.insort(times, occurred_at_ms)
         newest = times[-1]
         # Keep the last minute only, and at most limit + 1 times: enough to tell "more than the limit".
@@ -184,5 +188,5 @@ class BurstDetector:
     @classmethod
     def from_lists(cls, raw: Mapping[str, list[int]], config: QualityConfig = DEFAULT_QUALITY) -> BurstDetector:
         detector = cls(config)
-        detector._times = {user: sorted(int(t) for t in times) for user, times in raw.items()}
+        detector._times = {user: array("q", sorted(int(t) for t in times)) for user, times in raw.items()}
         return detector

@@ -1,0 +1,29 @@
+"""A user's snapshot written and read back without Redis, as a shard's write and later load give it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from rewardloop.learning.bandits import Policy
+from rewardloop.learning.surface import SurfaceConfig
+from rewardloop.state import settled
+from rewardloop.state.snapshots import encode_snapshot, restore_from_snapshot
+from rewardloop.state.user_state import UserState
+
+
+def snapshot_round_trip(
+    state: UserState, policies: Mapping[str, Policy], surfaces: Mapping[str, SurfaceConfig], seed: int = 1
+) -> UserState:
+    """The snapshot of ``state`` restored, with every learned ledger entry it stored apart
+    (``state/settled.py``) fetched back from its stored form."""
+    stored = settled.by_day(surfaces, state.ledger.settle())
+    rebuilt = restore_from_snapshot(
+        encode_snapshot(state, policies, surfaces), state.pseudonym, policies, surfaces, seed
+    )
+    for fields in stored.values():
+        for name_and_key, value in fields.items():
+            name, _, key = name_and_key.split(" ", 2)
+            decision_id, item_id = key.split("/", 1)
+            rebuilt.ledger.restore_item(surfaces[name], decision_id, item_id, json.loads(value))
+    return rebuilt

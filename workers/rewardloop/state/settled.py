@@ -1,0 +1,115 @@
+"""Learned reward-ledger entries in Redis, out of the shards' memory.
+
+A decision-item's ledger entry (``learning/rewards/ledger.py``) must be kept until no feedback
+can change its reward any more: its window plus 7 days of late feedback. Kept in memory, that is
+~1.4 KB per clicked item for a week. So a snapshot stores its user's *learned* entries beside it,
+in the same script (``Store.write_back``), in one hash per decision day (``UserKeys.settled``,
+field ``<surface> <fingerprint> <decision>/<item>``, expiring once no entry of that day can change),
+and leaves them out of the snapshot's own ledgers; the shard then drops them from memory
+(``RewardLedger.forget_settled``, only entries unchanged since). Entries not learned yet stay in
+the snapshot, since the window close scans them.
+
+Before feedback about a decision made up to ``RewardLedger.settled_until_ms`` is ingested (live,
+on a window close, or replayed on load), its entry is fetched back (``fetch``) if memory lacks it:
+the same entry, as of the snapshot that stored it, so a replay after a crash learns exactly what
+the live run did. A stored entry is rewritten by every later snapshot that finds it changed, and
+an entry in memory is newer than any stored copy, so a fetched copy never replaces one in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from rewardloop.learning.rewards.ledger import Settled
+from rewardloop.learning.surface import SurfaceConfig
+from rewardloop.state.keys import UserKeys
+from rewardloop.state.retention import day_of
+from rewardloop.state.user_state import UserState
+
+# How many fetch rounds may overlap a drop (``forget_settled``) before giving up; each overlap is
+# one snapshot write landing during a Redis round trip.
+MAX_FETCH_ROUNDS = 8
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A decision-item whose ledger entry an ingest needs."""
+
+    pseudonym: str
+    surface: str
+    decision_id: str
+    item_id: str
+    decided_at_ms: int
+
+
+def field(surface: SurfaceConfig, key: str) -> str:
+    """The hash field of a ledger entry: surface, configuration fingerprint (an entry learned under
+    another configuration is not this one's) and decision-item key."""
+    return f"{surface.name} {surface.fingerprint[:12]} {key}"
+
+
+def stored_form(surface: SurfaceConfig, settled: Iterable[Settled]) -> dict[int, dict[str, bytes]]:
+    """``settled`` entries of one surface by decision day: field -> value, as the snapshot writes them."""
+    days: dict[int, dict[str, bytes]] = {}
+    for s in settled:
+        value = json.dumps(s.item.to_json(), separators=(",", ":")).encode()
+        days.setdefault(day_of(s.item.decided_at_ms), {})[field(surface, s.key)] = value
+    return days
+
+
+def by_day(surfaces: Mapping[str, SurfaceConfig], settled: Iterable[Settled]) -> dict[int, dict[str, bytes]]:
+    """A user's settled entries (of configured surfaces) as the snapshot writes them, by decision day."""
+    per_surface: dict[str, list[Settled]] = {}
+    for s in settled:
+        if s.surface in surfaces:
+            per_surface.setdefault(s.surface, []).append(s)
+    days: dict[int, dict[str, bytes]] = {}
+    for name, entries in per_surface.items():
+        for day, fields in stored_form(surfaces[name], entries).items():
+            days.setdefault(day, {}).update(fields)
+    return days
+
+
+def wanted(state: UserState, surface: str, decision_id: str, item_id: str, decided_at_ms: int) -> Wanted | None:
+    """The decision-item, when its entry may be in Redis only."""
+    if state.ledger.may_be_settled(surface, decision_id, item_id, decided_at_ms):
+        return Wanted(state.pseudonym, surface, decision_id, item_id, decided_at_ms)
+    return None
+
+
+async def fetch(
+    redis: aioredis.Redis,
+    users: Mapping[str, UserState],
+    wants: Iterable[Wanted | None],
+    surfaces: Mapping[str, SurfaceConfig],
+) -> int:
+    """Bring the ``wants`` entries stored in Redis back into their users' ledgers; how many came back.
+
+    One pipelined round trip; redone for the users whose ledger dropped entries meanwhile (a
+    snapshot write landed), since their copies may predate it.
+    """
+    pending = [w for w in wants if w is not None and w.surface in surfaces]
+    restored = 0
+    for _ in range(MAX_FETCH_ROUNDS):
+        if not pending:
+            return restored
+        generations = {w.pseudonym: users[w.pseudonym].ledger.generation for w in pending}
+        async with redis.pipeline(transaction=False) as pipe:
+            for w in pending:
+                key = f"{w.decision_id}/{w.item_id}"
+                pipe.hget(UserKeys(w.pseudonym).settled(day_of(w.decided_at_ms)), field(surfaces[w.surface], key))
+            values = await pipe.execute()
+        again = []
+        for w, value in zip(pending, values, strict=True):
+            ledger = users[w.pseudonym].ledger
+            if ledger.generation != generations[w.pseudonym]:
+                again.append(w)
+            elif value is not None:
+                ledger.restore_item(surfaces[w.surface], w.decision_id, w.item_id, json.loads(value))
+                restored += 1
+        pending = again
+    raise RuntimeError("settled ledger entries kept changing during their fetch")
