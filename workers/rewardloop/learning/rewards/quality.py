@@ -46,7 +46,7 @@ from __future__ import annotations
 import bisect
 import enum
 from array import array
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rewardloop.learning.params import int_in_range
@@ -141,7 +141,7 @@ def assess(event: Event, context: EventContext, config: QualityConfig = DEFAULT_
     return ACCEPT
 
 
-def _over(times: list[int], t: int, span_ms: int, limit: int) -> bool:
+def _over(times: Sequence[int], t: int, span_ms: int, limit: int) -> bool:
     """Whether some window (s - span_ms, s] containing ``t`` holds more than ``limit`` of the sorted ``times``."""
     # The fullest such window can be taken to end at an event time s in [t, t + span_ms).
     ends = times[bisect.bisect_left(times, t) : bisect.bisect_left(times, t + span_ms)]
