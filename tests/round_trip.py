@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 
 from rewardloop.learning.bandits import Policy
+from rewardloop.learning.rewards.ledger import ItemReward
 from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state import settled
 from rewardloop.state.snapshots import encode_snapshot, restore_from_snapshot
@@ -16,14 +17,19 @@ def snapshot_round_trip(
     state: UserState, policies: Mapping[str, Policy], surfaces: Mapping[str, SurfaceConfig], seed: int = 1
 ) -> UserState:
     """The snapshot of ``state`` restored, with every learned ledger entry it stored apart
-    (``state/settled.py``) fetched back from its stored form."""
-    stored = settled.by_day(surfaces, state.ledger.settle())
-    rebuilt = restore_from_snapshot(
-        encode_snapshot(state, policies, surfaces), state.pseudonym, policies, surfaces, seed
-    )
+    (``state/settled.py``) fetched back from its stored form and its decision."""
+    entries = state.ledger.settle()
+    stored = settled.by_day(surfaces, entries)
+    blob = encode_snapshot(state, policies, surfaces)
+    rebuilt = restore_from_snapshot(blob, state.pseudonym, policies, surfaces, seed)
+    decisions = {(s.surface, s.key): s.item for s in entries}  # what a later event's join knows
     for fields in stored.values():
         for name_and_key, value in fields.items():
             name, _, key = name_and_key.split(" ", 2)
             decision_id, item_id = key.split("/", 1)
-            rebuilt.ledger.restore_item(surfaces[name], decision_id, item_id, json.loads(value))
+            d = decisions[(name, key)]
+            item = ItemReward.from_settled(
+                json.loads(value), surfaces[name], d.arm, d.features, d.propensity, d.segment, d.decided_at_ms
+            )
+            rebuilt.ledger.restore_item(surfaces[name], decision_id, item_id, item)
     return rebuilt

@@ -42,8 +42,8 @@ SETTLED_FIELDS = [
     "fused 38a6d2fb1b3c d1/item-001",
     "fused 38a6d2fb1b3c d1/item-002",
 ]
-SETTLED_SHA256 = "71d88226d2747b5800e3d90ca9a59fa55da2997e6a6728b30448927ddb2f6fbd"
-SNAPSHOT_SHA256 = "914dfa4f12d6ac345c40c39bcc2224b1906a7d5d7894910109246c0dc189314e"  # RLPS v2, learned entries apart
+SETTLED_SHA256 = "f4e5b6ed6fdc7fabfb5abdaf49709599482c2d104d17dcc5dab516d1ef0d3dbe"
+SNAPSHOT_SHA256 = "e0f8db1c335589232511a4f25f5e3a5069c17f5131e4eeba2125353723e9e777"  # RLPS v2, learned entries apart
 
 
 def test_surface_fingerprints() -> None:

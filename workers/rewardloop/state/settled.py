@@ -5,7 +5,9 @@ can change its reward any more: its window plus 7 days of late feedback. Kept in
 ~1.4 KB per clicked item for a week. So a snapshot stores its user's *learned* entries beside it,
 in the same script (``Store.write_back``), in one hash per decision day (``UserKeys.settled``,
 field ``<surface> <fingerprint> <decision>/<item>``, expiring once no entry of that day can change),
-and leaves them out of the snapshot's own ledgers; the shard then drops them from memory
+in a compact form: where the entry was learned and its events (``ItemReward.settled_form``; the
+rest is its decision's, and feedback that needs the entry is joined to that decision), and leaves
+them out of the snapshot's own ledgers; the shard then drops them from memory
 (``RewardLedger.forget_settled``, only entries unchanged since). Entries not learned yet stay in
 the snapshot, since the window close scans them.
 
@@ -24,9 +26,10 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from rewardloop.learning.rewards.ledger import Settled
+from rewardloop.learning.rewards.ledger import ItemReward, Settled
 from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state.keys import UserKeys
+from rewardloop.state.records import DecisionRecord, FeedbackRecord
 from rewardloop.state.retention import day_of
 from rewardloop.state.user_state import UserState
 
@@ -37,13 +40,16 @@ MAX_FETCH_ROUNDS = 8
 
 @dataclass(frozen=True)
 class Wanted:
-    """A decision-item whose ledger entry an ingest needs."""
+    """A decision-item whose ledger entry an ingest needs, and what its decision says of it."""
 
     pseudonym: str
     surface: str
     decision_id: str
     item_id: str
     decided_at_ms: int
+    features: bytes
+    propensity: float
+    segment: str
 
 
 def field(surface: SurfaceConfig, key: str) -> str:
@@ -56,7 +62,7 @@ def stored_form(surface: SurfaceConfig, settled: Iterable[Settled]) -> dict[int,
     """``settled`` entries of one surface by decision day: field -> value, as the snapshot writes them."""
     days: dict[int, dict[str, bytes]] = {}
     for s in settled:
-        value = json.dumps(s.item.to_json(), separators=(",", ":")).encode()
+        value = json.dumps(s.item.settled_form(), separators=(",", ":")).encode()
         days.setdefault(day_of(s.item.decided_at_ms), {})[field(surface, s.key)] = value
     return days
 
@@ -74,11 +80,23 @@ def by_day(surfaces: Mapping[str, SurfaceConfig], settled: Iterable[Settled]) ->
     return days
 
 
-def wanted(state: UserState, surface: str, decision_id: str, item_id: str, decided_at_ms: int) -> Wanted | None:
-    """The decision-item, when its entry may be in Redis only."""
-    if state.ledger.may_be_settled(surface, decision_id, item_id, decided_at_ms):
-        return Wanted(state.pseudonym, surface, decision_id, item_id, decided_at_ms)
+def wanted(state: UserState, r: FeedbackRecord) -> Wanted | None:
+    """The decision-item of a joined event (or window close), when its entry may be in Redis only."""
+    if state.ledger.may_be_settled(r.surface, r.decision_id, r.item_id, r.decided_at_ms):
+        return Wanted(
+            state.pseudonym, r.surface, r.decision_id, r.item_id, r.decided_at_ms, r.features, r.propensity, r.segment
+        )
     return None
+
+
+def wanted_items(state: UserState, d: DecisionRecord) -> list[Wanted]:
+    """The items of a decision whose entries may be in Redis only."""
+    features = d.feature_bytes()
+    return [
+        Wanted(state.pseudonym, d.surface, d.decision_id, item, d.decided_at_ms, features, propensity, d.segment)
+        for item, propensity in zip(d.items, d.propensities, strict=True)
+        if state.ledger.may_be_settled(d.surface, d.decision_id, item, d.decided_at_ms)
+    ]
 
 
 async def fetch(
@@ -108,8 +126,13 @@ async def fetch(
             ledger = users[w.pseudonym].ledger
             if ledger.generation != generations[w.pseudonym]:
                 again.append(w)
-            elif value is not None:
-                ledger.restore_item(surfaces[w.surface], w.decision_id, w.item_id, json.loads(value))
+            elif value is not None and w.item_id in surfaces[w.surface].index:
+                surface = surfaces[w.surface]
+                item = ItemReward.from_settled(
+                    json.loads(value), surface, surface.index[w.item_id], w.features, w.propensity, w.segment,
+                    w.decided_at_ms,
+                )  # fmt: skip
+                ledger.restore_item(surface, w.decision_id, w.item_id, item)
                 restored += 1
         pending = again
     raise RuntimeError("settled ledger entries kept changing during their fetch")

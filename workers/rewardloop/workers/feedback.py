@@ -64,8 +64,7 @@ class Ingest:
             joined = [join(c, known.get((c.pseudonym, c.decision_id)), self._surfaces) for c in calls]
             accepted = [r for r in joined if not isinstance(r, Rejected)]
             async with self._hold({r.pseudonym for r in accepted}) as users:
-                wants = (settled.wanted(users[r.pseudonym], r.surface, r.decision_id, r.item_id, r.decided_at_ms)
-                         for r in accepted)  # fmt: skip
+                wants = (settled.wanted(users[r.pseudonym], r) for r in accepted)
                 await settled.fetch(self._store.redis, users, wants, self._surfaces)
                 outcomes = await self._ingest(users, accepted)
         ingested = iter(outcomes)
@@ -76,11 +75,7 @@ class Ingest:
         not learned yet; the number of entries newly written."""
         decisions = (await self._decisions.find(due)).values()
         async with self._lock, self._hold({d.pseudonym for d in decisions}) as users:
-            wants = (
-                settled.wanted(users[d.pseudonym], d.surface, d.decision_id, item, d.decided_at_ms)
-                for d in decisions
-                for item in d.items
-            )
+            wants = (w for d in decisions for w in settled.wanted_items(users[d.pseudonym], d))
             await settled.fetch(self._store.redis, users, wants, self._surfaces)
             closes = [
                 close

@@ -185,11 +185,7 @@ class UserCache:
         )
         rewards = [r async for r in self._store.logged_rewards(pseudonym, replay_start(state))]
         # Entries the replay needs that the snapshot stored apart (not for surfaces replayed whole).
-        wants = (
-            settled.wanted(state, r.surface, r.decision_id, r.item_id, r.decided_at_ms)
-            for r in rewards
-            if r.surface not in state.stale
-        )
+        wants = (settled.wanted(state, r) for r in rewards if r.surface not in state.stale)
         await settled.fetch(self._store.redis, {pseudonym: state}, wants, self._surfaces)
         replay(state, rewards, self._policies, self._surfaces)
         state.since_snapshot = len(rewards)

@@ -124,6 +124,22 @@ class ItemReward:
         fusion = FusionState.from_dict(raw["f"], surface.reward)
         return cls(fusion, int(raw["a"]), bytes.fromhex(raw["x"]), float(raw["p"]), str(raw["sg"]), raw["n"])
 
+    def settled_form(self) -> list[Any]:
+        """What is stored of a learned entry (``state/settled.py``): where it was learned and its events.
+        The rest (arm, features, propensity, segment, decision time) is the decision's, which any
+        feedback that needs the entry again is joined to."""
+        return [self.step, self.fusion.to_dict()["events"]]
+
+    @classmethod
+    def from_settled(
+        cls, raw: list[Any], surface: SurfaceConfig, arm: int, features: bytes, propensity: float, segment: str,
+        decided_at_ms: int,
+    ) -> ItemReward:  # fmt: skip
+        """The entry ``settled_form`` stored, completed from its decision."""
+        step, events = raw
+        fusion = FusionState.from_dict({"decided_at_ms": decided_at_ms, "events": events}, surface.reward)
+        return cls(fusion, arm, features, propensity, segment, int(step))
+
     def mark(self) -> tuple[int, int | None]:
         """Changes with every change to the entry (a new event, its first learning)."""
         return len(self.fusion), self.step
@@ -274,12 +290,12 @@ class RewardLedger:
             return False
         return _item_key(decision_id, item_id) not in self.items.get(surface, {})
 
-    def restore_item(self, surface: SurfaceConfig, decision_id: str, item_id: str, raw: Mapping[str, Any]) -> None:
+    def restore_item(self, surface: SurfaceConfig, decision_id: str, item_id: str, item: ItemReward) -> None:
         """An entry fetched back from Redis; one still in memory is newer and stays."""
         ledger = self.items.setdefault(surface.name, {})
         key = _item_key(decision_id, item_id)
         if key not in ledger:
-            item = ledger[key] = ItemReward.from_json(raw, surface)
+            ledger[key] = item
             self._lower_due(surface, horizon_ms=_horizon_ms(item.decided_at_ms, surface.reward))
 
     def restore(self, name: str, raw: list[list[Any]], surface: SurfaceConfig) -> None:
