@@ -284,8 +284,9 @@ async def test_the_front_shows_what_the_shards_and_redis_hold(channel: grpc.aio.
         return REGISTRY.get_sample_value(name, {"shard": shard} if shard is not None else {})
 
     for _ in range(200):  # the sampler runs every 5 s
+        # Both sampled after the decisions were written behind (a sample may fall in between).
         users = [sample("rewardloop_shard_users", s) for s in ("0", "1")]
-        if all(u is not None and u > 0 for u in users):
+        if all(u is not None and u > 0 for u in users) and (sample("rewardloop_redis_keys") or 0) > 0:
             break
         await asyncio.sleep(0.1)
     for shard in ("0", "1"):

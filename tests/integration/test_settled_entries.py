@@ -70,7 +70,7 @@ async def test_a_snapshot_stores_learned_entries_and_feedback_brings_them_back(u
         assert not state.ledger.items.get("s")
         key = UserKeys(user).settled(day_of(now))
         stored = await client.hgetall(key)
-        assert len(stored) == 1 and json.loads(next(iter(stored.values())))["n"] == 0
+        assert len(stored) == 1 and json.loads(next(iter(stored.values())))[0] == 0  # learned first
         ttl_ms = await client.pttl(key)
         assert config.settled_ms - 5_000 < ttl_ms - ((day_of(now) + 1) * 86_400_000 - now) <= config.settled_ms
         # More feedback on the same item: fused with the dwell, learned as a correction of it.

@@ -16,6 +16,11 @@ index                       no feedback can join them any more (``join_ms``:
 ``rl:{p}:ids:<day>`` event  one hash per day of first receipt, event id ->   the events of 8 days
 ids (idempotency)           its log entry; expires 7 days after the day
                             ends, so a retry within 7 days is always found
+``rl:{p}:led:<day>``        one hash per day of decision time: the learned   the clicked items of ``settled_ms``
+stored ledger entries       reward-ledger entries a snapshot stored beside
+                            it (``settled.py``); expires once feedback can
+                            no longer change them (``settled_ms``: the
+                            longest window + the ledger's 7-day horizon)
 ``rl:{p}:snap`` snapshot    expires ``user_state_seconds`` after its last    one per user
                             write (a user idle that long is forgotten)
 ``rl:windows:<shard>``      a member per open reward window, removed when    decisions of the longest window

@@ -58,6 +58,8 @@ class WriteBehind:
         # memory once written (settled.py).
         self._pending_settled: dict[str, tuple[UserState, list[Settled]]] = {}
         self._writing: set[str] = set()
+        # Resolved when the batch being written is done (written or failed): what ``written`` waits on.
+        self._batch_done: asyncio.Future[None] | None = None
         # Users with events no snapshot covers, least recently learned first: (state, when it learned).
         self._unsnapshotted: OrderedDict[str, tuple[UserState, float]] = OrderedDict()
         self._writer: asyncio.Task[None] | None = None
@@ -122,11 +124,16 @@ class WriteBehind:
         RedisError after ``PENDING_WAIT_SECONDS`` (Redis down)."""
         self.schedule()
         deadline = time.monotonic() + PENDING_WAIT_SECONDS
-        while (pseudonym in self._pending_snapshots or pseudonym in self._writing) and self._writer is not None:
+        while pseudonym in self._pending_snapshots or pseudonym in self._writing:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise RedisError(f"the snapshot of user {pseudonym} is not written yet (Redis down?)")
-            await asyncio.wait([self._writer], timeout=remaining)
+            batch = self._batch_done
+            if batch is None or batch.done():
+                await asyncio.sleep(0.001)  # the writer is about to take the next batch
+            else:
+                # One batch at a time: the writer's loop may never end under steady load.
+                await asyncio.wait([batch], timeout=remaining)
 
     async def _write_back(self) -> None:
         try:
@@ -135,6 +142,7 @@ class WriteBehind:
                 snapshots, self._pending_snapshots = self._pending_snapshots, {}
                 to_settle, self._pending_settled = self._pending_settled, {}
                 self._writing = set(snapshots)
+                self._batch_done = asyncio.get_running_loop().create_future()
                 try:
                     await self._store.write_back(decisions, snapshots, self._windows_key)
                     for state, entries in to_settle.values():
@@ -152,5 +160,6 @@ class WriteBehind:
                     await asyncio.sleep(WRITE_BACK_RETRY_SECONDS)
                 finally:
                     self._writing = set()
+                    self._batch_done.set_result(None)
         finally:
             self._writer = None
