@@ -110,9 +110,9 @@ async def _drive(shard: ShardCore, users: list[str], rounds: int) -> list[tuple[
 async def test_a_shard_within_a_small_byte_budget_evicts_and_reloads_users_exactly(
     redis_server: EmbeddedRedis,
 ) -> None:
-    """400 users at ~3.5 KB each in 0.9 MiB: users are evicted and reloaded all along, and decide
+    """800 users at ~2.5 KB each in 0.9 MiB: users are evicted and reloaded all along, and decide
     exactly as in a shard that keeps them all (the same seeds, the same evidence)."""
-    users = [pseudonymize(f"budget-{k}", b"test") for k in range(400)]
+    users = [pseudonymize(f"budget-{k}", b"test") for k in range(800)]
     tight = ServiceConfig.from_dict(BUDGET_CONFIG)
     roomy = ServiceConfig.from_dict({**BUDGET_CONFIG, "service": {"shards": 1, "memory_budget_mb": 1024}})
     decided, states = [], []

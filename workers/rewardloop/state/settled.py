@@ -11,8 +11,9 @@ them out of the snapshot's own ledgers; the shard then drops them from memory
 (``RewardLedger.forget_settled``, only entries unchanged since). Entries not learned yet stay in
 the snapshot, since the window close scans them.
 
-Before feedback about a decision made up to ``RewardLedger.settled_until_ms`` is ingested (live,
-on a window close, or replayed on load), its entry is fetched back (``fetch``) if memory lacks it:
+Before feedback about a decision made up to ``RewardLedger.settled_until_ms`` is learned (live,
+right after it is logged; before a window close is decided; replayed on load), its entry is
+fetched back (``fetch``) if memory lacks it:
 the same entry, as of the snapshot that stored it, so a replay after a crash learns exactly what
 the live run did. A stored entry is rewritten by every later snapshot that finds it changed, and
 an entry in memory is newer than any stored copy, so a fetched copy never replaces one in memory.
@@ -21,7 +22,7 @@ an entry in memory is newer than any stored copy, so a fetched copy never replac
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -102,37 +103,37 @@ def wanted_items(state: UserState, d: DecisionRecord) -> list[Wanted]:
 async def fetch(
     redis: aioredis.Redis,
     users: Mapping[str, UserState],
-    wants: Iterable[Wanted | None],
+    wants: Callable[[], Iterable[Wanted | None]],
     surfaces: Mapping[str, SurfaceConfig],
 ) -> int:
-    """Bring the ``wants`` entries stored in Redis back into their users' ledgers; how many came back.
+    """Bring the entries ``wants()`` names back from Redis into their users' ledgers; how many came back.
 
-    One pipelined round trip; redone for the users whose ledger dropped entries meanwhile (a
-    snapshot write landed), since their copies may predate it.
+    Call it right before learning, with no await in between: once it returns, every entry named is
+    in memory. A snapshot write that lands during the round trip may drop entries (``forget_settled``)
+    that ``wants()`` did not name because they were still in memory, and makes the copies fetched
+    for those users suspect: then ``wants()`` is asked again and the round trip redone.
     """
-    pending = [w for w in wants if w is not None and w.surface in surfaces]
     restored = 0
     for _ in range(MAX_FETCH_ROUNDS):
+        pending = [w for w in wants() if w is not None and w.surface in surfaces]
         if not pending:
             return restored
-        generations = {w.pseudonym: users[w.pseudonym].ledger.generation for w in pending}
+        generations = {p: state.ledger.generation for p, state in users.items()}
         async with redis.pipeline(transaction=False) as pipe:
             for w in pending:
                 key = f"{w.decision_id}/{w.item_id}"
                 pipe.hget(UserKeys(w.pseudonym).settled(day_of(w.decided_at_ms)), field(surfaces[w.surface], key))
             values = await pipe.execute()
-        again = []
+        if any(state.ledger.generation != generations[p] for p, state in users.items()):
+            continue
         for w, value in zip(pending, values, strict=True):
-            ledger = users[w.pseudonym].ledger
-            if ledger.generation != generations[w.pseudonym]:
-                again.append(w)
-            elif value is not None and w.item_id in surfaces[w.surface].index:
-                surface = surfaces[w.surface]
+            surface = surfaces[w.surface]
+            if value is not None and w.item_id in surface.index:
                 item = ItemReward.from_settled(
                     json.loads(value), surface, surface.index[w.item_id], w.features, w.propensity, w.segment,
                     w.decided_at_ms,
                 )  # fmt: skip
-                ledger.restore_item(surface, w.decision_id, w.item_id, item)
+                users[w.pseudonym].ledger.restore_item(surface, w.decision_id, w.item_id, item)
                 restored += 1
-        pending = again
+        return restored
     raise RuntimeError("settled ledger entries kept changing during their fetch")

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from rewardloop.learning.bandits import Policy
@@ -64,8 +65,6 @@ class Ingest:
             joined = [join(c, known.get((c.pseudonym, c.decision_id)), self._surfaces) for c in calls]
             accepted = [r for r in joined if not isinstance(r, Rejected)]
             async with self._hold({r.pseudonym for r in accepted}) as users:
-                wants = (settled.wanted(users[r.pseudonym], r) for r in accepted)
-                await settled.fetch(self._store.redis, users, wants, self._surfaces)
                 outcomes = await self._ingest(users, accepted)
         ingested = iter(outcomes)
         return [r if isinstance(r, Rejected) else next(ingested) for r in joined]
@@ -75,8 +74,11 @@ class Ingest:
         not learned yet; the number of entries newly written."""
         decisions = (await self._decisions.find(due)).values()
         async with self._lock, self._hold({d.pseudonym for d in decisions}) as users:
-            wants = (w for d in decisions for w in settled.wanted_items(users[d.pseudonym], d))
-            await settled.fetch(self._store.redis, users, wants, self._surfaces)
+
+            def wants() -> Iterable[settled.Wanted]:
+                return (w for d in decisions for w in settled.wanted_items(users[d.pseudonym], d))
+
+            await settled.fetch(self._store.redis, users, wants, self._surfaces)  # for needs_close
             closes = [
                 close
                 for decision in decisions
@@ -98,6 +100,9 @@ class Ingest:
         outcomes: list[Recorded] = []
         # ``users`` are held (users.py): after an error here, they are rebuilt from Redis.
         stream_ids = await self._store.record_feedback(records)
+        # The last await before learning: the entries stored apart that learning needs come back.
+        wanted = functools.partial(_wanted, users, records)
+        await settled.fetch(self._store.redis, users, wanted, self._surfaces)
         self._recount_actions(users, bursts, list(zip(records, stream_ids, strict=True)))
         for record, logged in zip(records, stream_ids, strict=True):
             state = users[record.pseudonym]
@@ -182,6 +187,10 @@ class Ingest:
             for item, propensity in zip(decision.items, decision.propensities, strict=True)
             if item in surface.index and state.ledger.needs_close(surface.name, decision.decision_id, item)
         ]
+
+
+def _wanted(users: Mapping[str, UserState], records: Sequence[FeedbackRecord]) -> Iterable[settled.Wanted | None]:
+    return (settled.wanted(users[r.pseudonym], r) for r in records)
 
 
 def _retry_outcome(state: UserState, record: FeedbackRecord, seen: Seen) -> tuple[float, str]:

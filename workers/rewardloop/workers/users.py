@@ -185,8 +185,12 @@ class UserCache:
         )
         rewards = [r async for r in self._store.logged_rewards(pseudonym, replay_start(state))]
         # Entries the replay needs that the snapshot stored apart (not for surfaces replayed whole).
-        wants = (settled.wanted(state, r) for r in rewards if r.surface not in state.stale)
-        await settled.fetch(self._store.redis, {pseudonym: state}, wants, self._surfaces)
+        await settled.fetch(
+            self._store.redis,
+            {pseudonym: state},
+            lambda: (settled.wanted(state, r) for r in rewards if r.surface not in state.stale),
+            self._surfaces,
+        )
         replay(state, rewards, self._policies, self._surfaces)
         state.since_snapshot = len(rewards)
         if self._uses_realtime:
