@@ -6,7 +6,6 @@ import json
 from collections.abc import Mapping
 
 from rewardloop.learning.bandits import Policy
-from rewardloop.learning.rewards.ledger import ItemReward
 from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state import settled
 from rewardloop.state.snapshots import encode_snapshot, restore_from_snapshot
@@ -28,7 +27,7 @@ def snapshot_round_trip(
             name, _, key = name_and_key.split(" ", 2)
             decision_id, item_id = key.split("/", 1)
             d = decisions[(name, key)]
-            item = ItemReward.from_settled(
+            item = settled.restored_item(
                 json.loads(value), surfaces[name], d.arm, d.features, d.propensity, d.segment, d.decided_at_ms
             )
             rebuilt.ledger.restore_item(surfaces[name], decision_id, item_id, item)

@@ -246,6 +246,36 @@ def test_ledgers_forget_in_batches_past_the_horizon_and_snapshots_agree() -> Non
     assert_snapshots_agree(full, log, policies, config, cuts=(1, 200, 333, 480))
 
 
+def test_the_ledger_horizon_is_the_services_max_age_of_feedback() -> None:
+    """With ``quality.max_age_ms`` of 2 days, entries are kept 2 days past their window (not 7), and
+    feedback for a decision past that is flagged late and trains nothing."""
+    hour, day = 3_600_000, 86_400_000
+    config = ServiceConfig.from_dict(
+        {
+            "service": {"quality": {"max_age_ms": 2 * day}},
+            "surfaces": {"a": {"algorithm": "ucb1", "items": ITEMS, "reward": {"window_seconds": 600}}},
+        }
+    )
+    policies = _policies(config)
+    state = new_user_state(P, policies, seed=1, quality=config.quality)
+    sizes = []
+    for k in range(6 * 24):
+        decided = 1_000_000 + k * hour
+        r = logged(f"{decided + 60_000}-0", "a", f"i{k % 6}", 0.0, event_id=f"e{k}", signal=1, value=1.0,
+                   occurred_at_ms=decided + 60_000, decision_id=f"d{k}", decided_at_ms=decided)  # fmt: skip
+        replay(state, [r], policies, config.surfaces)
+        sizes.append(len(state.ledger.items["a"]))
+    assert max(sizes) <= 2 * 24 + 3 and min(sizes[-48:]) >= 2 * 24 - 1, (min(sizes[-48:]), max(sizes))
+    received = 1_000_000 + 6 * 24 * hour
+    too_late = logged(f"{received}-0", "a", "i0", 0.0, event_id="late", signal=1, value=1.0,
+                      occurred_at_ms=received - hour, decision_id="d0", decided_at_ms=1_000_000)  # fmt: skip
+    before = state.policies["a"].copy()
+    applied = state.learn(policies, config.surfaces, too_late)
+    assert applied is not None and applied.flag == "late: the decision's reward window closed more than 2 days ago"
+    assert state.policies["a"] == before
+    assert config.settled_ms == 600_000 + 2 * day + 3_600_000
+
+
 def test_an_item_created_by_an_ignored_late_event_closes_the_same_live_and_rebuilt() -> None:
     """The late event creates the item's ledger entry but trains nothing; at the next event past its
     window the item learns the default, in the live run and in one rebuilt from a snapshot."""

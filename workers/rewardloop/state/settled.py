@@ -5,7 +5,7 @@ can change its reward any more: its window plus 7 days of late feedback. Kept in
 ~1.4 KB per clicked item for a week. So a snapshot stores its user's *learned* entries beside it,
 in the same script (``Store.write_back``), in one hash per decision day (``UserKeys.settled``,
 field ``<surface> <fingerprint> <decision>/<item>``, expiring once no entry of that day can change),
-in a compact form: where the entry was learned and its events (``ItemReward.settled_form``; the
+in a compact form: where the entry was learned and its events (``stored_value``; the
 rest is its decision's, and feedback that needs the entry is joined to that decision), and leaves
 them out of the snapshot's own ledgers; the shard then drops them from memory
 (``RewardLedger.forget_settled``, only entries unchanged since). Entries not learned yet stay in
@@ -24,9 +24,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
+from rewardloop.learning.rewards.fusion import FusionState
 from rewardloop.learning.rewards.ledger import ItemReward, Settled
 from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state.keys import UserKeys
@@ -59,11 +61,28 @@ def field(surface: SurfaceConfig, key: str) -> str:
     return f"{surface.name} {surface.fingerprint[:12]} {key}"
 
 
+def stored_value(item: ItemReward) -> list[Any]:
+    """What is stored of a learned entry: where it was learned and its events. The rest (arm,
+    features, propensity, segment, decision time) is the decision's, which any feedback that needs
+    the entry again is joined to."""
+    return [item.step, item.fusion.to_dict()["events"]]
+
+
+def restored_item(
+    raw: list[Any], surface: SurfaceConfig, arm: int, features: bytes, propensity: float, segment: str,
+    decided_at_ms: int,
+) -> ItemReward:  # fmt: skip
+    """The entry ``stored_value`` stored, completed from its decision."""
+    step, events = raw
+    fusion = FusionState.from_dict({"decided_at_ms": decided_at_ms, "events": events}, surface.reward)
+    return ItemReward(fusion, arm, features, propensity, segment, int(step))
+
+
 def stored_form(surface: SurfaceConfig, settled: Iterable[Settled]) -> dict[int, dict[str, bytes]]:
     """``settled`` entries of one surface by decision day: field -> value, as the snapshot writes them."""
     days: dict[int, dict[str, bytes]] = {}
     for s in settled:
-        value = json.dumps(s.item.settled_form(), separators=(",", ":")).encode()
+        value = json.dumps(stored_value(s.item), separators=(",", ":")).encode()
         days.setdefault(day_of(s.item.decided_at_ms), {})[field(surface, s.key)] = value
     return days
 
@@ -129,7 +148,7 @@ async def fetch(
         for w, value in zip(pending, values, strict=True):
             surface = surfaces[w.surface]
             if value is not None and w.item_id in surface.index:
-                item = ItemReward.from_settled(
+                item = restored_item(
                     json.loads(value), surface, surface.index[w.item_id], w.features, w.propensity, w.segment,
                     w.decided_at_ms,
                 )  # fmt: skip

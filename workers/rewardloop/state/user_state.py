@@ -150,6 +150,7 @@ def new_user_state(
         policies={name: policy.new_state() for name, policy in policies.items()},
         _rng=np.random.default_rng([seed, user_seed(pseudonym)]),
         bursts=BurstDetector(quality),
+        ledger=RewardLedger(horizon_ms=quality.max_age_ms),
     )
 
 

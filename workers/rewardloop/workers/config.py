@@ -27,7 +27,7 @@ from rewardloop.learning.experiments import ExperimentConfig, experiment_from_di
 from rewardloop.learning.features.realtime import RealtimeFeatures
 from rewardloop.learning.params import ConfigError, integer_in, reject_unknown, within
 from rewardloop.learning.rewards import QualityConfig
-from rewardloop.learning.rewards.ledger import LEDGER_HORIZON_MS, PRUNE_SLACK_MS
+from rewardloop.learning.rewards.ledger import PRUNE_SLACK_MS
 from rewardloop.learning.surface import SurfaceConfig, surface_from_dict
 from rewardloop.state.retention import Retention
 
@@ -130,8 +130,9 @@ class ServiceConfig:
     @property
     def settled_ms(self) -> int:
         """How long after a decision feedback can still change its reward: the longest reward window,
-        plus the ledger's horizon (``learning/rewards/ledger.py``). Stored ledger entries live this long."""
-        return max(s.reward.window_ms for s in self.surfaces.values()) + LEDGER_HORIZON_MS + PRUNE_SLACK_MS
+        plus the ledger's horizon (``quality.max_age_ms``, ``learning/rewards/ledger.py``). Stored
+        ledger entries live this long."""
+        return max(s.reward.window_ms for s in self.surfaces.values()) + self.quality.max_age_ms + PRUNE_SLACK_MS
 
 
 def _quality(spec: Any) -> QualityConfig:

@@ -51,8 +51,8 @@ if TYPE_CHECKING:  # attributes only: importing them here would be a cycle (surf
     from rewardloop.learning.bandits import Policy, PolicyState
     from rewardloop.learning.surface import SurfaceConfig
 
-# A decision's ledger entry is kept this long after its window closes: feedback older than
-# that is flagged at ingest (quality.py), so nothing could still change its reward.
+# A decision's ledger entry is kept this long after its window closes, by default: the default
+# ``quality.max_age_ms`` (feedback older than that is flagged at ingest, quality.py).
 LEDGER_HORIZON_MS = DEFAULT_QUALITY.max_age_ms
 # Ledger entries past the horizon are forgotten in batches: once the oldest is this far past it,
 # all that are go. One O(ledger) scan an hour at most, not one per event.
@@ -124,22 +124,6 @@ class ItemReward:
         fusion = FusionState.from_dict(raw["f"], surface.reward)
         return cls(fusion, int(raw["a"]), bytes.fromhex(raw["x"]), float(raw["p"]), str(raw["sg"]), raw["n"])
 
-    def settled_form(self) -> list[Any]:
-        """What is stored of a learned entry (``state/settled.py``): where it was learned and its events.
-        The rest (arm, features, propensity, segment, decision time) is the decision's, which any
-        feedback that needs the entry again is joined to."""
-        return [self.step, self.fusion.to_dict()["events"]]
-
-    @classmethod
-    def from_settled(
-        cls, raw: list[Any], surface: SurfaceConfig, arm: int, features: bytes, propensity: float, segment: str,
-        decided_at_ms: int,
-    ) -> ItemReward:  # fmt: skip
-        """The entry ``settled_form`` stored, completed from its decision."""
-        step, events = raw
-        fusion = FusionState.from_dict({"decided_at_ms": decided_at_ms, "events": events}, surface.reward)
-        return cls(fusion, arm, features, propensity, segment, int(step))
-
     def mark(self) -> tuple[int, int | None]:
         """Changes with every change to the entry (a new event, its first learning)."""
         return len(self.fusion), self.step
@@ -186,6 +170,9 @@ class RewardLedger:
 
     # Per surface, decision-item key -> its reward so far, in order of first feedback.
     items: dict[str, dict[str, ItemReward]] = field(default_factory=dict)
+    # How long after its window an entry is kept, and feedback may still change its reward: the
+    # service's ``quality.max_age_ms`` (feedback later than that is flagged anyway).
+    horizon_ms: int = field(default=LEDGER_HORIZON_MS, compare=False)
     # Decisions made up to this time (ms) may have learned entries stored in Redis and no longer in
     # memory (``settle``); the caller fetches those back (``restore_item``) before ingesting feedback
     # about them. In the snapshot.
@@ -296,7 +283,7 @@ class RewardLedger:
         key = _item_key(decision_id, item_id)
         if key not in ledger:
             ledger[key] = item
-            self._lower_due(surface, horizon_ms=_horizon_ms(item.decided_at_ms, surface.reward))
+            self._lower_due(surface, horizon_ms=_horizon_ms(item.decided_at_ms, surface.reward, self.horizon_ms))
 
     def restore(self, name: str, raw: list[list[Any]], surface: SurfaceConfig) -> None:
         """One surface's ledger from its ``to_json`` form."""
@@ -315,8 +302,9 @@ class RewardLedger:
         closed: tuple[Change, ...],
     ) -> Applied:
         config = surface.reward
-        if _past_horizon(r.decided_at_ms, config, r.received_at_ms):
-            return Applied(0.0, "late: the decision's reward window closed more than 7 days ago", closed)
+        if _past_horizon(r.decided_at_ms, config, r.received_at_ms, self.horizon_ms):
+            days = self.horizon_ms / 86_400_000
+            return Applied(0.0, f"late: the decision's reward window closed more than {days:g} days ago", closed)
         item = self._ledger_item(surface, arm, r)
         event = r.event()
         try:
@@ -338,7 +326,11 @@ class RewardLedger:
             item = ledger[key] = ItemReward(fusion, arm, r.features, r.propensity, r.segment)
             # New, so not learned yet: whatever the caller does next, the bounds stay low enough.
             closes_at = DecisionWindow.of(r.decided_at_ms, surface.reward).closes_at_ms
-            self._lower_due(surface, unlearned_ms=closes_at, horizon_ms=_horizon_ms(r.decided_at_ms, surface.reward))
+            self._lower_due(
+                surface,
+                unlearned_ms=closes_at,
+                horizon_ms=_horizon_ms(r.decided_at_ms, surface.reward, self.horizon_ms),
+            )
         return item
 
     def _lower_due(self, surface: SurfaceConfig, unlearned_ms: int = NEVER, horizon_ms: int = NEVER) -> None:
@@ -357,7 +349,7 @@ class RewardLedger:
         closed: tuple[Change, ...],
     ) -> Applied:
         """The window of the decision-item closed: the default reward, unless it was learned already."""
-        if _past_horizon(r.decided_at_ms, surface.reward, r.received_at_ms):
+        if _past_horizon(r.decided_at_ms, surface.reward, r.received_at_ms, self.horizon_ms):
             return Applied(0.0, "", closed)
         item = self._ledger_item(surface, arm, r)
         if item.step is not None:
@@ -400,7 +392,7 @@ class RewardLedger:
         if not ledger:
             return ()
         config = surface.reward
-        due = self._due.get(surface.name) or _ledger_due(ledger, config)
+        due = self._due.get(surface.name) or _ledger_due(ledger, config, self.horizon_ms)
         self._due[surface.name] = due
         changes: tuple[Change, ...] = ()
         if now_ms > due[0]:
@@ -409,13 +401,15 @@ class RewardLedger:
                 for item in ledger.values()
                 if item.step is None
                 and DecisionWindow.of(item.decided_at_ms, config).is_closed(now_ms)
-                and not _past_horizon(item.decided_at_ms, config, now_ms)
+                and not _past_horizon(item.decided_at_ms, config, now_ms, self.horizon_ms)
             )
         if now_ms > due[1] + PRUNE_SLACK_MS:
-            for key in [k for k, item in ledger.items() if _past_horizon(item.decided_at_ms, config, now_ms)]:
+            for key in [
+                k for k, item in ledger.items() if _past_horizon(item.decided_at_ms, config, now_ms, self.horizon_ms)
+            ]:
                 del ledger[key]
         if now_ms > due[0] or now_ms > due[1] + PRUNE_SLACK_MS:
-            self._due[surface.name] = _ledger_due(ledger, config)
+            self._due[surface.name] = _ledger_due(ledger, config, self.horizon_ms)
         return changes
 
 
@@ -439,17 +433,17 @@ def _item_key(decision_id: str, item_id: str) -> str:
     return f"{decision_id}/{item_id}"
 
 
-def _horizon_ms(decided_at_ms: int, config: RewardConfig) -> int:
-    return DecisionWindow.of(decided_at_ms, config).closes_at_ms + LEDGER_HORIZON_MS
+def _horizon_ms(decided_at_ms: int, config: RewardConfig, horizon_ms: int) -> int:
+    return DecisionWindow.of(decided_at_ms, config).closes_at_ms + horizon_ms
 
 
-def _past_horizon(decided_at_ms: int, config: RewardConfig, now_ms: int) -> bool:
+def _past_horizon(decided_at_ms: int, config: RewardConfig, now_ms: int, horizon_ms: int) -> bool:
     """Whether feedback received at ``now_ms`` is too late to change the decision's reward at all."""
-    return now_ms > _horizon_ms(decided_at_ms, config)
+    return now_ms > _horizon_ms(decided_at_ms, config, horizon_ms)
 
 
-def _ledger_due(ledger: Mapping[str, ItemReward], config: RewardConfig) -> list[int]:
+def _ledger_due(ledger: Mapping[str, ItemReward], config: RewardConfig, horizon_ms: int) -> list[int]:
     """``RewardLedger._due`` of one surface, from its ledger."""
     unlearned = (DecisionWindow.of(i.decided_at_ms, config).closes_at_ms for i in ledger.values() if i.step is None)
-    horizons = (_horizon_ms(i.decided_at_ms, config) for i in ledger.values())
+    horizons = (_horizon_ms(i.decided_at_ms, config, horizon_ms) for i in ledger.values())
     return [min(unlearned, default=NEVER), min(horizons, default=NEVER)]
