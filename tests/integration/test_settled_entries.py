@@ -144,8 +144,5 @@ async def test_a_rebuild_after_a_crash_fetches_what_the_replay_needs(url: str) -
 
 async def _die(shard: ShardCore) -> None:
     """Stop the shard as a crash would: its background work ends, nothing more is written."""
-    tasks = [t for t in (shard._prior_task, shard._idle_task, shard._window_task) if t is not None]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await shard.stop_background()
     await shard.store.close()

@@ -20,7 +20,7 @@ ids (idempotency)           its log entry; expires 7 days after the day
 stored ledger entries       reward-ledger entries a snapshot stored beside
                             it (``settled.py``); expires once feedback can
                             no longer change them (``settled_ms``: the
-                            longest window + the ledger's 7-day horizon)
+                            longest window + ``quality.max_age_ms``)
 ``rl:{p}:snap`` snapshot    expires ``user_state_seconds`` after its last    one per user
                             write (a user idle that long is forgotten)
 ``rl:windows:<shard>``      a member per open reward window, removed when    decisions of the longest window

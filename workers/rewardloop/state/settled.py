@@ -1,22 +1,22 @@
 """Learned reward-ledger entries in Redis, out of the shards' memory.
 
-A decision-item's ledger entry (``learning/rewards/ledger.py``) must be kept until no feedback
-can change its reward any more: its window plus 7 days of late feedback. Kept in memory, that is
-~1.4 KB per clicked item for a week. So a snapshot stores its user's *learned* entries beside it,
-in the same script (``Store.write_back``), in one hash per decision day (``UserKeys.settled``,
-field ``<surface> <fingerprint> <decision>/<item>``, expiring once no entry of that day can change),
-in a compact form: where the entry was learned and its events (``stored_value``; the
-rest is its decision's, and feedback that needs the entry is joined to that decision), and leaves
-them out of the snapshot's own ledgers; the shard then drops them from memory
-(``RewardLedger.forget_settled``, only entries unchanged since). Entries not learned yet stay in
-the snapshot, since the window close scans them.
+A decision-item's ledger entry (``learning/rewards/ledger.py``) must be kept until no feedback can
+change its reward any more: its window plus how late feedback may be (``quality.max_age_ms``, 7
+days by default). Kept in memory, that is ~1.4 KB per clicked item for a week. So a snapshot
+stores its user's *learned* entries beside it, in the same script (``Store.write_back``), in one
+hash per decision day (``UserKeys.settled``, field ``<surface> <fingerprint> <decision>/<item>``,
+expiring once no entry of that day can change), in a compact form: where the entry was learned and
+its events (``stored_value``; the rest is its decision's, and feedback that needs the entry is
+joined to that decision), and leaves them out of the snapshot's own ledgers; the shard then drops
+them from memory (``RewardLedger.forget_settled``, only entries unchanged since). Entries not
+learned yet stay in the snapshot, since the window close scans them.
 
 Before feedback about a decision made up to ``RewardLedger.settled_until_ms`` is learned (live,
 right after it is logged; before a window close is decided; replayed on load), its entry is
-fetched back (``fetch``) if memory lacks it:
-the same entry, as of the snapshot that stored it, so a replay after a crash learns exactly what
-the live run did. A stored entry is rewritten by every later snapshot that finds it changed, and
-an entry in memory is newer than any stored copy, so a fetched copy never replaces one in memory.
+fetched back (``fetch``) if memory lacks it: the same entry, as of the snapshot that stored it, so
+a replay after a crash learns exactly what the live run did. A stored entry is rewritten by every
+later snapshot that finds it changed, and an entry in memory is newer than any stored copy, so a
+fetched copy never replaces one in memory.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from rewardloop.learning.rewards.fusion import FusionState
-from rewardloop.learning.rewards.ledger import ItemReward, Settled
+from rewardloop.learning.rewards.ledger import ItemReward, Settled, item_key
 from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state.keys import UserKeys
 from rewardloop.state.records import DecisionRecord, FeedbackRecord
@@ -78,25 +78,14 @@ def restored_item(
     return ItemReward(fusion, arm, features, propensity, segment, int(step))
 
 
-def stored_form(surface: SurfaceConfig, settled: Iterable[Settled]) -> dict[int, dict[str, bytes]]:
-    """``settled`` entries of one surface by decision day: field -> value, as the snapshot writes them."""
-    days: dict[int, dict[str, bytes]] = {}
-    for s in settled:
-        value = json.dumps(stored_value(s.item), separators=(",", ":")).encode()
-        days.setdefault(day_of(s.item.decided_at_ms), {})[field(surface, s.key)] = value
-    return days
-
-
 def by_day(surfaces: Mapping[str, SurfaceConfig], settled: Iterable[Settled]) -> dict[int, dict[str, bytes]]:
-    """A user's settled entries (of configured surfaces) as the snapshot writes them, by decision day."""
-    per_surface: dict[str, list[Settled]] = {}
+    """A user's settled entries (of configured surfaces) as the snapshot writes them: decision day ->
+    field -> value."""
+    days: dict[int, dict[str, bytes]] = {}
     for s in settled:
         if s.surface in surfaces:
-            per_surface.setdefault(s.surface, []).append(s)
-    days: dict[int, dict[str, bytes]] = {}
-    for name, entries in per_surface.items():
-        for day, fields in stored_form(surfaces[name], entries).items():
-            days.setdefault(day, {}).update(fields)
+            value = json.dumps(stored_value(s.item), separators=(",", ":")).encode()
+            days.setdefault(day_of(s.item.decided_at_ms), {})[field(surfaces[s.surface], s.key)] = value
     return days
 
 
@@ -140,8 +129,8 @@ async def fetch(
         generations = {p: state.ledger.generation for p, state in users.items()}
         async with redis.pipeline(transaction=False) as pipe:
             for w in pending:
-                key = f"{w.decision_id}/{w.item_id}"
-                pipe.hget(UserKeys(w.pseudonym).settled(day_of(w.decided_at_ms)), field(surfaces[w.surface], key))
+                key = field(surfaces[w.surface], item_key(w.decision_id, w.item_id))
+                pipe.hget(UserKeys(w.pseudonym).settled(day_of(w.decided_at_ms)), key)
             values = await pipe.execute()
         if any(state.ledger.generation != generations[p] for p, state in users.items()):
             continue

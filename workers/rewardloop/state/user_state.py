@@ -88,7 +88,7 @@ class UserState:
         for name, state in self.policies.items():
             policies[name].rest(state)
         if self._rng is not None:
-            self._rng_at_rest, self._rng = _pack_rng(self._rng), None
+            self._rng_at_rest, self._rng = _pack_state(self._rng.bit_generator.state), None
 
     def observe_decision(self, realtime: RealtimeFeatures, decided_at_ms: int, item_id: str) -> None:
         realtime.observe(self.activity, ActivityEvent(decided_at_ms, "decision", item_id=item_id))
@@ -156,10 +156,6 @@ def new_user_state(
 
 # PCG64's state at rest: 128-bit state and increment, and the cached half of a 64-bit draw.
 _RNG_TAIL = struct.Struct("<BI")
-
-
-def _pack_rng(rng: np.random.Generator) -> bytes:
-    return _pack_state(rng.bit_generator.state)
 
 
 def _pack_state(state: Mapping[str, Any]) -> bytes:

@@ -132,7 +132,7 @@ class ServiceConfig:
         """How long after a decision feedback can still change its reward: the longest reward window,
         plus the ledger's horizon (``quality.max_age_ms``, ``learning/rewards/ledger.py``). Stored
         ledger entries live this long."""
-        return max(s.reward.window_ms for s in self.surfaces.values()) + self.quality.max_age_ms + PRUNE_SLACK_MS
+        return self.join_ms + PRUNE_SLACK_MS
 
 
 def _quality(spec: Any) -> QualityConfig:

@@ -1,9 +1,9 @@
 """Feedback ingest: THE one way an entry reaches a user's feedback log and policy.
 
 A caller's event is joined to its decision (``join``) and judged by the quality rules; the
-service's window close is built from the decision whose window is over. Ledger entries that a
-snapshot stored in Redis are fetched back first (``state/settled.py``). Both then go through
-``Ingest._ingest``: made durable in Redis (``Store.record_feedback``) *before* it is applied,
+service's window close is built from the decision whose window is over. Both then go through
+``Ingest._ingest``: made durable in Redis (``Store.record_feedback``) *before* it is applied, the
+ledger entries a snapshot stored in Redis that learning needs fetched back (``state/settled.py``),
 then learned in log order (``UserState.learn``, the population prior, real-time activity), and
 the user's snapshot is written behind.
 """
@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from rewardloop.learning.bandits import Policy
@@ -74,11 +73,12 @@ class Ingest:
         not learned yet; the number of entries newly written."""
         decisions = (await self._decisions.find(due)).values()
         async with self._lock, self._hold({d.pseudonym for d in decisions}) as users:
-
-            def wants() -> Iterable[settled.Wanted]:
-                return (w for d in decisions for w in settled.wanted_items(users[d.pseudonym], d))
-
-            await settled.fetch(self._store.redis, users, wants, self._surfaces)  # for needs_close
+            await settled.fetch(  # for needs_close
+                self._store.redis,
+                users,
+                lambda: (w for d in decisions for w in settled.wanted_items(users[d.pseudonym], d)),
+                self._surfaces,
+            )
             closes = [
                 close
                 for decision in decisions
@@ -101,8 +101,9 @@ class Ingest:
         # ``users`` are held (users.py): after an error here, they are rebuilt from Redis.
         stream_ids = await self._store.record_feedback(records)
         # The last await before learning: the entries stored apart that learning needs come back.
-        wanted = functools.partial(_wanted, users, records)
-        await settled.fetch(self._store.redis, users, wanted, self._surfaces)
+        await settled.fetch(
+            self._store.redis, users, lambda: (settled.wanted(users[r.pseudonym], r) for r in records), self._surfaces
+        )
         self._recount_actions(users, bursts, list(zip(records, stream_ids, strict=True)))
         for record, logged in zip(records, stream_ids, strict=True):
             state = users[record.pseudonym]
@@ -187,10 +188,6 @@ class Ingest:
             for item, propensity in zip(decision.items, decision.propensities, strict=True)
             if item in surface.index and state.ledger.needs_close(surface.name, decision.decision_id, item)
         ]
-
-
-def _wanted(users: Mapping[str, UserState], records: Sequence[FeedbackRecord]) -> Iterable[settled.Wanted | None]:
-    return (settled.wanted(users[r.pseudonym], r) for r in records)
 
 
 def _retry_outcome(state: UserState, record: FeedbackRecord, seen: Seen) -> tuple[float, str]:

@@ -170,12 +170,16 @@ class ShardCore:
 
     async def close(self) -> None:
         """Stop the background work, finish the writes behind, close Redis (a shard outside Ray)."""
+        await self.stop_background()
+        await self.flush()
+        await self.store.close()
+
+    async def stop_background(self) -> None:
+        """Cancel the prior refresh, idle snapshots and window closes, and wait for them to end."""
         tasks = [t for t in (self._prior_task, self._idle_task, self._window_task) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.flush()
-        await self.store.close()
 
     async def refresh_priors(self) -> None:
         """Publish this shard's population statistics and merge everyone's, now."""

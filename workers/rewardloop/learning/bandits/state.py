@@ -148,25 +148,25 @@ class ArmRows:
 
     def __init__(self, fresh: Mapping[str, npt.NDArray[Any]], whole: frozenset[str], n_arms: int) -> None:
         self.n_arms = n_arms
-        self._fresh = {name: _little(fresh[name]) for name in sorted(fresh)}
-        self.fresh: Mapping[str, npt.NDArray[Any]] = self._fresh
-        self.per_arm = tuple(name for name in self._fresh if name not in whole)
-        self.whole = tuple(name for name in self._fresh if name in whole)
+        # What a new state holds, little-endian, by name.
+        self.fresh = {name: _little(fresh[name]) for name in sorted(fresh)}
+        self.per_arm = tuple(name for name in self.fresh if name not in whole)
+        self.whole = tuple(name for name in self.fresh if name in whole)
         for name in self.per_arm:
-            if self._fresh[name].ndim == 0 or self._fresh[name].shape[0] != n_arms:
-                raise ValueError(f"array {name!r} is not per arm: shape {self._fresh[name].shape}, {n_arms} arms")
-        self._row_bytes = sum(self._fresh[name][0].nbytes for name in self.per_arm)
-        self._whole_bytes = sum(self._fresh[name].nbytes for name in self.whole)
+            if self.fresh[name].ndim == 0 or self.fresh[name].shape[0] != n_arms:
+                raise ValueError(f"array {name!r} is not per arm: shape {self.fresh[name].shape}, {n_arms} arms")
+        self._row_bytes = sum(self.fresh[name][0].nbytes for name in self.per_arm)
+        self._whole_bytes = sum(self.fresh[name].nbytes for name in self.whole)
         # The fresh rows as bytes per arm, to find the changed ones.
-        self._fresh_rows = {name: _row_bytes(self._fresh[name], n_arms) for name in self.per_arm}
-        described = ";".join(f"{n}:{a.dtype.str}:{list(a.shape)}:{n in whole}" for n, a in self._fresh.items())
+        self.fresh_rows = {name: _row_bytes(self.fresh[name], n_arms) for name in self.per_arm}
+        described = ";".join(f"{n}:{a.dtype.str}:{list(a.shape)}:{n in whole}" for n, a in self.fresh.items())
         self.signature = zlib.crc32(described.encode())
 
     def pack(self, arrays: Mapping[str, npt.NDArray[Any]]) -> bytes:
         changed = np.zeros(self.n_arms, dtype=bool)
         for name in self.per_arm:
             rows = _row_bytes(_little(arrays[name]), self.n_arms)
-            changed |= (rows != self._fresh_rows[name]).any(axis=1)
+            changed |= (rows != self.fresh_rows[name]).any(axis=1)
         arms = np.flatnonzero(changed)
         parts = [arms.astype("<u4").tobytes()]
         parts += [_little(arrays[name])[arms].tobytes() for name in self.per_arm]
@@ -181,16 +181,16 @@ class ArmRows:
         arms = np.frombuffer(packed, dtype="<u4", count=k).astype(np.intp)
         if k and (arms[-1] >= self.n_arms or np.any(np.diff(arms) <= 0)):
             raise ValueError("packed arm indices must increase and be below n_arms")
-        arrays = {name: fresh.copy() for name, fresh in self._fresh.items()}
+        arrays = {name: fresh.copy() for name, fresh in self.fresh.items()}
         position = 4 * k
         for name in self.per_arm:
-            row = self._fresh[name][0]
+            row = self.fresh[name][0]
             size = k * row.nbytes
             rows = np.frombuffer(packed, dtype=row.dtype, count=k * row.size, offset=position)
             arrays[name][arms] = rows.reshape((k, *row.shape))
             position += size
         for name in self.whole:
-            fresh = self._fresh[name]
+            fresh = self.fresh[name]
             arrays[name] = (
                 np.frombuffer(packed, dtype=fresh.dtype, count=fresh.size, offset=position).reshape(fresh.shape).copy()
             )

@@ -222,14 +222,14 @@ class RewardLedger:
 
     def needs_close(self, surface: str, decision_id: str, item_id: str) -> bool:
         """Whether the decision-item has not been learned yet (its window may close empty)."""
-        item = self.items.get(surface, {}).get(_item_key(decision_id, item_id))
+        item = self.items.get(surface, {}).get(item_key(decision_id, item_id))
         return item is None or item.step is None
 
     def outcome_of(self, surface: str, decision_id: str, item_id: str, event_id: str) -> Applied | None:
         """What a logged event of the decision-item came to, for answering its retry: the item's fused
         reward so far, flagged when the item holds the event as one that trains nothing; None when
         the ledger does not hold the item."""
-        item = self.items.get(surface, {}).get(_item_key(decision_id, item_id))
+        item = self.items.get(surface, {}).get(item_key(decision_id, item_id))
         if item is None:
             return None
         ignored = any(e.event_id == event_id for e in item.fusion.ignored)
@@ -275,12 +275,12 @@ class RewardLedger:
         """Whether the decision-item's entry may be in Redis only (``restore_item`` brings it back)."""
         if not decided_at_ms or decided_at_ms > self.settled_until_ms:
             return False
-        return _item_key(decision_id, item_id) not in self.items.get(surface, {})
+        return item_key(decision_id, item_id) not in self.items.get(surface, {})
 
     def restore_item(self, surface: SurfaceConfig, decision_id: str, item_id: str, item: ItemReward) -> None:
         """An entry fetched back from Redis; one still in memory is newer and stays."""
         ledger = self.items.setdefault(surface.name, {})
-        key = _item_key(decision_id, item_id)
+        key = item_key(decision_id, item_id)
         if key not in ledger:
             ledger[key] = item
             self._lower_due(surface, horizon_ms=_horizon_ms(item.decided_at_ms, surface.reward, self.horizon_ms))
@@ -319,7 +319,7 @@ class RewardLedger:
     def _ledger_item(self, surface: SurfaceConfig, arm: int, r: LoggedFeedback) -> ItemReward:
         """The ledger entry of the event's decision-item, new if it has none."""
         ledger = self.items.setdefault(surface.name, {})
-        key = _item_key(r.decision_id, r.item_id)
+        key = item_key(r.decision_id, r.item_id)
         item = ledger.get(key)
         if item is None:
             fusion = FusionState(surface.reward, r.decided_at_ms)
@@ -429,7 +429,8 @@ def _learn_first(
     return Change(surface.name, item.arm, None, reward, context, item.propensity, item.segment, item.decided_at_ms)
 
 
-def _item_key(decision_id: str, item_id: str) -> str:
+def item_key(decision_id: str, item_id: str) -> str:
+    """The key of a decision-item in a ledger (and in the stored entries' fields, ``state/settled.py``)."""
     return f"{decision_id}/{item_id}"
 
 
