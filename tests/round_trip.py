@@ -18,17 +18,16 @@ def snapshot_round_trip(
     """The snapshot of ``state`` restored, with every learned ledger entry it stored apart
     (``state/settled.py``) fetched back from its stored form and its decision."""
     entries = state.ledger.settle()
-    stored = settled.by_day(surfaces, entries)
+    stored = settled.stored_fields(surfaces, entries)
     blob = encode_snapshot(state, policies, surfaces)
     rebuilt = restore_from_snapshot(blob, state.pseudonym, policies, surfaces, seed)
     decisions = {(s.surface, s.key): s.item for s in entries}  # what a later event's join knows
-    for fields in stored.values():
-        for name_and_key, value in fields.items():
-            name, _, key = name_and_key.split(" ", 2)
-            decision_id, item_id = key.split("/", 1)
-            d = decisions[(name, key)]
-            item = settled.restored_item(
-                json.loads(value), surfaces[name], d.arm, d.features, d.propensity, d.segment, d.decided_at_ms
-            )
-            rebuilt.ledger.restore_item(surfaces[name], decision_id, item_id, item)
+    for key_and_name, value in stored.items():
+        key, name, _ = key_and_name.rsplit(" ", 2)
+        decision_id, item_id = key.split("/", 1)
+        d = decisions[(name, key)]
+        item = settled.restored_item(
+            json.loads(value), surfaces[name], d.arm, d.features, d.propensity, d.segment, d.decided_at_ms
+        )
+        rebuilt.ledger.restore_item(surfaces[name], decision_id, item_id, item)
     return rebuilt

@@ -13,9 +13,9 @@ from redis.exceptions import RedisError
 
 from rewardloop.learning.rewards import Signal
 from rewardloop.server.status import to_service_error
-from rewardloop.state.keys import UserKeys, decision_day, new_decision_id, pseudonymize
+from rewardloop.state.keys import UserKeys, new_decision_id, pseudonymize
 from rewardloop.state.records import DecisionRecord, FeedbackRecord
-from rewardloop.state.retention import DAY_MS, Retention, day_of
+from rewardloop.state.retention import DAY_MS, PRUNE_FLOOR, Retention, day_of
 from rewardloop.state.store import Seen, Snapshot, Store, check_no_eviction, out_of_memory
 from rewardloop.workers.redis_server import EmbeddedRedis
 
@@ -53,7 +53,7 @@ async def redis_client(redis_server: EmbeddedRedis) -> aioredis.Redis:
     await client.aclose()
 
 
-async def test_a_retry_is_found_for_7_days_in_small_per_day_hashes(
+async def test_a_retry_is_found_within_the_dedup_window_in_one_small_hash_per_user(
     redis_server: EmbeddedRedis, redis_client: aioredis.Redis, clock: Clock
 ) -> None:
     t0 = clock.at_ms
@@ -72,14 +72,49 @@ async def test_a_retry_is_found_for_7_days_in_small_per_day_hashes(
             clock.at_ms = t0 + later_ms
             [again] = await store.record_feedback([_event(user, "e1", t0)])
             assert again == Seen(first, "burst: test"), later_ms  # the original's entry and flag
-        # One hash per day of first receipt, living until 7 days after that day ends; no key per event.
-        day = day_of(t0)
-        await assert_expires_in(redis_client, keys.event_ids(day), (day + 1) * DAY_MS + 7 * DAY_MS - t0)
+        # One hash per user, living 7 days after its last write; no key per event.
+        await assert_expires_in(redis_client, keys.event_ids, 7 * DAY_MS)
         assert await redis_client.exists(keys.legacy_event("e1")) == 0
-        # An event id recorded before per-day hashes (a marker key) is still a retry.
+        # Event ids recorded by earlier versions (a marker key, a per-day hash) are still retries.
         await redis_client.set(keys.legacy_event("old"), first, ex=60)
         [legacy] = await store.record_feedback([_event(user, "old", t0)])
         assert legacy == Seen(first, "")  # its flag is read from its entry, compacted away here
+        await redis_client.hset(keys.day_event_ids(day_of(clock.at_ms) - 6), "by-day", f"{first} burst: x")
+        assert await store.record_feedback([_event(user, "by-day", t0)]) == [Seen(first, "burst: x")]
+    finally:
+        await store.close()
+
+
+async def test_the_id_hash_keeps_every_id_of_the_window_and_at_most_twice_those(
+    redis_server: EmbeddedRedis, redis_client: aioredis.Redis, clock: Clock
+) -> None:
+    """Pruned by receipt time once it doubled: a retry within ``dedup_seconds`` is always found, and
+    the hash never holds more than twice the window's ids (and the prune floor)."""
+    window_ms = 10 * 60_000
+    store = Store(redis_server.url, Retention(logs_seconds=3600, dedup_seconds=window_ms // 1000), clock=clock)
+    user = pseudonymize("retention-ids-pruned", b"t")
+    keys = UserKeys(user)
+    t0 = clock.at_ms
+    # Ids received over the last 35 minutes, one every 7 s (the entry id is the receipt time).
+    history = {f"old{k}": t0 - k * 7_000 for k in range(300)}
+    await redis_client.delete(keys.event_ids)
+    await redis_client.hset(keys.event_ids, mapping={e: f"{at}-0" for e, at in history.items()})
+    try:
+        [entry] = await store.record_feedback([_event(user, "new0", t0)])
+        assert isinstance(entry, str)
+        live = {e for e, at in history.items() if at >= t0 - window_ms}
+        assert 80 < len(live) < 90
+        kept = {f.decode() for f in await redis_client.hkeys(keys.event_ids)} - {""}
+        assert kept == live | {"new0"}  # the prune dropped exactly the ids past the window
+        for event_id in sorted(live)[:20]:
+            [again] = await store.record_feedback([_event(user, event_id, t0)])
+            assert again == Seen(f"{history[event_id]}-0", ""), event_id
+        # More ids: the hash grows to twice what the prune left, not beyond.
+        for k in range(1, 300):
+            await store.record_feedback([_event(user, f"new{k}", t0)])
+            size = await redis_client.hlen(keys.event_ids) - 1  # less the prune mark
+            assert size <= max(2 * (len(live) + k + 1), PRUNE_FLOOR), (k, size)
+        assert await redis_client.hlen(keys.event_ids) - 1 == len(live) + 300  # nothing live was dropped
     finally:
         await store.close()
 
@@ -128,28 +163,39 @@ async def test_a_snapshot_compacts_only_what_it_covers_and_retention_has_passed(
         await store.close()
 
 
-async def test_decisions_are_joined_from_a_per_day_index_that_expires_after_the_join_horizon(
+async def test_decisions_are_joined_from_a_per_user_index_pruned_after_the_join_horizon(
     redis_server: EmbeddedRedis, redis_client: aioredis.Redis, clock: Clock
 ) -> None:
     t0 = clock.at_ms
-    join_ms = 8 * DAY_MS
+    join_ms = 10 * 60_000
     store = Store(redis_server.url, Retention(logs_seconds=3600, user_state_seconds=3600), join_ms, clock=clock)
     user = pseudonymize("retention-decisions", b"t")
     keys = UserKeys(user)
-    decision_id = new_decision_id(t0)
-    decision = DecisionRecord(user, decision_id, "s", ("a", "b"), (0.5, 0.5), "ucb1", "v.0", t0, closes_at_ms=t0 + 1)
+
+    def decided(at_ms: int) -> DecisionRecord:
+        return DecisionRecord(user, new_decision_id(at_ms), "s", ("a", "b"), (0.5, 0.5), "ucb1", "v.0", at_ms,
+                              closes_at_ms=at_ms + 1)  # fmt: skip
+
+    decision = decided(t0)
     legacy = DecisionRecord(user, "f" * 32, "s", ("a",), (1.0,), "ucb1", "v.0", t0)
+    by_day = decided(t0 - 1)
     await redis_client.hset(keys.legacy_decision_index, legacy.decision_id, legacy.to_json())
+    await redis_client.hset(keys.day_decision_index(day_of(t0 - 1)), by_day.decision_id, by_day.to_json())
     try:
         await store.write_back([decision], {})
-        found = await store.find_decisions([(user, decision_id), (user, legacy.decision_id), (user, "nope")])
-        assert found == [decision, legacy, None]
-        day = decision_day(decision_id)
-        assert day == day_of(t0)
-        await assert_expires_in(redis_client, keys.decision_index(day), (day + 1) * DAY_MS + join_ms - t0)
+        lookups = [(user, decision.decision_id), (user, legacy.decision_id), (user, by_day.decision_id), (user, "x")]
+        assert await store.find_decisions(lookups) == [decision, legacy, by_day, None]
+        await assert_expires_in(redis_client, keys.decision_index, join_ms)
         await assert_expires_in(redis_client, keys.decision_log, 3_600_000)
         # Another user cannot join it.
-        assert await store.find_decisions([(pseudonymize("other", b"t"), decision_id)]) == [None]
+        assert await store.find_decisions([(pseudonymize("other", b"t"), decision.decision_id)]) == [None]
+        # Decisions made over the last 35 minutes, oldest first: those past the horizon are pruned.
+        history = [decided(t0 - k * 7_000) for k in reversed(range(1, 300))]
+        await store.write_back(history, {})
+        live = [d for d in history if d.decided_at_ms >= t0 - join_ms]
+        found = await store.find_decisions([(user, d.decision_id) for d in history])
+        assert found[-len(live) :] == live  # every decision feedback may still join
+        assert await redis_client.hlen(keys.decision_index) - 1 <= 2 * (len(live) + 1)
     finally:
         await store.close()
 

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from rewardloop.learning.rewards import Event, Signal, fuse
-from rewardloop.state.keys import UserKeys, pseudonymize
+from rewardloop.state.keys import UserKeys, new_decision_id, pseudonymize
 from rewardloop.state.retention import day_of
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.messages import Decision, FeedbackCall, RecommendCall, Recorded
@@ -68,11 +68,10 @@ async def test_a_snapshot_stores_learned_entries_and_feedback_brings_them_back(u
         await shard.flush()  # the snapshot stores the learned entry; memory drops it
         state = (await shard.users.get({user}))[user]
         assert not state.ledger.items.get("s")
-        key = UserKeys(user).settled(day_of(now))
+        key = UserKeys(user).settled
         stored = await client.hgetall(key)
         assert len(stored) == 1 and json.loads(next(iter(stored.values())))[0] == 0  # learned first
-        ttl_ms = await client.pttl(key)
-        assert config.settled_ms - 5_000 < ttl_ms - ((day_of(now) + 1) * 86_400_000 - now) <= config.settled_ms
+        assert config.settled_ms - 5_000 < await client.pttl(key) <= config.settled_ms
         # More feedback on the same item: fused with the dwell, learned as a correction of it.
         rating = _call(user, "rating", decision, Signal.RATING, 2.0, now + 1)
         fused = fuse(
@@ -89,6 +88,40 @@ async def test_a_snapshot_stores_learned_entries_and_feedback_brings_them_back(u
         assert not (await shard.users.get({user}))[user].ledger.items.get("s")
         retry = await _record(shard, dwell)
         assert retry.duplicate and retry.reward == pytest.approx(fused)
+    finally:
+        await shard.close()
+        await client.aclose()
+
+
+async def test_entries_stored_by_day_or_past_their_horizon(url: str) -> None:
+    """An entry an earlier version stored in a per-day hash is still fetched; the user's hash is
+    pruned of entries whose decision is past ``settled_ms``."""
+    config = ServiceConfig.from_dict(CONFIG)
+    user = pseudonymize("settled-by-day", b"t")
+    keys = UserKeys(user)
+    shard = ShardCore(config, url)
+    client = aioredis.Redis.from_url(url)
+    try:
+        decision = await _decide(shard, user)
+        now = int(time.time() * 1000)
+        await _record(shard, _call(user, "dwell", decision, Signal.DWELL, 6.0, now))
+        await shard.flush()
+        [(name, value)] = (await client.hgetall(keys.settled)).items()
+        key, surface, fingerprint = name.decode().split(" ")
+        await client.delete(keys.settled)
+        await client.hset(keys.day_settled(day_of(now)), f"{surface} {fingerprint} {key}", value)
+        rating = _call(user, "rating", decision, Signal.RATING, 2.0, now + 1)
+        events = [Event("dwell", Signal.DWELL, 6.0, now, 0), Event("rating", Signal.RATING, 2.0, now + 1, 0)]
+        assert (await _record(shard, rating)).reward == pytest.approx(fuse(events, config.surfaces["s"].reward))
+        assert (await shard.user_state(user))["s"]["n_updates"] == 1  # the stored entry, revised
+        # Entries of decisions older than settled_ms go at the next prune; newer ones stay.
+        await shard.flush()
+        old = {f"{new_decision_id(now - config.settled_ms - k)}/i0 s x".encode(): b"[0,[]]" for k in range(1, 40)}
+        await client.hset(keys.settled, mapping=old)
+        await _record(shard, _call(user, "like", decision, Signal.LIKE, 1.0, now + 2))
+        await shard.flush()
+        left = set(await client.hkeys(keys.settled)) - {b""}
+        assert len(left) == 1 and not left & set(old)
     finally:
         await shard.close()
         await client.aclose()

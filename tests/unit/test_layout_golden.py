@@ -38,11 +38,11 @@ DECISION_JSON = (
     '"x":[1.0,0.5],"sg":"ios","w":1400}'
 )
 SETTLED_FIELDS = [
-    "ctx_linucb 18a39de7e2ba d2/item-003",
-    "fused 38a6d2fb1b3c d1/item-001",
-    "fused 38a6d2fb1b3c d1/item-002",
+    "d1/item-001 fused 38a6d2fb1b3c",
+    "d1/item-002 fused 38a6d2fb1b3c",
+    "d2/item-003 ctx_linucb 18a39de7e2ba",
 ]
-SETTLED_SHA256 = "f4e5b6ed6fdc7fabfb5abdaf49709599482c2d104d17dcc5dab516d1ef0d3dbe"
+SETTLED_SHA256 = "dc6a940d791b6417f43bd89e78f2713a63a6f30e7281b43997242899cfbe6e79"
 SNAPSHOT_SHA256 = "e0f8db1c335589232511a4f25f5e3a5069c17f5131e4eeba2125353723e9e777"  # RLPS v2, learned entries apart
 
 
@@ -65,13 +65,15 @@ def test_log_fields_decision_json_and_key_names() -> None:
     assert decision.to_json() == DECISION_JSON
     keys = UserKeys(P)
     prefix = "rl:{" + P + "}:"
-    assert (keys.feedback_log, keys.decision_log, keys.decision_index(20_000), keys.snapshot) == (
-        prefix + "fb", prefix + "dec", prefix + "dix:20000", prefix + "snap"
+    assert (keys.feedback_log, keys.decision_log, keys.decision_index, keys.snapshot) == (
+        prefix + "fb", prefix + "dec", prefix + "join", prefix + "snap"
     )  # fmt: skip
-    assert (keys.event_ids(20_000), keys.legacy_decision_index, keys.legacy_event("e1")) == (
+    assert (keys.event_ids, keys.settled) == (prefix + "ids", prefix + "led")
+    # Written by earlier versions, still read.
+    assert (keys.day_event_ids(20_000), keys.legacy_decision_index, keys.legacy_event("e1")) == (
         prefix + "ids:20000", prefix + "dix", prefix + "ev:e1"
     )  # fmt: skip
-    assert keys.settled(20_000) == prefix + "led:20000"
+    assert (keys.day_decision_index(20_000), keys.day_settled(20_000)) == (prefix + "dix:20000", prefix + "led:20000")
     assert (keys.pattern, windows_key(3)) == (prefix + "*", "rl:windows:3")
 
 
@@ -99,7 +101,7 @@ def test_snapshot_bytes_after_a_fixed_replay() -> None:
     replay(state, log, policies, surfaces)
     assert hashlib.sha256(encode_snapshot(state, policies, surfaces)).hexdigest() == SNAPSHOT_SHA256
     # The learned ledger entries, stored beside the snapshot (state/settled.py).
-    stored = settled.by_day(surfaces, state.ledger.settle())
-    assert {day: sorted(fields) for day, fields in stored.items()} == {0: SETTLED_FIELDS}
-    flat = b"".join(f.encode() + b"=" + v + b";" for fields in stored.values() for f, v in sorted(fields.items()))
+    stored = settled.stored_fields(surfaces, state.ledger.settle())
+    assert sorted(stored) == SETTLED_FIELDS
+    flat = b"".join(f.encode() + b"=" + v + b";" for f, v in sorted(stored.items()))
     assert hashlib.sha256(flat).hexdigest() == SETTLED_SHA256

@@ -56,9 +56,15 @@ class UserKeys:
         """Stream: the user's decisions (capped), for analysis, evaluation and export."""
         return self._prefix + "dec"
 
-    def decision_index(self, day: int) -> str:
-        """Hash decision_id -> decision record of the decisions made on ``day`` (UTC day number),
-        for joining feedback to its decision (``decision_day`` finds the day from the id)."""
+    @property
+    def decision_index(self) -> str:
+        """Hash decision_id -> decision record, for joining feedback to its decision: entries are
+        dropped once no feedback can join them (``store.py``, pruned by the time in the id)."""
+        return self._prefix + "join"
+
+    def day_decision_index(self, day: int) -> str:
+        """The join index of decisions made on ``day`` (UTC day number) before one hash per user;
+        read, never written."""
         return self._prefix + f"dix:{day}"
 
     @property
@@ -71,14 +77,23 @@ class UserKeys:
         """String: the user's policy states as of a feedback-log position."""
         return self._prefix + "snap"
 
-    def event_ids(self, day: int) -> str:
-        """Hash event_id -> feedback-log entry id of the events first received on ``day`` (UTC day
-        number): the idempotency of feedback, one small hash per day instead of a key per event."""
+    @property
+    def event_ids(self) -> str:
+        """Hash event_id -> feedback-log entry id: the idempotency of feedback, one small hash per
+        user instead of a key per event (``store.py``, pruned by the receipt time in the entry id)."""
+        return self._prefix + "ids"
+
+    def day_event_ids(self, day: int) -> str:
+        """The event ids first received on ``day`` (UTC day number) before one hash per user; read, never written."""
         return self._prefix + f"ids:{day}"
 
-    def settled(self, day: int) -> str:
-        """Hash of the user's learned reward-ledger entries of decisions made on ``day`` (UTC day
-        number), stored by snapshots (``state/settled.py``)."""
+    @property
+    def settled(self) -> str:
+        """Hash of the user's learned reward-ledger entries, stored by snapshots (``state/settled.py``)."""
+        return self._prefix + "led"
+
+    def day_settled(self, day: int) -> str:
+        """The stored ledger entries of decisions made on ``day`` before one hash per user; read, never written."""
         return self._prefix + f"led:{day}"
 
     def legacy_event(self, event_id: str) -> str:
@@ -98,7 +113,7 @@ def new_decision_id(decided_at_ms: int) -> str:
 
 
 # Decision ids whose time prefix is outside these years are older, random ids.
-_PLAUSIBLE_MS = (1_577_836_800_000, 4_102_444_800_000)  # 2020-01-01 .. 2100-01-01
+PLAUSIBLE_MS = (1_577_836_800_000, 4_102_444_800_000)  # 2020-01-01 .. 2100-01-01
 
 
 def decision_day(decision_id: str) -> int | None:
@@ -113,7 +128,7 @@ def decision_day(decision_id: str) -> int | None:
         at_ms = int(decision_id[:12], 16)
     except ValueError:
         return None
-    return at_ms // 86_400_000 if _PLAUSIBLE_MS[0] <= at_ms < _PLAUSIBLE_MS[1] else None
+    return at_ms // 86_400_000 if PLAUSIBLE_MS[0] <= at_ms < PLAUSIBLE_MS[1] else None
 
 
 # Glob of every user's decision log: what off-policy evaluation scans (``pseudonym_of`` names the user).

@@ -5,7 +5,7 @@
   pairs, as the append script takes them); ``from_fields`` reads it back, including entries
   written before the later fields existed.
 - :class:`DecisionRecord`: one decision, as the decision log (``rl:{p}:dec``, field ``j``) and
-  the join index (``rl:{p}:dix``) keep it; ``to_json``/``from_json`` are its codec.
+  the join index (``rl:{p}:join``) keep it; ``to_json``/``from_json`` are its codec.
 
 These bytes outlive every process (tests/unit/test_layout_golden.py pins them).
 

@@ -9,16 +9,18 @@ key (``keys.py``)           lifetime                                         bou
                             expires ``logs_seconds`` later (an append
                             takes the lifetime away again)
 ``rl:{p}:dec`` decisions    the same, and at most 1,000 entries              ``min(1000, decisions of logs_seconds)``
-``rl:{p}:dix:<day>`` join   one hash per day of decision time; expires once  the decisions of ``join_ms``
-index                       no feedback can join them any more (``join_ms``:
-                            the longest reward window + the 7 days feedback
-                            may be late)
-``rl:{p}:ids:<day>`` event  one hash per day of first receipt, event id ->   the events of 8 days
-ids (idempotency)           its log entry; expires 7 days after the day
-                            ends, so a retry within 7 days is always found
-``rl:{p}:led:<day>``        one hash per day of decision time: the learned   the clicked items of ``settled_ms``
-stored ledger entries       reward-ledger entries a snapshot stored beside
-                            it (``settled.py``); expires once feedback can
+``rl:{p}:join`` join index  one hash per user, decision id -> record;       the decisions of ``join_ms``, at most
+                            entries go once no feedback can join them        twice over (see below)
+                            (``join_ms``: the longest reward window +
+                            ``quality.max_age_ms``); the key expires
+                            ``join_ms`` after its last write
+``rl:{p}:ids`` event ids    one hash per user, event id -> its log entry;    the events of ``dedup_seconds``, at most
+(idempotency)               entries go ``dedup_seconds`` after receipt, so   twice over
+                            a retry within that is always found; the key
+                            expires ``dedup_seconds`` after its last write
+``rl:{p}:led`` stored       one hash per user: the learned reward-ledger     the clicked items of ``settled_ms``, at
+ledger entries              entries a snapshot stored beside it              most twice over
+                            (``settled.py``); entries go once feedback can
                             no longer change them (``settled_ms``: the
                             longest window + ``quality.max_age_ms``)
 ``rl:{p}:snap`` snapshot    expires ``user_state_seconds`` after its last    one per user
@@ -27,6 +29,14 @@ stored ledger entries       reward-ledger entries a snapshot stored beside
                             it closes
 ``rl:pop:...`` priors       one hash per surface configuration and shard     segments x shards
 ==========================  ===============================================  =========================================
+
+The three per-user hashes are pruned by the time each entry names (decision id, log entry id)
+inside the script that writes them, once the hash has doubled since its last prune (a field ``""``
+keeps the size to prune at): amortised O(1) per write, at most twice the live entries (and 32).
+One hash per user instead of one per day saves ~100 B of key overhead per user and day, and any
+horizon, down to a minute, is kept exactly. Keys of the per-day form (``dix:<day>``,
+``ids:<day>``, ``led:<day>``, ``ev:<id>``) written by earlier versions are still read until they
+expire (8 days at most).
 
 Retention is also privacy: raw events are kept ``logs_seconds``, a user's learned state as long
 as they keep coming back (and erasure removes all of it at once). What compaction costs: a
@@ -42,8 +52,10 @@ from rewardloop.learning.params import ConfigError, integer_in
 
 DAY_MS = 86_400_000
 DAY_SECONDS = 86_400
-# Feedback event ids are deduplicated for 7 days (feedback.proto).
+# Feedback event ids were deduplicated for 7 days in per-day hashes, still read until they expire.
 DEDUP_DAYS = 7
+# A per-user hash is pruned once it holds twice what it held after its last prune, and not below this.
+PRUNE_FLOOR = 32
 
 
 @dataclass(frozen=True)
@@ -54,10 +66,13 @@ class Retention:
     """Feedback and decision logs: what replay, evaluation, experiments and analytics can read."""
     user_state_seconds: int = 365 * DAY_SECONDS
     """A user's snapshot, from its last write: a user idle longer starts over."""
+    dedup_seconds: int = 7 * DAY_SECONDS
+    """Feedback event ids, from their receipt: a retry within this is recognised (feedback.proto)."""
 
     def __post_init__(self) -> None:
         integer_in("service.retention.logs_seconds", self.logs_seconds, 1, 10 * 365 * DAY_SECONDS)
         integer_in("service.retention.user_state_seconds", self.user_state_seconds, 1, 10 * 365 * DAY_SECONDS)
+        integer_in("service.retention.dedup_seconds", self.dedup_seconds, 60, 365 * DAY_SECONDS)
         if self.user_state_seconds < self.logs_seconds:
             # A snapshot must outlive the log it covers, or a returning user is rebuilt from a
             # compacted log alone.
@@ -85,7 +100,7 @@ def day_ends_at(day: int) -> int:
 
 
 def dedup_days(now_ms: int) -> list[int]:
-    """The days whose event-id buckets a new event is checked against, newest first: every day
-    an event first received within the last 7 days can be in."""
+    """The days whose per-day event-id hashes (of earlier versions) a new event is also checked
+    against, newest first: every day an event first received within the last 7 days can be in."""
     today = day_of(now_ms)
     return [today - k for k in range(DEDUP_DAYS + 1)]

@@ -4,8 +4,8 @@ A decision-item's ledger entry (``learning/rewards/ledger.py``) must be kept unt
 change its reward any more: its window plus how late feedback may be (``quality.max_age_ms``, 7
 days by default). Kept in memory, that is ~1.4 KB per clicked item for a week. So a snapshot
 stores its user's *learned* entries beside it, in the same script (``Store.write_back``), in one
-hash per decision day (``UserKeys.settled``, field ``<surface> <fingerprint> <decision>/<item>``,
-expiring once no entry of that day can change), in a compact form: where the entry was learned and
+hash per user (``UserKeys.settled``, field ``<decision>/<item> <surface> <fingerprint>``, pruned
+once no entry can change by the time in the decision id), in a compact form: where the entry was learned and
 its events (``stored_value``; the rest is its decision's, and feedback that needs the entry is
 joined to that decision), and leaves them out of the snapshot's own ledgers; the shard then drops
 them from memory (``RewardLedger.forget_settled``, only entries unchanged since). Entries not
@@ -56,8 +56,14 @@ class Wanted:
 
 
 def field(surface: SurfaceConfig, key: str) -> str:
-    """The hash field of a ledger entry: surface, configuration fingerprint (an entry learned under
-    another configuration is not this one's) and decision-item key."""
+    """The hash field of a ledger entry: decision-item key (its decision id first, which the
+    pruning reads the decision time from), surface and configuration fingerprint (an entry learned
+    under another configuration is not this one's)."""
+    return f"{key} {surface.name} {surface.fingerprint[:12]}"
+
+
+def day_field(surface: SurfaceConfig, key: str) -> str:
+    """The field of an entry in the per-day hashes of an earlier version (``UserKeys.day_settled``)."""
     return f"{surface.name} {surface.fingerprint[:12]} {key}"
 
 
@@ -78,15 +84,13 @@ def restored_item(
     return ItemReward(fusion, arm, features, propensity, segment, int(step))
 
 
-def by_day(surfaces: Mapping[str, SurfaceConfig], settled: Iterable[Settled]) -> dict[int, dict[str, bytes]]:
-    """A user's settled entries (of configured surfaces) as the snapshot writes them: decision day ->
-    field -> value."""
-    days: dict[int, dict[str, bytes]] = {}
-    for s in settled:
-        if s.surface in surfaces:
-            value = json.dumps(stored_value(s.item), separators=(",", ":")).encode()
-            days.setdefault(day_of(s.item.decided_at_ms), {})[field(surfaces[s.surface], s.key)] = value
-    return days
+def stored_fields(surfaces: Mapping[str, SurfaceConfig], settled: Iterable[Settled]) -> dict[str, bytes]:
+    """A user's settled entries (of configured surfaces) as the snapshot writes them: field -> value."""
+    return {
+        field(surfaces[s.surface], s.key): json.dumps(stored_value(s.item), separators=(",", ":")).encode()
+        for s in settled
+        if s.surface in surfaces
+    }
 
 
 def wanted(state: UserState, r: FeedbackRecord) -> Wanted | None:
@@ -129,11 +133,13 @@ async def fetch(
         generations = {p: state.ledger.generation for p, state in users.items()}
         async with redis.pipeline(transaction=False) as pipe:
             for w in pending:
-                key = field(surfaces[w.surface], item_key(w.decision_id, w.item_id))
-                pipe.hget(UserKeys(w.pseudonym).settled(day_of(w.decided_at_ms)), key)
-            values = await pipe.execute()
+                keys, key = UserKeys(w.pseudonym), item_key(w.decision_id, w.item_id)
+                pipe.hget(keys.settled, field(surfaces[w.surface], key))
+                pipe.hget(keys.day_settled(day_of(w.decided_at_ms)), day_field(surfaces[w.surface], key))
+            raw = await pipe.execute()
         if any(state.ledger.generation != generations[p] for p, state in users.items()):
             continue
+        values = [stored if stored is not None else by_day for stored, by_day in zip(raw[::2], raw[1::2], strict=True)]
         for w, value in zip(pending, values, strict=True):
             surface = surfaces[w.surface]
             if value is not None and w.item_id in surface.index:

@@ -14,21 +14,20 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from string import Template
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError, ResponseError
 
-from rewardloop.state.keys import UserKeys, decision_day, split_window_member, window_member
+from rewardloop.state.keys import PLAUSIBLE_MS, UserKeys, decision_day, split_window_member, window_member
 from rewardloop.state.records import DecisionRecord, FeedbackRecord, stream_id_key
 from rewardloop.state.retention import (
     DAY_MS,
-    DAY_SECONDS,
     DEDUP_DAYS,
     DEFAULT_RETENTION,
+    PRUNE_FLOOR,
     Retention,
-    day_ends_at,
-    day_of,
     dedup_days,
 )
 
@@ -37,17 +36,46 @@ log = logging.getLogger(__name__)
 # Decisions kept per user in the capped decision log (and no older than the log retention).
 DECISION_LOG_LENGTH = 1000
 REPLAY_PAGE = 1000
-# Append one event unless its id was seen (retention.py: the per-day id hashes, newest first, then
-# the marker of an event received before them). The id hash keeps "<entry id>" or, for a flagged
+# Drop the fields of hash ``key`` dated before ``cutoff`` (ms; ``date(field, value)`` is a field's
+# time, nil for none) once the hash has doubled since its last prune (retention.py): the field ""
+# keeps the size to prune at.
+_PRUNE = Template("""
+local function prune(key, cutoff, date)
+  local n = redis.call('HLEN', key)
+  if n < math.max(tonumber(redis.call('HGET', key, '')) or 0, $floor) then return end
+  local all = redis.call('HGETALL', key)
+  local drop = {}
+  for i = 1, #all, 2 do
+    if all[i] ~= '' then
+      local t = date(all[i], all[i + 1])
+      if t and t < cutoff then drop[#drop + 1] = all[i] end
+    end
+  end
+  for i = 1, #drop, 1000 do
+    redis.call('HDEL', key, unpack(drop, i, math.min(i + 999, #drop)))
+  end
+  redis.call('HSET', key, '', 2 * (n - #drop))
+end
+-- The time a decision id names (keys.new_decision_id); nil for ids made otherwise.
+local function decided_at(id)
+  local t = tonumber(string.sub(id, 1, 12), 16)
+  if string.len(id) >= 32 and t and t >= $low and t < $high then return t end
+end
+""").substitute(floor=PRUNE_FLOOR, low=PLAUSIBLE_MS[0], high=PLAUSIBLE_MS[1])
+# Append one event unless its id was seen (retention.py: the user's id hash, then the per-day hashes
+# and the marker of an event received before it). The id hash keeps "<entry id>" or, for a flagged
 # event, "<entry id> <flag>", so a retry learns whether the original trains even after compaction;
 # a seen id answers {entry id, flag} (a legacy marker's flag is read from its entry, if still there).
-# KEYS: id hashes (today's first) | legacy marker | feedback log
-# ARGV: today's hash expires at (Unix s) | event id | flag | entry fields
+# Ids are pruned by the receipt time of their entry.
+# KEYS: id hash | per-day id hashes | legacy marker | feedback log
+# ARGV: now (ms) | dedup window (ms) | event id | flag | entry fields
 # The log gets no lifetime here: entries no snapshot covers are kept until one does (_WRITE_SNAPSHOT).
-_RECORD_EVENT = """
+_RECORD_EVENT = (
+    _PRUNE
+    + """
 local log = KEYS[#KEYS]
 for i = 1, #KEYS - 2 do
-  local seen = redis.call('HGET', KEYS[i], ARGV[2])
+  local seen = redis.call('HGET', KEYS[i], ARGV[3])
   if seen then
     local space = string.find(seen, ' ', 1, true)
     if space then return {string.sub(seen, 1, space - 1), string.sub(seen, space + 1)} end
@@ -65,35 +93,46 @@ if legacy then
   end
   return {legacy, flag}
 end
-local id = redis.call('XADD', log, '*', unpack(ARGV, 4))
+local id = redis.call('XADD', log, '*', unpack(ARGV, 5))
 redis.call('PERSIST', log)
-if ARGV[3] == '' then
-  redis.call('HSET', KEYS[1], ARGV[2], id)
+if ARGV[4] == '' then
+  redis.call('HSET', KEYS[1], ARGV[3], id)
 else
-  redis.call('HSET', KEYS[1], ARGV[2], id .. ' ' .. ARGV[3])
+  redis.call('HSET', KEYS[1], ARGV[3], id .. ' ' .. ARGV[4])
 end
-redis.call('EXPIREAT', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+prune(KEYS[1], tonumber(ARGV[1]) - tonumber(ARGV[2]), function(_, v) return tonumber(string.match(v, '^%d+')) end)
 return id
 """
+)
+# Add a decision to its user's join index, pruned by the decision times the ids name.
+# KEYS: join index | ARGV: now (ms) | join horizon (ms) | decision id | record
+_INDEX_DECISION = (
+    _PRUNE
+    + """
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+prune(KEYS[1], tonumber(ARGV[1]) - tonumber(ARGV[2]), decided_at)
+return 1
+"""
+)
 # Write a snapshot with the learned ledger entries it leaves out (settled.py), and compact the
 # logs behind it, atomically: feedback entries go only once the snapshot that covers them is stored
 # (a failed SET stops the script before anything else; Redis refuses a script for lack of memory
 # only at its first write). Once the snapshot covers the whole feedback log, the log may expire
-# with retention.
-# KEYS: snapshot | feedback log | decision log | settled-entry hashes (one per decision day)
+# with retention. Stored entries are pruned by their decision's time (their field starts with its id).
+# KEYS: snapshot | feedback log | decision log | stored ledger entries
 # ARGV: snapshot | its lifetime (ms) | feedback-log trim id | decision-log trim id
-#       | the snapshot's log position | log retention (ms)
-#       | per hash: expires at (Unix s) | field count | field, value, ...
-_WRITE_SNAPSHOT = """
+#       | the snapshot's log position | log retention (ms) | now (ms) | ledger horizon (ms)
+#       | field, value, ...
+_WRITE_SNAPSHOT = (
+    _PRUNE
+    + """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local a = 7
-for k = 4, #KEYS do
-  local n = tonumber(ARGV[a + 1])
-  for i = a + 2, a + 2 * n, 2 do
-    redis.call('HSET', KEYS[k], ARGV[i], ARGV[i + 1])
-  end
-  redis.call('EXPIREAT', KEYS[k], ARGV[a])
-  a = a + 2 + 2 * n
+if #ARGV > 8 then
+  redis.call('HSET', KEYS[4], unpack(ARGV, 9))
+  redis.call('PEXPIRE', KEYS[4], ARGV[8])
+  prune(KEYS[4], tonumber(ARGV[7]) - tonumber(ARGV[8]), decided_at)
 end
 redis.call('XTRIM', KEYS[2], 'MINID', ARGV[3])
 redis.call('XTRIM', KEYS[3], 'MINID', ARGV[4])
@@ -103,10 +142,11 @@ if last == nil or last[1] == ARGV[5] then
 end
 return 1
 """
-_SCRIPTS = (_RECORD_EVENT, _WRITE_SNAPSHOT)
+)
+_SCRIPTS = (_RECORD_EVENT, _INDEX_DECISION, _WRITE_SNAPSHOT)
 
 
-_RECORD_SHA, _SNAPSHOT_SHA = (hashlib.sha1(script.encode()).hexdigest() for script in _SCRIPTS)
+_RECORD_SHA, _INDEX_SHA, _SNAPSHOT_SHA = (hashlib.sha1(script.encode()).hexdigest() for script in _SCRIPTS)
 
 
 @dataclass(frozen=True)
@@ -127,7 +167,7 @@ class Store:
     """A shard's Redis: ``retention`` bounds what it keeps (``retention.py``); ``join_ms`` is how long
     after a decision feedback can still join it (the longest reward window + the 7 days feedback
     may be late), ``settled_ms`` how long after it its ledger entries can still change
-    (``ServiceConfig.settled_ms``); ``clock`` (Unix seconds) dates the per-day keys."""
+    (``ServiceConfig.settled_ms``); ``clock`` (Unix seconds) is what the per-user hashes are pruned by."""
 
     def __init__(
         self,
@@ -142,8 +182,9 @@ class Store:
         )
         self.redis = aioredis.Redis(connection_pool=pool, decode_responses=False)
         self.retention = retention
-        self._join_seconds = -(-join_ms // 1000)
-        self._settled_seconds = -(-settled_ms // 1000)
+        self._join_ms = join_ms
+        self._settled_ms = settled_ms
+        self._dedup_ms = retention.dedup_seconds * 1000
         self._clock = clock
 
     async def close(self) -> None:
@@ -170,15 +211,14 @@ class Store:
     async def _record_feedback(self, records: Sequence[FeedbackRecord]) -> list[str | Seen]:
         now_ms = self._now_ms()
         days = dedup_days(now_ms)
-        expire_at = day_ends_at(days[0]) + DEDUP_DAYS * DAY_SECONDS
         # EVALSHA directly: redis-py's Script objects add a SCRIPT EXISTS round trip per pipeline.
         async with self.redis.pipeline(transaction=False) as pipe:
             for r in records:
                 keys = UserKeys(r.pseudonym)
-                buckets = [keys.event_ids(day) for day in days]
+                hashes = [keys.event_ids, *(keys.day_event_ids(day) for day in days)]
                 pipe.evalsha(
-                    _RECORD_SHA, len(buckets) + 2, *buckets, keys.legacy_event(r.event_id), keys.feedback_log,
-                    expire_at, r.event_id, r.flag, *r.fields(),
+                    _RECORD_SHA, len(hashes) + 2, *hashes, keys.legacy_event(r.event_id), keys.feedback_log,
+                    now_ms, self._dedup_ms, r.event_id, r.flag, *r.fields(),
                 )  # fmt: skip
             results = await pipe.execute()
         return [Seen(res[0].decode(), res[1].decode()) if isinstance(res, list) else res.decode() for res in results]
@@ -228,21 +268,20 @@ class Store:
 
     async def find_decisions(self, lookups: Sequence[tuple[str, str]]) -> list[DecisionRecord | None]:
         """Decision records for (pseudonym, decision_id) pairs; None where unknown (or past the join
-        horizon). The day's join index holds a decision; ids made before per-day indexes are in the
-        user's legacy index."""
-        days = [decision_day(decision_id) for _, decision_id in lookups]
+        horizon). The user's join index holds a decision; one indexed by an earlier version may be
+        in its day's index, or, made before those, in the user's legacy index."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for (pseudonym, decision_id), day in zip(lookups, days, strict=True):
+            for pseudonym, decision_id in lookups:
                 keys = UserKeys(pseudonym)
-                if day is not None:
-                    pipe.hget(keys.decision_index(day), decision_id)
-                pipe.hget(keys.legacy_decision_index, decision_id)
+                day = decision_day(decision_id)
+                indexes = [keys.decision_index, keys.legacy_decision_index]
+                for index in indexes if day is None else [*indexes, keys.day_decision_index(day)]:
+                    pipe.hget(index, decision_id)
             raw = iter(await pipe.execute())
         found: list[DecisionRecord | None] = []
-        for (pseudonym, _), day in zip(lookups, days, strict=True):
-            stored = next(raw) if day is not None else None
-            legacy = next(raw)
-            record = stored if stored is not None else legacy
+        for pseudonym, decision_id in lookups:
+            places = [next(raw) for _ in range(2 if decision_day(decision_id) is None else 3)]
+            record = next((r for r in places if r is not None), None)
             found.append(None if record is None else DecisionRecord.from_json(pseudonym, record))
         return found
 
@@ -252,61 +291,58 @@ class Store:
         """Background writes in one round trip: decision log + join index (+ the open window in
         ``windows_key``), and snapshots, each compacting the user's logs behind it."""
         log_ttl_ms = self.retention.logs_seconds * 1000
+        now_ms = self._now_ms()
         async with self.redis.pipeline(transaction=False) as pipe:
             for d in decisions:
                 keys = UserKeys(d.pseudonym)
-                record = d.to_json()
-                pipe.xadd(keys.decision_log, {"j": record}, maxlen=DECISION_LOG_LENGTH, approximate=True)
+                pipe.xadd(keys.decision_log, {"j": d.to_json()}, maxlen=DECISION_LOG_LENGTH, approximate=True)
                 pipe.pexpire(keys.decision_log, log_ttl_ms)
-                day = decision_day(d.decision_id)
-                index = keys.legacy_decision_index if day is None else keys.decision_index(day)
-                pipe.hset(index, d.decision_id, record)
-                expires_at = day_ends_at(day_of(d.decided_at_ms) if day is None else day) + self._join_seconds
-                pipe.expireat(index, expires_at)
             open_windows = {window_member(d.pseudonym, d.decision_id): d.closes_at_ms for d in decisions}
             if windows_key and open_windows:
                 pipe.zadd(windows_key, open_windows)
-            self._queue_snapshots(pipe, snapshots)
+            self._queue_scripts(pipe, decisions, snapshots, now_ms)
             results = await pipe.execute(raise_on_error=False)
         errors = [r for r in results if isinstance(r, Exception)]
         if errors and all(isinstance(e, NoScriptError) for e in errors):
-            # Only the snapshot scripts were refused (Redis restarted): the rest is written.
+            # Only the scripts were refused (Redis restarted): the rest is written.
             await self._load_scripts()
             async with self.redis.pipeline(transaction=False) as pipe:
-                self._queue_snapshots(pipe, snapshots)
+                self._queue_scripts(pipe, decisions, snapshots, now_ms)
                 await pipe.execute()
         elif errors:
             raise errors[0]
 
-    def _queue_snapshots(self, pipe: Any, snapshots: Mapping[str, Snapshot]) -> None:
-        """Each snapshot with the compaction of its user's logs: feedback entries past retention and
-        covered by the snapshot, decisions past retention."""
-        cutoff = self.retention.log_cutoff_id(self._now_ms())
+    def _queue_scripts(
+        self, pipe: Any, decisions: Sequence[DecisionRecord], snapshots: Mapping[str, Snapshot], now_ms: int
+    ) -> None:
+        """The join index entry of each decision; each snapshot with the learned ledger entries it
+        stores and the compaction of its user's logs (feedback entries past retention and covered by
+        the snapshot, decisions past retention)."""
+        for d in decisions:
+            pipe.evalsha(_INDEX_SHA, 1, UserKeys(d.pseudonym).decision_index, now_ms, self._join_ms, d.decision_id,
+                         d.to_json())  # fmt: skip
+        cutoff = self.retention.log_cutoff_id(now_ms)
         lifetime_ms = self.retention.user_state_seconds * 1000
         log_ttl_ms = self.retention.logs_seconds * 1000
         for pseudonym, snapshot in snapshots.items():
             keys = UserKeys(pseudonym)
             covered = min(cutoff, snapshot.last_id, key=stream_id_key)
-            hashes: list[str] = []
-            entries: list[int | str | bytes] = []
-            for day, fields in sorted(snapshot.settled.items()):
-                hashes.append(keys.settled(day))
-                entries += [day_ends_at(day) + self._settled_seconds, len(fields)]
-                entries += [part for pair in sorted(fields.items()) for part in pair]
+            entries = [part for pair in sorted(snapshot.settled.items()) for part in pair]
             pipe.evalsha(
-                _SNAPSHOT_SHA, 3 + len(hashes), keys.snapshot, keys.feedback_log, keys.decision_log, *hashes,
-                snapshot.blob, lifetime_ms, covered, cutoff, snapshot.last_id, log_ttl_ms, *entries,
+                _SNAPSHOT_SHA, 4, keys.snapshot, keys.feedback_log, keys.decision_log, keys.settled,
+                snapshot.blob, lifetime_ms, covered, cutoff, snapshot.last_id, log_ttl_ms, now_ms, self._settled_ms,
+                *entries,
             )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Snapshot:
     """A user's snapshot bytes, the feedback-log position they cover, and the learned ledger entries
-    it leaves out, stored with it (``settled.py``: decision day -> field -> value)."""
+    it leaves out, stored with it (``settled.py``: field -> value)."""
 
     blob: bytes
     last_id: str
-    settled: Mapping[int, Mapping[str, bytes]] = field(default_factory=dict)
+    settled: Mapping[str, bytes] = field(default_factory=dict)
 
 
 def out_of_memory(exc: BaseException) -> bool:

@@ -147,7 +147,7 @@ def _quality(spec: Any) -> QualityConfig:
 
 
 def _retention(spec: Any) -> Retention:
-    """``[service.retention]``: logs_seconds, user_state_seconds."""
+    """``[service.retention]``: logs_seconds, user_state_seconds, dedup_seconds."""
     if not isinstance(spec, Mapping):
         raise ConfigError(f"service.retention must be a table, got {spec!r}")
     reject_unknown("service.retention", spec, {f.name for f in dataclasses.fields(Retention)})

@@ -73,7 +73,7 @@ class WriteBehind:
         """Queue the user's snapshot as of now, with their learned ledger entries (written at the next
         ``schedule``; then those entries leave memory)."""
         entries = state.ledger.settle()
-        stored = settled.by_day(self._surfaces, entries)
+        stored = settled.stored_fields(self._surfaces, entries)
         self._pending_snapshots[state.pseudonym] = Snapshot(self._encode(state), state.last_id, stored)
         self._pending_settled[state.pseudonym] = (state, entries)
         state.since_snapshot = 0
