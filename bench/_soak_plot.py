@@ -43,13 +43,14 @@ def plot(rows: Sequence[Row], path: Path, title: str, warmup_s: float) -> None:
     import matplotlib.pyplot as plt
 
     gauges = sorted({k for row in rows for k in row if k.startswith("svc_")})
-    panels = 5 if gauges else 4
+    panels = 6 if gauges else 5
     figure, axes = plt.subplots(panels, 1, figsize=(11, 3.2 * panels + 0.5), sharex=True)
     minutes = [row["t_s"] / 60 for row in rows]
     _rss_panel(axes[0], rows, minutes)
     _redis_panel(axes[1], rows, minutes)
     if gauges:
         _gauges_panel(axes[2], rows, minutes, gauges)
+    _cpu_panel(axes[-3], rows, minutes)
     _latency_panel(axes[-2], rows, minutes)
     _errors_panel(axes[-1], rows, minutes)
     marks = events(rows)
@@ -107,6 +108,15 @@ def _gauges_panel(ax: Any, rows: Sequence[Row], minutes: list[float], gauges: li
     counts.set_ylabel("count")
     handles = ax.get_legend_handles_labels()[0] + counts.get_legend_handles_labels()[0]
     ax.legend(handles=handles, fontsize=7, ncol=2, loc="upper left")
+
+
+def _cpu_panel(ax: Any, rows: Sequence[Row], minutes: list[float]) -> None:
+    """Cores used per role in each interval: what a latency spike may line up with."""
+    roles = sorted({k for row in rows for k in row if k.startswith("cpu_")})
+    for key in roles:
+        ax.plot(minutes, _series(rows, key), marker=".", label=key.removeprefix("cpu_"))
+    ax.set_ylabel("CPU (cores)")
+    ax.legend(fontsize=8, ncol=4, loc="upper left")
 
 
 def _latency_panel(ax: Any, rows: Sequence[Row], minutes: list[float]) -> None:

@@ -74,13 +74,24 @@ COLUMNS: list[tuple[str, int, Any]] = [
     ("r.used", 6, _mb("redis_used_memory")),
     ("keys", 8, lambda row: _num(row.get("redis_keys", math.nan), 0)),
     ("aof", 6, _mb("redis_aof_bytes")),
+    ("cpu", 5, lambda row: _num(service_cpu(row), 2)),
+    ("ld cpu", 6, lambda row: _num(row.get("cpu_load", math.nan), 2)),
     ("load1", 5, lambda row: _num(row.get("loadavg_1m", math.nan), 1)),
 ]
 
 
+def service_cpu(row: Row) -> float:
+    """Cores the service's processes used in the interval (all but the load generator's)."""
+    used = [v for k, v in row.items() if k.startswith("cpu_") and k != "cpu_load"]
+    return sum(used) if used else math.nan
+
+
 def header() -> str:
     line = "  ".join(name.rjust(width) for name, width, _ in COLUMNS)
-    note = "(ms: latency from the scheduled send; MB: RSS per process, r.used = Redis used_memory; w = warm-up)"
+    note = (
+        "(ms: latency from the scheduled send; MB: RSS per process, r.used = Redis used_memory; w = warm-up;\n"
+        " cpu: cores the service used, ld cpu: the load generator's)"
+    )
     return f"{note}\n{line}\n" + "  ".join("-" * width for _, width, _ in COLUMNS)
 
 

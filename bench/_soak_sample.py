@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -34,30 +35,45 @@ INFO_FIELDS = {
 
 
 class ProcessRoles:
-    """RSS per role of the processes under the service's supervisor, and of the load processes.
+    """RSS and CPU per role of the processes under the service's supervisor, and of the load processes.
 
     Roles: front (the service process: gRPC front + Ray driver), one `shard-<k>` per shard
     actor process (Ray names its workers' process title after the actor class,
     ``ray::HostedShard``), redis (the embedded redis-server), ray (everything else: raylet,
     GCS, dashboard and its agents, log monitor, idle workers, summed), supervisor, load.
     A shard restarted by Ray gets a new process, hence the next number: a new series.
+    ``cpu_<role>`` is the CPU (user + system) the role's processes used since the previous reading,
+    in cores (1.0 = one core busy the whole time): what competes with the service for the box.
     """
 
     def __init__(self, supervisor_pid: int, load_pids: Iterable[int]):
         self._supervisor = psutil.Process(supervisor_pid)
         self._load = [psutil.Process(pid) for pid in load_pids]
         self._shards: dict[int, str] = {}  # pid -> shard-<k>, in order of first sight
+        self._cpu_seconds: dict[int, float] = {}  # pid -> CPU seconds at the previous reading
+        self._read_at = time.monotonic()
+        self.usage()  # the baseline of the first interval's CPU
 
-    def rss(self) -> dict[str, float]:
+    def usage(self) -> dict[str, float]:
+        """``rss_<role>`` (bytes) and ``cpu_<role>`` (cores since the previous reading) per role."""
         totals: dict[str, float] = {"rss_front": 0.0, "rss_redis": 0.0, "rss_ray": 0.0, "rss_supervisor": 0.0}
+        cpu: dict[str, float] = {}
+        cpu_seconds: dict[int, float] = {}
+        processes: list[tuple[str, psutil.Process]] = [("supervisor", self._supervisor)]
         with contextlib.suppress(psutil.Error):
-            totals["rss_supervisor"] = float(self._supervisor.memory_info().rss)
-            for proc in self._supervisor.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    key = "rss_" + self._role(proc)
-                    totals[key] = totals.get(key, 0.0) + proc.memory_info().rss
-        totals["rss_load"] = float(sum(_rss(p) for p in self._load))
-        return totals
+            processes += [(self._role(proc), proc) for proc in self._supervisor.children(recursive=True)]
+        processes += [("load", proc) for proc in self._load]
+        for role, proc in processes:
+            with contextlib.suppress(psutil.Error):
+                with proc.oneshot():
+                    rss, times = proc.memory_info().rss, proc.cpu_times()
+                totals["rss_" + role] = totals.get("rss_" + role, 0.0) + rss
+                cpu_seconds[proc.pid] = times.user + times.system
+                used = cpu_seconds[proc.pid] - self._cpu_seconds.get(proc.pid, cpu_seconds[proc.pid])
+                cpu["cpu_" + role] = cpu.get("cpu_" + role, 0.0) + used
+        now = time.monotonic()
+        elapsed, self._read_at, self._cpu_seconds = now - self._read_at, now, cpu_seconds
+        return {**totals, **{k: v / elapsed for k, v in cpu.items()}} if elapsed > 0 else totals
 
     def _role(self, proc: psutil.Process) -> str:
         if proc.pid in self._shards:
@@ -75,13 +91,6 @@ class ProcessRoles:
     @property
     def shard_pids(self) -> dict[str, int]:
         return {label: pid for pid, label in self._shards.items()}
-
-
-def _rss(proc: psutil.Process) -> int:
-    try:
-        return int(proc.memory_info().rss)
-    except psutil.Error:
-        return 0
 
 
 def redis_info(client: redis.Redis, data_dir: Path | None) -> dict[str, float]:

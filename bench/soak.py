@@ -125,7 +125,7 @@ class Sampler:
         self.redis_failures = 0
 
     def __call__(self) -> dict[str, float]:
-        reading: dict[str, float] = {"loadavg_1m": os.getloadavg()[0], **self.roles.rss()}
+        reading: dict[str, float] = {"loadavg_1m": os.getloadavg()[0], **self.roles.usage()}
         try:
             reading.update(redis_info(self._redis, self._endpoints.redis_dir))
         except redis.RedisError:

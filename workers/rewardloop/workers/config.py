@@ -27,7 +27,7 @@ from rewardloop.learning.experiments import ExperimentConfig, experiment_from_di
 from rewardloop.learning.features.realtime import RealtimeFeatures
 from rewardloop.learning.params import ConfigError, integer_in, reject_unknown, within
 from rewardloop.learning.rewards import QualityConfig
-from rewardloop.learning.rewards.ledger import PRUNE_SLACK_MS
+from rewardloop.learning.rewards.ledger import prune_slack_ms
 from rewardloop.learning.surface import SurfaceConfig, surface_from_dict
 from rewardloop.state.retention import Retention
 
@@ -130,9 +130,9 @@ class ServiceConfig:
     @property
     def settled_ms(self) -> int:
         """How long after a decision feedback can still change its reward: the longest reward window,
-        plus the ledger's horizon (``quality.max_age_ms``, ``learning/rewards/ledger.py``). Stored
-        ledger entries live this long."""
-        return self.join_ms + PRUNE_SLACK_MS
+        plus the ledger's horizon (``quality.max_age_ms``, ``learning/rewards/ledger.py``), plus how
+        long past it memory may still hold an entry. Stored ledger entries live this long."""
+        return self.join_ms + prune_slack_ms(self.quality.max_age_ms)
 
 
 def _quality(spec: Any) -> QualityConfig:

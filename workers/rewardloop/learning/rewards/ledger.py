@@ -55,8 +55,20 @@ if TYPE_CHECKING:  # attributes only: importing them here would be a cycle (surf
 # ``quality.max_age_ms`` (feedback older than that is flagged at ingest, quality.py).
 LEDGER_HORIZON_MS = DEFAULT_QUALITY.max_age_ms
 # Ledger entries past the horizon are forgotten in batches: once the oldest is this far past it,
-# all that are go. One O(ledger) scan an hour at most, not one per event.
+# all that are go. One O(ledger) scan an hour at most, not one per event; for a horizon shorter than
+# 8 hours, an eighth of it (and at least a minute), so that what is kept stays proportional to it.
 PRUNE_SLACK_MS = 3_600_000
+
+
+def prune_slack_ms(horizon_ms: int) -> int:
+    """How far past the horizon an entry may still be kept (``PRUNE_SLACK_MS``).
+
+    >>> prune_slack_ms(7 * 86_400_000), prune_slack_ms(300_000), prune_slack_ms(2 * 3_600_000)
+    (3600000, 60000, 900000)
+    """
+    return min(PRUNE_SLACK_MS, max(60_000, horizon_ms // 8))
+
+
 NEVER = 2**62
 LATE_IGNORED = "late: occurred after the decision's reward window; this surface's late_rule ignores it"
 
@@ -383,7 +395,7 @@ class RewardLedger:
         self, policy: Policy, surface: SurfaceConfig, state: PolicyState, weight: Callable[[int], float], now_ms: int
     ) -> tuple[Change, ...]:
         """Learn the default reward of the surface's items whose window closed without a reward,
-        and forget items no feedback can change any more (in batches: ``PRUNE_SLACK_MS``).
+        and forget items no feedback can change any more (in batches: ``prune_slack_ms``).
 
         Which items learn depends on the ledger and ``now_ms`` only; the due bounds only skip
         scans that would find nothing, so a restored state (bounds recomputed) learns the same.
@@ -403,12 +415,13 @@ class RewardLedger:
                 and DecisionWindow.of(item.decided_at_ms, config).is_closed(now_ms)
                 and not _past_horizon(item.decided_at_ms, config, now_ms, self.horizon_ms)
             )
-        if now_ms > due[1] + PRUNE_SLACK_MS:
+        slack_ms = prune_slack_ms(self.horizon_ms)
+        if now_ms > due[1] + slack_ms:
             for key in [
                 k for k, item in ledger.items() if _past_horizon(item.decided_at_ms, config, now_ms, self.horizon_ms)
             ]:
                 del ledger[key]
-        if now_ms > due[0] or now_ms > due[1] + PRUNE_SLACK_MS:
+        if now_ms > due[0] or now_ms > due[1] + slack_ms:
             self._due[surface.name] = _ledger_due(ledger, config, self.horizon_ms)
         return changes
 
