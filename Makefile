@@ -92,9 +92,10 @@ fuzz: $(STAMP)
 	$(PY) bench/fuzz.py
 
 ## soak: 30 min of open-loop Recommend+Record at 0.7x the calibrated max: RSS, Redis memory, latency per 15 s, a PNG
-##   (bench/soak.py; options through SOAK_ARGS, e.g. make soak SOAK_ARGS="--minutes 120 --config my.toml")
+##   (bench/soak.py with bench/soak.toml, horizons in minutes; options through SOAK_ARGS, a later --config wins,
+##   e.g. make soak SOAK_ARGS="--minutes 120 --config my.toml")
 soak: $(STAMP)
-	$(PY) bench/soak.py $(SOAK_ARGS)
+	$(PY) bench/soak.py --config bench/soak.toml $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache var

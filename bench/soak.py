@@ -16,7 +16,7 @@ scheduled send. At the end: a summary per series, the verdict against issue 10's
 (0 errors; front, shard and Redis memory growth over the last third <= 2%; no interval after
 the warm-up with p99 > 250 ms), and in --out: samples.csv, soak.json, soak.png, server.log.
 
-    .venv/bin/python bench/soak.py                                   # the reference: 30 min at 0.7 x max
+    .venv/bin/python bench/soak.py --config bench/soak.toml          # the reference (make soak): 30 min at 0.7 x max
     .venv/bin/python bench/soak.py --minutes 2 --warmup 20 --interval 10 --rate 100   # a smoke run
     .venv/bin/python bench/soak.py --config retention.toml --minutes 120
 """

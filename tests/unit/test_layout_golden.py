@@ -7,6 +7,7 @@ here is a data migration (old snapshots become stale, priors restart), not a ref
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 
@@ -63,6 +64,12 @@ def test_log_fields_decision_json_and_key_names() -> None:
         P, "d1", "fused", ("item-001", "item-002"), (0.25, 0.75), "ucb1", "abc.3", 900, (1.0, 0.5), "ios", 1_400
     )
     assert decision.to_json() == DECISION_JSON
+    # The join index keys a record by its id; empty features and segment are left out.
+    plain = replace(decision, features=(), segment="")
+    assert plain.to_json(keyed=True) == '{"s":"fused","i":["item-001","item-002"],"p":[0.25,0.75],"a":"ucb1",' \
+        '"v":"abc.3","t":900,"w":1400}'  # fmt: skip
+    assert DecisionRecord.from_json(P, plain.to_json(keyed=True), "d1") == plain
+    assert DecisionRecord.from_json(P, DECISION_JSON, "ignored") == decision
     keys = UserKeys(P)
     prefix = "rl:{" + P + "}:"
     assert (keys.feedback_log, keys.decision_log, keys.decision_index, keys.snapshot) == (

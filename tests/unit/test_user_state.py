@@ -276,6 +276,30 @@ def test_the_ledger_horizon_is_the_services_max_age_of_feedback() -> None:
     assert config.settled_ms == 600_000 + 2 * day + 3_600_000
 
 
+def test_a_horizon_of_minutes_keeps_entries_minutes() -> None:
+    """With ``max_age_ms`` of 5 minutes, entries go at most a minute past it (not an hour: the
+    prune slack is an eighth of the horizon, at least a minute), and stored entries live as long."""
+    minute = 60_000
+    config = ServiceConfig.from_dict(
+        {
+            "service": {"quality": {"max_age_ms": 5 * minute}},
+            "surfaces": {"a": {"algorithm": "ucb1", "items": ITEMS, "reward": {"window_seconds": 300}}},
+        }
+    )
+    policies = _policies(config)
+    state = new_user_state(P, policies, seed=1, quality=config.quality)
+    sizes = []
+    for k in range(360):  # an hour of decisions every 10 s, each clicked 5 s later
+        decided = 1_000_000 + k * 10_000
+        r = logged(f"{decided + 5_000}-0", "a", f"i{k % 6}", 0.0, event_id=f"e{k}", signal=1, value=1.0,
+                   occurred_at_ms=decided + 5_000, decision_id=f"d{k}", decided_at_ms=decided)  # fmt: skip
+        replay(state, [r], policies, config.surfaces)
+        sizes.append(len(state.ledger.items["a"]))
+    # Window 5 min + horizon 5 min = 60 decisions, plus up to a minute (6) before a batch prune.
+    assert max(sizes[-200:]) <= 60 + 6 + 1 and min(sizes[-200:]) >= 60 - 1, (min(sizes[-200:]), max(sizes))
+    assert config.settled_ms == 10 * minute + minute
+
+
 def test_an_item_created_by_an_ignored_late_event_closes_the_same_live_and_rebuilt() -> None:
     """The late event creates the item's ledger entry but trains nothing; at the next event past its
     window the item learns the default, in the live run and in one rebuilt from a snapshot."""

@@ -155,23 +155,29 @@ class DecisionRecord:
         """The propensity of one of the decision's items."""
         return self.propensities[self.items.index(item_id)]
 
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "d": self.decision_id, "s": self.surface, "i": self.items, "p": self.propensities,
-                "a": self.policy, "v": self.model_version, "t": self.decided_at_ms, "x": self.features,
-                "sg": self.segment, "w": self.closes_at_ms,
-            },
-            separators=(",", ":"),
-        )  # fmt: skip
+    def to_json(self, keyed: bool = False) -> str:
+        """The record as JSON; ``keyed``: without its decision id, for a place that keys it by that id
+        (the join index). Empty features and segment are left out."""
+        record = {
+            "d": self.decision_id, "s": self.surface, "i": self.items, "p": self.propensities,
+            "a": self.policy, "v": self.model_version, "t": self.decided_at_ms, "x": self.features,
+            "sg": self.segment, "w": self.closes_at_ms,
+        }  # fmt: skip
+        for key in ("d",) if keyed else ():
+            del record[key]
+        for key in ("x", "sg"):
+            if not record[key]:
+                del record[key]
+        return json.dumps(record, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, pseudonym: str, raw: str | bytes) -> DecisionRecord:
-        """The record `to_json` wrote (the pseudonym lives in the key, not the record)."""
+    def from_json(cls, pseudonym: str, raw: str | bytes, decision_id: str = "") -> DecisionRecord:
+        """The record `to_json` wrote (the pseudonym lives in the key, not the record; so does the
+        decision id of a ``keyed`` record)."""
         d = json.loads(raw)
         return cls(
             pseudonym=pseudonym,
-            decision_id=d["d"],
+            decision_id=d.get("d", decision_id),
             surface=d["s"],
             items=tuple(d["i"]),
             propensities=tuple(d["p"]),

@@ -282,7 +282,7 @@ class Store:
         for pseudonym, decision_id in lookups:
             places = [next(raw) for _ in range(2 if decision_day(decision_id) is None else 3)]
             record = next((r for r in places if r is not None), None)
-            found.append(None if record is None else DecisionRecord.from_json(pseudonym, record))
+            found.append(None if record is None else DecisionRecord.from_json(pseudonym, record, decision_id))
         return found
 
     async def write_back(
@@ -320,7 +320,7 @@ class Store:
         the snapshot, decisions past retention)."""
         for d in decisions:
             pipe.evalsha(_INDEX_SHA, 1, UserKeys(d.pseudonym).decision_index, now_ms, self._join_ms, d.decision_id,
-                         d.to_json())  # fmt: skip
+                         d.to_json(keyed=True))  # fmt: skip
         cutoff = self.retention.log_cutoff_id(now_ms)
         lifetime_ms = self.retention.user_state_seconds * 1000
         log_ttl_ms = self.retention.logs_seconds * 1000

@@ -61,11 +61,7 @@ PRUNE_SLACK_MS = 3_600_000
 
 
 def prune_slack_ms(horizon_ms: int) -> int:
-    """How far past the horizon an entry may still be kept (``PRUNE_SLACK_MS``).
-
-    >>> prune_slack_ms(7 * 86_400_000), prune_slack_ms(300_000), prune_slack_ms(2 * 3_600_000)
-    (3600000, 60000, 900000)
-    """
+    """How far past the horizon an entry may still be kept (``PRUNE_SLACK_MS``)."""
     return min(PRUNE_SLACK_MS, max(60_000, horizon_ms // 8))
 
 
