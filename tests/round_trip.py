@@ -13,11 +13,16 @@ from rewardloop.state.user_state import UserState
 
 
 def snapshot_round_trip(
-    state: UserState, policies: Mapping[str, Policy], surfaces: Mapping[str, SurfaceConfig], seed: int = 1
+    state: UserState,
+    policies: Mapping[str, Policy],
+    surfaces: Mapping[str, SurfaceConfig],
+    seed: int = 1,
+    now_ms: int = 1 << 60,
 ) -> UserState:
-    """The snapshot of ``state`` restored, with every learned ledger entry it stored apart
-    (``state/settled.py``) fetched back from its stored form and its decision."""
-    entries = state.ledger.settle()
+    """The snapshot of ``state`` taken at ``now_ms`` (by default after every window closed) restored,
+    with every learned ledger entry it stored apart (``state/settled.py``) fetched back from its
+    stored form and its decision."""
+    entries = state.ledger.settle(surfaces, now_ms)
     stored = settled.stored_fields(surfaces, entries)
     blob = encode_snapshot(state, policies, surfaces)
     rebuilt = restore_from_snapshot(blob, state.pseudonym, policies, surfaces, seed)

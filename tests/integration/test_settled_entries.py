@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from rewardloop.learning.rewards import Event, Signal, fuse
 from rewardloop.state.keys import UserKeys, new_decision_id, pseudonymize
 from rewardloop.state.retention import day_of
+from rewardloop.state.snapshots import restore_from_snapshot
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.messages import Decision, FeedbackCall, RecommendCall, Recorded
 from rewardloop.workers.redis_server import EmbeddedRedis
@@ -35,6 +36,11 @@ async def url(redis_server: EmbeddedRedis) -> str:
     await client.flushdb()
     await client.aclose()
     return url
+
+
+def later() -> int:
+    """A time past the reward window of a decision made now: snapshots then store learned entries apart."""
+    return int(time.time() * 1000) + 3_600_000
 
 
 def _call(user: str, event_id: str, decision: Decision, signal: Signal, value: float, at_ms: int) -> FeedbackCall:
@@ -65,7 +71,7 @@ async def test_a_snapshot_stores_learned_entries_and_feedback_brings_them_back(u
         dwell = _call(user, "dwell", decision, Signal.DWELL, 6.0, now)
         alone = fuse([Event("dwell", Signal.DWELL, 6.0, now, 0)], config.surfaces["s"].reward)
         assert (await _record(shard, dwell)).reward == pytest.approx(alone)
-        await shard.flush()  # the snapshot stores the learned entry; memory drops it
+        await shard.flush(later())  # past the window: the snapshot stores it apart; memory drops it
         state = (await shard.users.get({user}))[user]
         assert not state.ledger.items.get("s")
         key = UserKeys(user).settled
@@ -84,10 +90,33 @@ async def test_a_snapshot_stores_learned_entries_and_feedback_brings_them_back(u
         assert learned["s"]["n_updates"] == 1  # one observation, revised
         assert sum(learned["s"]["reward_sums"]) == pytest.approx(fused)
         # A retry of the dwell, once its entry is stored apart again, answers the fused reward.
-        await shard.flush()
+        await shard.flush(later())
         assert not (await shard.users.get({user}))[user].ledger.items.get("s")
         retry = await _record(shard, dwell)
         assert retry.duplicate and retry.reward == pytest.approx(fused)
+    finally:
+        await shard.close()
+        await client.aclose()
+
+
+async def test_within_its_window_a_learned_entry_stays_in_memory_and_in_the_snapshot(url: str) -> None:
+    """Feedback within the window and the window close find the entry in memory: no fetch."""
+    config = ServiceConfig.from_dict(CONFIG)
+    user = pseudonymize("settled-in-window", b"t")
+    shard = ShardCore(config, url)
+    client = aioredis.Redis.from_url(url)
+    try:
+        decision = await _decide(shard, user)
+        await _record(shard, _call(user, "click", decision, Signal.CLICK, 1.0, int(time.time() * 1000)))
+        await shard.flush()
+        assert (await shard.users.get({user}))[user].ledger.items["s"]
+        assert not await client.exists(UserKeys(user).settled)
+        blob = await shard.store.load_snapshot(user)
+        assert blob is not None
+        restored = restore_from_snapshot(blob, user, shard.policies, config.surfaces, config.seed)
+        assert len(restored.ledger.items["s"]) == 1 and not restored.ledger.may_be_settled(
+            config.surfaces["s"], decision.decision_id, decision.items[0].item_id, int(time.time() * 1000)
+        )
     finally:
         await shard.close()
         await client.aclose()
@@ -105,7 +134,7 @@ async def test_entries_stored_by_day_or_past_their_horizon(url: str) -> None:
         decision = await _decide(shard, user)
         now = int(time.time() * 1000)
         await _record(shard, _call(user, "dwell", decision, Signal.DWELL, 6.0, now))
-        await shard.flush()
+        await shard.flush(later())
         [(name, value)] = (await client.hgetall(keys.settled)).items()
         key, surface, fingerprint = name.decode().split(" ")
         await client.delete(keys.settled)
@@ -115,11 +144,11 @@ async def test_entries_stored_by_day_or_past_their_horizon(url: str) -> None:
         assert (await _record(shard, rating)).reward == pytest.approx(fuse(events, config.surfaces["s"].reward))
         assert (await shard.user_state(user))["s"]["n_updates"] == 1  # the stored entry, revised
         # Entries of decisions older than settled_ms go at the next prune; newer ones stay.
-        await shard.flush()
+        await shard.flush(later())
         old = {f"{new_decision_id(now - config.settled_ms - k)}/i0 s x".encode(): b"[0,[]]" for k in range(1, 40)}
         await client.hset(keys.settled, mapping=old)
         await _record(shard, _call(user, "like", decision, Signal.LIKE, 1.0, now + 2))
-        await shard.flush()
+        await shard.flush(later())
         left = set(await client.hkeys(keys.settled)) - {b""}
         assert len(left) == 1 and not left & set(old)
     finally:
@@ -135,7 +164,7 @@ async def test_a_closed_window_does_not_learn_a_stored_entry_again(url: str) -> 
     try:
         decision = await _decide(shard, user)
         await _record(shard, _call(user, "click", decision, Signal.CLICK, 1.0, int(time.time() * 1000)))
-        await shard.flush()
+        await shard.flush(later())
         assert not (await shard.users.get({user}))[user].ledger.items.get("s")
         await asyncio.sleep(1.2)
         await shard.close_due_windows(int(time.time() * 1000) + 1_000)  # if the shard's own loop did not yet
@@ -159,7 +188,7 @@ async def test_a_rebuild_after_a_crash_fetches_what_the_replay_needs(url: str) -
     decisions = [await _decide(live, user) for user in users]
     for k, (user, decision) in enumerate(zip(users, decisions, strict=True)):
         await _record(live, _call(user, "click", decision, Signal.CLICK, float(k % 2), now))
-    await live.flush()
+    await live.flush(later())
     for k, (user, decision) in enumerate(zip(users, decisions, strict=True)):
         await _record(live, _call(user, "dwell", decision, Signal.DWELL, 5.0 + k, now + 10))
         await _record(live, _call(user, "like", decision, Signal.LIKE, 1.0, now + 20))

@@ -11,7 +11,9 @@ joined to that decision), and leaves them out of the snapshot's own ledgers; the
 them from memory (``RewardLedger.forget_settled``, only entries unchanged since). Entries not
 learned yet stay in the snapshot, since the window close scans them.
 
-Before feedback about a decision made up to ``RewardLedger.settled_until_ms`` is learned (live,
+Only entries whose window has closed are stored apart, so feedback within the window and the window
+close find theirs in memory. Before feedback about a decision whose window closed by
+``RewardLedger.settled_at_ms`` is learned (live,
 right after it is logged; before a window close is decided; replayed on load), its entry is
 fetched back (``fetch``) if memory lacks it: the same entry, as of the snapshot that stored it, so
 a replay after a crash learns exactly what the live run did. A stored entry is rewritten by every
@@ -93,22 +95,26 @@ def stored_fields(surfaces: Mapping[str, SurfaceConfig], settled: Iterable[Settl
     }
 
 
-def wanted(state: UserState, r: FeedbackRecord) -> Wanted | None:
+def wanted(state: UserState, r: FeedbackRecord, surfaces: Mapping[str, SurfaceConfig]) -> Wanted | None:
     """The decision-item of a joined event (or window close), when its entry may be in Redis only."""
-    if state.ledger.may_be_settled(r.surface, r.decision_id, r.item_id, r.decided_at_ms):
+    surface = surfaces.get(r.surface)
+    if surface is not None and state.ledger.may_be_settled(surface, r.decision_id, r.item_id, r.decided_at_ms):
         return Wanted(
             state.pseudonym, r.surface, r.decision_id, r.item_id, r.decided_at_ms, r.features, r.propensity, r.segment
         )
     return None
 
 
-def wanted_items(state: UserState, d: DecisionRecord) -> list[Wanted]:
+def wanted_items(state: UserState, d: DecisionRecord, surfaces: Mapping[str, SurfaceConfig]) -> list[Wanted]:
     """The items of a decision whose entries may be in Redis only."""
+    surface = surfaces.get(d.surface)
+    if surface is None:
+        return []
     features = d.feature_bytes()
     return [
         Wanted(state.pseudonym, d.surface, d.decision_id, item, d.decided_at_ms, features, propensity, d.segment)
         for item, propensity in zip(d.items, d.propensities, strict=True)
-        if state.ledger.may_be_settled(d.surface, d.decision_id, item, d.decided_at_ms)
+        if state.ledger.may_be_settled(surface, d.decision_id, item, d.decided_at_ms)
     ]
 
 

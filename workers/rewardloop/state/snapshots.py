@@ -8,13 +8,13 @@ event logged after the snapshot's log position, replayed through the same determ
 
 The JSON header holds the feedback-log position the snapshot covers (``last_id``), the
 fingerprint of every surface configuration it was taken under (``known``), where each
-surface's policy blob lies, the reward ledgers' entries not learned yet (the learned ones are
-stored beside the snapshot, written with it: ``state/settled.py``) and until when decisions may
-have such entries (``settled_until_ms``), the burst detector's recent action times and the
-user's RNG state (``rng``; absent before 2026-11: the RNG starts from the seed). A surface whose
-configuration changed since (other catalogue, hyper-parameters or reward rules) is rebuilt from
-the (retained) log instead. Version 1 snapshots (before reward
-fusion) are read as stale for every surface.
+surface's policy blob lies, the reward ledgers' entries except those stored beside the snapshot
+(learned, their window closed by ``settled_at_ms``, written with it: ``state/settled.py``; before
+2026-11-27 ``settled_until_ms``, the latest decision time of such entries), the burst
+detector's recent action times and the user's RNG state (``rng``; absent before 2026-11: the RNG
+starts from the seed). A surface whose configuration changed since (other catalogue,
+hyper-parameters or reward rules) is rebuilt from the (retained) log instead. Version 1
+snapshots (before reward fusion) are read as stale for every surface.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def encode_snapshot(state: UserState, policies: Mapping[str, Policy], surfaces: 
             "last_id": state.last_id,
             "known": {name: surfaces[name].fingerprint for name in sorted(state.policies)},
             "states": offsets,
-            "ledgers": state.ledger.to_json(),
-            "settled_until_ms": state.ledger.settled_until_ms,
+            "ledgers": state.ledger.to_json(surfaces),
+            "settled_at_ms": state.ledger.settled_at_ms,
             "bursts": state.bursts.to_lists(),
             "epochs": dict(sorted(state.epochs.items())),
             "last_positive_ms": state.activity.last_positive_ms,
@@ -89,7 +89,11 @@ def restore_from_snapshot(
             state.ledger.restore(name, ledgers[name], surface)
         if name in epochs:
             state.epochs[name] = int(epochs[name])
-    state.ledger.settled_until_ms = int(header.get("settled_until_ms", 0))
+    if "settled_at_ms" in header:
+        state.ledger.settled_at_ms = int(header["settled_at_ms"])
+    elif header.get("settled_until_ms"):  # stored apart: learned entries of decisions made up to then
+        longest = max((s.reward.window_ms for s in surfaces.values()), default=0)
+        state.ledger.settled_at_ms = int(header["settled_until_ms"]) + longest
     state.bursts = BurstDetector.from_lists(header.get("bursts", {}), quality)
     state.activity.last_positive_ms = int(header.get("last_positive_ms", state.activity.last_positive_ms))
     rng = header.get("rng")

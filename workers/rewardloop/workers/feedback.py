@@ -76,7 +76,7 @@ class Ingest:
             await settled.fetch(  # for needs_close
                 self._store.redis,
                 users,
-                lambda: (w for d in decisions for w in settled.wanted_items(users[d.pseudonym], d)),
+                lambda: (w for d in decisions for w in settled.wanted_items(users[d.pseudonym], d, self._surfaces)),
                 self._surfaces,
             )
             closes = [
@@ -102,7 +102,10 @@ class Ingest:
         stream_ids = await self._store.record_feedback(records)
         # The last await before learning: the entries stored apart that learning needs come back.
         await settled.fetch(
-            self._store.redis, users, lambda: (settled.wanted(users[r.pseudonym], r) for r in records), self._surfaces
+            self._store.redis,
+            users,
+            lambda: (settled.wanted(users[r.pseudonym], r, self._surfaces) for r in records),
+            self._surfaces,
         )
         self._recount_actions(users, bursts, list(zip(records, stream_ids, strict=True)))
         for record, logged in zip(records, stream_ids, strict=True):

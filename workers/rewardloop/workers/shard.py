@@ -198,11 +198,12 @@ class ShardCore:
             await asyncio.sleep(IDLE_SWEEP_SECONDS)
             self.write_behind.snapshot_idle()
 
-    async def flush(self) -> None:
-        """Snapshot every user with unsnapshotted rewards and finish all writes behind."""
+    async def flush(self, now_ms: int | None = None) -> None:
+        """Snapshot every user with unsnapshotted rewards and finish all writes behind (``now_ms``:
+        what the snapshots take as now, ``WriteBehind.snapshot``)."""
         for state in self.users.values():
             if state.since_snapshot or state.dirty:
-                self.write_behind.snapshot(state)
+                self.write_behind.snapshot(state, now_ms)
         self.write_behind.schedule()
         await self.write_behind.drain()
 

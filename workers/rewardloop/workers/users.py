@@ -188,7 +188,7 @@ class UserCache:
         await settled.fetch(
             self._store.redis,
             {pseudonym: state},
-            lambda: (settled.wanted(state, r) for r in rewards if r.surface not in state.stale),
+            lambda: (settled.wanted(state, r, self._surfaces) for r in rewards if r.surface not in state.stale),
             self._surfaces,
         )
         replay(state, rewards, self._policies, self._surfaces)

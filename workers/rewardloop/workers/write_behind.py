@@ -69,10 +69,10 @@ class WriteBehind:
         self._pending_decisions.append(record)
         self.schedule()
 
-    def snapshot(self, state: UserState) -> None:
-        """Queue the user's snapshot as of now, with their learned ledger entries (written at the next
-        ``schedule``; then those entries leave memory)."""
-        entries = state.ledger.settle()
+    def snapshot(self, state: UserState, now_ms: int | None = None) -> None:
+        """Queue the user's snapshot as of now, with their learned ledger entries whose window closed
+        by ``now_ms`` (default: now; written at the next ``schedule``, then they leave memory)."""
+        entries = state.ledger.settle(self._surfaces, int(time.time() * 1000) if now_ms is None else now_ms)
         stored = settled.stored_fields(self._surfaces, entries)
         self._pending_snapshots[state.pseudonym] = Snapshot(self._encode(state), state.last_id, stored)
         self._pending_settled[state.pseudonym] = (state, entries)

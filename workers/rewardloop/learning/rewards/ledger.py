@@ -181,10 +181,10 @@ class RewardLedger:
     # How long after its window an entry is kept, and feedback may still change its reward: the
     # service's ``quality.max_age_ms`` (feedback later than that is flagged anyway).
     horizon_ms: int = field(default=LEDGER_HORIZON_MS, compare=False)
-    # Decisions made up to this time (ms) may have learned entries stored in Redis and no longer in
-    # memory (``settle``); the caller fetches those back (``restore_item``) before ingesting feedback
-    # about them. In the snapshot.
-    settled_until_ms: int = field(default=0, compare=False)
+    # When the last snapshot stored entries apart (``settle``): learned entries whose window had
+    # closed by then may be in Redis and no longer in memory; the caller fetches those back
+    # (``restore_item``) before ingesting feedback about them. In the snapshot.
+    settled_at_ms: int = field(default=0, compare=False)
     # Counts ``forget_settled`` calls that dropped something: a fetch that overlapped one is redone.
     generation: int = field(default=0, compare=False)
     # Per surface, lower bounds of when its ledger next needs a scan: the earliest window close of
@@ -243,27 +243,27 @@ class RewardLedger:
         ignored = any(e.event_id == event_id for e in item.fusion.ignored)
         return Applied(item.fusion.reward, LATE_IGNORED if ignored else "")
 
-    def to_json(self) -> dict[str, list[list[Any]]]:
-        """The snapshot's ``ledgers``: the entries not learned yet (the learned ones are stored apart:
-        ``settle``). Lists, not objects, since a ledger's order (of first feedback) is part of the state."""
-        ledgers = {
-            name: [[k, item.to_json()] for k, item in ledger.items() if item.step is None]
-            for name, ledger in self.items.items()
-        }
+    def to_json(self, surfaces: Mapping[str, SurfaceConfig]) -> dict[str, list[list[Any]]]:
+        """The snapshot's ``ledgers``: the entries not stored apart (``settle``). Lists, not objects,
+        since a ledger's order (of first feedback) is part of the state."""
+        ledgers = {name: [[k, i.to_json()] for k, i in items.items() if not self._apart(surfaces.get(name), i)]
+                   for name, items in self.items.items()}  # fmt: skip
         return {name: entries for name, entries in ledgers.items() if entries}
 
-    def settle(self) -> list[Settled]:
-        """The learned entries, for a snapshot to store in Redis beside it. They stay in memory until
-        that write succeeds (``forget_settled``); the snapshot's ledgers (``to_json``) leave them out."""
-        settled = [
-            Settled(name, key, item, item.mark())
-            for name, ledger in self.items.items()
-            for key, item in ledger.items()
-            if item.step is not None
-        ]
-        newest = max((s.item.decided_at_ms for s in settled), default=0)
-        self.settled_until_ms = max(self.settled_until_ms, newest)
-        return settled
+    def settle(self, surfaces: Mapping[str, SurfaceConfig], now_ms: int) -> list[Settled]:
+        """The learned entries whose window is closed at ``now_ms``, for a snapshot to store in Redis
+        beside it. They stay in memory until that write succeeds (``forget_settled``); the snapshot's
+        ledgers (``to_json``) leave them out. Entries in their window stay in memory, so feedback
+        within the window and the window close never wait for Redis."""
+        self.settled_at_ms = max(self.settled_at_ms, now_ms)
+        return [Settled(name, key, item, item.mark()) for name, ledger in self.items.items()
+                for key, item in ledger.items() if self._apart(surfaces.get(name), item)]  # fmt: skip
+
+    def _apart(self, surface: SurfaceConfig | None, item: ItemReward) -> bool:
+        """Whether the last ``settle`` stores the entry in Redis (a surface no longer configured keeps all)."""
+        if surface is None or item.step is None:
+            return False
+        return DecisionWindow.of(item.decided_at_ms, surface.reward).closes_at_ms <= self.settled_at_ms
 
     def forget_settled(self, settled: Iterable[Settled]) -> None:
         """A snapshot stored these entries in Redis: drop the ones unchanged since from memory."""
@@ -279,11 +279,11 @@ class RewardLedger:
         if dropped:
             self.generation += 1
 
-    def may_be_settled(self, surface: str, decision_id: str, item_id: str, decided_at_ms: int) -> bool:
+    def may_be_settled(self, surface: SurfaceConfig, decision_id: str, item_id: str, decided_at_ms: int) -> bool:
         """Whether the decision-item's entry may be in Redis only (``restore_item`` brings it back)."""
-        if not decided_at_ms or decided_at_ms > self.settled_until_ms:
+        if not decided_at_ms or DecisionWindow.of(decided_at_ms, surface.reward).closes_at_ms > self.settled_at_ms:
             return False
-        return item_key(decision_id, item_id) not in self.items.get(surface, {})
+        return item_key(decision_id, item_id) not in self.items.get(surface.name, {})
 
     def restore_item(self, surface: SurfaceConfig, decision_id: str, item_id: str, item: ItemReward) -> None:
         """An entry fetched back from Redis; one still in memory is newer and stays."""
