@@ -13,12 +13,15 @@ DECISION_BYTES = 1_200
 
 
 class RecentDecisions:
-    """Finds a user's decisions by id, the recent ones (up to ``budget`` bytes) without a Redis round trip."""
+    """Finds a user's decisions by id, the recent ones without a Redis round trip: up to ``budget``
+    bytes of them, made within ``horizon_ms`` of the newest (the longest reward window: feedback
+    later than that is rare, and the join index has it)."""
 
-    def __init__(self, store: Store, budget: int):
+    def __init__(self, store: Store, budget: int, horizon_ms: int):
         self._store = store
         self._recent: OrderedDict[str, DecisionRecord] = OrderedDict()
         self.capacity = max(budget // DECISION_BYTES, 1)
+        self._horizon_ms = horizon_ms
 
     def __len__(self) -> int:
         return len(self._recent)
@@ -30,6 +33,9 @@ class RecentDecisions:
     def remember(self, decision: DecisionRecord) -> None:
         self._recent[decision.decision_id] = decision
         if len(self._recent) > self.capacity:
+            self._recent.popitem(last=False)
+        oldest = decision.decided_at_ms - self._horizon_ms
+        while self._recent and next(iter(self._recent.values())).decided_at_ms < oldest:
             self._recent.popitem(last=False)
 
     async def find(self, lookups: Sequence[tuple[str, str]]) -> dict[tuple[str, str], DecisionRecord]:

@@ -83,7 +83,8 @@ class ShardCore:
             on_replayed=self.write_behind.learned, budget=budget - int(budget * DECISIONS_SHARE),
             written=self.write_behind.written,
         )  # fmt: skip
-        self.decisions = RecentDecisions(self.store, int(budget * DECISIONS_SHARE))
+        longest_window_ms = max((s.reward.window_ms for s in self.surfaces.values()), default=0)
+        self.decisions = RecentDecisions(self.store, int(budget * DECISIONS_SHARE), longest_window_ms)
         self.ingest = Ingest(
             config, self.policies, self.priors, self.store, self._held, self.decisions, self.write_behind
         )
