@@ -5,8 +5,10 @@ crash are those of a shard that kept every entry in memory."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -38,6 +40,19 @@ async def url(redis_server: EmbeddedRedis) -> str:
     return url
 
 
+@contextlib.asynccontextmanager
+async def _serving(url: str) -> AsyncIterator[tuple[ServiceConfig, ShardCore, aioredis.Redis]]:
+    """A shard of ``CONFIG`` on ``url`` and a client of the same Redis, closed after."""
+    config = ServiceConfig.from_dict(CONFIG)
+    shard = ShardCore(config, url)
+    client = aioredis.Redis.from_url(url)
+    try:
+        yield config, shard, client
+    finally:
+        await shard.close()
+        await client.aclose()
+
+
 def later() -> int:
     """A time past the reward window of a decision made now: snapshots then store learned entries apart."""
     return int(time.time() * 1000) + 3_600_000
@@ -61,11 +76,8 @@ async def _record(shard: ShardCore, call: FeedbackCall) -> Recorded:
 
 
 async def test_a_snapshot_stores_learned_entries_and_feedback_brings_them_back(url: str) -> None:
-    config = ServiceConfig.from_dict(CONFIG)
     user = pseudonymize("settled-1", b"t")
-    shard = ShardCore(config, url)
-    client = aioredis.Redis.from_url(url)
-    try:
+    async with _serving(url) as (config, shard, client):
         decision = await _decide(shard, user)
         now = int(time.time() * 1000)
         dwell = _call(user, "dwell", decision, Signal.DWELL, 6.0, now)
@@ -94,18 +106,12 @@ async def test_a_snapshot_stores_learned_entries_and_feedback_brings_them_back(u
         assert not (await shard.users.get({user}))[user].ledger.items.get("s")
         retry = await _record(shard, dwell)
         assert retry.duplicate and retry.reward == pytest.approx(fused)
-    finally:
-        await shard.close()
-        await client.aclose()
 
 
 async def test_within_its_window_a_learned_entry_stays_in_memory_and_in_the_snapshot(url: str) -> None:
     """Feedback within the window and the window close find the entry in memory: no fetch."""
-    config = ServiceConfig.from_dict(CONFIG)
     user = pseudonymize("settled-in-window", b"t")
-    shard = ShardCore(config, url)
-    client = aioredis.Redis.from_url(url)
-    try:
+    async with _serving(url) as (config, shard, client):
         decision = await _decide(shard, user)
         await _record(shard, _call(user, "click", decision, Signal.CLICK, 1.0, int(time.time() * 1000)))
         await shard.flush()
@@ -117,20 +123,14 @@ async def test_within_its_window_a_learned_entry_stays_in_memory_and_in_the_snap
         assert len(restored.ledger.items["s"]) == 1 and not restored.ledger.may_be_settled(
             config.surfaces["s"], decision.decision_id, decision.items[0].item_id, int(time.time() * 1000)
         )
-    finally:
-        await shard.close()
-        await client.aclose()
 
 
 async def test_entries_stored_by_day_or_past_their_horizon(url: str) -> None:
     """An entry an earlier version stored in a per-day hash is still fetched; the user's hash is
     pruned of entries whose decision is past ``settled_ms``."""
-    config = ServiceConfig.from_dict(CONFIG)
     user = pseudonymize("settled-by-day", b"t")
     keys = UserKeys(user)
-    shard = ShardCore(config, url)
-    client = aioredis.Redis.from_url(url)
-    try:
+    async with _serving(url) as (config, shard, client):
         decision = await _decide(shard, user)
         now = int(time.time() * 1000)
         await _record(shard, _call(user, "dwell", decision, Signal.DWELL, 6.0, now))
@@ -151,9 +151,6 @@ async def test_entries_stored_by_day_or_past_their_horizon(url: str) -> None:
         await shard.flush(later())
         left = set(await client.hkeys(keys.settled)) - {b""}
         assert len(left) == 1 and not left & set(old)
-    finally:
-        await shard.close()
-        await client.aclose()
 
 
 async def test_a_closed_window_does_not_learn_a_stored_entry_again(url: str) -> None:

@@ -246,25 +246,34 @@ def test_ledgers_forget_in_batches_past_the_horizon_and_snapshots_agree() -> Non
     assert_snapshots_agree(full, log, policies, config, cuts=(1, 200, 333, 480))
 
 
-def test_the_ledger_horizon_is_the_services_max_age_of_feedback() -> None:
-    """With ``quality.max_age_ms`` of 2 days, entries are kept 2 days past their window (not 7), and
-    feedback for a decision past that is flagged late and trains nothing."""
-    hour, day = 3_600_000, 86_400_000
+def _clicked_decisions(
+    max_age_ms: int, window_seconds: int, count: int, every_ms: int, lag_ms: int
+) -> tuple[ServiceConfig, dict[str, Any], UserState, list[int]]:
+    """``count`` decisions ``every_ms`` apart, each clicked ``lag_ms`` later, replayed under the
+    given horizon and window: the config, policies, state and the ledger's size after each."""
     config = ServiceConfig.from_dict(
         {
-            "service": {"quality": {"max_age_ms": 2 * day}},
-            "surfaces": {"a": {"algorithm": "ucb1", "items": ITEMS, "reward": {"window_seconds": 600}}},
+            "service": {"quality": {"max_age_ms": max_age_ms}},
+            "surfaces": {"a": {"algorithm": "ucb1", "items": ITEMS, "reward": {"window_seconds": window_seconds}}},
         }
     )
     policies = _policies(config)
     state = new_user_state(P, policies, seed=1, quality=config.quality)
     sizes = []
-    for k in range(6 * 24):
-        decided = 1_000_000 + k * hour
-        r = logged(f"{decided + 60_000}-0", "a", f"i{k % 6}", 0.0, event_id=f"e{k}", signal=1, value=1.0,
-                   occurred_at_ms=decided + 60_000, decision_id=f"d{k}", decided_at_ms=decided)  # fmt: skip
+    for k in range(count):
+        decided = 1_000_000 + k * every_ms
+        r = logged(f"{decided + lag_ms}-0", "a", f"i{k % 6}", 0.0, event_id=f"e{k}", signal=1, value=1.0,
+                   occurred_at_ms=decided + lag_ms, decision_id=f"d{k}", decided_at_ms=decided)  # fmt: skip
         replay(state, [r], policies, config.surfaces)
         sizes.append(len(state.ledger.items["a"]))
+    return config, policies, state, sizes
+
+
+def test_the_ledger_horizon_is_the_services_max_age_of_feedback() -> None:
+    """With ``quality.max_age_ms`` of 2 days, entries are kept 2 days past their window (not 7), and
+    feedback for a decision past that is flagged late and trains nothing."""
+    hour, day = 3_600_000, 86_400_000
+    config, policies, state, sizes = _clicked_decisions(2 * day, 600, 6 * 24, every_ms=hour, lag_ms=60_000)
     assert max(sizes) <= 2 * 24 + 3 and min(sizes[-48:]) >= 2 * 24 - 1, (min(sizes[-48:]), max(sizes))
     received = 1_000_000 + 6 * 24 * hour
     too_late = logged(f"{received}-0", "a", "i0", 0.0, event_id="late", signal=1, value=1.0,
@@ -280,21 +289,8 @@ def test_a_horizon_of_minutes_keeps_entries_minutes() -> None:
     """With ``max_age_ms`` of 5 minutes, entries go at most a minute past it (not an hour: the
     prune slack is an eighth of the horizon, at least a minute), and stored entries live as long."""
     minute = 60_000
-    config = ServiceConfig.from_dict(
-        {
-            "service": {"quality": {"max_age_ms": 5 * minute}},
-            "surfaces": {"a": {"algorithm": "ucb1", "items": ITEMS, "reward": {"window_seconds": 300}}},
-        }
-    )
-    policies = _policies(config)
-    state = new_user_state(P, policies, seed=1, quality=config.quality)
-    sizes = []
-    for k in range(360):  # an hour of decisions every 10 s, each clicked 5 s later
-        decided = 1_000_000 + k * 10_000
-        r = logged(f"{decided + 5_000}-0", "a", f"i{k % 6}", 0.0, event_id=f"e{k}", signal=1, value=1.0,
-                   occurred_at_ms=decided + 5_000, decision_id=f"d{k}", decided_at_ms=decided)  # fmt: skip
-        replay(state, [r], policies, config.surfaces)
-        sizes.append(len(state.ledger.items["a"]))
+    # An hour of decisions every 10 s, each clicked 5 s later.
+    config, _, _, sizes = _clicked_decisions(5 * minute, 300, 360, every_ms=10_000, lag_ms=5_000)
     # Window 5 min + horizon 5 min = 60 decisions, plus up to a minute (6) before a batch prune.
     assert max(sizes[-200:]) <= 60 + 6 + 1 and min(sizes[-200:]) >= 60 - 1, (min(sizes[-200:]), max(sizes))
     assert config.settled_ms == 10 * minute + minute

@@ -22,7 +22,7 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,6 +135,11 @@ class SurfaceConfig:
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def longest_window_ms(surfaces: Iterable[SurfaceConfig]) -> int:
+    """The longest reward window of ``surfaces`` (ms): how long a decision's entries stay open."""
+    return max((s.reward.window_ms for s in surfaces), default=0)
 
 
 def realtime_dict(config: RealtimeFeatures) -> dict[str, Any]:

@@ -3,18 +3,17 @@
 A decision-item's ledger entry (``learning/rewards/ledger.py``) must be kept until no feedback can
 change its reward any more: its window plus how late feedback may be (``quality.max_age_ms``, 7
 days by default). Kept in memory, that is ~1.4 KB per clicked item for a week. So a snapshot
-stores its user's *learned* entries beside it, in the same script (``Store.write_back``), in one
-hash per user (``UserKeys.settled``, field ``<decision>/<item> <surface> <fingerprint>``, pruned
-once no entry can change by the time in the decision id), in a compact form: where the entry was learned and
-its events (``stored_value``; the rest is its decision's, and feedback that needs the entry is
-joined to that decision), and leaves them out of the snapshot's own ledgers; the shard then drops
-them from memory (``RewardLedger.forget_settled``, only entries unchanged since). Entries not
-learned yet stay in the snapshot, since the window close scans them.
+stores its user's entries that are learned *and* past their window beside it, in the same script
+(``Store.write_back``), in one hash per user (``UserKeys.settled``, field ``<decision>/<item>
+<surface> <fingerprint>``, pruned by the time in the decision id once no entry can change), in a
+compact form: where the entry was learned and its events (``stored_value``; the rest is its
+decision's, and feedback that needs the entry is joined to that decision), and leaves them out of
+the snapshot's own ledgers; the shard then drops them from memory
+(``RewardLedger.forget_settled``, only entries unchanged since). Entries in their window stay in
+memory and in the snapshot, so feedback within the window and the window close find theirs there.
 
-Only entries whose window has closed are stored apart, so feedback within the window and the window
-close find theirs in memory. Before feedback about a decision whose window closed by
-``RewardLedger.settled_at_ms`` is learned (live,
-right after it is logged; before a window close is decided; replayed on load), its entry is
+Before feedback about a decision whose window closed by ``RewardLedger.settled_at_ms`` is learned
+(live, right after it is logged; before a window close is decided; replayed on load), its entry is
 fetched back (``fetch``) if memory lacks it: the same entry, as of the snapshot that stored it, so
 a replay after a crash learns exactly what the live run did. A stored entry is rewritten by every
 later snapshot that finds it changed, and an entry in memory is newer than any stored copy, so a

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from rewardloop.learning.bandits import Policy
 from rewardloop.learning.rewards import BurstDetector
 from rewardloop.learning.rewards.quality import DEFAULT_QUALITY, QualityConfig
-from rewardloop.learning.surface import SurfaceConfig
+from rewardloop.learning.surface import SurfaceConfig, longest_window_ms
 from rewardloop.state.records import FeedbackRecord, stream_id_key
 from rewardloop.state.user_state import UserState, new_user_state
 
@@ -92,8 +92,7 @@ def restore_from_snapshot(
     if "settled_at_ms" in header:
         state.ledger.settled_at_ms = int(header["settled_at_ms"])
     elif header.get("settled_until_ms"):  # stored apart: learned entries of decisions made up to then
-        longest = max((s.reward.window_ms for s in surfaces.values()), default=0)
-        state.ledger.settled_at_ms = int(header["settled_until_ms"]) + longest
+        state.ledger.settled_at_ms = int(header["settled_until_ms"]) + longest_window_ms(surfaces.values())
     state.bursts = BurstDetector.from_lists(header.get("bursts", {}), quality)
     state.activity.last_positive_ms = int(header.get("last_positive_ms", state.activity.last_positive_ms))
     rng = header.get("rng")

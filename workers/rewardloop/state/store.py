@@ -56,12 +56,14 @@ local function prune(key, cutoff, date)
   end
   redis.call('HSET', key, '', 2 * (n - #drop))
 end
--- The time a decision id names (keys.new_decision_id); nil for ids made otherwise.
+""").substitute(floor=PRUNE_FLOOR)
+# The time a decision id names (keys.new_decision_id); nil for ids made otherwise.
+_DECIDED_AT = Template("""
 local function decided_at(id)
   local t = tonumber(string.sub(id, 1, 12), 16)
   if string.len(id) >= 32 and t and t >= $low and t < $high then return t end
 end
-""").substitute(floor=PRUNE_FLOOR, low=PLAUSIBLE_MS[0], high=PLAUSIBLE_MS[1])
+""").substitute(low=PLAUSIBLE_MS[0], high=PLAUSIBLE_MS[1])
 # Append one event unless its id was seen (retention.py: the user's id hash, then the per-day hashes
 # and the marker of an event received before it). The id hash keeps "<entry id>" or, for a flagged
 # event, "<entry id> <flag>", so a retry learns whether the original trains even after compaction;
@@ -109,6 +111,7 @@ return id
 # KEYS: join index | ARGV: now (ms) | join horizon (ms) | decision id | record
 _INDEX_DECISION = (
     _PRUNE
+    + _DECIDED_AT
     + """
 redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -127,6 +130,7 @@ return 1
 #       | field, value, ...
 _WRITE_SNAPSHOT = (
     _PRUNE
+    + _DECIDED_AT
     + """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if #ARGV > 8 then
@@ -270,18 +274,19 @@ class Store:
         """Decision records for (pseudonym, decision_id) pairs; None where unknown (or past the join
         horizon). The user's join index holds a decision; one indexed by an earlier version may be
         in its day's index, or, made before those, in the user's legacy index."""
+        places = []
+        for pseudonym, decision_id in lookups:
+            keys, day = UserKeys(pseudonym), decision_day(decision_id)
+            indexes = [keys.decision_index, keys.legacy_decision_index]
+            places.append(indexes if day is None else [*indexes, keys.day_decision_index(day)])
         async with self.redis.pipeline(transaction=False) as pipe:
-            for pseudonym, decision_id in lookups:
-                keys = UserKeys(pseudonym)
-                day = decision_day(decision_id)
-                indexes = [keys.decision_index, keys.legacy_decision_index]
-                for index in indexes if day is None else [*indexes, keys.day_decision_index(day)]:
+            for (_, decision_id), indexes in zip(lookups, places, strict=True):
+                for index in indexes:
                     pipe.hget(index, decision_id)
             raw = iter(await pipe.execute())
         found: list[DecisionRecord | None] = []
-        for pseudonym, decision_id in lookups:
-            places = [next(raw) for _ in range(2 if decision_day(decision_id) is None else 3)]
-            record = next((r for r in places if r is not None), None)
+        for (pseudonym, decision_id), indexes in zip(lookups, places, strict=True):
+            record = next((r for r in [next(raw) for _ in indexes] if r is not None), None)
             found.append(None if record is None else DecisionRecord.from_json(pseudonym, record, decision_id))
         return found
 

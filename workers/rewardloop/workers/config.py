@@ -28,7 +28,7 @@ from rewardloop.learning.features.realtime import RealtimeFeatures
 from rewardloop.learning.params import ConfigError, integer_in, reject_unknown, within
 from rewardloop.learning.rewards import QualityConfig
 from rewardloop.learning.rewards.ledger import prune_slack_ms
-from rewardloop.learning.surface import SurfaceConfig, surface_from_dict
+from rewardloop.learning.surface import SurfaceConfig, longest_window_ms, surface_from_dict
 from rewardloop.state.retention import Retention
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.toml")
@@ -125,7 +125,7 @@ class ServiceConfig:
     def join_ms(self) -> int:
         """How long after a decision feedback can still join it: the longest reward window, plus
         the age at which feedback is flagged instead (``quality.max_age_ms``)."""
-        return max(s.reward.window_ms for s in self.surfaces.values()) + self.quality.max_age_ms
+        return longest_window_ms(self.surfaces.values()) + self.quality.max_age_ms
 
     @property
     def settled_ms(self) -> int:

@@ -29,7 +29,7 @@ from opentelemetry import propagate, trace
 from redis.exceptions import RedisError
 
 from rewardloop.learning.bandits import Policy, make_policy
-from rewardloop.learning.surface import SurfaceConfig
+from rewardloop.learning.surface import SurfaceConfig, longest_window_ms
 from rewardloop.state.keys import windows_key
 from rewardloop.state.priors import Priors
 from rewardloop.state.snapshots import encode_snapshot
@@ -83,8 +83,8 @@ class ShardCore:
             on_replayed=self.write_behind.learned, budget=budget - int(budget * DECISIONS_SHARE),
             written=self.write_behind.written,
         )  # fmt: skip
-        longest_window_ms = max((s.reward.window_ms for s in self.surfaces.values()), default=0)
-        self.decisions = RecentDecisions(self.store, int(budget * DECISIONS_SHARE), longest_window_ms)
+        horizon_ms = longest_window_ms(self.surfaces.values())
+        self.decisions = RecentDecisions(self.store, int(budget * DECISIONS_SHARE), horizon_ms)
         self.ingest = Ingest(
             config, self.policies, self.priors, self.store, self._held, self.decisions, self.write_behind
         )

@@ -261,9 +261,10 @@ class RewardLedger:
 
     def _apart(self, surface: SurfaceConfig | None, item: ItemReward) -> bool:
         """Whether the last ``settle`` stores the entry in Redis (a surface no longer configured keeps all)."""
-        if surface is None or item.step is None:
-            return False
-        return DecisionWindow.of(item.decided_at_ms, surface.reward).closes_at_ms <= self.settled_at_ms
+        return surface is not None and item.step is not None and self._closed_by_settle(surface, item.decided_at_ms)
+
+    def _closed_by_settle(self, surface: SurfaceConfig, decided_at_ms: int) -> bool:
+        return DecisionWindow.of(decided_at_ms, surface.reward).closes_at_ms <= self.settled_at_ms
 
     def forget_settled(self, settled: Iterable[Settled]) -> None:
         """A snapshot stored these entries in Redis: drop the ones unchanged since from memory."""
@@ -281,7 +282,7 @@ class RewardLedger:
 
     def may_be_settled(self, surface: SurfaceConfig, decision_id: str, item_id: str, decided_at_ms: int) -> bool:
         """Whether the decision-item's entry may be in Redis only (``restore_item`` brings it back)."""
-        if not decided_at_ms or DecisionWindow.of(decided_at_ms, surface.reward).closes_at_ms > self.settled_at_ms:
+        if not decided_at_ms or not self._closed_by_settle(surface, decided_at_ms):
             return False
         return item_key(decision_id, item_id) not in self.items.get(surface.name, {})
 
