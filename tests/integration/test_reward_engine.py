@@ -5,6 +5,7 @@ on a shard of its own with a low limit."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -282,27 +283,29 @@ async def test_old_evidence_fades_with_the_half_life_and_a_rebuilt_shard_agrees(
 async def test_a_decision_item_without_feedback_learns_the_default_when_its_window_closes(
     client: AsyncClient, service: Any, service_config: ServiceConfig, redis_server: EmbeddedRedis
 ) -> None:
-    """A slate of two on the 0.5 s window surface: the clicked item learns its click, the other one
-    the default reward once the window is over (a logged close entry), and feedback after that
-    corrects the default like any later feedback."""
+    """A slate of three on the 0.5 s window surface: the clicked item learns its click, the other two
+    the default reward once the window is over (one logged close entry for the decision, listing
+    them), and feedback after that corrects the default like any later feedback."""
     import redis
 
     user, surface = "closes", "fused"
     config = service_config.surfaces[surface]
-    rec = await client.recommend(user, surface, n=2)
-    clicked, ignored = (item.item_id for item in rec.items)
+    rec = await client.recommend(user, surface, n=3)
+    clicked, ignored, other = (item.item_id for item in rec.items)
     await client.record(user, clicked, Signal.CLICK, 1.0, decision_id=rec.decision_id)
-    state = await _wait_for_updates(service, service_config, user, surface, 2)
-    arms = config.index[clicked], config.index[ignored]
-    assert [state["reward_sums"][a] for a in arms] == [1.0, 0.25] and state["n_updates"] == 2
+    state = await _wait_for_updates(service, service_config, user, surface, 3)
+    arms = config.index[clicked], config.index[ignored], config.index[other]
+    assert [state["reward_sums"][a] for a in arms] == [1.0, 0.25, 0.25] and state["n_updates"] == 3
     log = redis.Redis.from_url(redis_server.url).xrange(UserKeys(pseudonymize(user, b"test-key")).feedback_log)
     closes = [fields for _, fields in log if fields.get(b"k") == b"close"]
-    assert [(f[b"i"].decode(), f[b"d"].decode()) for f in closes] == [(ignored, rec.decision_id)]
+    assert [(f[b"e"].decode(), [i for i, _ in json.loads(f[b"c"])]) for f in closes] == [
+        (f"window-close:{rec.decision_id}", [ignored, other])
+    ]
 
     late = await client.record(user, ignored, Signal.CLICK, 1.0, decision_id=rec.decision_id)
     assert (late.flag, late.reward) == ("", 1.0)
     state = await _state(service, service_config, user, surface)
-    assert [state["reward_sums"][a] for a in arms] == [1.0, 1.0] and state["n_updates"] == 2  # corrected
+    assert [state["reward_sums"][a] for a in arms] == [1.0, 1.0, 0.25] and state["n_updates"] == 3  # corrected
     shard = service.actors[service.router.shard_of(pseudonymize(user, b"test-key"))]
     await shard.close_due_windows.remote(int(datetime.now(UTC).timestamp() * 1000) + 10_000)
     assert await _state(service, service_config, user, surface) == state  # nothing left to close, ever

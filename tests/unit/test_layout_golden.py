@@ -60,6 +60,16 @@ def test_log_fields_decision_json_and_key_names() -> None:
         segment="ios", decided_at_ms=900, flag="", window_close=True,
     )  # fmt: skip
     assert record.fields() == FIELDS
+    # One window close per decision lists its items (an entry with "k" and no "c" closes "i" alone).
+    close = FeedbackRecord(
+        pseudonym=P, event_id="window-close:d1", surface="fused", item_id="", reward=0.25, signal=5,
+        occurred_at_ms=1_400, decision_id="d1", decided_at_ms=900, window_close=True,
+        closes=(("item-001", 0.25), ("item-002", 0.75)),
+    )  # fmt: skip
+    assert close.fields()[-4:] == ["c", '[["item-001",0.25],["item-002",0.75]]', "k", "close"]
+    pairs = zip(close.fields()[::2], close.fields()[1::2], strict=True)
+    raw = {str(k).encode(): v if isinstance(v, bytes) else v.encode() for k, v in pairs}
+    assert FeedbackRecord.from_fields(P, "1400-0", raw) == close.appended("1400-0")
     decision = DecisionRecord(
         P, "d1", "fused", ("item-001", "item-002"), (0.25, 0.75), "ucb1", "abc.3", 900, (1.0, 0.5), "ios", 1_400
     )

@@ -179,13 +179,46 @@ def test_a_version_1_snapshot_is_rebuilt_from_the_whole_log() -> None:
     assert rebuilt.policies == state.policies
 
 
-def _close(stream_ms: int, decision: int, item: str) -> FeedbackRecord:
-    """The shard's window-close entry for one item of decision ``d<decision>`` (decided at 1_000_000 + 700 k)."""
+def _close(stream_ms: int, decision: int, *items: str) -> FeedbackRecord:
+    """The shard's window-close entry for decision ``d<decision>`` (decided at 1_000_000 + 700 k)."""
     decided = 1_000_000 + 700 * decision
     return logged(
-        f"{stream_ms}-0", "a", item, 0.5, event_id=f"window-close:d{decision}:{item}", signal=5, value=0.0,
+        f"{stream_ms}-0", "a", "", 0.5, event_id=f"window-close:d{decision}", signal=5, value=0.0,
+        occurred_at_ms=decided + 2_000, decision_id=f"d{decision}", decided_at_ms=decided, window_close=True,
+        closes=tuple((item, 0.25) for item in items),
+    )  # fmt: skip
+
+
+def _item_close(stream_ms: int, decision: int, item: str) -> FeedbackRecord:
+    """The window-close entry of one item, as versions before per-decision closes logged it."""
+    decided = 1_000_000 + 700 * decision
+    return logged(
+        f"{stream_ms}-0", "a", item, 0.5, propensity=0.25, event_id=f"window-close:d{decision}:{item}", signal=5,
+        value=0.0,
         occurred_at_ms=decided + 2_000, decision_id=f"d{decision}", decided_at_ms=decided, window_close=True,
     )  # fmt: skip
+
+
+def test_a_decisions_close_learns_its_items_as_the_earlier_per_item_closes_did() -> None:
+    """One entry closes the decision's listed items in order; items learned already (by their
+    click) or no longer configured are skipped; an earlier version's per-item closes learn the same."""
+    reward = {"window_seconds": 2, "default_reward": 0.5}
+    config = ServiceConfig.from_dict({"surfaces": {"a": {"algorithm": "ucb1", "items": ITEMS, "reward": reward}}})
+    policies = _policies(config)
+    click = logged(
+        "1001000-0", "a", "i1", 1.0, event_id="c1", signal=1, value=1.0, occurred_at_ms=1_000_500,
+        decision_id="d0", decided_at_ms=1_000_000,
+    )  # fmt: skip
+    one = new_user_state(P, policies, seed=1)
+    replay(one, [click], policies, config.surfaces)
+    applied = one.learn(policies, config.surfaces, _close(1_003_000, 0, "i4", "i1", "gone", "i2"))
+    assert applied is not None and [(c.arm, c.new) for c in applied.changes] == [(4, 0.5), (2, 0.5)]
+    per_item = new_user_state(P, policies, seed=1)
+    replay(per_item, [click, _item_close(1_003_000, 0, "i4"), _item_close(1_003_001, 0, "i2")], policies,
+           config.surfaces)  # fmt: skip
+    assert one.policies == per_item.policies and one.ledger.items == per_item.ledger.items
+    assert one.ledger.items["a"]["d0/i4"].step == 1 and one.ledger.items["a"]["d0/i2"].step == 2
+    assert one.ledger.items["a"]["d0/i2"].propensity == 0.25
 
 
 def test_a_window_close_teaches_the_default_once_and_later_feedback_corrects_it() -> None:
@@ -214,8 +247,9 @@ def test_window_closes_survive_a_snapshot_at_any_point() -> None:
         {"surfaces": {"a": {"algorithm": "thompson", "items": ITEMS, "reward": {"window_seconds": 2}}}}
     )
     policies = _policies(config)
-    log = sorted(_fused_log(80, seed=2) + [_close(1_002_500 + 700 * d, d, f"i{d % 6}") for d in range(12)],
-                 key=lambda r: int(r.stream_id.partition("-")[0]))  # fmt: skip
+    closes = [_close(1_002_500 + 700 * d, d, f"i{d % 6}", f"i{(d + 1) % 6}") for d in range(0, 12, 2)]
+    closes += [_item_close(1_002_500 + 700 * d, d, f"i{d % 6}") for d in range(1, 12, 2)]  # an earlier version's
+    log = sorted(_fused_log(80, seed=2) + closes, key=lambda r: int(r.stream_id.partition("-")[0]))
     full = new_user_state(P, policies, seed=1)
     replay(full, log, policies, config.surfaces)
     assert_snapshots_agree(full, log, policies, config, cuts=(5, 40, 77))

@@ -31,6 +31,8 @@ from rewardloop.learning.rewards import Event, Signal
 
 # Feedback-log field "k" of a window-close entry.
 WINDOW_CLOSE = "close"
+# A window close's event id names its decision: one entry closes every item of it that needs closing.
+WINDOW_CLOSE_ID = "window-close:{}"
 # The stream id before every entry: a state that has seen none of the log is at it.
 LOG_START = "0-0"
 
@@ -64,20 +66,26 @@ class FeedbackRecord:
     # When the joined decision was made (0: not joined), and the quality flag (empty: trains).
     decided_at_ms: int = 0
     flag: str = ""
-    # Not the caller's: the service's record that the decision-item's window closed with no
-    # reward (learning/rewards/ledger.py); it teaches the default reward.
+    # Not the caller's: the service's record that the decision's window closed with no reward for
+    # the items in ``closes`` (learning/rewards/ledger.py); it teaches them the default reward.
     window_close: bool = False
+    # A window close's items and their propensities (``item_id`` is then ""). Entries written
+    # before closed one item each, ``item_id`` (``closing``).
+    closes: tuple[tuple[str, float], ...] = ()
     # The entry's feedback-log id once appended; "" before.
     stream_id: str = ""
 
     def fields(self) -> list[str | bytes]:
-        """The stream encoding: flat field/value pairs (``k`` only on a window close)."""
+        """The stream encoding: flat field/value pairs (``k`` only on a window close, ``c`` on one
+        that lists its items)."""
         fields: list[str | bytes] = [
             "e", self.event_id, "s", self.surface, "i", self.item_id, "r", repr(self.reward),
             "g", str(self.signal), "v", repr(self.value), "t", str(self.occurred_at_ms),
             "d", self.decision_id, "x", self.features, "p", repr(self.propensity), "sg", self.segment,
             "dt", str(self.decided_at_ms), "q", self.flag,
         ]  # fmt: skip
+        if self.closes:
+            fields += ["c", json.dumps([list(c) for c in self.closes], separators=(",", ":"))]
         return [*fields, "k", WINDOW_CLOSE] if self.window_close else fields
 
     @classmethod
@@ -99,6 +107,7 @@ class FeedbackRecord:
             decided_at_ms=int(f.get(b"dt", b"0")),
             flag=f.get(b"q", b"").decode(),
             window_close=f.get(b"k") == WINDOW_CLOSE.encode(),
+            closes=tuple((str(item), float(p)) for item, p in json.loads(f[b"c"])) if b"c" in f else (),
             stream_id=stream_id,
         )
 
@@ -108,6 +117,10 @@ class FeedbackRecord:
 
     def context(self) -> npt.NDArray[np.float64] | None:
         return np.frombuffer(self.features, dtype="<f8") if self.features else None
+
+    def closing(self) -> tuple[tuple[str, float], ...]:
+        """A window close's items and propensities (one item for an entry written before lists)."""
+        return self.closes or ((self.item_id, self.propensity),)
 
     @property
     def user_action(self) -> bool:

@@ -29,8 +29,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from rewardloop.learning.rewards.entries import ItemReward, Settled, item_key
 from rewardloop.learning.rewards.fusion import FusionState
-from rewardloop.learning.rewards.ledger import ItemReward, Settled, item_key
 from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state.keys import UserKeys
 from rewardloop.state.records import DecisionRecord, FeedbackRecord
@@ -94,33 +94,37 @@ def stored_fields(surfaces: Mapping[str, SurfaceConfig], settled: Iterable[Settl
     }
 
 
-def wanted(state: UserState, r: FeedbackRecord, surfaces: Mapping[str, SurfaceConfig]) -> Wanted | None:
-    """The decision-item of a joined event (or window close), when its entry may be in Redis only."""
-    surface = surfaces.get(r.surface)
-    if surface is not None and state.ledger.may_be_settled(surface, r.decision_id, r.item_id, r.decided_at_ms):
-        return Wanted(
-            state.pseudonym, r.surface, r.decision_id, r.item_id, r.decided_at_ms, r.features, r.propensity, r.segment
-        )
-    return None
+def wanted(state: UserState, r: FeedbackRecord, surfaces: Mapping[str, SurfaceConfig]) -> list[Wanted]:
+    """The decision-items of a joined event (or each item of a window close) whose entries may be in
+    Redis only."""
+    items = r.closing() if r.window_close else ((r.item_id, r.propensity),)
+    return _wanted(state, surfaces, r.surface, r.decision_id, r.decided_at_ms, r.features, r.segment, items)
 
 
 def wanted_items(state: UserState, d: DecisionRecord, surfaces: Mapping[str, SurfaceConfig]) -> list[Wanted]:
     """The items of a decision whose entries may be in Redis only."""
-    surface = surfaces.get(d.surface)
-    if surface is None:
+    items = zip(d.items, d.propensities, strict=True)
+    return _wanted(state, surfaces, d.surface, d.decision_id, d.decided_at_ms, d.feature_bytes(), d.segment, items)
+
+
+def _wanted(
+    state: UserState, surfaces: Mapping[str, SurfaceConfig], surface_name: str, decision_id: str, decided_at_ms: int,
+    features: bytes, segment: str, items: Iterable[tuple[str, float]],
+) -> list[Wanted]:  # fmt: skip
+    surface = surfaces.get(surface_name)
+    if surface is None or not decided_at_ms:
         return []
-    features = d.feature_bytes()
     return [
-        Wanted(state.pseudonym, d.surface, d.decision_id, item, d.decided_at_ms, features, propensity, d.segment)
-        for item, propensity in zip(d.items, d.propensities, strict=True)
-        if state.ledger.may_be_settled(surface, d.decision_id, item, d.decided_at_ms)
+        Wanted(state.pseudonym, surface_name, decision_id, item, decided_at_ms, features, propensity, segment)
+        for item, propensity in items
+        if state.ledger.may_be_settled(surface, decision_id, item, decided_at_ms)
     ]
 
 
 async def fetch(
     redis: aioredis.Redis,
     users: Mapping[str, UserState],
-    wants: Callable[[], Iterable[Wanted | None]],
+    wants: Callable[[], Iterable[Wanted]],
     surfaces: Mapping[str, SurfaceConfig],
 ) -> int:
     """Bring the entries ``wants()`` names back from Redis into their users' ledgers; how many came back.
@@ -132,7 +136,7 @@ async def fetch(
     """
     restored = 0
     for _ in range(MAX_FETCH_ROUNDS):
-        pending = [w for w in wants() if w is not None and w.surface in surfaces]
+        pending = [w for w in wants() if w.surface in surfaces]
         if not pending:
             return restored
         generations = {p: state.ledger.generation for p, state in users.items()}

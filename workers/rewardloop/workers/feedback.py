@@ -22,7 +22,7 @@ from rewardloop.learning.rewards.ledger import Applied
 from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state import settled
 from rewardloop.state.priors import Priors
-from rewardloop.state.records import DecisionRecord, FeedbackRecord
+from rewardloop.state.records import WINDOW_CLOSE_ID, DecisionRecord, FeedbackRecord
 from rewardloop.state.store import Seen, Store
 from rewardloop.state.user_state import UserState
 from rewardloop.workers.config import ServiceConfig
@@ -69,8 +69,8 @@ class Ingest:
         return [r if isinstance(r, Rejected) else next(ingested) for r in joined]
 
     async def close(self, due: Sequence[tuple[str, str]]) -> int:
-        """Window closes of (pseudonym, decision_id) pairs whose window is over: one entry per item
-        not learned yet; the number of entries newly written."""
+        """Window closes of (pseudonym, decision_id) pairs whose window is over: one entry per decision
+        that has items not learned yet; the number of entries newly written."""
         decisions = (await self._decisions.find(due)).values()
         async with self._lock, self._hold({d.pseudonym for d in decisions}) as users:
             await settled.fetch(  # for needs_close
@@ -83,7 +83,7 @@ class Ingest:
                 close
                 for decision in decisions
                 if decision.surface in self._surfaces
-                for close in self._window_closes(users[decision.pseudonym], decision)
+                and (close := self._window_close(users[decision.pseudonym], decision)) is not None
             ]
             if not closes:
                 return 0
@@ -104,7 +104,7 @@ class Ingest:
         await settled.fetch(
             self._store.redis,
             users,
-            lambda: (settled.wanted(users[r.pseudonym], r, self._surfaces) for r in records),
+            lambda: (w for r in records for w in settled.wanted(users[r.pseudonym], r, self._surfaces)),
             self._surfaces,
         )
         self._recount_actions(users, bursts, list(zip(records, stream_ids, strict=True)))
@@ -166,31 +166,31 @@ class Ingest:
             self._write_behind.learned(state)
         return applied
 
-    def _window_closes(self, state: UserState, decision: DecisionRecord) -> list[FeedbackRecord]:
-        """The decision's window-close entries: one per item the user's ledger has not learned yet."""
+    def _window_close(self, state: UserState, decision: DecisionRecord) -> FeedbackRecord | None:
+        """The decision's window-close entry: the items the user's ledger has not learned yet (None: none)."""
         surface = self._surfaces[decision.surface]
-        closes_at = decision.decided_at_ms + surface.reward.window_ms
-        features = decision.feature_bytes()
-        return [
-            FeedbackRecord(
-                pseudonym=decision.pseudonym,
-                event_id=f"window-close:{decision.decision_id}:{item}",
-                surface=decision.surface,
-                item_id=item,
-                reward=surface.reward.default_reward,
-                signal=Signal.IMPRESSION.value,
-                value=0.0,
-                occurred_at_ms=closes_at,
-                decision_id=decision.decision_id,
-                features=features,
-                propensity=propensity,
-                segment=decision.segment,
-                decided_at_ms=decision.decided_at_ms,
-                window_close=True,
-            )
+        closes = tuple(
+            (item, propensity)
             for item, propensity in zip(decision.items, decision.propensities, strict=True)
             if item in surface.index and state.ledger.needs_close(surface.name, decision.decision_id, item)
-        ]
+        )
+        if not closes:
+            return None
+        return FeedbackRecord(
+            pseudonym=decision.pseudonym,
+            event_id=WINDOW_CLOSE_ID.format(decision.decision_id),
+            surface=decision.surface,
+            item_id="",
+            reward=surface.reward.default_reward,
+            signal=Signal.IMPRESSION.value,
+            occurred_at_ms=decision.decided_at_ms + surface.reward.window_ms,
+            decision_id=decision.decision_id,
+            features=decision.feature_bytes(),
+            segment=decision.segment,
+            decided_at_ms=decision.decided_at_ms,
+            window_close=True,
+            closes=closes,
+        )
 
 
 def _retry_outcome(state: UserState, record: FeedbackRecord, seen: Seen) -> tuple[float, str]:

@@ -209,8 +209,8 @@ class ShardCore:
         await self.write_behind.drain()
 
     async def close_due_windows(self, now_ms: int | None = None) -> int:
-        """Log and learn a window-close entry for every item of every decision whose window is over
-        without a reward (``windows.RewardWindows``); the number of entries written."""
+        """Log and learn a window-close entry for every decision whose window is over with items
+        that got no reward (``windows.RewardWindows``); the number of entries written."""
         return await self.windows.close_due(now_ms)
 
     # -- decisions --------------------------------------------------------------------

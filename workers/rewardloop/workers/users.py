@@ -185,10 +185,11 @@ class UserCache:
         )
         rewards = [r async for r in self._store.logged_rewards(pseudonym, replay_start(state))]
         # Entries the replay needs that the snapshot stored apart (not for surfaces replayed whole).
+        resumed = [r for r in rewards if r.surface not in state.stale]
         await settled.fetch(
             self._store.redis,
             {pseudonym: state},
-            lambda: (settled.wanted(state, r, self._surfaces) for r in rewards if r.surface not in state.stale),
+            lambda: (w for r in resumed for w in settled.wanted(state, r, self._surfaces)),
             self._surfaces,
         )
         replay(state, rewards, self._policies, self._surfaces)

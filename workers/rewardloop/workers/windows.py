@@ -44,8 +44,8 @@ class RewardWindows:
                 log.warning("shard %d: closing reward windows failed", self._shard_index, exc_info=True)
 
     async def close_due(self, now_ms: int | None = None) -> int:
-        """Log and learn a window-close entry (learning/rewards/ledger.py) for every item of every
-        decision whose window is over without a reward; the number of entries written."""
+        """Log and learn a window-close entry (learning/rewards/ledger.py) for every decision whose
+        window is over with items that got no reward; the number of entries written."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
         written = 0
         while due := await self._store.due_windows(self.key, now, WINDOWS_PER_BATCH):

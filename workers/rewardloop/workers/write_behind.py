@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 from redis.exceptions import RedisError
 
-from rewardloop.learning.rewards.ledger import Settled
+from rewardloop.learning.rewards.entries import Settled
 from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state import settled
 from rewardloop.state.records import DecisionRecord

@@ -14,11 +14,12 @@ bit for bit.
   (``step``). Every later event that changes the fused reward is learned as a correction of
   that very observation (``Policy.revise``, ``age`` = updates since), so the policy ends up
   with the final fused reward whatever order the events came in, and a retry changes nothing.
-- A decision-item that got no reward in its window learns the surface's ``default_reward``: the
-  shard logs a *window-close* entry for it once the window is over (``workers/shard.py``), and learning
-  that entry (here) is the item's one observation; feedback that still arrives corrects it as
-  above. Items that got only zero-weight signals (impressions) also learn it at the user's next
-  logged event after the window. The log is the clock, so a replay closes them at the same point.
+- A decision-item that got no reward in its window learns the surface's ``default_reward``: once
+  the window is over, the shard logs one *window-close* entry for the decision that lists its items
+  not learned yet (``workers/windows.py``), and learning that entry (here) is each listed item's one
+  observation, in list order; feedback that still arrives corrects it as above. Items that got
+  only zero-weight signals (impressions) also learn it at the user's next logged event after the
+  window. The log is the clock, so a replay closes them at the same point.
 - An event without a decision trains alone, with its own reward; one whose decision is more
   than 7 days past its window (its ledger entry is gone) is flagged ``late`` instead.
 - Flagged events (ingest: unknown decision, too old, burst; here: late under
@@ -43,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rewardloop.learning.rewards.config import RewardConfig
+from rewardloop.learning.rewards.entries import ItemReward, Settled, item_key
 from rewardloop.learning.rewards.fusion import DecisionWindow, EventConflict, FusionState
 from rewardloop.learning.rewards.quality import DEFAULT_QUALITY
 from rewardloop.learning.rewards.signals import Event, Signal
@@ -100,51 +102,7 @@ class LoggedFeedback(Protocol):
     def received_at_ms(self) -> int: ...
     def event(self, received_at_ms: int | None = None) -> Event: ...
     def context(self) -> npt.NDArray[np.float64] | None: ...
-
-
-@dataclass
-class ItemReward:
-    """The reward of one decision-item so far, and where the policy learned it."""
-
-    fusion: FusionState
-    arm: int
-    features: bytes
-    propensity: float
-    segment: str
-    # The policy state's n_updates just before it learned this item; None: not learned yet.
-    step: int | None = None
-
-    def context(self) -> npt.NDArray[np.float64] | None:
-        return np.frombuffer(self.features, dtype="<f8") if self.features else None
-
-    @property
-    def decided_at_ms(self) -> int:
-        return self.fusion.decided_at_ms or 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "a": self.arm, "x": self.features.hex(), "p": self.propensity, "sg": self.segment, "n": self.step,
-            "f": self.fusion.to_dict(),
-        }  # fmt: skip
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any], surface: SurfaceConfig) -> ItemReward:
-        fusion = FusionState.from_dict(raw["f"], surface.reward)
-        return cls(fusion, int(raw["a"]), bytes.fromhex(raw["x"]), float(raw["p"]), str(raw["sg"]), raw["n"])
-
-    def mark(self) -> tuple[int, int | None]:
-        """Changes with every change to the entry (a new event, its first learning)."""
-        return len(self.fusion), self.step
-
-
-@dataclass(frozen=True)
-class Settled:
-    """A learned ledger entry as a snapshot stores it in Redis, out of the user's memory (``settle``)."""
-
-    surface: str
-    key: str  # decision-item
-    item: ItemReward
-    mark: tuple[int, int | None]
+    def closing(self) -> tuple[tuple[str, float], ...]: ...
 
 
 @dataclass(frozen=True)
@@ -209,7 +167,8 @@ class RewardLedger:
         counts as (time decay; it may rescale ``state`` in place).
         """
         arm = surface.index.get(r.item_id)
-        if arm is None:
+        closing = [(surface.index[i], i, p) for i, p in r.closing() if i in surface.index] if r.window_close else []
+        if not closing and arm is None:
             return None
         context = r.context()
         if policy.contextual and (context is None or context.shape != (surface.context_dim,)):
@@ -218,7 +177,8 @@ class RewardLedger:
         if r.flag:
             return Applied(0.0, r.flag, closed)
         if r.window_close:
-            return self._close_item(policy, surface, state, weight, arm, r, closed)
+            return self._close_items(policy, surface, state, weight, r, closing, closed)
+        assert arm is not None
         if not r.decided_at_ms:
             if surface.reward.rule(Signal(r.signal)).weight == 0.0:
                 return Applied(r.reward, "", closed)
@@ -314,7 +274,7 @@ class RewardLedger:
         if _past_horizon(r.decided_at_ms, config, r.received_at_ms, self.horizon_ms):
             days = self.horizon_ms / 86_400_000
             return Applied(0.0, f"late: the decision's reward window closed more than {days:g} days ago", closed)
-        item = self._ledger_item(surface, arm, r)
+        item = self._ledger_item(surface, arm, r, r.item_id, r.propensity)
         event = r.event()
         try:
             old, new = item.fusion.add(event)
@@ -325,14 +285,16 @@ class RewardLedger:
         change = self._learn_item(policy, surface, state, weight, item, old, new)
         return Applied(new, "", closed if change is None else (*closed, change))
 
-    def _ledger_item(self, surface: SurfaceConfig, arm: int, r: LoggedFeedback) -> ItemReward:
-        """The ledger entry of the event's decision-item, new if it has none."""
+    def _ledger_item(
+        self, surface: SurfaceConfig, arm: int, r: LoggedFeedback, item_id: str, propensity: float
+    ) -> ItemReward:
+        """The ledger entry of one item of the entry's decision, new if it has none."""
         ledger = self.items.setdefault(surface.name, {})
-        key = item_key(r.decision_id, r.item_id)
+        key = item_key(r.decision_id, item_id)
         item = ledger.get(key)
         if item is None:
             fusion = FusionState(surface.reward, r.decided_at_ms)
-            item = ledger[key] = ItemReward(fusion, arm, r.features, r.propensity, r.segment)
+            item = ledger[key] = ItemReward(fusion, arm, r.features, propensity, r.segment)
             # New, so not learned yet: whatever the caller does next, the bounds stay low enough.
             closes_at = DecisionWindow.of(r.decided_at_ms, surface.reward).closes_at_ms
             self._lower_due(
@@ -347,24 +309,24 @@ class RewardLedger:
         if due is not None:  # else computed from the ledger when next needed
             due[0], due[1] = min(due[0], unlearned_ms), min(due[1], horizon_ms)
 
-    def _close_item(
+    def _close_items(
         self,
         policy: Policy,
         surface: SurfaceConfig,
         state: PolicyState,
         weight: Callable[[int], float],
-        arm: int,
         r: LoggedFeedback,
+        closing: list[tuple[int, str, float]],
         closed: tuple[Change, ...],
     ) -> Applied:
-        """The window of the decision-item closed: the default reward, unless it was learned already."""
+        """The decision's window closed: each item of ``closing`` (arm, item, propensity) learns the
+        default reward, in order, unless it was learned already."""
+        default = surface.reward.default_reward
         if _past_horizon(r.decided_at_ms, surface.reward, r.received_at_ms, self.horizon_ms):
             return Applied(0.0, "", closed)
-        item = self._ledger_item(surface, arm, r)
-        if item.step is not None:
-            return Applied(item.fusion.reward, "", closed)
-        change = _learn_first(policy, surface, state, weight, item, surface.reward.default_reward)
-        return Applied(surface.reward.default_reward, "", (*closed, change))
+        items = (self._ledger_item(surface, arm, r, item_id, propensity) for arm, item_id, propensity in closing)
+        learned = (_learn_first(policy, surface, state, weight, i, default) for i in items if i.step is None)
+        return Applied(default, "", (*closed, *learned))
 
     def _learn_item(
         self,
@@ -437,11 +399,6 @@ def _learn_first(
     item.step = state.n_updates
     policy.update(state, item.arm, reward, context=context, propensity=item.propensity or None, weight=at_weight)
     return Change(surface.name, item.arm, None, reward, context, item.propensity, item.segment, item.decided_at_ms)
-
-
-def item_key(decision_id: str, item_id: str) -> str:
-    """The key of a decision-item in a ledger (and in the stored entries' fields, ``state/settled.py``)."""
-    return f"{decision_id}/{item_id}"
 
 
 def _horizon_ms(decided_at_ms: int, config: RewardConfig, horizon_ms: int) -> int:
