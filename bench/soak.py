@@ -45,8 +45,15 @@ from _soak_report import Row, header, interval_row, line, print_summary, summary
 from _soak_sample import ProcessRoles, redis_info, service_gauges
 from _soak_stack import Endpoints, ServerProcess
 
+from rewardloop.learning.surface import longest_window_ms
+from rewardloop.workers.config import ServiceConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 CTR = 0.1
+# The calibration's default warm-up: the longest reward window and this much more (the shards close
+# windows every 0.25 s), unless that takes longer than MAX_STEADY_WARMUP_SECONDS.
+WINDOW_MARGIN_SECONDS = 15.0
+MAX_STEADY_WARMUP_SECONDS = 600.0
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -59,6 +66,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--rate", type=float, help="RPC/s to send (Recommend + Record); default: --fraction of the calibrated max")
     add("--fraction", type=float, default=0.7, help="share of the calibrated max to send (default 0.7)")
     add("--calibrate-seconds", type=float, default=20.0, help="measured seconds of the closed-loop calibration")
+    add(
+        "--calibrate-warmup", type=float,
+        help="seconds of closed loop before the calibration measures (default: the config's longest reward "
+        f"window + {WINDOW_MARGIN_SECONDS:g} s when that is at most {MAX_STEADY_WARMUP_SECONDS:g} s, so that "
+        "windows close while it measures, as they do in the steady state; else 5 s)",
+    )  # fmt: skip
     add("--calibrate-in-flight", type=int, default=32, help="pairs in flight during calibration (default 32)")
     add("--max-in-flight", type=int, default=1000, help="pairs in flight beyond which due pairs are shed")
     add("--config", help="service TOML config, passed to the server (default: the server's default)")
@@ -84,6 +97,20 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--users, --n, --clients and --max-in-flight must be >= 1")
     if args.config and not Path(args.config).is_file():
         parser.error(f"--config: no such file {args.config}")
+    if args.calibrate_warmup is not None and args.calibrate_warmup < 0:
+        parser.error(f"--calibrate-warmup must be >= 0, got {args.calibrate_warmup}")
+
+
+def calibration_warmup(args: argparse.Namespace) -> tuple[float, bool]:
+    """Seconds of closed loop before the calibration measures, and whether windows close while it
+    measures (``--calibrate-warmup``): a maximum measured before any window closed overstates the
+    steady state, where every decision's window close is logged and learned too."""
+    window_s = longest_window_ms(ServiceConfig.load(args.config).surfaces.values()) / 1000
+    if args.calibrate_warmup is not None:
+        return args.calibrate_warmup, args.calibrate_warmup >= window_s
+    if window_s + WINDOW_MARGIN_SECONDS <= MAX_STEADY_WARMUP_SECONDS:
+        return window_s + WINDOW_MARGIN_SECONDS, True
+    return 5.0, False
 
 
 def intervals(args: argparse.Namespace) -> int:
@@ -94,12 +121,20 @@ def intervals(args: argparse.Namespace) -> int:
 
 def calibrate(clients: SoakClients, pairs: PairSpec, args: argparse.Namespace) -> float:
     """The mixed workload's closed-loop maximum, in RPC/s answered; printed."""
-    progress(f"calibrating: closed loop, {args.calibrate_in_flight} pairs in flight, {args.calibrate_seconds:g} s")
-    spec = CalibrationSpec(pairs, args.calibrate_in_flight, warmup=5.0, duration=args.calibrate_seconds)
+    warmup, steady = calibration_warmup(args)
+    progress(
+        f"calibrating: closed loop, {args.calibrate_in_flight} pairs in flight, {args.calibrate_seconds:g} s "
+        f"after {warmup:g} s"
+    )
+    spec = CalibrationSpec(pairs, args.calibrate_in_flight, warmup=warmup, duration=args.calibrate_seconds)
     window = clients.calibrate(spec)
     answered = sum(window.ok.values())
     max_rps = float(answered / args.calibrate_seconds)
-    print(f"calibration   closed loop, {args.calibrate_in_flight} pairs in flight, {args.calibrate_seconds:g} s:")
+    closes = "windows closing" if steady else "BEFORE any reward window closes: overstates the steady state"
+    print(
+        f"calibration   closed loop, {args.calibrate_in_flight} pairs in flight, {args.calibrate_seconds:g} s "
+        f"after {warmup:g} s ({closes}):"
+    )
     print(f"              max {max_rps:,.0f} RPC/s ({max_rps / 2:,.0f} pairs/s), {_latencies(window)}")
     print(f"              errors {window.error_count}" + (f" ({window.first_error})" if window.first_error else ""))
     if answered == 0:
