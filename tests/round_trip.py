@@ -23,16 +23,19 @@ def snapshot_round_trip(
     with every learned ledger entry it stored apart (``state/settled.py``) fetched back from its
     stored form and its decision."""
     entries = state.ledger.settle(surfaces, now_ms)
-    stored = settled.stored_fields(surfaces, entries)
+    stored, defaults = settled.stored_fields(surfaces, entries)
     blob = encode_snapshot(state, policies, surfaces)
     rebuilt = restore_from_snapshot(blob, state.pseudonym, policies, surfaces, seed)
     decisions = {(s.surface, s.key): s.item for s in entries}  # what a later event's join knows
-    for key_and_name, value in stored.items():
+    values = {key_and_name: json.loads(value) for key_and_name, value in stored.items()}
+    for key_and_name, value in defaults.items():
+        decision_id, name, fingerprint = key_and_name.split(" ")
+        for arm, step in settled.default_steps(value).items():
+            values[f"{decision_id}/{surfaces[name].items[arm]} {name} {fingerprint}"] = [step, []]
+    for key_and_name, value in values.items():
         key, name, _ = key_and_name.rsplit(" ", 2)
         decision_id, item_id = key.split("/", 1)
         d = decisions[(name, key)]
-        item = settled.restored_item(
-            json.loads(value), surfaces[name], d.arm, d.features, d.propensity, d.segment, d.decided_at_ms
-        )
+        item = settled.restored_item(value, surfaces[name], d.arm, d.features, d.propensity, d.segment, d.decided_at_ms)
         rebuilt.ledger.restore_item(surfaces[name], decision_id, item_id, item)
     return rebuilt

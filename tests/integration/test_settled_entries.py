@@ -15,9 +15,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from rewardloop.learning.rewards import Event, Signal, fuse
+from rewardloop.state import settled
 from rewardloop.state.keys import UserKeys, new_decision_id, pseudonymize
 from rewardloop.state.retention import day_of
 from rewardloop.state.snapshots import restore_from_snapshot
+from rewardloop.state.store import Snapshot
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.messages import Decision, FeedbackCall, RecommendCall, Recorded
 from rewardloop.workers.redis_server import EmbeddedRedis
@@ -173,6 +175,55 @@ async def test_a_closed_window_does_not_learn_a_stored_entry_again(url: str) -> 
         assert learned["n_updates"] == 2 and sum(learned["reward_sums"]) == pytest.approx(1.25)
     finally:
         await shard.close()
+
+
+async def test_a_slates_defaults_are_stored_as_one_field_that_late_feedback_finds(url: str) -> None:
+    """A slate of five, one clicked: the four items the window close taught the default are stored
+    as one field of ``arm:step`` pairs for the decision, the clicked one as its own; a late click on
+    one of the four fetches its pair back and corrects that observation."""
+    config = ServiceConfig.from_dict({**CONFIG, "surfaces": {"s": {**CONFIG["surfaces"]["s"], "reward": {
+        "window_seconds": 1, "default_reward": 0.25}}}})  # fmt: skip
+    user = pseudonymize("settled-slate", b"t")
+    surface, keys = config.surfaces["s"], UserKeys(user)
+    shard = ShardCore(config, url)
+    client = aioredis.Redis.from_url(url)
+    try:
+        [decision] = await shard.recommend([RecommendCall(user, "s", 5)])
+        assert isinstance(decision, Decision)
+        await _record(shard, _call(user, "click", decision, Signal.CLICK, 1.0, int(time.time() * 1000)))
+        await asyncio.sleep(1.2)
+        await shard.close_due_windows(int(time.time() * 1000) + 1_000)
+        await shard.flush(later())
+        assert not (await shard.users.get({user}))[user].ledger.items.get("s")
+        stored = {k.decode(): v for k, v in (await client.hgetall(keys.settled)).items() if k}
+        clicked, *shown = (i.item_id for i in decision.items)
+        defaults = settled.defaults_field(surface, decision.decision_id)
+        assert sorted(stored) == sorted([settled.field(surface, f"{decision.decision_id}/{clicked}"), defaults])
+        steps = settled.default_steps(stored[defaults])
+        assert sorted(steps) == sorted(surface.index[i] for i in shown) and sorted(steps.values()) == [1, 2, 3, 4]
+
+        late = FeedbackCall(user, "late", shown[1], Signal.CLICK.value, 1.0, int(time.time() * 1000),
+                            decision_id=decision.decision_id)  # fmt: skip
+        assert (await _record(shard, late)).reward == 1.0
+        learned = (await shard.user_state(user))["s"]
+        assert learned["n_updates"] == 5 and sum(learned["reward_sums"]) == pytest.approx(2.0 + 3 * 0.25)
+        assert learned["reward_sums"][surface.index[shown[1]]] == 1.0  # the default, corrected
+        await shard.flush(later())
+        assert settled.field(surface, f"{decision.decision_id}/{shown[1]}").encode() in await client.hkeys(keys.settled)
+    finally:
+        await shard.close()
+        await client.aclose()
+
+
+async def test_later_snapshots_append_to_a_decisions_defaults(url: str) -> None:
+    """A snapshot appends its pairs to the decision's field: what an earlier one stored stays."""
+    user = pseudonymize("settled-append", b"t")
+    field = f"{new_decision_id(int(time.time() * 1000))} s 0123456789ab"
+    async with _serving(url) as (_, shard, client):
+        await shard.store.write_back([], {user: Snapshot(b"one", "1-0", defaults={field: b"1:5,2:6"})})
+        await shard.store.write_back([], {user: Snapshot(b"two", "2-0", defaults={field: b"4:9"})})
+        value = await client.hget(UserKeys(user).settled, field)
+        assert value == b"1:5,2:6,4:9" and settled.default_steps(value) == {1: 5, 2: 6, 4: 9}
 
 
 async def test_a_rebuild_after_a_crash_fetches_what_the_replay_needs(url: str) -> None:

@@ -38,12 +38,9 @@ DECISION_JSON = (
     '{"d":"d1","s":"fused","i":["item-001","item-002"],"p":[0.25,0.75],"a":"ucb1","v":"abc.3","t":900,'
     '"x":[1.0,0.5],"sg":"ios","w":1400}'
 )
-SETTLED_FIELDS = [
-    "d1/item-001 fused 38a6d2fb1b3c",
-    "d1/item-002 fused 38a6d2fb1b3c",
-    "d2/item-003 ctx_linucb 18a39de7e2ba",
-]
-SETTLED_SHA256 = "dc6a940d791b6417f43bd89e78f2713a63a6f30e7281b43997242899cfbe6e79"
+SETTLED_FIELDS = ["d1/item-001 fused 38a6d2fb1b3c", "d2/item-003 ctx_linucb 18a39de7e2ba"]
+SETTLED_DEFAULTS = {"d1 fused 38a6d2fb1b3c": b"2:1"}
+SETTLED_SHA256 = "760b8309c5ac3be17490a80e89057028b6b1d1d2b40156fcb225dc15a5212640"
 SNAPSHOT_SHA256 = "dae667706c9d4761d047d997354ce56acd909b7091548e0547abb0afc491557c"  # RLPS v2, learned entries apart
 
 
@@ -117,9 +114,11 @@ def test_snapshot_bytes_after_a_fixed_replay() -> None:
     state = new_user_state(P, policies, seed=1)
     replay(state, log, policies, surfaces)
     # A snapshot once every window closed: the learned entries are stored beside it (state/settled.py).
-    stored = settled.stored_fields(surfaces, state.ledger.settle(surfaces, 100_000_000))
+    stored, defaults = settled.stored_fields(surfaces, state.ledger.settle(surfaces, 100_000_000))
     assert hashlib.sha256(encode_snapshot(state, policies, surfaces)).hexdigest() == SNAPSHOT_SHA256
     # The learned ledger entries, stored beside the snapshot (state/settled.py).
     assert sorted(stored) == SETTLED_FIELDS
+    # Items without events (item-002: its window closed empty) are one field per decision.
+    assert defaults == SETTLED_DEFAULTS
     flat = b"".join(f.encode() + b"=" + v + b";" for f, v in sorted(stored.items()))
     assert hashlib.sha256(flat).hexdigest() == SETTLED_SHA256

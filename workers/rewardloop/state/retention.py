@@ -18,9 +18,9 @@ key (``keys.py``)           lifetime                                         bou
 (idempotency)               entries go ``dedup_seconds`` after receipt, so   twice over
                             a retry within that is always found; the key
                             expires ``dedup_seconds`` after its last write
-``rl:{p}:led`` stored       one hash per user: the learned reward-ledger     the clicked items of ``settled_ms``, at
-ledger entries              entries a snapshot stored beside it              most twice over
-                            (``settled.py``); entries go once feedback can
+``rl:{p}:led`` stored       one hash per user: the learned reward-ledger     a field per item with feedback and one
+ledger entries              entries a snapshot stored beside it              per decision for the rest of its slate,
+                            (``settled.py``); entries go once feedback can   of ``settled_ms``, at most twice over
                             no longer change them (``settled_ms``: the
                             longest window + ``quality.max_age_ms``)
 ``rl:{p}:snap`` snapshot    expires ``user_state_seconds`` after its last    one per user

@@ -4,11 +4,19 @@ A decision-item's ledger entry (``learning/rewards/ledger.py``) must be kept unt
 change its reward any more: its window plus how late feedback may be (``quality.max_age_ms``, 7
 days by default). Kept in memory, that is ~1.4 KB per clicked item for a week. So a snapshot
 stores its user's entries that are learned *and* past their window beside it, in the same script
-(``Store.write_back``), in one hash per user (``UserKeys.settled``, field ``<decision>/<item>
-<surface> <fingerprint>``, pruned by the time in the decision id once no entry can change), in a
-compact form: where the entry was learned and its events (``stored_value``; the rest is its
-decision's, and feedback that needs the entry is joined to that decision), and leaves them out of
-the snapshot's own ledgers; the shard then drops them from memory
+(``Store.write_back``), in one hash per user (``UserKeys.settled``, pruned by the time in the
+decision id once no entry can change), in a compact form (the rest of an entry is its decision's,
+and feedback that needs the entry is joined to that decision), and leaves them out of the
+snapshot's own ledgers:
+
+- an entry with events: field ``<decision>/<item> <surface> <fingerprint>``, value where it was
+  learned and its events (``stored_value``), set;
+- entries without events (the items a window close taught the default: most of a slate): one field
+  per decision, ``<decision> <surface> <fingerprint>``, value ``<arm>:<step>`` pairs, appended to
+  (``defaults_value``), so that what later snapshots store of the decision never hides what earlier
+  ones did. An item gains events, never loses them, so its own field is newer than its pair.
+
+ the shard then drops them from memory
 (``RewardLedger.forget_settled``, only entries unchanged since). Entries in their window stay in
 memory and in the snapshot, so feedback within the window and the window close find theirs there.
 
@@ -63,6 +71,11 @@ def field(surface: SurfaceConfig, key: str) -> str:
     return f"{key} {surface.name} {surface.fingerprint[:12]}"
 
 
+def defaults_field(surface: SurfaceConfig, decision_id: str) -> str:
+    """The hash field of a decision's entries without events (module docstring)."""
+    return f"{decision_id} {surface.name} {surface.fingerprint[:12]}"
+
+
 def day_field(surface: SurfaceConfig, key: str) -> str:
     """The field of an entry in the per-day hashes of an earlier version (``UserKeys.day_settled``)."""
     return f"{surface.name} {surface.fingerprint[:12]} {key}"
@@ -75,6 +88,16 @@ def stored_value(item: ItemReward) -> list[Any]:
     return [item.step, item.fusion.to_dict()["events"]]
 
 
+def defaults_value(items: Iterable[ItemReward]) -> bytes:
+    """The ``<arm>:<step>`` pairs of a decision's entries without events, comma-separated."""
+    return ",".join(f"{i.arm}:{i.step}" for i in items).encode()
+
+
+def default_steps(value: bytes) -> dict[int, int]:
+    """Arm -> step of a ``defaults_value`` (appended to: a later pair of an arm wins)."""
+    return {int(arm): int(step) for arm, _, step in (pair.partition(b":") for pair in value.split(b","))}
+
+
 def restored_item(
     raw: list[Any], surface: SurfaceConfig, arm: int, features: bytes, propensity: float, segment: str,
     decided_at_ms: int,
@@ -85,13 +108,22 @@ def restored_item(
     return ItemReward(fusion, arm, features, propensity, segment, int(step))
 
 
-def stored_fields(surfaces: Mapping[str, SurfaceConfig], settled: Iterable[Settled]) -> dict[str, bytes]:
-    """A user's settled entries (of configured surfaces) as the snapshot writes them: field -> value."""
-    return {
-        field(surfaces[s.surface], s.key): json.dumps(stored_value(s.item), separators=(",", ":")).encode()
-        for s in settled
-        if s.surface in surfaces
-    }
+def stored_fields(
+    surfaces: Mapping[str, SurfaceConfig], settled: Iterable[Settled]
+) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """A user's settled entries (of configured surfaces) as the snapshot writes them: the fields to
+    set, and the fields to append to (field -> value; module docstring)."""
+    fields: dict[str, bytes] = {}
+    defaults: dict[str, list[ItemReward]] = {}
+    for s in settled:
+        surface = surfaces.get(s.surface)
+        if surface is None:
+            continue
+        if len(s.item.fusion):
+            fields[field(surface, s.key)] = json.dumps(stored_value(s.item), separators=(",", ":")).encode()
+        else:
+            defaults.setdefault(defaults_field(surface, s.key.partition("/")[0]), []).append(s.item)
+    return fields, {name: defaults_value(items) for name, items in defaults.items()}
 
 
 def wanted(state: UserState, r: FeedbackRecord, surfaces: Mapping[str, SurfaceConfig]) -> list[Wanted]:
@@ -121,6 +153,16 @@ def _wanted(
     ]
 
 
+def _stored_value(own: bytes | None, defaults: bytes | None, arm: int, by_day: bytes | None) -> list[Any] | None:
+    """What is stored of an entry (``stored_value``): its own field, else its pair in its decision's
+    defaults, else an earlier version's per-day field; None: nothing."""
+    if own is not None:
+        return list(json.loads(own))
+    if defaults is not None and (step := default_steps(defaults).get(arm)) is not None:
+        return [step, []]
+    return None if by_day is None else list(json.loads(by_day))
+
+
 async def fetch(
     redis: aioredis.Redis,
     users: Mapping[str, UserState],
@@ -142,20 +184,19 @@ async def fetch(
         generations = {p: state.ledger.generation for p, state in users.items()}
         async with redis.pipeline(transaction=False) as pipe:
             for w in pending:
-                keys, key = UserKeys(w.pseudonym), item_key(w.decision_id, w.item_id)
-                pipe.hget(keys.settled, field(surfaces[w.surface], key))
-                pipe.hget(keys.day_settled(day_of(w.decided_at_ms)), day_field(surfaces[w.surface], key))
+                keys, key, surface = UserKeys(w.pseudonym), item_key(w.decision_id, w.item_id), surfaces[w.surface]
+                pipe.hget(keys.settled, field(surface, key))
+                pipe.hget(keys.settled, defaults_field(surface, w.decision_id))
+                pipe.hget(keys.day_settled(day_of(w.decided_at_ms)), day_field(surface, key))
             raw = await pipe.execute()
         if any(state.ledger.generation != generations[p] for p, state in users.items()):
             continue
-        values = [stored if stored is not None else by_day for stored, by_day in zip(raw[::2], raw[1::2], strict=True)]
-        for w, value in zip(pending, values, strict=True):
+        for w, own, defaults, by_day in zip(pending, raw[::3], raw[1::3], raw[2::3], strict=True):
             surface = surfaces[w.surface]
-            if value is not None and w.item_id in surface.index:
-                item = restored_item(
-                    json.loads(value), surface, surface.index[w.item_id], w.features, w.propensity, w.segment,
-                    w.decided_at_ms,
-                )  # fmt: skip
+            arm = surface.index.get(w.item_id)
+            value = None if arm is None else _stored_value(own, defaults, arm, by_day)
+            if arm is not None and value is not None:
+                item = restored_item(value, surface, arm, w.features, w.propensity, w.segment, w.decided_at_ms)
                 users[w.pseudonym].ledger.restore_item(surface, w.decision_id, w.item_id, item)
                 restored += 1
         return restored

@@ -124,17 +124,22 @@ return 1
 # (a failed SET stops the script before anything else; Redis refuses a script for lack of memory
 # only at its first write). Once the snapshot covers the whole feedback log, the log may expire
 # with retention. Stored entries are pruned by their decision's time (their field starts with its id).
+# The first m field-value pairs are appended to what their field holds (comma-separated), the rest set.
 # KEYS: snapshot | feedback log | decision log | stored ledger entries
 # ARGV: snapshot | its lifetime (ms) | feedback-log trim id | decision-log trim id
 #       | the snapshot's log position | log retention (ms) | now (ms) | ledger horizon (ms)
-#       | field, value, ...
+#       | m | field, value, ...
 _WRITE_SNAPSHOT = (
     _PRUNE
     + _DECIDED_AT
     + """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if #ARGV > 8 then
-  redis.call('HSET', KEYS[4], unpack(ARGV, 9))
+if #ARGV > 9 then
+  for i = 10, 9 + 2 * tonumber(ARGV[9]), 2 do
+    local old = redis.call('HGET', KEYS[4], ARGV[i])
+    if old then ARGV[i + 1] = old .. ',' .. ARGV[i + 1] end
+  end
+  redis.call('HSET', KEYS[4], unpack(ARGV, 10))
   redis.call('PEXPIRE', KEYS[4], ARGV[8])
   prune(KEYS[4], tonumber(ARGV[7]) - tonumber(ARGV[8]), decided_at)
 end
@@ -332,22 +337,24 @@ class Store:
         for pseudonym, snapshot in snapshots.items():
             keys = UserKeys(pseudonym)
             covered = min(cutoff, snapshot.last_id, key=stream_id_key)
+            appended = [part for pair in sorted(snapshot.defaults.items()) for part in pair]
             entries = [part for pair in sorted(snapshot.settled.items()) for part in pair]
             pipe.evalsha(
                 _SNAPSHOT_SHA, 4, keys.snapshot, keys.feedback_log, keys.decision_log, keys.settled,
                 snapshot.blob, lifetime_ms, covered, cutoff, snapshot.last_id, log_ttl_ms, now_ms, self._settled_ms,
-                *entries,
+                len(snapshot.defaults), *appended, *entries,
             )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Snapshot:
     """A user's snapshot bytes, the feedback-log position they cover, and the learned ledger entries
-    it leaves out, stored with it (``settled.py``: field -> value)."""
+    it leaves out, stored with it (``settled.py``: field -> value, set; and appended to)."""
 
     blob: bytes
     last_id: str
     settled: Mapping[str, bytes] = field(default_factory=dict)
+    defaults: Mapping[str, bytes] = field(default_factory=dict)
 
 
 def out_of_memory(exc: BaseException) -> bool:

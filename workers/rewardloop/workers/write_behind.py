@@ -73,8 +73,8 @@ class WriteBehind:
         """Queue the user's snapshot as of now, with their learned ledger entries whose window closed
         by ``now_ms`` (default: now; written at the next ``schedule``, then they leave memory)."""
         entries = state.ledger.settle(self._surfaces, int(time.time() * 1000) if now_ms is None else now_ms)
-        stored = settled.stored_fields(self._surfaces, entries)
-        self._pending_snapshots[state.pseudonym] = Snapshot(self._encode(state), state.last_id, stored)
+        stored, defaults = settled.stored_fields(self._surfaces, entries)
+        self._pending_snapshots[state.pseudonym] = Snapshot(self._encode(state), state.last_id, stored, defaults)
         self._pending_settled[state.pseudonym] = (state, entries)
         state.since_snapshot = 0
         state.dirty = False
