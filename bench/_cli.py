@@ -40,6 +40,9 @@ def start_ray(stack: contextlib.ExitStack | contextlib.AsyncExitStack) -> None:
     """A local Ray as the tests start it (2 CPUs, no dashboard), shut down with `stack`."""
     import ray
 
+    from rewardloop.workers.cluster import serve_at_full_priority
+
+    serve_at_full_priority()
     ray.init(
         address="local", num_cpus=2, include_dashboard=False,
         logging_level=logging.WARNING, log_to_driver=False,

@@ -14,6 +14,7 @@ import pytest
 import ray
 import redis
 
+from rewardloop.workers.cluster import serve_at_full_priority
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.redis_server import EmbeddedRedis
 from rewardloop.workers.tracing import configure_tracing
@@ -155,6 +156,7 @@ def ray_cluster() -> Iterator[None]:
 
         ray.cloudpickle.register_pickle_by_value(worker_coverage)
         runtime_env["worker_process_setup_hook"] = worker_coverage.save_periodically
+    serve_at_full_priority()
     ray.init(
         num_cpus=2,
         include_dashboard=False,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import uuid
+from pathlib import Path
 
 import grpc
 import pytest
@@ -77,6 +79,25 @@ def _call_every_rpc_through_reflection(target: str) -> None:
         assert batch.results[0].code == 0 and batch.results[0].reward == 0.5  # type: ignore[attr-defined]
         assigned = call("rewardloop.v1.Assigner.Assign", {"user_id": "reflect-1", "experiments": ["color"]})
         assert assigned.assignments[0].variant in {"blue", "green"}  # type: ignore[attr-defined]
+
+
+def _shard_processes() -> list[int]:
+    """Pids of the shard actors' processes (Ray titles them ``ray::HostedShard...``)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::HostedShard"):
+                pids.append(int(entry.name))
+        except OSError:  # ended meanwhile
+            continue
+    return pids
+
+
+async def test_shards_serve_at_the_priority_of_the_front(service: object) -> None:
+    """Ray starts its workers at nice 15, as batch work; the shards serve requests
+    (``cluster.serve_at_full_priority``)."""
+    pids = _shard_processes()
+    assert pids and {os.getpriority(os.PRIO_PROCESS, p) for p in pids} == {os.getpriority(os.PRIO_PROCESS, 0)}
 
 
 async def test_recommend_returns_decision_propensities_and_version(channel: grpc.aio.Channel) -> None:

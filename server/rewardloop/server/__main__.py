@@ -68,6 +68,7 @@ async def serve(args: argparse.Namespace) -> None:
     from prometheus_client import start_http_server
 
     from rewardloop.server.app import Service
+    from rewardloop.workers.cluster import serve_at_full_priority
     from rewardloop.workers.config import DEV_PSEUDONYM_KEY, ServiceConfig
     from rewardloop.workers.redis_server import EmbeddedRedis, default_maxmemory
     from rewardloop.workers.tracing import configure_tracing, shutdown_tracing
@@ -99,6 +100,7 @@ async def serve(args: argparse.Namespace) -> None:
         configure_tracing(args.traces, service_name="rewardloop-front")
         # "local": without $RAY_ADDRESS, start our own Ray even if a `ray start` cluster
         # runs on this machine (address=None would join it, and we would not own it).
+        serve_at_full_priority()
         ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
                  logging_level=logging.WARNING)  # fmt: skip
         catch_stop_signals()  # ray.init() installs its own SIGTERM handler (sys.exit)

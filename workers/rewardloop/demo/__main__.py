@@ -81,10 +81,12 @@ async def _with_own_stack(args: argparse.Namespace, population: Population) -> R
     import ray
 
     from rewardloop.server.app import Service
+    from rewardloop.workers.cluster import serve_at_full_priority
     from rewardloop.workers.config import ServiceConfig
     from rewardloop.workers.redis_server import EmbeddedRedis
 
     with EmbeddedRedis() as redis_server:
+        serve_at_full_priority()
         ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
         service = await Service(ServiceConfig.load(), redis_server.url, "127.0.0.1:0").start()
         try:
