@@ -38,6 +38,7 @@ from rewardloop.v1 import (
 )
 from rewardloop.workers.cluster import start_shards, stop_shards
 from rewardloop.workers.config import ServiceConfig
+from rewardloop.workers.tracing import tracing_on
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,10 @@ def create_server(
     # detach context" with a traceback (asyncio's finalizer closes the abandoned generator
     # in another context than the one it attached in), and health Watch fails with UNKNOWN
     # (the interceptor iterates Watch as an async generator; it is a coroutine).
-    traced = aio_server_interceptor(filter_=_ours)
-    interceptors: list[grpc.aio.ServerInterceptor] = [traced] if streams is None else [streams, traced]
+    # Without an exporter (traces off) spans would go nowhere: no interceptor, no cost.
+    interceptors: list[grpc.aio.ServerInterceptor] = [] if streams is None else [streams]
+    if tracing_on():
+        interceptors.append(aio_server_interceptor(filter_=_ours))
     if auth_tokens or admin_tokens:
         interceptors.append(TokenAuth(set(auth_tokens), set(admin_tokens)))
     interceptors.append(RpcObserver())
