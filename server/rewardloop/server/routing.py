@@ -4,6 +4,11 @@ A request goes out at once when its shard has a free slot (so an idle service ad
 wait); while `max_in_flight` calls to that shard are under way, requests queue and
 leave together as one batch when a slot frees. Under load, batches grow by themselves;
 DESIGN.md measured ~2x throughput on 2 cores from this over one call per request.
+
+One call in flight per shard and kind (not two): each Ray call costs the front and the shard
+about a millisecond of CPU whatever it carries, and a shard runs one feedback batch at a time
+anyway. Measured with bench/soak.py's steady-state calibration (windows closing, 32 pairs in
+flight): 352 RPC/s at one, 272 at two; one in flight for feedback only, 285.
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ class Batcher(Generic[Call, Result]):
 class ShardRouter:
     """One recommend and one feedback batcher per shard actor."""
 
-    def __init__(self, actors: Sequence[Any], max_in_flight: int = 2):
+    def __init__(self, actors: Sequence[Any], max_in_flight: int = 1):
         self.actors = list(actors)
         self._recommend = [
             Batcher[RecommendCall, Decision | Rejected](_remote(a.recommend), "recommend", max_in_flight)
