@@ -5,11 +5,17 @@ whole grace period for it, then cancel it, and when the event loop closed, log i
 "Exception not handled by _handle_exceptions ... CancelledError" with a traceback (grpc
 1.85, measured with a reflection client connected). `OpenStreams.end_all()` ends them at
 once instead: each closes with UNAVAILABLE, which tells the client to go elsewhere.
+
+A write the stream has under way when it is ended is finished first (``_Writes``): grpc
+refuses the closing status while a message is still being sent ("GRPC_CALL_ERROR_TOO_MANY_
+OPERATIONS", seen under load in tests/integration/test_shutdown.py), and the stream then
+waits out the grace period to be cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -54,18 +60,20 @@ class OpenStreams(grpc.aio.ServerInterceptor):
             task = asyncio.current_task()
             assert task is not None
             self._open.add(task)
+            writes = _Writes(context)
             try:
                 if self._ending:
                     pass
                 elif inspect.isasyncgenfunction(behavior):
-                    async for response in behavior(request, context):
-                        await context.write(response)
+                    async for response in behavior(request, writes):
+                        await writes.write(response)
                 else:
-                    await behavior(request, context)
+                    await behavior(request, writes)
             except asyncio.CancelledError:
                 if not self._ending:
                     raise  # the client went away
                 task.uncancel()  # ours: the stream ends normally, with the status below
+                await writes.finished()
             finally:
                 self._open.discard(task)
             if self._ending:
@@ -73,3 +81,25 @@ class OpenStreams(grpc.aio.ServerInterceptor):
                 context.set_details("the server is stopping")
 
         return ended_at_stop
+
+
+class _Writes:
+    """A stream's context whose writes carry on when the stream's task is cancelled, so that the
+    stream can end once the write under way has (``finished``); everything else is the context's."""
+
+    def __init__(self, context: grpc.aio.ServicerContext):
+        self._context = context
+        self._pending: asyncio.Future[None] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def write(self, message: Any) -> None:
+        self._pending = asyncio.ensure_future(self._context.write(message))
+        await asyncio.shield(self._pending)
+
+    async def finished(self) -> None:
+        """Wait for the write under way, if any (its failure is the stream's end anyway)."""
+        if self._pending is not None:
+            with contextlib.suppress(Exception):
+                await self._pending
