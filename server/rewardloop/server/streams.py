@@ -96,6 +96,8 @@ class _Writes:
 
     async def write(self, message: Any) -> None:
         self._pending = asyncio.ensure_future(self._context.write(message))
+        # Its failure is read here too: a client that cancels leaves the write to fail unawaited.
+        self._pending.add_done_callback(lambda f: f.cancelled() or f.exception())
         await asyncio.shield(self._pending)
 
     async def finished(self) -> None:
