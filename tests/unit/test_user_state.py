@@ -199,16 +199,26 @@ def _item_close(stream_ms: int, decision: int, item: str) -> FeedbackRecord:
     )  # fmt: skip
 
 
+def _closing() -> tuple[ServiceConfig, dict]:  # type: ignore[type-arg]
+    """Surface "a" (ucb1) with a 2-s window and default reward 0.5, and its policies."""
+    reward = {"window_seconds": 2, "default_reward": 0.5}
+    config = ServiceConfig.from_dict({"surfaces": {"a": {"algorithm": "ucb1", "items": ITEMS, "reward": reward}}})
+    return config, _policies(config)
+
+
+def _click_on_d0(occurred_ms: int, stream_ms: int) -> FeedbackRecord:
+    """Event c1: a click on item i1 of decision d0 (decided at 1_000_000)."""
+    return logged(
+        f"{stream_ms}-0", "a", "i1", 1.0, event_id="c1", signal=1, value=1.0, occurred_at_ms=occurred_ms,
+        decision_id="d0", decided_at_ms=1_000_000,
+    )  # fmt: skip
+
+
 def test_a_decisions_close_learns_its_items_as_the_earlier_per_item_closes_did() -> None:
     """One entry closes the decision's listed items in order; items learned already (by their
     click) or no longer configured are skipped; an earlier version's per-item closes learn the same."""
-    reward = {"window_seconds": 2, "default_reward": 0.5}
-    config = ServiceConfig.from_dict({"surfaces": {"a": {"algorithm": "ucb1", "items": ITEMS, "reward": reward}}})
-    policies = _policies(config)
-    click = logged(
-        "1001000-0", "a", "i1", 1.0, event_id="c1", signal=1, value=1.0, occurred_at_ms=1_000_500,
-        decision_id="d0", decided_at_ms=1_000_000,
-    )  # fmt: skip
+    config, policies = _closing()
+    click = _click_on_d0(1_000_500, 1_001_000)
     one = new_user_state(P, policies, seed=1)
     replay(one, [click], policies, config.surfaces)
     applied = one.learn(policies, config.surfaces, _close(1_003_000, 0, "i4", "i1", "gone", "i2"))
@@ -222,13 +232,8 @@ def test_a_decisions_close_learns_its_items_as_the_earlier_per_item_closes_did()
 
 
 def test_a_window_close_teaches_the_default_once_and_later_feedback_corrects_it() -> None:
-    reward = {"window_seconds": 2, "default_reward": 0.5}
-    config = ServiceConfig.from_dict({"surfaces": {"a": {"algorithm": "ucb1", "items": ITEMS, "reward": reward}}})
-    policies = _policies(config)
-    late_click = logged(
-        "1009000-0", "a", "i1", 1.0, event_id="c1", signal=1, value=1.0, occurred_at_ms=1_008_000,
-        decision_id="d0", decided_at_ms=1_000_000,
-    )  # fmt: skip
+    config, policies = _closing()
+    late_click = _click_on_d0(1_008_000, 1_009_000)
     closed_first = new_user_state(P, policies, seed=1)
     replay(closed_first, [_close(1_003_000, 0, "i1"), late_click], policies, config.surfaces)
     state = closed_first.policies["a"]
