@@ -70,6 +70,7 @@ async def serve(args: argparse.Namespace) -> None:
     from rewardloop.server.app import Service
     from rewardloop.workers.cluster import serve_at_full_priority
     from rewardloop.workers.config import DEV_PSEUDONYM_KEY, ServiceConfig
+    from rewardloop.workers.heap import Heap
     from rewardloop.workers.redis_server import EmbeddedRedis, default_maxmemory
     from rewardloop.workers.tracing import configure_tracing, shutdown_tracing
 
@@ -104,10 +105,13 @@ async def serve(args: argparse.Namespace) -> None:
         ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
                  logging_level=logging.WARNING)  # fmt: skip
         catch_stop_signals()  # ray.init() installs its own SIGTERM handler (sys.exit)
+        heap = Heap()
         service = Service(
-            config, redis_url, args.address, traces=args.traces, auth_tokens=tokens, admin_tokens=admin_tokens
-        )
+            config, redis_url, args.address, traces=args.traces, auth_tokens=tokens, admin_tokens=admin_tokens,
+            heap=heap,
+        )  # fmt: skip
         await service.start()
+        heap.start()  # what the front holds once started is frozen, once (workers/heap.py)
         if not stopping.is_set():
             if args.metrics_port:
                 start_http_server(args.metrics_port, addr="127.0.0.1")

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from rewardloop.server.admin import AdminService
 from rewardloop.server.interceptors import RpcObserver, TokenAuth
-from rewardloop.server.metrics import REDIS_STATS
+from rewardloop.server.metrics import REDIS_STATS, publish_heap
 from rewardloop.server.routing import ShardRouter
 from rewardloop.server.services import AssignerService, FeedbackService, RecommenderService
 from rewardloop.server.streams import OpenStreams
@@ -38,6 +38,7 @@ from rewardloop.v1 import (
 )
 from rewardloop.workers.cluster import start_shards, stop_shards
 from rewardloop.workers.config import ServiceConfig
+from rewardloop.workers.heap import Heap
 from rewardloop.workers.tracing import tracing_on
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,12 @@ class Service:
         auth_tokens: Sequence[str] = (),
         shard_prefix: str = "shard",
         admin_tokens: Sequence[str] = (),
+        heap: Heap | None = None,
     ):
         self.config = config
+        # The front process's collector (workers/heap.py), published with the shards' stats; None
+        # in a process that is not only the front (tests).
+        self.heap = heap
         self.redis_url = redis_url
         self.address = address
         self.traces = traces
@@ -175,6 +180,8 @@ class Service:
         try:
             while self.router is not None:
                 await self.router.sample_stats()
+                if self.heap is not None:
+                    publish_heap("front", self.heap.stats())
                 await _sample_redis(client)
                 await asyncio.sleep(STATS_SECONDS)
         finally:

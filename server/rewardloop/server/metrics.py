@@ -5,6 +5,8 @@ Names are part of the operating contract (dashboards and the `bench/` probes rea
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import Counter, Gauge, Histogram
 
 RPC_LATENCY = Histogram(
@@ -44,3 +46,24 @@ REDIS_STATS = {
     "maxmemory": Gauge("rewardloop_redis_maxmemory_bytes", "Redis maxmemory (0: no limit)"),
     "keys": Gauge("rewardloop_redis_keys", "Keys in the service's Redis database"),
 }
+# The cyclic garbage collector in each serving process ("front", "shard-<k>"): workers/heap.py.
+HEAP_STATS = {
+    "gc_pause_max_seconds": Gauge(
+        "rewardloop_gc_pause_max_seconds", "Longest garbage-collection pause in the last minute", ["process"]
+    ),
+    "gc_frozen_objects": Gauge(
+        "rewardloop_gc_frozen_objects", "Objects frozen out of garbage collection (gc.freeze)", ["process"]
+    ),
+}
+GC_COLLECTIONS = Gauge(
+    "rewardloop_gc_collections", "Garbage collections since the process started", ["process", "generation"]
+)
+
+
+def publish_heap(process: str, stats: Mapping[str, float]) -> None:
+    """A process's ``Heap.stats`` into the gauges (other keys are ignored)."""
+    for name, value in stats.items():
+        if name in HEAP_STATS:
+            HEAP_STATS[name].labels(process=process).set(value)
+        elif name.startswith("gc_collections_gen"):
+            GC_COLLECTIONS.labels(process=process, generation=name[-1]).set(value)

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 
 import ray
 
-from rewardloop.server.metrics import SHARD_BATCH_SIZE, SHARD_STATS
+from rewardloop.server.metrics import SHARD_BATCH_SIZE, SHARD_STATS, publish_heap
 from rewardloop.server.status import to_service_error
 from rewardloop.state.keys import shard_for
 from rewardloop.workers.messages import Decision, FeedbackCall, RecommendCall, Recorded, Rejected
@@ -115,6 +115,7 @@ class ShardRouter:
             for name, value in stats.items():
                 if name in SHARD_STATS:
                     SHARD_STATS[name].labels(shard=str(shard)).set(value)
+            publish_heap(f"shard-{shard}", stats)
 
     def flush(self, timeout: float = 30.0) -> None:
         ray.get([a.flush.remote() for a in self.actors], timeout=timeout)

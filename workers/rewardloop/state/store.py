@@ -19,6 +19,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError, ResponseError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from rewardloop.state.keys import PLAUSIBLE_MS, UserKeys, decision_day, split_window_member, window_member
 from rewardloop.state.records import DecisionRecord, FeedbackRecord, stream_id_key
@@ -186,9 +187,13 @@ class Store:
         clock: Callable[[], float] = time.time,
         settled_ms: int = 2 * DEDUP_DAYS * DAY_MS,
     ):
+        # No CLIENT SETINFO nor CLIENT MAINT_NOTIFICATIONS on each new connection: Redis 6.2 (the
+        # embedded one) knows neither, and each refusal left a traceback cycle holding the task that
+        # connected and what it was loading, garbage only the cycle collector finds (workers/heap.py).
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, health_check_interval=30
-        )
+            url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, health_check_interval=30,
+            driver_info=None, maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        )  # fmt: skip
         self.redis = aioredis.Redis(connection_pool=pool, decode_responses=False)
         self.retention = retention
         self._join_ms = join_ms

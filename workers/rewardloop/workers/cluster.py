@@ -16,6 +16,7 @@ from typing import Any
 import ray
 
 from rewardloop.workers.config import ServiceConfig
+from rewardloop.workers.heap import FREEZE_SECONDS, Heap
 from rewardloop.workers.shard import ShardCore
 from rewardloop.workers.tracing import configure_tracing
 
@@ -38,6 +39,13 @@ class HostedShard(ShardCore):
     def __init__(self, config: ServiceConfig, redis_url: str, shard_index: int, traces: str = ""):
         configure_tracing(traces, service_name=f"rewardloop-shard-{shard_index}")
         super().__init__(config, redis_url, shard_index)
+        # Freeze what the worker holds once started, then every few seconds what survived (heap.py:
+        # no garbage-collection pause grows with the users held).
+        self.heap = Heap()
+        self.heap.start(every=FREEZE_SECONDS)
+
+    def stats(self) -> dict[str, float]:
+        return {**super().stats(), **self.heap.stats()}
 
 
 ShardActor: Any = ray.remote(HostedShard)

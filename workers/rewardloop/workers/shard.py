@@ -102,7 +102,7 @@ class ShardCore:
         self.users.resized(users.values())  # real-time activity grew
         return decisions
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, float]:
         """What the shard holds, for the front's metrics: accounted bytes (users + recent decisions)
         against the budget, users in memory, evictions so far, users with unsnapshotted events."""
         return {
