@@ -51,9 +51,7 @@ HEAP_STATS = {
     "gc_pause_max_seconds": Gauge(
         "rewardloop_gc_pause_max_seconds", "Longest garbage-collection pause in the last minute", ["process"]
     ),
-    "gc_frozen_objects": Gauge(
-        "rewardloop_gc_frozen_objects", "Objects frozen out of garbage collection (gc.freeze)", ["process"]
-    ),
+    "gc_freezes": Gauge("rewardloop_gc_freezes", "Times the heap was frozen out of garbage collection", ["process"]),
 }
 GC_COLLECTIONS = Gauge(
     "rewardloop_gc_collections", "Garbage collections since the process started", ["process", "generation"]
