@@ -1,0 +1,40 @@
+"""The embedded Redis: what it forks runs behind the service."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from rewardloop.workers.redis_server import REWRITE_NICENESS, EmbeddedRedis
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_the_aof_rewrite_child_runs_at_low_priority(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        client = redis.Redis.from_url(server.url)
+        client.mset({f"k{k}": k for k in range(20)})
+        # Each key the child writes takes a second: it lives long enough to be looked at.
+        client.config_set("rdb-key-save-delay", 1_000_000)
+        client.bgrewriteaof()
+        pid = server.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        niceness = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = [int(c) for c in children.read_text().split()]
+            if found:
+                niceness = os.getpriority(os.PRIO_PROCESS, found[0])
+                if niceness == REWRITE_NICENESS:
+                    break
+            time.sleep(0.02)
+        client.config_set("rdb-key-save-delay", 0)
+        for child in found:
+            os.kill(child, signal.SIGKILL)  # the rewrite fails; Redis goes on with its AOF
+        assert client.get("k7") == b"7"
+        client.close()
+    assert niceness == REWRITE_NICENESS
