@@ -185,8 +185,8 @@ def verdicts(result: Mapping[str, Any]) -> list[tuple[bool, str]]:
     return lines
 
 
-def print_summary(rows: Sequence[Row], result: Mapping[str, Any]) -> bool:
-    """The summary table and the verdict lines; True when every criterion holds."""
+def print_summary(rows: Sequence[Row], result: Mapping[str, Any], more: Sequence[tuple[bool, str]] = ()) -> bool:
+    """The summary table and the verdict lines (``verdicts`` and ``more``); True when every criterion holds."""
     print("\nseries after warm-up: start, end, growth over the last third (least-squares fit, % of its mean)")
     width = max(len(k) for k in result["series"]) if result["series"] else 10
     print(f"  {'series':<{width}}  {'start':>14}  {'end':>14}  {'growth %':>9}")
@@ -200,7 +200,7 @@ def print_summary(rows: Sequence[Row], result: Mapping[str, Any]) -> bool:
     print(f"\nrequests answered {result['requests_ok']:,}; worst p99 after warm-up {_num(result['max_p99_ms'], 1)} ms")
     passed = True
     print("\nverdict (issue 10)")
-    for ok, text in verdicts(result):
+    for ok, text in [*verdicts(result), *more]:
         passed = passed and ok
         print(f"  {'PASS' if ok else 'FAIL'}  {text}")
     print(f"  => {'PASS' if passed else 'FAIL'}")
