@@ -205,13 +205,19 @@ class Prediction:
     shards: dict[str, float]  # bytes in the shards' memory, all shards together
 
     def show(self) -> str:
-        lines = ["Redis"]
-        lines += [f"  {k:30s} {v / 1e6:8.1f} MB" for k, v in sorted(self.redis.items(), key=lambda kv: -kv[1])]
-        lines.append(f"  {'total':30s} {sum(self.redis.values()) / 1e6:8.1f} MB")
-        lines.append("shard memory (all shards, above each process's empty size)")
-        lines += [f"  {k:30s} {v / 1e6:8.1f} MB" for k, v in self.shards.items()]
-        lines.append(f"  {'total':30s} {sum(self.shards.values()) / 1e6:8.1f} MB")
-        return "\n".join(lines)
+        redis = dict(sorted(self.redis.items(), key=lambda kv: -kv[1]))
+        return "\n".join(
+            [
+                *_block("Redis", redis),
+                *_block("shard memory (all shards, above each process's empty size)", self.shards),
+            ]
+        )
+
+
+def _block(title: str, sizes: dict[str, float]) -> list[str]:
+    """A title, a line per part and their total, in MB."""
+    rows = [*sizes.items(), ("total", sum(sizes.values()))]
+    return [title, *(f"  {name:30s} {size / 1e6:8.1f} MB" for name, size in rows)]
 
 
 def predict(

@@ -16,8 +16,9 @@ they hold out of the collector, as large Python services do:
 - a shard, every ``FREEZE_SECONDS``, collects what is not frozen (what survived since the last
   time) and freezes the survivors. The front freezes once: it holds nothing per user.
 
-A collection then traverses only what survived since the last freeze: in the same soak, 5-20k
-objects and 10-90 ms a full collection, whatever the users held. Frozen objects are still freed
+A collection then traverses only what survived since the last freeze, whatever the users held: the
+longest collection per minute was 13-58 ms in 5-minute soaks, at most 123 ms over the 30-minute
+one (bench/README.md). Frozen objects are still freed
 by reference counting (an evicted user, a settled ledger entry); what freezing gives up is a
 reference *cycle* among frozen objects that becomes garbage later, which no collection sees.
 So what a shard drops must be acyclic: ``tests/integration/test_heap.py`` drives a shard through
