@@ -202,6 +202,8 @@ class Service:
         self._streams.end_all()
         if self._server is not None:
             await self._server.stop(grace)
+        if self.router is not None:
+            await self.router.close()
         if self.actors:
             stop_shards(self.actors, flush=flush)
         self._server, self._health, self.actors, self.router = None, None, [], None

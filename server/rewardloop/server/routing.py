@@ -22,6 +22,7 @@ import ray
 from rewardloop.server.metrics import SHARD_BATCH_SIZE, SHARD_STATS, publish_heap
 from rewardloop.server.status import to_service_error
 from rewardloop.state.keys import shard_for
+from rewardloop.workers.channel import ChannelClient, Endpoint
 from rewardloop.workers.messages import Decision, FeedbackCall, RecommendCall, Recorded, Rejected
 
 Call = TypeVar("Call")
@@ -80,13 +81,15 @@ class ShardRouter:
 
     def __init__(self, actors: Sequence[Any], max_in_flight: int = 1):
         self.actors = list(actors)
+        node = ray.util.get_node_ip_address()
+        self._channels = [ChannelClient(_endpoint_of(a, node)) for a in self.actors]
         self._recommend = [
-            Batcher[RecommendCall, Decision | Rejected](_remote(a.recommend), "recommend", max_in_flight)
-            for a in self.actors
+            Batcher[RecommendCall, Decision | Rejected](_send(c, "recommend"), "recommend", max_in_flight)
+            for c in self._channels
         ]
         self._feedback = [
-            Batcher[FeedbackCall, Recorded | Rejected](_remote(a.feedback), "feedback", max_in_flight)
-            for a in self.actors
+            Batcher[FeedbackCall, Recorded | Rejected](_send(c, "feedback"), "feedback", max_in_flight)
+            for c in self._channels
         ]
 
     def shard_of(self, pseudonym: str) -> int:
@@ -120,10 +123,23 @@ class ShardRouter:
     def flush(self, timeout: float = 30.0) -> None:
         ray.get([a.flush.remote() for a in self.actors], timeout=timeout)
 
+    async def close(self) -> None:
+        """Close the channels (calls still in flight fail as UNAVAILABLE)."""
+        await asyncio.gather(*(c.close() for c in self._channels))
 
-def _remote(method: Any) -> Callable[[list[Any]], Awaitable[list[Any]]]:
+
+def _endpoint_of(actor: Any, node: str) -> Callable[[], Awaitable[Endpoint]]:
+    """The shard's channel endpoint, asked through Ray (which waits for a restarting shard)."""
+
+    async def endpoint() -> Endpoint:
+        host, port, token = await actor.endpoint.remote(node)
+        return host, port, token
+
+    return endpoint
+
+
+def _send(channel: ChannelClient, method: str) -> Callable[[list[Any]], Awaitable[list[Any]]]:
     async def send(batch: list[Any]) -> list[Any]:
-        results: list[Any] = await method.remote(batch)
-        return results
+        return await channel.call(method, batch)
 
     return send

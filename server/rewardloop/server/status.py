@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from rewardloop.learning.evaluation.candidate import NotEnoughData
 from rewardloop.state.store import out_of_memory
+from rewardloop.workers.channel import ShardUnreachable
 from rewardloop.workers.messages import Rejected
 
 # How much of a caller's value an error message may quote.
@@ -142,9 +143,11 @@ def permission_denied(message: str) -> ServiceError:
 try:  # Ray >= 2.40 raises this while a restarting actor cannot take calls yet.
     from ray.exceptions import ActorUnavailableError
 
-    _ACTOR_DOWN: tuple[type[BaseException], ...] = (RayActorError, ActorUnavailableError, GetTimeoutError)
+    _ACTOR_DOWN: tuple[type[BaseException], ...] = (
+        RayActorError, ActorUnavailableError, GetTimeoutError, ShardUnreachable
+    )  # fmt: skip
 except ImportError:  # pragma: no cover
-    _ACTOR_DOWN = (RayActorError, GetTimeoutError)
+    _ACTOR_DOWN = (RayActorError, GetTimeoutError, ShardUnreachable)
 
 
 @overload

@@ -15,6 +15,7 @@ from typing import Any
 
 import ray
 
+from rewardloop.workers.channel import ChannelServer, Endpoint
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.heap import FREEZE_SECONDS, Heap
 from rewardloop.workers.shard import ShardCore
@@ -43,6 +44,15 @@ class HostedShard(ShardCore):
         # no garbage-collection pause grows with the users held).
         self.heap = Heap()
         self.heap.start(every=FREEZE_SECONDS)
+        # Recommend and Feedback batches come over a socket of the shard's own (channel.py).
+        self.channel = ChannelServer({"recommend": self.recommend, "feedback": self.feedback})
+
+    async def endpoint(self, front_node: str) -> Endpoint:
+        """Where the front at node address ``front_node`` reaches this shard's channel: 127.0.0.1
+        from the shard's own node, else the node's address; and the token to present."""
+        node = ray.util.get_node_ip_address()
+        host = "127.0.0.1" if front_node == node else node
+        return host, await self.channel.listen(host), self.channel.token
 
     def stats(self) -> dict[str, float]:
         return {**super().stats(), **self.heap.stats()}
