@@ -5,9 +5,11 @@ wait); while `max_in_flight` calls to that shard are under way, requests queue a
 leave together as one batch when a slot frees. Under load, batches grow by themselves;
 DESIGN.md measured ~2x throughput on 2 cores from this over one call per request.
 
-One call in flight per shard and kind (not two): each Ray call costs the front and the shard
-about a millisecond of CPU whatever it carries, and a shard runs one feedback batch at a time
-anyway. Measured with bench/soak.py's steady-state calibration (windows closing, 32 pairs in
+Batches travel over each shard's channel (workers/channel.py), not as Ray actor calls; Ray still
+answers the rest (stats, flush, export) and tells the front where a restarted shard listens.
+
+One call in flight per shard and kind (not two): a shard runs one feedback batch at a time anyway.
+Measured over Ray calls with bench/soak.py's steady-state calibration (windows closing, 32 pairs in
 flight): 352 RPC/s at one, 272 at two; one in flight for feedback only, 285.
 """
 

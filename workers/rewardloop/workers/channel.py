@@ -63,16 +63,25 @@ class ShardFailed(RuntimeError):
 
 
 def _default(obj: Any) -> msgpack.ExtType:
-    code = _CODES.get(type(obj))
+    cls = type(obj)
+    code = _CODES.get(cls)
     if code is None:
-        raise TypeError(f"cannot send a {type(obj).__name__} to a shard")
-    return msgpack.ExtType(code, msgpack.packb([getattr(obj, name) for name in _FIELDS[type(obj)]], default=_default))
+        raise TypeError(f"cannot send a {cls.__name__} to a shard")
+    fields = [getattr(obj, name) for name in _FIELDS[cls]]
+    if cls is Decision:  # its items as plain rows: a nested extension each cost half the encoding
+        fields[1] = [(i.item_id, i.score, i.propensity, i.slot) for i in obj.items]
+    return msgpack.ExtType(code, msgpack.packb(fields, default=_default))
 
 
 def _ext(code: int, data: bytes) -> Any:
     if not 0 <= code < len(_TYPES):
         raise ValueError(f"unknown message type {code}")
-    return _TYPES[code](*msgpack.unpackb(data, ext_hook=_ext, use_list=False))
+    cls = _TYPES[code]
+    fields = msgpack.unpackb(data, ext_hook=_ext, use_list=False)
+    if cls is Decision:
+        decision_id, rows, policy, model_version = fields
+        return Decision(decision_id, tuple(ChosenItem(*row) for row in rows), policy, model_version)
+    return cls(*fields)
 
 
 def encode(value: Any) -> bytes:
@@ -136,6 +145,7 @@ class ChannelServer:
         assert task is not None
         self._connections.add(task)
         calls: set[asyncio.Task[None]] = set()
+        stopping = False
         try:
             token = await reader.readexactly(TOKEN_BYTES)
             if not hmac.compare_digest(token, self.token):
@@ -150,9 +160,15 @@ class ChannelServer:
             pass  # the front went away (or restarts): what it sent is answered or lost with it
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             log.warning("shard channel: closed a connection that sent a malformed frame: %s", exc)
+        except asyncio.CancelledError:
+            stopping = True  # close(): the shard stops
+            raise
         finally:
             self._connections.discard(task)
-            # Calls under way finish (feedback made durable stays durable); their answers go nowhere.
+            # Calls under way finish (feedback made durable stays durable) and answer a front that only
+            # half-closed, unless the shard stops.
+            if calls and not stopping:
+                await asyncio.wait(calls)
             writer.close()
 
     async def _answer(self, writer: asyncio.StreamWriter, request_id: int, method: str, batch: Sequence[Any]) -> None:
