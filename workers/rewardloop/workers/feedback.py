@@ -11,9 +11,10 @@ the user's snapshot is written behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from rewardloop.learning.bandits import Policy
@@ -31,8 +32,48 @@ from rewardloop.workers.messages import FeedbackCall, Recorded, Rejected
 from rewardloop.workers.write_behind import WriteBehind
 
 
+class UserLocks:
+    """Batches of disjoint users go through at once; a batch that shares a user with one under way
+    waits for it to end. A user's log order and the order its state learns in must agree, or a
+    snapshot could claim a log position it does not cover: so one batch at a time per user. (One
+    batch at a time per shard held each batch behind the previous one's fsync.)
+
+    >>> async def demo():
+    ...     locks, order = UserLocks(), []
+    ...     async def batch(name, users, pause):
+    ...         async with locks.held(users):
+    ...             order.append(f"{name}+")
+    ...             await asyncio.sleep(pause)
+    ...             order.append(f"{name}-")
+    ...     await asyncio.gather(batch("a", {"u1"}, 0.02), batch("b", {"u2"}, 0.0), batch("c", {"u1", "u3"}, 0.0))
+    ...     return order
+    >>> asyncio.run(demo())
+    ['a+', 'b+', 'b-', 'a-', 'c+', 'c-']
+    """
+
+    def __init__(self) -> None:
+        self._busy: set[str] = set()
+        self._freed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def held(self, users: Collection[str]) -> AsyncIterator[None]:
+        async with self._freed:
+            await self._freed.wait_for(lambda: self._busy.isdisjoint(users))
+            self._busy.update(users)
+        try:
+            yield
+        finally:
+            self._busy.difference_update(users)
+            async with self._freed:
+                self._freed.notify_all()
+
+    def __len__(self) -> int:
+        """Users held by batches under way."""
+        return len(self._busy)
+
+
 class Ingest:
-    """Feedback events and window closes of one shard, one batch at a time."""
+    """Feedback events and window closes of one shard; batches run at once unless they share users."""
 
     def __init__(
         self,
@@ -53,13 +94,11 @@ class Ingest:
         self._decisions = decisions
         self._write_behind = write_behind
         self._uses_realtime = any(s.features.realtime for s in self._surfaces.values())
-        # One batch at a time: a user's log order and the order its state learns in
-        # must agree, or a snapshot could claim a log position it does not cover.
-        self._lock = asyncio.Lock()
+        self._locks = UserLocks()
 
     async def record(self, calls: Sequence[FeedbackCall]) -> list[Recorded | Rejected]:
         """Callers' events: each joined to its decision, then ingested; in the calls' order."""
-        async with self._lock:
+        async with self._locks.held({c.pseudonym for c in calls}):
             known = await self._decisions.find([(c.pseudonym, c.decision_id) for c in calls if c.decision_id])
             joined = [join(c, known.get((c.pseudonym, c.decision_id)), self._surfaces) for c in calls]
             accepted = [r for r in joined if not isinstance(r, Rejected)]
@@ -72,7 +111,8 @@ class Ingest:
         """Window closes of (pseudonym, decision_id) pairs whose window is over: one entry per decision
         that has items not learned yet; the number of entries newly written."""
         decisions = (await self._decisions.find(due)).values()
-        async with self._lock, self._hold({d.pseudonym for d in decisions}) as users:
+        pseudonyms = {d.pseudonym for d in decisions}
+        async with self._locks.held(pseudonyms), self._hold(pseudonyms) as users:
             await settled.fetch(  # for needs_close
                 self._store.redis,
                 users,
