@@ -23,12 +23,13 @@ def test_the_aof_rewrite_child_runs_at_low_priority(tmp_path: Path) -> None:
         client.bgrewriteaof()
         pid = server.pid
         children = Path(f"/proc/{pid}/task/{pid}/children")
-        niceness = None
+        niceness, session, group = None, None, None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             found = [int(c) for c in children.read_text().split()]
             if found:
                 niceness = os.getpriority(os.PRIO_PROCESS, found[0])
+                session, group = os.getsid(found[0]), _autogroup(found[0])
                 if niceness == REWRITE_NICENESS:
                     break
             time.sleep(0.02)
@@ -38,3 +39,24 @@ def test_the_aof_rewrite_child_runs_at_low_priority(tmp_path: Path) -> None:
         assert client.get("k7") == b"7"
         client.close()
     assert niceness == REWRITE_NICENESS
+    # Niceness counts only against processes of the same scheduling group: the starter's session
+    # (its autogroup), not one of Redis's own, where the child would get the group's whole share.
+    assert session == os.getsid(0)
+    assert group == _autogroup(os.getpid())
+
+
+def test_redis_has_a_process_group_of_its_own_in_the_starters_session(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        assert server.pid is not None
+        # A signal to our group (a terminal's Ctrl-C) does not reach it; it is scheduled with us.
+        assert os.getpgid(server.pid) == server.pid != os.getpgid(0)
+        assert os.getsid(server.pid) == os.getsid(0)
+        assert redis.Redis.from_url(server.url).ping()
+
+
+def _autogroup(pid: int) -> str | None:
+    """The process's autogroup ("/autogroup-N"; None where the kernel has none)."""
+    try:
+        return Path(f"/proc/{pid}/autogroup").read_text().split()[0]
+    except (OSError, IndexError):
+        return None

@@ -8,12 +8,14 @@ Feedback acknowledgement survives even a crash of Redis itself. ``maxmemory`` bo
 ``noeviction`` policy: when full, writes fail (the service answers UNAVAILABLE) instead of Redis
 dropping acknowledged data.
 
-Started from the main thread, the server runs in its own session, so a terminal's Ctrl-C
-or a SIGTERM to our process group does not reach it: whoever started it stops it, after
+Started from the main thread, the server runs in a process group of its own, so a terminal's
+Ctrl-C or a SIGTERM to our process group does not reach it: whoever started it stops it, after
 the shards have flushed into it. It still dies with its starter: the kernel sends it
 SIGTERM when the process that started it dies, even by SIGKILL
 (`lifetime.die_with_parent`). From another thread neither is possible (the signal would
-fire when that thread ends), and it stays in our session and group as before.
+fire when that thread ends), and it stays in our group as before. It stays in our session
+either way: Linux schedules each session as one group (autogroup), and the AOF rewrite child
+(`REWRITE_NICENESS`) yields to the service only inside the service's group.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ COMPACT_HASH_VALUE_BYTES = 1024
 # or more; on a busy 2-core box that starved the shards and the front: p99 of 365-690 ms in the
 # 5-s intervals around each rewrite of bench/soak.py, 105-255 ms with the child at 19. It only
 # delays the rewrite (Redis keeps appending to the old AOF meanwhile): durability is unchanged.
+# Niceness weighs processes within one scheduling group only: with autogroups (the default of
+# most distributions' kernels outside containers) each session is one, so a Redis in a session of
+# its own got its group's full share of the CPU for the child, niceness or not.
 REWRITE_NICENESS = 19
 # How often the server's children are looked for.
 CHILD_POLL_SECONDS = 0.1
@@ -154,7 +159,7 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            start_new_session=tied is not None,
+            process_group=0 if tied is not None else None,
             preexec_fn=tied,
         )
         deadline = time.monotonic() + timeout
