@@ -10,18 +10,21 @@ from rewardloop.state.store import Store
 
 # What one remembered decision takes in memory (measured: a record of 10 items, its dict slot).
 DECISION_BYTES = 1_200
+# Decisions are kept this long past the longest reward window: the window's close (windows.py, a
+# moment after it ends) then finds its decision here too, not in Redis.
+CLOSE_SLACK_MS = 10_000
 
 
 class RecentDecisions:
     """Finds a user's decisions by id, the recent ones without a Redis round trip: up to ``budget``
-    bytes of them, made within ``horizon_ms`` of the newest (the longest reward window: feedback
-    later than that is rare, and the join index has it)."""
+    bytes of them, made within ``horizon_ms`` (the longest reward window: feedback later than that
+    is rare, and the join index has it) and ``CLOSE_SLACK_MS`` of the newest."""
 
     def __init__(self, store: Store, budget: int, horizon_ms: int):
         self._store = store
         self._recent: OrderedDict[str, DecisionRecord] = OrderedDict()
         self.capacity = max(budget // DECISION_BYTES, 1)
-        self._horizon_ms = horizon_ms
+        self._horizon_ms = horizon_ms + CLOSE_SLACK_MS
 
     def __len__(self) -> int:
         return len(self._recent)

@@ -366,19 +366,20 @@ class RewardLedger:
         due = self._due.get(surface.name) or _ledger_due(ledger, config, self.horizon_ms)
         self._due[surface.name] = due
         changes: tuple[Change, ...] = ()
+        # Scans of every entry: DecisionWindow's rules written out (closed: now > decided + window;
+        # past the horizon: now > decided + window + horizon), without an object per entry.
+        window_ms = config.window_ms
         if now_ms > due[0]:
+            oldest = now_ms - window_ms - self.horizon_ms  # decided before it: past the horizon
             changes = tuple(
                 _learn_first(policy, surface, state, weight, item, config.default_reward)
                 for item in ledger.values()
-                if item.step is None
-                and DecisionWindow.of(item.decided_at_ms, config).is_closed(now_ms)
-                and not _past_horizon(item.decided_at_ms, config, now_ms, self.horizon_ms)
+                if item.step is None and oldest <= item.decided_at_ms < now_ms - window_ms
             )
         slack_ms = prune_slack_ms(self.horizon_ms)
         if now_ms > due[1] + slack_ms:
-            for key in [
-                k for k, item in ledger.items() if _past_horizon(item.decided_at_ms, config, now_ms, self.horizon_ms)
-            ]:
+            oldest = now_ms - window_ms - self.horizon_ms
+            for key in [k for k, item in ledger.items() if item.decided_at_ms < oldest]:
                 del ledger[key]
         if now_ms > due[0] or now_ms > due[1] + slack_ms:
             self._due[surface.name] = _ledger_due(ledger, config, self.horizon_ms)
@@ -411,7 +412,11 @@ def _past_horizon(decided_at_ms: int, config: RewardConfig, now_ms: int, horizon
 
 
 def _ledger_due(ledger: Mapping[str, ItemReward], config: RewardConfig, horizon_ms: int) -> list[int]:
-    """``RewardLedger._due`` of one surface, from its ledger."""
-    unlearned = (DecisionWindow.of(i.decided_at_ms, config).closes_at_ms for i in ledger.values() if i.step is None)
-    horizons = (_horizon_ms(i.decided_at_ms, config, horizon_ms) for i in ledger.values())
-    return [min(unlearned, default=NEVER), min(horizons, default=NEVER)]
+    """``RewardLedger._due`` of one surface, from its ledger: the earliest window close of an entry not
+    learned yet, and the earliest horizon (``_horizon_ms``) of any."""
+    if not ledger:
+        return [NEVER, NEVER]
+    decided = [i.decided_at_ms for i in ledger.values()]
+    unlearned = [d for d, i in zip(decided, ledger.values(), strict=True) if i.step is None]
+    window_ms = config.window_ms
+    return [min(unlearned) + window_ms if unlearned else NEVER, min(decided) + window_ms + horizon_ms]
