@@ -14,10 +14,11 @@ simulates, per user, the rules that decide what Redis keeps, event by event:
   ``logs_seconds`` after its last entry;
 - the per-user hashes (event ids, join index, stored ledger entries) are pruned by their
   horizons once they have doubled since their last prune, and not below 32 entries (retention.py);
-- stored ledger entries are written at the first snapshot after an item was learned: the clicked
-  item's own field, and one field for the defaults a window close taught.
+- stored ledger entries are written at the first snapshot after the decision's window closed: the
+  clicked item's own field, and one field for the defaults the close taught; they are pruned by
+  their decision's time.
 
-Bytes per entry (``entry_bytes``) were measured in a soak, by family; shard bytes per user, ledger
+Bytes per key and per entry (``entry_bytes``) were measured in a soak, by family; shard bytes per user, ledger
 entry and remembered decision are the constants the shards' own budget accounting uses
 (``state/user_state.py``, measured with tracemalloc by ``bench/footprint.py``). ``bench/soak.py``
 prints this prediction next to what it measured, as a verdict line (issue 10: within 20%).
@@ -34,30 +35,32 @@ from dataclasses import dataclass, field
 
 from rewardloop.learning.surface import longest_window_ms
 from rewardloop.state.retention import PRUNE_FLOOR
-from rewardloop.state.user_state import LEDGER_ENTRY_BYTES, USER_BYTES
+from rewardloop.state.user_state import DEFAULT_ENTRY_BYTES, LEDGER_ENTRY_BYTES, USER_BYTES
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.decisions import DECISION_BYTES
+from rewardloop.workers.decisions import CLOSE_SLACK_MS, DECISION_BYTES
 from rewardloop.workers.shard import IDLE_SWEEP_SECONDS
 from rewardloop.workers.write_behind import IDLE_SNAPSHOT_SECONDS
 
 
-def entry_bytes(slate: int) -> dict[str, float]:
-    """Redis bytes per entry of each family, its key's overhead included, at the lengths a soak's keys
-    have (10-30 entries): MEMORY USAGE over a tenth of each family's keys divided by their entries, in
-    the soak of 2026-11-27 (bench/soak.toml, S = 10, 3 surfaces). A small stream costs several KB
-    whatever it holds (a decision log of 9 entries: 813 B an entry), which bench/footprint.py's one
-    user with 20 interactions does not show. Entries that list the slate scale with it."""
+def entry_bytes(slate: int) -> dict[str, tuple[float, float]]:
+    """Redis bytes of each family as (per key, per entry): a least-squares line through MEMORY USAGE
+    against entries (XLEN, HLEN) of an eighth of each family's keys, in a soak at steady state
+    (2026-11-27, bench/soak.toml, 140 pairs/s, 5,000 users, S = 10, 3 surfaces; entries per key from
+    1 to 55). A stream's key costs KB whatever it holds (trimmed entries stay in its nodes until a
+    whole node is empty), which bench/footprint.py's one user with 20 interactions does not show;
+    a per-entry cost alone (measured at 102 pairs/s) over-predicted a soak at 140 by 26%. Entries
+    that list the slate scale with it."""
     scale = (310 + 30 * (slate - 1)) / (310 + 30 * 9)
     return {
-        "feedback log (Record)": 617,
-        "feedback log (window close)": 617 * scale,
-        "decision log": 813,
-        "join index": 200 + 14 * slate,
-        "event ids": 54,
-        "stored entries (clicked)": 127,
-        "stored entries (defaults)": 127 * (60 + 7 * (slate - 1)) / (60 + 7 * 9),
-        "snapshot": 1_579,
-        "open windows": 160,
+        "feedback log (Record)": (5_407, 255),  # per key: the log's, shared by both kinds of entry
+        "feedback log (window close)": (0, 255 * scale),
+        "decision log": (2_754, 454 * scale),
+        "join index": (86, 337 * (200 + 14 * slate) / (200 + 14 * 10)),
+        "event ids": (69, 52),
+        "stored entries (clicked)": (123, 123),  # per key: the hash's, shared by both kinds of field
+        "stored entries (defaults)": (0, 123 * (60 + 7 * (slate - 1)) / (60 + 7 * 9)),
+        "snapshot": (1_630, 0),
+        "open windows": (0, 160),
     }
 
 
@@ -69,8 +72,9 @@ class Hash:
     times: list[float] = field(default_factory=list)
     prune_at: int = 0
 
-    def add(self, t: float, n: int = 1) -> None:
-        self.times.extend([t] * n)
+    def add(self, t: float, n: int = 1, at: float | None = None) -> None:
+        """``n`` entries dated ``at`` (default: ``t``, now) added at ``t``."""
+        self.times.extend([t if at is None else at] * n)
         size = len(self.times) + 1  # the "" field that keeps prune_at
         if size >= max(self.prune_at, PRUNE_FLOOR):
             self.times = [x for x in self.times if x >= t - self.horizon]
@@ -85,8 +89,8 @@ class User:
     since_snapshot: int = 0
     learned_at: float = -1.0  # -1: nothing learned since the last snapshot
     log_expires: float = float("inf")
-    clicked_unsettled: int = 0
-    defaults_unsettled: int = 0
+    # Decision times of the windows closed since the last snapshot: their entries are in memory.
+    settling: list[float] = field(default_factory=list)
     open_windows: int = 0
 
 
@@ -109,14 +113,17 @@ class Simulation:
             self._push(self.rng.expovariate(self.rate), "decide", u)
 
         self.now, self._sweep = 0.0, IDLE_SWEEP_SECONDS
+        self.peak: dict[str, float] = {}
 
     def run(self, minutes: float, pairs: float | None = None) -> dict[str, float]:
         """Go on for ``minutes`` (at ``pairs`` per second from now on, if given); the mean entries per
-        family over the last third of them (sampled every 10 s)."""
+        family over the last third of them (sampled every 10 s). ``peak`` keeps the sample, from the
+        start of the simulation on, whose shard memory (``shard_bytes``) was highest."""
         if pairs is not None:
             self.rate = pairs / len(self.users)
         start, end = self.now, self.now + minutes * 60
-        sample = start + (end - start) * 2 / 3
+        last_third = start + (end - start) * 2 / 3
+        sample = start + 10
         samples: list[dict[str, float]] = []
         while self.events and self.events[0][0] <= end:
             now, _, kind, u = heapq.heappop(self.events)
@@ -124,7 +131,13 @@ class Simulation:
                 self._snapshot_idle(self._sweep)
                 self._sweep += IDLE_SWEEP_SECONDS
             while sample <= now:
-                samples.append(self._count(sample))
+                counted = self._count(sample)
+                if sum(shard_bytes(counted, len(self.users)).values()) > sum(
+                    shard_bytes(self.peak, len(self.users)).values()
+                ):
+                    self.peak = counted
+                if sample >= last_third:
+                    samples.append(counted)
                 sample += 10
             self._happen(now, kind, u)
         self.now = end
@@ -145,14 +158,14 @@ class Simulation:
             self.joins[u].add(now)
             user.records.append(now)
             self.ids[u].add(now)
-            user.clicked_unsettled += 1
             self._push(now + self.window, "close", u)
             self._push(now + self.rng.expovariate(self.rate), "decide", u)
         else:  # the window closes: one entry for the items nobody acted on
             user.open_windows -= 1
             user.closes.append(now)
             self.ids[u].add(now)
-            user.defaults_unsettled += 1
+            # Its clicked item's entry and the defaults' are stored (settled) at the next snapshot.
+            user.settling.append(now - self.window)
         user.since_snapshot += 1
         user.learned_at = now
         user.log_expires = float("inf")
@@ -166,20 +179,33 @@ class Simulation:
 
     def _snapshot(self, u: int, now: float) -> None:
         user = self.users[u]
-        if user.clicked_unsettled or user.defaults_unsettled:
-            self.stored[u].add(now, user.clicked_unsettled + user.defaults_unsettled)
-            user.clicked_unsettled = user.defaults_unsettled = 0
+        for decided in user.settling:  # the clicked item's field and the defaults'
+            self.stored[u].add(now, 2, at=decided)
+        user.settling = []
         user.records = [x for x in user.records if x >= now - self.logs]
         user.closes = [x for x in user.closes if x >= now - self.logs]
         user.decisions = [x for x in user.decisions if x >= now - self.logs]
         user.since_snapshot, user.learned_at = 0, -1.0
         user.log_expires = max(user.records + user.closes, default=now) + self.logs
 
+    def _keys(self, now: float) -> dict[str, float]:
+        """Keys of each Redis family (``entry_bytes``'s), as ``_count`` counts entries."""
+        alive = [p for p in self.users if p.log_expires >= now]
+        return {
+            "feedback log (Record)": sum(1 for p in alive if p.records or p.closes),
+            "decision log": sum(1 for p in self.users if p.decisions),
+            "join index": sum(1 for h in self.joins if h.times),
+            "event ids": sum(1 for h in self.ids if h.times),
+            "stored entries (clicked)": sum(1 for h in self.stored if h.times),
+            "snapshot": len(self.users),
+        }
+
     def _count(self, now: float) -> dict[str, float]:
         alive = [p for p in self.users if p.log_expires >= now]
         stored = sum(len(h.times) + 1 for h in self.stored)
         opened = self.rate * len(self.users) * self.window
         return {
+            **{f"keys: {family}": n for family, n in self._keys(now).items()},
             "feedback log (Record)": sum(len(p.records) for p in alive),
             "feedback log (window close)": sum(len(p.closes) for p in alive),
             "decision log": sum(len(p.decisions) for p in self.users),
@@ -188,14 +214,15 @@ class Simulation:
             # One field per decision for its click, one for its defaults.
             "stored entries (clicked)": stored / 2,
             "stored entries (defaults)": stored / 2,
-            "snapshot": len(self.users),
+            "snapshot": 0,  # one per user, counted as a key
             "open windows": opened,
-            # In the shards' memory: ledger entries not settled yet (an item stays until a snapshot
-            # after it was learned; a decision's defaults are learned when its window closes).
-            "memory: ledger entries": sum(
-                p.clicked_unsettled + (self.slate - 1) * (p.open_windows + p.defaults_unsettled) for p in self.users
-            ),
-            "memory: recent decisions": opened,
+            # In the shards' memory: ledger entries not settled yet (an entry stays until the first
+            # snapshot after its window closed). The clicked item's entry (with its event) exists from
+            # the Record on; the other items' (without events) from the window's close.
+            "memory: clicked entries": sum(p.open_windows + len(p.settling) for p in self.users),
+            "memory: default entries": sum((self.slate - 1) * len(p.settling) for p in self.users),
+            # Kept a reward window and CLOSE_SLACK_MS after they are made (decisions.py).
+            "memory: recent decisions": opened * (1 + CLOSE_SLACK_MS / 1000 / self.window),
         }
 
 
@@ -229,20 +256,35 @@ def predict(
     before: tuple[float, float] | None = None,
 ) -> Prediction:
     """Redis and shard bytes: the simulated entries times their measured bytes. ``before``: (minutes,
-    pairs per second) the same users sent first (a soak's calibration)."""
+    pairs per second) the same users sent first (a soak's calibration).
+
+    Redis: the mean over the last third of the run (Redis gives freed memory back). Shards: their
+    peak since the start (``before`` included), since a Python process keeps the memory it freed
+    for reuse and its RSS stays at its high-water mark: in a soak's warm-up, before snapshots settle
+    the first ledger entries, the shards held 1.2x what they held later, and RSS stayed there."""
     simulation = Simulation(config, users, before[1] if before else pairs, slate)
     if before:
         simulation.run(before[0])
     entries = simulation.run(minutes, pairs)
     sizes = entry_bytes(slate)
     return Prediction(
-        redis={family: entries[family] * size for family, size in sizes.items()},
-        shards={
-            "users": users * USER_BYTES,
-            "ledger entries": entries["memory: ledger entries"] * LEDGER_ENTRY_BYTES,
-            "recent decisions": entries["memory: recent decisions"] * DECISION_BYTES,
+        redis={
+            family: entries.get(f"keys: {family}", 0) * per_key + entries[family] * per_entry
+            for family, (per_key, per_entry) in sizes.items()
         },
+        shards=shard_bytes(simulation.peak, users),
     )
+
+
+def shard_bytes(entries: dict[str, float], users: int) -> dict[str, float]:
+    """The shards' memory for the simulated entries (``Simulation._count``'s; none: users alone),
+    with the constants of their own accounting (``UserState.footprint``)."""
+    return {
+        "users": users * USER_BYTES,
+        "ledger entries (clicked)": entries.get("memory: clicked entries", 0) * LEDGER_ENTRY_BYTES,
+        "ledger entries (defaults)": entries.get("memory: default entries", 0) * DEFAULT_ENTRY_BYTES,
+        "recent decisions": entries.get("memory: recent decisions", 0) * DECISION_BYTES,
+    }
 
 
 def main() -> None:

@@ -282,7 +282,8 @@ def finish(args: argparse.Namespace, out: Path, rows: list[Row], facts: dict[str
 
 def model_verdicts(args: argparse.Namespace, rows: list[Row], facts: dict[str, Any]) -> list[tuple[bool, str]]:
     """The capacity model (bench/capacity.py) against the last third of the run: Redis used_memory
-    and the shards' RSS, each above its value before any load; within MODEL_TOLERANCE_PERCENT."""
+    and the shards' RSS, each above its value before any load; within MODEL_TOLERANCE_PERCENT. (The
+    model's shard memory is its peak over the run, calibration included: RSS keeps its high-water mark.)"""
     empty, rate = facts.get("empty"), facts.get("rate_rps")
     last = [row for row in rows if not row["warmup"]]
     last = last[len(last) * 2 // 3 :]

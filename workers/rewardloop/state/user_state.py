@@ -33,10 +33,13 @@ from rewardloop.state.keys import user_seed
 from rewardloop.state.records import LOG_START, FeedbackRecord
 
 # Measured per-object costs (footprint): a user without evidence beyond its arrays (RNG, dicts,
-# detector), a numpy array's own header, one ledger entry (decision-item) with its first event.
+# detector), a numpy array's own header, one ledger entry (decision-item) with its first event, and
+# one without events (an item a window close taught the default reward: ~800 B, tracemalloc over
+# 7,000 of them made by ShardCore.close_due_windows).
 USER_BYTES = 1_200
 ARRAY_BYTES = 112
 LEDGER_ENTRY_BYTES = 1_400
+DEFAULT_ENTRY_BYTES = 800
 
 
 @dataclass(slots=True)
@@ -61,12 +64,15 @@ class UserState:
     activity: UserActivity = field(default_factory=UserActivity)
 
     def footprint(self) -> int:
-        """Bytes this state takes in memory, estimated in O(surfaces) from what grows: its policy
-        states (packed at rest: ``rest``), its reward ledgers (by entry) and its real-time activity.
-        The constants were measured with tracemalloc (``bench/footprint.py``)."""
+        """Bytes this state takes in memory, estimated from what grows: its policy states (packed at
+        rest: ``rest``), its reward ledgers (by entry: with events or without; in-memory entries are
+        those within their window or not yet snapshotted, so few) and its real-time activity. The
+        constants were measured with tracemalloc (``bench/footprint.py``)."""
         arrays = sum(s.nbytes() + ARRAY_BYTES * (1 if s.at_rest else len(s.arrays)) for s in self.policies.values())
         entries = sum(len(items) for items in self.ledger.items.values())
-        return USER_BYTES + arrays + LEDGER_ENTRY_BYTES * entries + self.activity.keys.nbytes
+        eventless = sum(1 for items in self.ledger.items.values() for item in items.values() if not len(item.fusion))
+        ledgers = LEDGER_ENTRY_BYTES * (entries - eventless) + DEFAULT_ENTRY_BYTES * eventless
+        return USER_BYTES + arrays + ledgers + self.activity.keys.nbytes
 
     @property
     def rng(self) -> np.random.Generator:
