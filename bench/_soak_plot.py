@@ -123,6 +123,11 @@ def _latency_panel(ax: Any, rows: Sequence[Row], minutes: list[float]) -> None:
     for rpc in ("recommend", "record"):
         ax.plot(minutes, _series(rows, f"{rpc}_p50_ms"), marker=".", label=f"{rpc} p50")
         ax.plot(minutes, _series(rows, f"{rpc}_p99_ms"), marker=".", label=f"{rpc} p99")
+    # What Redis itself waited on (its latency monitor: fsync, fork, ...), the worst event per interval.
+    stalls = sorted({k for row in rows for k in row if k.startswith("redis_stall_ms")})
+    if stalls:
+        worst = [max((row.get(k, 0.0) for k in stalls), default=0.0) or math.nan for row in rows]
+        ax.plot(minutes, worst, marker="x", linestyle="none", color="tab:purple", label="Redis stall (worst)")
     ax.axhline(MAX_P99_MS, color="tab:red", linewidth=1, label=f"{MAX_P99_MS:g} ms")
     ax.set_ylabel("latency per interval (ms)")
     # Log scale: a p50 of a few ms and a stall of seconds both stay readable; room above the line for the legend.

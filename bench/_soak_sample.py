@@ -105,6 +105,33 @@ def redis_info(client: redis.Redis, data_dir: Path | None) -> dict[str, float]:
     return reading
 
 
+# Redis' latency monitor records every event (fsync, fork, AOF write, expiry cycle ...) that took at
+# least this long; the soak turns it on (Redis leaves it off) and reports each event's worst per interval.
+LATENCY_THRESHOLD_MS = 20
+
+
+class RedisStalls:
+    """The worst latency of each Redis latency-monitor event per interval, in ms (0 when none),
+    as ``redis_stall_ms{event=...}`` columns: what Redis itself waited on, next to the RPCs' p99."""
+
+    def __init__(self, client: redis.Redis):
+        self._client = client
+        self._since = time.time()
+        self._events: set[str] = set()
+        with contextlib.suppress(redis.RedisError):  # a Redis without CONFIG: no such columns
+            client.config_set("latency-monitor-threshold", LATENCY_THRESHOLD_MS)
+
+    def __call__(self) -> dict[str, float]:
+        since, self._since = self._since, time.time()
+        worst: dict[str, float] = dict.fromkeys(self._events, 0.0)
+        for event, *_ in self._client.execute_command("LATENCY", "LATEST"):
+            name = event.decode() if isinstance(event, bytes) else str(event)
+            self._events.add(name)
+            history = self._client.execute_command("LATENCY", "HISTORY", name)
+            worst[name] = max([float(ms) for at, ms in history if int(at) >= int(since)], default=0.0)
+        return {f"redis_stall_ms{{event={name}}}": ms for name, ms in worst.items()}
+
+
 def directory_bytes(path: Path) -> int:
     total = 0
     for root, _, files in os.walk(path):

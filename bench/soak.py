@@ -42,7 +42,7 @@ from _report import print_environment, progress
 from _soak_load import RPCS, CalibrationSpec, OpenLoopSpec, PairSpec, SoakClients, Tally
 from _soak_plot import plot
 from _soak_report import MB, Row, header, interval_row, line, print_summary, shard_series, summary, write_files
-from _soak_sample import ProcessRoles, redis_info, service_gauges
+from _soak_sample import ProcessRoles, RedisStalls, redis_info, service_gauges
 from _soak_stack import Endpoints, ServerProcess
 from capacity import predict
 
@@ -167,12 +167,14 @@ class Sampler:
         self.roles = ProcessRoles(server.pid, load_pids)
         self._endpoints = endpoints
         self._redis = redis.Redis.from_url(endpoints.redis_url, socket_timeout=5)
+        self._stalls = RedisStalls(self._redis)
         self.redis_failures = 0
 
     def __call__(self) -> dict[str, float]:
         reading: dict[str, float] = {"loadavg_1m": os.getloadavg()[0], **self.roles.usage()}
         try:
             reading.update(redis_info(self._redis, self._endpoints.redis_dir))
+            reading.update(self._stalls())
         except redis.RedisError:
             self.redis_failures += 1  # a gap in the Redis series; the load's errors say the rest
         reading.update(service_gauges(self._endpoints.metrics_url))
