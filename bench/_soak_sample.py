@@ -116,19 +116,26 @@ class RedisStalls:
 
     def __init__(self, client: redis.Redis):
         self._client = client
-        self._since = time.time()
+        self._since = int(time.time())
         self._events: set[str] = set()
         with contextlib.suppress(redis.RedisError):  # a Redis without CONFIG: no such columns
             client.config_set("latency-monitor-threshold", LATENCY_THRESHOLD_MS)
 
+    def reset(self) -> None:
+        """Forget what happened so far: the next reading covers from now on."""
+        self._client.execute_command("LATENCY", "RESET")
+        self._since = int(time.time())
+
     def __call__(self) -> dict[str, float]:
-        since, self._since = self._since, time.time()
+        # Redis dates events to the second: an event of the second a reading was taken in counts
+        # in the interval that follows.
+        since, self._since = self._since, int(time.time())
         worst: dict[str, float] = dict.fromkeys(self._events, 0.0)
         for event, *_ in self._client.execute_command("LATENCY", "LATEST"):
             name = event.decode() if isinstance(event, bytes) else str(event)
             self._events.add(name)
             history = self._client.execute_command("LATENCY", "HISTORY", name)
-            worst[name] = max([float(ms) for at, ms in history if int(at) >= int(since)], default=0.0)
+            worst[name] = max([float(ms) for at, ms in history if since <= int(at) < self._since], default=0.0)
         return {f"redis_stall_ms{{event={name}}}": ms for name, ms in worst.items()}
 
 

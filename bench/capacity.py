@@ -123,7 +123,7 @@ class Simulation:
             self.rate = pairs / len(self.users)
         start, end = self.now, self.now + minutes * 60
         last_third = start + (end - start) * 2 / 3
-        sample = start + 10
+        sample = min(start + 10, last_third)
         samples: list[dict[str, float]] = []
         while self.events and self.events[0][0] <= end:
             now, _, kind, u = heapq.heappop(self.events)
@@ -141,6 +141,7 @@ class Simulation:
                 sample += 10
             self._happen(now, kind, u)
         self.now = end
+        samples = samples or [self._count(end)]  # a run shorter than the sampling step
         return {k: sum(s[k] for s in samples) / len(samples) for k in samples[0]}
 
     def _push(self, at: float, kind: str, u: int) -> None:
@@ -222,7 +223,7 @@ class Simulation:
             "memory: clicked entries": sum(p.open_windows + len(p.settling) for p in self.users),
             "memory: default entries": sum((self.slate - 1) * len(p.settling) for p in self.users),
             # Kept a reward window and CLOSE_SLACK_MS after they are made (decisions.py).
-            "memory: recent decisions": opened * (1 + CLOSE_SLACK_MS / 1000 / self.window),
+            "memory: recent decisions": self.rate * len(self.users) * (self.window + CLOSE_SLACK_MS / 1000),
         }
 
 
@@ -242,9 +243,9 @@ class Prediction:
 
 
 def _block(title: str, sizes: dict[str, float]) -> list[str]:
-    """A title, a line per part and their total, in MB."""
+    """A title, a line per part and their total, in MB (2^20 bytes, as the soak reports)."""
     rows = [*sizes.items(), ("total", sum(sizes.values()))]
-    return [title, *(f"  {name:30s} {size / 1e6:8.1f} MB" for name, size in rows)]
+    return [title, *(f"  {name:30s} {size / 2**20:8.1f} MB" for name, size in rows)]
 
 
 def predict(

@@ -180,6 +180,12 @@ class Sampler:
         reading.update(service_gauges(self._endpoints.metrics_url))
         return reading
 
+    def restart(self) -> None:
+        """Let the next reading's per-interval figures (CPU, Redis stalls) start now, not at the last one."""
+        self.roles.usage()
+        with contextlib.suppress(redis.RedisError):
+            self._stalls.reset()
+
     def close(self) -> None:
         self._redis.close()
 
@@ -210,6 +216,7 @@ def soak(
     )  # fmt: skip
     print(f"\nsoak          {rate:,.0f} RPC/s ({rate / 2:,.0f} pairs/s) open loop for {count} x {args.interval:g} s")
     print(header(), flush=True)
+    sampler.restart()  # the first interval's CPU and Redis stalls are its own, not the calibration's
     clients.start_open_loop(spec)
     while (tally := clients.interval(timeout=args.interval + 60)) is not None:
         end_s = (tally.index + 1) * args.interval
