@@ -69,9 +69,11 @@ class UserState:
         those within their window or not yet snapshotted, so few) and its real-time activity. The
         constants were measured with tracemalloc (``bench/footprint.py``)."""
         arrays = sum(s.nbytes() + ARRAY_BYTES * (1 if s.at_rest else len(s.arrays)) for s in self.policies.values())
-        entries = sum(len(items) for items in self.ledger.items.values())
-        eventless = sum(1 for items in self.ledger.items.values() for item in items.values() if not len(item.fusion))
-        ledgers = LEDGER_ENTRY_BYTES * (entries - eventless) + DEFAULT_ENTRY_BYTES * eventless
+        ledgers = sum(
+            LEDGER_ENTRY_BYTES if len(item.fusion) else DEFAULT_ENTRY_BYTES
+            for items in self.ledger.items.values()
+            for item in items.values()
+        )
         return USER_BYTES + arrays + ledgers + self.activity.keys.nbytes
 
     @property

@@ -369,8 +369,8 @@ class RewardLedger:
         # Scans of every entry: DecisionWindow's rules written out (closed: now > decided + window;
         # past the horizon: now > decided + window + horizon), without an object per entry.
         window_ms = config.window_ms
+        oldest = now_ms - window_ms - self.horizon_ms  # decided before it: past the horizon
         if now_ms > due[0]:
-            oldest = now_ms - window_ms - self.horizon_ms  # decided before it: past the horizon
             changes = tuple(
                 _learn_first(policy, surface, state, weight, item, config.default_reward)
                 for item in ledger.values()
@@ -378,7 +378,6 @@ class RewardLedger:
             )
         slack_ms = prune_slack_ms(self.horizon_ms)
         if now_ms > due[1] + slack_ms:
-            oldest = now_ms - window_ms - self.horizon_ms
             for key in [k for k, item in ledger.items() if item.decided_at_ms < oldest]:
                 del ledger[key]
         if now_ms > due[0] or now_ms > due[1] + slack_ms:
