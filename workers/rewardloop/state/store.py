@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from string import Template
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError, ResponseError
+from redis.exceptions import DataError, NoScriptError, OutOfMemoryError, RedisError, ResponseError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from rewardloop.state.keys import PLAUSIBLE_MS, UserKeys, decision_day, split_window_member, window_member
@@ -173,6 +174,35 @@ MAX_CONNECTIONS = 64
 POOL_WAIT_SECONDS = 10
 
 
+class HiredisPacking:
+    """Commands packed by hiredis' C packer: redis-py's asyncio connections pack in Python (its sync
+    ones use hiredis when installed), 7% of a shard's CPU at 90 pairs/s. The same bytes as
+    redis-py's (tests/unit/test_store.py); mixed into the connection class the URL chose."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        head = args[0]
+        if isinstance(head, str):  # "CONFIG GET": the words go separately, as redis-py sends them
+            args = (*head.encode().split(), *args[1:])
+        elif b" " in head:
+            args = (*head.split(), *args[1:])
+        try:
+            packed = tuple(bytes(a) if isinstance(a, memoryview | bytearray) else a for a in args)
+            return [hiredis.pack_command(packed)]  # type: ignore[arg-type]  # its stub says a 1-tuple
+        except TypeError as exc:  # a bool or None: what redis-py's Python packer refuses too
+            raise DataError(str(exc)) from exc
+
+
+_HIREDIS_PACKED: dict[type[Any], type[Any]] = {}
+
+
+def hiredis_packed(connection_class: type[Any]) -> type[Any]:
+    """``connection_class`` (plain TCP, TLS or a Unix socket, as the URL says) packing with hiredis."""
+    if connection_class not in _HIREDIS_PACKED:
+        name = f"Hiredis{connection_class.__name__}"
+        _HIREDIS_PACKED[connection_class] = type(name, (HiredisPacking, connection_class), {})
+    return _HIREDIS_PACKED[connection_class]
+
+
 class Store:
     """A shard's Redis: ``retention`` bounds what it keeps (``retention.py``); ``join_ms`` is how long
     after a decision feedback can still join it (the longest reward window + the 7 days feedback
@@ -194,6 +224,7 @@ class Store:
             url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, health_check_interval=30,
             driver_info=None, maint_notifications_config=MaintNotificationsConfig(enabled=False),
         )  # fmt: skip
+        pool.connection_class = hiredis_packed(pool.connection_class)
         self.redis = aioredis.Redis(connection_pool=pool, decode_responses=False)
         self.retention = retention
         self._join_ms = join_ms
