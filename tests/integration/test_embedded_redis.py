@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from rewardloop.workers.redis_server import REWRITE_NICENESS, EmbeddedRedis
+from rewardloop.workers.redis_server import AOF_REWRITE_GROWTH_PERCENT, REWRITE_NICENESS, EmbeddedRedis
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
@@ -60,3 +60,32 @@ def _autogroup(pid: int) -> str | None:
         return Path(f"/proc/{pid}/autogroup").read_text().split()[0]
     except (OSError, IndexError):
         return None
+
+
+def test_the_aof_is_rewritten_once_it_grew_by_the_configured_share(tmp_path: Path) -> None:
+    def write(client: redis.Redis, prefix: str, total: int) -> None:
+        for k in range(total // 4096):
+            client.set(f"{prefix}{k}", os.urandom(4096))  # incompressible: the rewrite's size is the data's
+
+    def forks(client: redis.Redis) -> int:
+        return int(client.info("stats")["total_forks"])
+
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        client = redis.Redis.from_url(server.url)
+        write(client, "base", 1 << 20)
+        client.bgrewriteaof()
+        while int(client.info("persistence")["aof_rewrite_in_progress"]):
+            time.sleep(0.02)
+        base = int(client.info("persistence")["aof_base_size"])
+        client.config_set("auto-aof-rewrite-min-size", base // 2)  # the test's AOF is far below 64 MB
+        rewrites = forks(client)
+
+        write(client, "grown", base * (AOF_REWRITE_GROWTH_PERCENT // 100) * 3 // 4)  # not enough yet
+        time.sleep(0.5)  # Redis checks every 100 ms
+        assert forks(client) == rewrites
+        write(client, "more", base // 2 + (1 << 20))
+        deadline = time.monotonic() + 10
+        while forks(client) == rewrites and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert forks(client) == rewrites + 1
+        client.close()

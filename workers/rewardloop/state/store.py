@@ -248,9 +248,12 @@ class Store:
         """Make events durable; the stream id of each, or ``Seen`` for an event id already logged."""
         try:
             return await self._record_feedback(records)
-        except NoScriptError:
+        except NoScriptError as refused:
             # Redis restarted without the script: every EVALSHA of the pipeline was refused,
             # none ran, so loading it and sending the batch again is safe.
+            # redis-py's frames hold the error in their locals: a cycle through its traceback, with
+            # our records in it, that only the cycle collector frees (and shards freeze their heap).
+            refused.__traceback__ = None
             await self._load_scripts()
             return await self._record_feedback(records)
 

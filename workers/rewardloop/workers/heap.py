@@ -16,6 +16,11 @@ they hold out of the collector, as large Python services do:
 - a shard, every ``FREEZE_SECONDS``, collects what is not frozen (what survived since the last
   time) and freezes the survivors. The front freezes once: it holds nothing per user.
 
+A freeze's collection holds the GIL for as long as it traverses what survived since the last one,
+so its period sets the pause, not the work: at 5 s a shard serving 92 pairs/s spent ~30 ms of CPU
+in each (py-spy, bench/soak.py at 370 RPC/s) and its longest collection per minute was 30-126 ms;
+every second the same work comes in five slices.
+
 A collection then traverses only what survived since the last freeze, whatever the users held: the
 longest collection per minute was 13-58 ms in 5-minute soaks, at most 123 ms over the 30-minute
 one (bench/README.md). Frozen objects are still freed
@@ -41,7 +46,7 @@ import threading
 import time
 from typing import Any
 
-FREEZE_SECONDS = 5.0
+FREEZE_SECONDS = 1.0
 PAUSE_WINDOW_SECONDS = 60.0
 # Pauses shorter than this are not kept for the maximum (young collections, ~0.1 ms, thousands a minute).
 PAUSE_FLOOR_SECONDS = 0.001

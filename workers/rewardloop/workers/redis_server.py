@@ -66,6 +66,18 @@ COMPACT_HASH_VALUE_BYTES = 1024
 # most distributions' kernels outside containers) each session is one, so a Redis in a session of
 # its own got its group's full share of the CPU for the child, niceness or not.
 REWRITE_NICENESS = 19
+# Measured against a faster rewrite and a slower one (bench/README.md, "Rewrite child"): at nice 0,
+# or with RDB compression off, the child finishes sooner but takes the CPU the service needed; in
+# the idle scheduling class it ran 2-3x longer and the parent copied twice the pages (every page
+# Redis writes while the child lives is copied: 50-100 MB per rewrite at 185 pairs/s), which hurt
+# more than either. None did better than nice 19.
+
+# Redis rewrites the AOF when it has grown by this share of its size after the last rewrite
+# (Redis' default: 100). Each rewrite stops the serving path for a moment (the fork, the copied
+# pages, the child's writes ahead of our fsyncs), so fewer of them is fewer stalls; the price is
+# disk (the AOF reaches 1 + 400% of the rewritten size, and a rewrite writes that size once more)
+# and restart time (Redis replays the grown part). Durability is the same either way.
+AOF_REWRITE_GROWTH_PERCENT = 400
 # How often the server's children are looked for.
 CHILD_POLL_SECONDS = 0.1
 
@@ -141,6 +153,7 @@ class EmbeddedRedis:
             "--dir", str(self.data_dir),
             "--appendonly", "yes",
             "--appendfsync", self.fsync,
+            "--auto-aof-rewrite-percentage", str(AOF_REWRITE_GROWTH_PERCENT),
             "--save", "",
             "--daemonize", "no",
             "--protected-mode", "yes",
