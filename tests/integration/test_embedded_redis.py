@@ -74,16 +74,18 @@ def test_the_aof_is_rewritten_once_it_grew_by_the_configured_share(tmp_path: Pat
         client = redis.Redis.from_url(server.url)
         write(client, "base", 1 << 20)
         client.bgrewriteaof()
-        while int(client.info("persistence")["aof_rewrite_in_progress"]):
+        deadline = time.monotonic() + 30
+        while int(client.info("persistence")["aof_rewrite_in_progress"]) and time.monotonic() < deadline:
             time.sleep(0.02)
         base = int(client.info("persistence")["aof_base_size"])
         client.config_set("auto-aof-rewrite-min-size", base // 2)  # the test's AOF is far below 64 MB
         rewrites = forks(client)
 
-        write(client, "grown", base * (AOF_REWRITE_GROWTH_PERCENT // 100) * 3 // 4)  # not enough yet
+        growth = base * AOF_REWRITE_GROWTH_PERCENT // 100
+        write(client, "grown", growth * 3 // 4)  # not enough yet (Redis' default 100% would rewrite)
         time.sleep(0.5)  # Redis checks every 100 ms
         assert forks(client) == rewrites
-        write(client, "more", base // 2 + (1 << 20))
+        write(client, "more", growth // 2)  # 5/4 of the growth: past it with a margin
         deadline = time.monotonic() + 10
         while forks(client) == rewrites and time.monotonic() < deadline:
             time.sleep(0.05)

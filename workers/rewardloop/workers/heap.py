@@ -18,8 +18,8 @@ they hold out of the collector, as large Python services do:
 
 A freeze's collection holds the GIL for as long as it traverses what survived since the last one,
 so its period sets the pause, not the work: at 5 s a shard serving 92 pairs/s spent ~30 ms of CPU
-in each (py-spy, bench/soak.py at 370 RPC/s) and its longest collection per minute was 30-126 ms;
-every second the same work comes in five slices.
+in each (py-spy, bench/soak.py at 370 RPC/s) and its longest collection per minute was 62-126 ms
+in the 30-minute soak; every second the same work comes in five slices: 19-50 ms (bench/README.md).
 
 A collection then traverses only what survived since the last freeze, whatever the users held: the
 longest collection per minute was 13-58 ms in 5-minute soaks, at most 123 ms over the 30-minute
