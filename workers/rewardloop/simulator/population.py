@@ -13,8 +13,11 @@ Generative model (``d = taste_dim``; every latent draw comes from the population
   redraws them under the same catalogue.
 * Affinity: ``z_ij = <t_i, v_j> / sqrt(d)`` (about N(0, 1) over pairs) and
   ``a_ij = sigmoid(taste_strength * z_ij)`` in (0, 1), 0.5 for an item the user is indifferent to.
-* Click: ``p_ij = sigmoid(logit(base_ctr) + taste_strength * z_ij)``: an indifferent item is
-  clicked with probability ``base_ctr``, and the click odds scale with ``a / (1 - a)``.
+* Click: ``p_ij = sigmoid(logit(base_ctr) + b_j + taste_strength * z_ij)``: an indifferent item is
+  clicked with probability ``base_ctr``, and the click odds scale with ``a / (1 - a)``. ``b_j ~
+  N(0, item_popularity^2)`` (from ``seed``; 0 by default) is what everyone thinks of item ``j``
+  regardless of taste: its popularity. A large ``item_popularity`` makes a few items everyone's
+  favourites (a popular head); affinity, dwell, ratings and likes follow the taste alone.
 * After a click: dwell ~ lognormal with median ``5 + 40 a`` seconds (sigma 0.5); a rating comes
   with ``rating_rate`` of the clicks, ``round(1 + 4 a + N(0, 0.5))`` stars clipped to [1, 5]; a
   like with probability ``a^2 / 2``. Without a click: a 0-3 s bounce, no rating, no like.
@@ -169,11 +172,14 @@ class Population:
     """Length of a request context (`draw_context`)."""
     context_strength: float = 0.5
     """Scale of the context's shift of the taste, relative to the taste itself; 0 ignores context."""
+    item_popularity: float = 0.0
+    """Standard deviation of the items' click log-odds offsets shared by all users, >= 0."""
 
     _items: FloatArray = field(init=False, repr=False, compare=False)
     _tastes: FloatArray = field(init=False, repr=False, compare=False)
     _features: FloatArray = field(init=False, repr=False, compare=False)
     _context_map: FloatArray = field(init=False, repr=False, compare=False)
+    _popularity: FloatArray = field(init=False, repr=False, compare=False)
     _segments: IntArray = field(init=False, repr=False, compare=False)
     _user_ids: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _item_ids: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -192,7 +198,8 @@ class Population:
         tastes = math.sqrt(1.0 - self.individuality) * centroids[segments]
         tastes += math.sqrt(self.individuality) * noise
         features, context_map = self._draw_features(tastes), self._draw_context_map()
-        for array in (items, tastes, segments, features, context_map):
+        popularity = self.item_popularity * np.random.default_rng([self.seed, 4]).standard_normal(self.n_items)
+        for array in (items, tastes, segments, features, context_map, popularity):
             array.flags.writeable = False
         user_width, item_width = max(4, len(str(self.n_users - 1))), max(3, len(str(self.n_items - 1)))
         object.__setattr__(self, "_items", items)
@@ -200,6 +207,7 @@ class Population:
         object.__setattr__(self, "_segments", segments)
         object.__setattr__(self, "_features", features)
         object.__setattr__(self, "_context_map", context_map)
+        object.__setattr__(self, "_popularity", popularity)
         object.__setattr__(self, "_user_ids", tuple(f"sim-u{i:0{user_width}d}" for i in range(self.n_users)))
         object.__setattr__(self, "_item_ids", tuple(f"item-{j:0{item_width}d}" for j in range(self.n_items)))
 
@@ -242,7 +250,7 @@ class Population:
             raise ValueError(f"n_segments must be <= n_users ({self.n_users}), got {self.n_segments}")
         if not 0.0 < self.base_ctr < 1.0:
             raise ValueError(f"base_ctr must be in (0, 1), got {self.base_ctr}")
-        for name in ("taste_strength", "feature_noise", "context_strength"):
+        for name in ("taste_strength", "feature_noise", "context_strength", "item_popularity"):
             if not 0.0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
         for name in ("individuality", "rating_rate"):
@@ -311,7 +319,7 @@ class Population:
         """Click probability of every item for one user, shape (n_items,); no context = zero context."""
         users = np.array([self._check(user_index, "user_index", self.n_users)])
         contexts = None if context is None else self._check_context(context)[None, :]
-        return _sigmoid(self._bias + self._taste_logits(users, None, contexts))[0]
+        return _sigmoid(self._bias + self._popularity + self._taste_logits(users, None, contexts))[0]
 
     def best_item(self, user_index: int, context: ArrayLike | None = None) -> int:
         """Index of the item the user is most likely to click in this context."""
@@ -329,7 +337,8 @@ class Population:
         self._check(item_index, "item_index", self.n_items)
         contexts = None if context is None else self._check_context(context)[None, :]
         logit = float(self._taste_logits(np.array([user_index]), np.array([item_index]), contexts)[0, 0])
-        p_click, affinity = 1.0 / (1.0 + math.exp(-self._bias - logit)), 1.0 / (1.0 + math.exp(-logit))
+        offset = self._bias + float(self._popularity[item_index])
+        p_click, affinity = 1.0 / (1.0 + math.exp(-offset - logit)), 1.0 / (1.0 + math.exp(-logit))
         # Always six draws, whatever happens: a replay stays aligned event by event, and two
         # policies run on one rng seed see common random numbers (less noise in comparisons).
         u_click, u_bounce, u_rating, u_like = rng.random(4)
@@ -397,7 +406,7 @@ class Population:
     def _click_matrix(self, user_indices: Sequence[int] | None, candidates: Sequence[int] | None) -> FloatArray:
         users = self._check_all(user_indices, "user_indices", self.n_users)
         items = self._check_all(candidates, "candidates", self.n_items)
-        return _sigmoid(self._bias + self._taste_logits(users, items))
+        return _sigmoid(self._bias + self._popularity[items] + self._taste_logits(users, items))
 
     def _contextual_click_matrix(
         self, user_indices: Sequence[int], contexts: ArrayLike, candidates: Sequence[int] | None
@@ -410,7 +419,7 @@ class Population:
                 f"contexts must have shape (len(user_indices), n_context) = ({len(users)}, "
                 f"{self.n_context}), got {array.shape}"
             )
-        return _sigmoid(self._bias + self._taste_logits(users, items, array))
+        return _sigmoid(self._bias + self._popularity[items] + self._taste_logits(users, items, array))
 
     def _check_context(self, context: ArrayLike) -> FloatArray:
         array = self._as_floats(context, "context")
