@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from rewardloop.learning.bandits import ALGORITHMS, EpsilonGreedy, LinUCB, Policy, PolicyState, make_policy
+from rewardloop.learning.bandits import ALGORITHMS, EpsilonGreedy, LinUCB, Policy, PolicyState, Thompson, make_policy
 from rewardloop.learning.bandits.ridge import RidgePolicy
 from tests.unit.test_policy_conformance import CONTEXT_DIM, N_ARMS, Event, build, feedback, learn, trained
 
@@ -208,3 +208,17 @@ def test_linear_combine_is_ridge_toward_the_prior_coefficients() -> None:
         effective = policy.coefficients(policy.combine(user, prior, 3.0))[0]
         distances.append(float(np.linalg.norm(effective - own)))
     assert distances[0] > distances[1] > distances[2] and distances[2] < 0.01, distances
+
+
+def test_thompson_combine_replaces_the_uniform_base_where_the_prior_has_data() -> None:
+    policy = make_policy(Thompson(), n_arms=3)
+    prior = PolicyState({"counts": np.array([98.0, 0.0, 8.0]), "reward_sums": np.array([9.0, 0.0, 7.0])}, 106)
+    user = PolicyState({"counts": np.array([2.0, 1.0, 0.0]), "reward_sums": np.array([1.0, 1.0, 0.0])}, 3)
+    alpha, beta = policy.posterior(policy.combine(user, prior, 4.0))
+    # Arm 0: the prior's mean (9 + 1) / (98 + 2) = 0.1 weighs 4 observations, plus the user's 1 of 2;
+    # arm 1: no prior data, so Beta(1, 1) and the user's 1 of 1; arm 2: (7 + 1) / (8 + 2) = 0.8.
+    assert alpha.tolist() == pytest.approx([0.4 + 1.0, 1.0 + 1.0, 3.2])
+    assert beta.tolist() == pytest.approx([3.6 + 1.0, 1.0, 0.8])
+    # A new user's prior mean is the population's (stacked on Beta(1, 1) it would be (1 + 0.4) / 6).
+    alpha, beta = policy.posterior(policy.combine(policy.new_state(), prior, 4.0))
+    assert alpha[0] / (alpha[0] + beta[0]) == pytest.approx(0.1)
