@@ -95,10 +95,21 @@ def test_default_config_loads() -> None:
 def test_fingerprint_changes_with_catalogue_and_params() -> None:
     base = ServiceConfig.from_dict(_cfg()).surfaces["s"].fingerprint
     more_items = ServiceConfig.from_dict({"surfaces": {"s": {**OK_SURFACE, "items": ["a", "b", "c"]}}})
-    other_c = ServiceConfig.from_dict({"surfaces": {"s": {**OK_SURFACE, "params": {"c": 0.5}}}})
+    other_prior = ServiceConfig.from_dict(
+        {"surfaces": {"s": {**OK_SURFACE, "algorithm": "thompson", "params": {"prior_alpha": 2.0}}}}
+    )
+    thompson = ServiceConfig.from_dict({"surfaces": {"s": {**OK_SURFACE, "algorithm": "thompson"}}})
     other_reward = ServiceConfig.from_dict({"surfaces": {"s": {**OK_SURFACE, "reward": {"default_reward": 0.1}}}})
-    fingerprints = {base, more_items.surfaces["s"].fingerprint, other_c.surfaces["s"].fingerprint}
-    assert len(fingerprints | {other_reward.surfaces["s"].fingerprint}) == 4
+    others = [more_items, other_prior, thompson, other_reward]
+    assert len({base} | {config.surfaces["s"].fingerprint for config in others}) == 5
+
+
+def test_fingerprint_leaves_out_what_only_steers_choices() -> None:
+    # UCB1's bonus does not change what its counts mean: tuning it keeps the users' learned states.
+    base = ServiceConfig.from_dict(_cfg()).surfaces["s"]
+    for params in ({"c": 0.5}, {"tuned": False}, {"c": 2.0, "tuned": True}):
+        other = ServiceConfig.from_dict({"surfaces": {"s": {**OK_SURFACE, "params": params}}}).surfaces["s"]
+        assert other.policy_config != base.policy_config and other.fingerprint == base.fingerprint
 
 
 def test_reward_config_errors_name_the_surface_key() -> None:

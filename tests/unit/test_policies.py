@@ -102,7 +102,7 @@ def _implementation(name: str) -> type[Policy]:
     ("config", "params"),
     [
         (EpsilonGreedy(), {"epsilon": 0.1, "initial_mean": 1.0}),
-        (UCB1(), {"c": math.sqrt(2.0)}),
+        (UCB1(), {"c": 1.0, "tuned": True}),
         (Thompson(), {"prior_alpha": 1.0, "prior_beta": 1.0, "samples": 64}),
         (
             GaussianThompson(),
@@ -144,7 +144,7 @@ KNOWN = (
 BAD_CONFIGS = [
     ("foo", {}, rf"^unknown algorithm 'foo'; known: {KNOWN}$"),
     (None, {}, rf"^unknown algorithm None; known: {KNOWN}$"),
-    ("ucb1", {"alpha": 1.0}, r"^unknown parameter 'alpha' for ucb1; known: c$"),
+    ("ucb1", {"alpha": 1.0}, r"^unknown parameter 'alpha' for ucb1; known: c, tuned$"),
     (
         "thompson",
         {"epsilon": 0.1},
@@ -220,7 +220,7 @@ def test_make_policy_rejects_unregistered_config() -> None:
 
 
 def test_ucb1_scores_by_hand() -> None:
-    policy = make_policy(UCB1(c=1.0), n_arms=4)
+    policy = make_policy(UCB1(c=1.0, tuned=False), n_arms=4)
     state = with_rewards(policy, {0: [1.0, 0.0], 1: [1.0], 2: [0.0]})
     # N = 4 pulls; bonus sqrt(ln 4 / n_i): n=2 -> 0.83255461, n=1 -> 1.17741002.
     assert slate(policy, state, [0, 1, 2, 3], n=4) == [
@@ -232,7 +232,7 @@ def test_ucb1_scores_by_hand() -> None:
 
 
 def test_ucb1_total_pulls_include_arms_not_available() -> None:
-    policy = make_policy(UCB1(c=0.5), n_arms=3)
+    policy = make_policy(UCB1(c=0.5, tuned=False), n_arms=3)
     state = with_rewards(policy, {0: [0.5], 1: [0.25, 0.25], 2: [1.0] * 5})
     # N = 8: scores 0.5 + 0.5 sqrt(ln 8) and 0.25 + 0.5 sqrt(ln 8 / 2).
     assert slate(policy, state, [1, 0], n=2) == [
@@ -253,8 +253,42 @@ def test_ucb1_splits_ties_evenly() -> None:
     assert set(arms) == {1, 2} and 160 < arms[1] < 240  # 400 fair coins: 4.0 sigma
 
 
+def test_ucb1_tuned_scores_by_hand() -> None:
+    policy = make_policy(UCB1(c=1.0), n_arms=4)
+    state = with_rewards(policy, {0: [1.0, 0.0, 1.0, 1.0], 1: [0.0] * 8, 2: [0.5]})
+    # 13 own updates: ln(14) = 2.6391; arm 0: mean 0.75, V = 0.1875 + sqrt(2 * 2.6391 / 4) > 1/4;
+    # arm 1: mean 0, V = 0 + sqrt(2 * 2.6391 / 8) = 0.8122 > 1/4; arm 2: mean 0.5, V > 1/4.
+    log_n = math.log(14)
+    assert slate(policy, state, [0, 1, 2, 3], n=4) == [
+        (3, math.inf, 1.0),
+        (2, pytest.approx(0.5 + math.sqrt(log_n / 1 * 0.25)), 1.0),
+        (0, pytest.approx(0.75 + math.sqrt(log_n / 4 * 0.25)), 1.0),
+        (1, pytest.approx(0.0 + math.sqrt(log_n / 8 * 0.25)), 1.0),
+    ]
+    many = with_rewards(policy, {0: [1.0] * 100 + [0.0] * 900})
+    # A well-observed arm's bonus follows its own spread: V = 0.09 + sqrt(2 ln(1001) / 1000) < 1/4.
+    spread = 0.09 + math.sqrt(2 * math.log(1001) / 1000)
+    [(_, score, _)] = slate(policy, many, [0], n=1)
+    assert score == pytest.approx(0.1 + math.sqrt(math.log(1001) / 1000 * spread))
+
+
+def test_ucb1_tuned_counts_only_the_users_own_updates_so_a_prior_is_served_greedily() -> None:
+    policy = make_policy(UCB1(), n_arms=3)
+    rates = {0: 10, 1: 30, 2: 5}  # clicks in 100 plays
+    population = with_rewards(policy, {arm: [1.0] * k + [0.0] * (100 - k) for arm, k in rates.items()})
+    fresh = policy.combine(policy.new_state(), population, 2.0)
+    # No own updates: ln(1) = 0, no bonus, the prior's best arm first with its prior mean.
+    assert slate(policy, fresh, [0, 1, 2], n=3) == [
+        (1, pytest.approx(0.3), 1.0), (0, pytest.approx(0.1), 1.0), (2, pytest.approx(0.05), 1.0),
+    ]  # fmt: skip
+    textbook = make_policy(UCB1(tuned=False), n_arms=3)
+    # The textbook bonus counts the 6 pseudo-observations as plays: every arm gets sqrt(ln 6 / 2).
+    [(_, score, _)] = slate(textbook, fresh, [2], n=1)
+    assert score == pytest.approx(0.05 + math.sqrt(math.log(6) / 2))
+
+
 def test_ucb1_with_a_single_pull_has_no_bonus() -> None:
-    policy = make_policy(UCB1(), n_arms=2)
+    policy = make_policy(UCB1(tuned=False), n_arms=2)
     state = with_rewards(policy, {0: [0.75]})
     assert slate(policy, state, [0, 1], n=2) == [(1, math.inf, 1.0), (0, 0.75, 1.0)]  # ln 1 = 0
 

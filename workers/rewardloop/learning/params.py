@@ -69,6 +69,13 @@ def discount(name: str, value: object) -> float:
     return in_interval(name, value, 0.0, 1.0, open_low=True, open_high=True)
 
 
+def boolean(name: str, value: object) -> bool:
+    """``value`` if it is a bool (numpy's too); 0 and 1 are not."""
+    if not isinstance(value, bool | np.bool_):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
+
+
 def int_in_range(name: str, value: object, low: int, high: int) -> int:
     """``value`` as an int in [low, high]."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):

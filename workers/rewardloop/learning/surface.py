@@ -122,7 +122,10 @@ class SurfaceConfig:
         payload = json.dumps(
             {
                 "algorithm": self.policy_config.name,
-                "params": self.policy_config.to_dict(),
+                # What only steers choices (UCB's bonus) is left out: tuning it keeps the states.
+                "params": {
+                    k: v for k, v in self.policy_config.to_dict().items() if k not in self.policy_config.selection_only
+                },
                 "items": self.items,
                 "features": self.features.to_dict(),
                 "item_features": self.item_features,

@@ -54,6 +54,7 @@ class PolicyConfig:
     """Base of the per-algorithm hyper-parameter dataclasses (frozen, hashable, validated)."""
 
     name: ClassVar[str]
+    selection_only: ClassVar[frozenset[str]] = frozenset()  # steer choices, not the state: not fingerprinted
 
     def to_dict(self) -> dict[str, Any]:
         """Hyper-parameters as plain JSON-able values; ``config_from_dict`` reads them back."""

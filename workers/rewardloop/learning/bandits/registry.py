@@ -8,7 +8,7 @@ A new algorithm is one file (config dataclass + ``Policy`` subclass) and one lin
  'gaussian_thompson', 'hybrid_linucb', 'lin_ts', 'linucb', 'sliding_window_ucb', 'softmax',
  'thompson', 'ucb1']
 >>> config_from_dict("ucb1", {"c": 1.5})
-UCB1(c=1.5)
+UCB1(c=1.5, tuned=True)
 >>> config_from_dict("ucb1", {"c": -1})
 Traceback (most recent call last):
 ...
