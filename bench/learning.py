@@ -1,8 +1,10 @@
 """Learning figures through the real service, over several seeds: lift over uniform random,
-share of the oracle, cold start, drift recovery. The tests assert one seed of each; this prints
-the spread.
+share of the oracle, cold start, drift recovery, and the population families of issue 11. The
+tests assert one seed of each; this prints the spread.
 
     .venv/bin/python bench/learning.py --seeds 3
+    .venv/bin/python bench/learning.py --seeds 5 --only families       # ~30-40 min: 5 families x 3 algorithms
+    .venv/bin/python bench/learning.py --seeds 2 --only families --family latent_groups
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from _workload import NO_BURST_LIMIT
 
 from rewardloop.client import AsyncClient
 from rewardloop.demo import scenarios
+from rewardloop.demo.drive import run_population
 from rewardloop.server.app import Service
+from rewardloop.simulator.families import FAMILIES, best_item_ctr, group_bound
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.redis_server import EmbeddedRedis
 
@@ -46,10 +50,22 @@ SURFACES = {
 }  # fmt: skip
 
 
-def surfaces_for(seeds: list[int]) -> dict[str, dict[str, object]]:
+# The context-free algorithms of the default config, each with its default hyper-parameters and prior.
+FAMILY_ALGORITHMS = ("thompson", "ucb1", "epsilon_greedy")
+NEWCOMER_SHARE = 0.25
+NEWCOMER_REQUESTS = 6
+
+
+def surfaces_for(seeds: list[int], families: list[str]) -> dict[str, dict[str, object]]:
     """A fresh copy of every surface per seed: a surface's population prior keeps learning across
     runs, and a population of another seed (other items, other tastes) must not be its prior."""
-    return {f"{name}-s{seed}": spec for seed in seeds for name, spec in SURFACES.items()}
+    surfaces = {f"{name}-s{seed}": spec for seed in seeds for name, spec in SURFACES.items()}
+    for family in families:
+        items = list(FAMILIES[family].population(0).item_ids)
+        for algorithm in FAMILY_ALGORITHMS:
+            for seed in seeds:
+                surfaces[f"{family}-{algorithm}-s{seed}"] = {"algorithm": algorithm, "items": items}
+    return surfaces
 
 
 def spread(values: list[float]) -> str:
@@ -58,9 +74,11 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} (min {min(values):.3f}, max {max(values):.3f})"
 
 
-async def main_async(seeds: list[int], parts: list[str]) -> None:
+async def main_async(seeds: list[int], parts: list[str], families: list[str]) -> None:
     service = {"shards": 2, "seed": 1, "quality": NO_BURST_LIMIT}
-    config = ServiceConfig.from_dict({"service": service, "surfaces": surfaces_for(seeds)})
+    chosen = families if "families" in parts else []
+    config = ServiceConfig.from_dict({"service": service, "surfaces": surfaces_for(seeds, chosen)})
+    FAMILIES_CHOSEN[:] = chosen
     with EmbeddedRedis() as redis_server:
         ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
         service = await Service(config, redis_server.url, "127.0.0.1:0").start()
@@ -124,13 +142,61 @@ async def implicit(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[
     print(f"  lift over random: true {true}, implicit {fused}")
 
 
+FAMILIES_CHOSEN: list[str] = []
+
+
+async def families(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[int]) -> None:
+    """Veterans (3/4 of each population) make every request, round by round, with the priors refreshed
+    between rounds; then newcomers arrive at the prior the veterans taught. Expected CTR (the shown
+    item's true click probability) against uniform random, the population's single best item and
+    the bound of a policy that knows the true taste groups (issue 11's bars: >= 1.5x random and
+    >= 1.1x the best item; newcomers >= 0.95x the best item at request 1 and half the bound's gain
+    at requests 4-6)."""
+    print("population families through the service, default hyper-parameters and prior")
+    header = f"  {'family':<17} {'algorithm':<15} {'x random':>13} {'x best item':>13} {'new@1 x best':>13}"
+    print(f"{header} {'new@4-6 x best':>15} {'bound@4-6':>10}")
+    for family in FAMILIES_CHOSEN:
+        for algorithm in FAMILY_ALGORITHMS:
+            figures = []
+            for seed in seeds:
+                population = FAMILIES[family].population(seed)
+                surface = f"{family}-{algorithm}-s{seed}"
+                n_new = round(population.n_users * NEWCOMER_SHARE)
+                veterans = list(range(population.n_users - n_new))
+                newcomers = list(range(population.n_users - n_new, population.n_users))
+                old = await run_population(
+                    client, population, surface, FAMILIES[family].requests, users=veterans, seed=seed,
+                    user_prefix=f"{surface}-", between_rounds=refresh,
+                )  # fmt: skip
+                new = await run_population(
+                    client, population, surface, NEWCOMER_REQUESTS, users=newcomers, seed=seed,
+                    user_prefix=f"{surface}-", between_rounds=refresh,
+                )  # fmt: skip
+                best = best_item_ctr(population)
+                bound = group_bound(population, NEWCOMER_REQUESTS, seed)
+                figures.append(
+                    (old.expected_ctr() / old.random_ctr(), old.expected_ctr() / best,
+                     new.expected_ctr(0, 1) / best, new.expected_ctr(3, 6) / best, sum(bound[3:6]) / 3 / best)
+                )  # fmt: skip
+            columns = list(zip(*figures, strict=True))
+            cells = " ".join(f"{spread_short(list(c)):>13}" for c in columns[:3])
+            print(f"  {family:<17} {algorithm:<15} {cells} {spread_short(list(columns[3])):>15} "
+                  f"{sum(columns[4]) / len(seeds):>10.2f}", flush=True)  # fmt: skip
+
+
+def spread_short(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2f} ({min(values):.2f})"
+
+
 PARTS = {
     "context_free": context_free,
     "implicit": implicit,
     "contextual": contextual,
     "cold_start": cold_start,
     "drift": drift,
+    "families": families,
 }
+DEFAULT_PARTS = [part for part in PARTS if part != "families"]
 
 
 async def report(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[int], parts: list[str]) -> None:
@@ -145,9 +211,13 @@ async def report(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="how many seeds (1, 2, ...)")
-    parser.add_argument("--only", choices=sorted(PARTS), action="append", help="run this part (repeatable)")
+    parser.add_argument(
+        "--only", choices=sorted(PARTS), action="append", help="run this part (repeatable; families only when named)"
+    )
+    parser.add_argument("--family", choices=sorted(FAMILIES), action="append", help="families part: only this one")
     args = parser.parse_args()
-    asyncio.run(main_async(list(range(1, args.seeds + 1)), args.only or list(PARTS)))
+    parts = args.only or DEFAULT_PARTS
+    asyncio.run(main_async(list(range(1, args.seeds + 1)), parts, args.family or list(FAMILIES)))
 
 
 if __name__ == "__main__":
