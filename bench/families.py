@@ -40,14 +40,21 @@ def main() -> None:
     parser.add_argument(
         "--strength", type=float, default=ColdStart().strength, help="prior strength (default: the config's)"
     )
+    parser.add_argument(
+        "--segments", action="store_true", help="segment priors (learning.segments), not the population's"
+    )
     args = parser.parse_args()
-    print(f"prior strength {args.strength:g}, seeds 0-{args.seeds - 1}; mean (min) over seeds")
+    prior = "segment priors (estimated strength)" if args.segments else f"population prior, strength {args.strength:g}"
+    print(f"{prior}; seeds 0-{args.seeds - 1}; mean (min) over seeds")
     header = f"{'family':<17} {'algorithm':<16} {'x random':>13} {'x best item':>13} {'new@1 x best':>13}"
     print(f"{header} {'new@4-6 x best':>15} {'group bound':>11} {'s':>4}")
     for family in args.family or list(FAMILIES):
         for name in args.algorithm or list(ALGORITHMS):
             started = time.perf_counter()
-            runs = [run_family(FAMILIES[family], ALGORITHMS[name], args.strength, seed) for seed in range(args.seeds)]
+            runs = [
+                run_family(FAMILIES[family], ALGORITHMS[name], args.strength, seed, segments=args.segments)
+                for seed in range(args.seeds)
+            ]
             figures = np.array([_figures(r) for r in runs])
             means, lows = figures.mean(axis=0)[:4], figures.min(axis=0)[:4]
             cells = " ".join(f"{m:>6.2f} ({lo:.2f})" for m, lo in zip(means, lows, strict=True))

@@ -11,6 +11,10 @@ Users come in two cohorts: *veterans* (the first ``1 - newcomer_share`` of the p
 every request, round by round; then *newcomers* arrive at a population prior the veterans taught and
 make theirs. Clicks are the reward.
 
+With ``segments``, every ``REFIT_ROUNDS`` rounds the veterans' evidence is fitted into behaviour-based
+segments (``learning.segments``), and each decision uses the user's own segment prior instead: the
+membership-weighted segments given the user's evidence, at the segments' estimated strength.
+
 >>> from rewardloop.learning.bandits import Thompson
 >>> from rewardloop.simulator.families import FAMILIES
 >>> run = run_family(FAMILIES["latent_groups"], Thompson(), strength=2.0, seed=0)
@@ -26,13 +30,15 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from rewardloop.learning.bandits import PolicyConfig, PolicyState, make_policy
+from rewardloop.learning.bandits import Policy, PolicyConfig, PolicyState, make_policy
+from rewardloop.learning.segments import SegmentModel, fit_segments
 from rewardloop.simulator.families import Family, best_item_ctr, group_bound
 from rewardloop.simulator.population import Population
 
 FloatArray = NDArray[np.float64]
 # (policy state of the population, the users' states so far) -> the prior's strength
 Strength = float | Callable[[PolicyState], float]
+REFIT_ROUNDS = 5
 
 
 @dataclass(frozen=True)
@@ -73,10 +79,11 @@ def run_family(
     *,
     newcomer_share: float = 0.25,
     requests: int | None = None,
+    segments: bool = False,
 ) -> Run:
     """``family``'s population of ``seed`` served by per-user ``config`` policies over a population prior."""
     population = family.population(seed)
-    return run_population(population, config, strength, requests or family.requests, seed, newcomer_share)
+    return run_population(population, config, strength, requests or family.requests, seed, newcomer_share, segments)
 
 
 def run_population(
@@ -86,6 +93,7 @@ def run_population(
     requests: int,
     seed: int,
     newcomer_share: float = 0.25,
+    segments: bool = False,
 ) -> Run:
     policy = make_policy(config, n_arms=population.n_items)
     clicks = np.array([population.click_probabilities(u) for u in range(population.n_users)])
@@ -96,14 +104,22 @@ def run_population(
     rng = np.random.default_rng([seed, 7])
     available = np.arange(population.n_items)
 
-    def serve(cohort: NDArray[np.intp]) -> FloatArray:
+    model: SegmentModel | None = None
+
+    def serve(cohort: NDArray[np.intp], refit: bool) -> FloatArray:
+        nonlocal model
         ctr = np.zeros(requests)
         for t in range(requests):
             prior = prior_live.copy()  # what the shard decides with until the next refresh
             weight = strength(prior) if callable(strength) else strength
+            if segments and refit and t % REFIT_ROUNDS == 0:
+                model = fit_segments(*_evidence(states), seed=seed) or model
             for u in cohort:
                 state = states[int(u)]
-                effective = policy.combine(state, prior, weight) if prior.n_updates and weight > 0 else state
+                if model is not None:
+                    effective = _segment_prior(policy, model, state)
+                else:
+                    effective = policy.combine(state, prior, weight) if prior.n_updates and weight > 0 else state
                 arm = policy.select(effective, available, 1, rng)[0].arm
                 p = clicks[u, arm]
                 reward = float(rng.random() < p)
@@ -113,8 +129,8 @@ def run_population(
             ctr[t] /= len(cohort)
         return ctr
 
-    veteran_ctr = serve(veterans)
-    newcomer_ctr = serve(newcomers)
+    veteran_ctr = serve(veterans, refit=True)
+    newcomer_ctr = serve(newcomers, refit=False)
     return Run(
         requests=requests,
         veteran_ctr=veteran_ctr,
@@ -124,3 +140,17 @@ def run_population(
         oracle=float(clicks.max(axis=1).mean()),
         bound=np.array(group_bound(population, requests, seed)),
     )
+
+
+def _evidence(states: dict[int, PolicyState]) -> tuple[FloatArray, FloatArray]:
+    """(users x arms) plays and reward sums of every user."""
+    ordered = [states[u] for u in sorted(states)]
+    return np.array([s.arrays["counts"] for s in ordered]), np.array([s.arrays["reward_sums"] for s in ordered])
+
+
+def _segment_prior(policy: Policy[PolicyConfig], model: SegmentModel, state: PolicyState) -> PolicyState:
+    """The state to select with: the user's evidence over the segments that explain it."""
+    plays, sums, strength = model.prior(model.membership(state.arrays["counts"], state.arrays["reward_sums"]))
+    prior = policy.new_state()
+    prior.arrays["counts"][:], prior.arrays["reward_sums"][:], prior.n_updates = plays, sums, 1
+    return policy.combine(state, prior, strength)
