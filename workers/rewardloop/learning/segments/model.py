@@ -13,7 +13,7 @@ fifths give, and a larger ``k`` must beat a smaller one by ``MIN_GAIN`` nats. ``
 structure worth the name) is a valid answer: then the segment is the population.
 
 **A segment** has, per arm, the mean reward of its users' plays (shrunk toward the population's
-mean by two plays) and the plays behind it, and one strength: how strongly its users agree,
+mean by ``SEGMENT_SHRINK_PLAYS``) and the plays behind it, and one strength: how strongly its users agree,
 estimated from them by empirical Bayes (``pooled_strength``), clamped to [1, ``MAX_STRENGTH``].
 
 **Membership** of a user is the posterior over segments given their own evidence: segment ``s``
@@ -62,6 +62,11 @@ MIN_GAIN = 2.0
 """Nats of held-out log-likelihood a larger k must add over a smaller one."""
 HOLDOUT = 0.2
 SHRINK_PLAYS = 2.0
+"""Plays of the population's mean in each user's rates that the clustering sees."""
+SEGMENT_SHRINK_PLAYS = 20.0
+"""Plays of the population's mean in each segment's means (the config's ``segment_strength``): an
+arm a segment's users played once and liked is not their favourite yet (with 2, newcomers of
+epsilon-greedy surfaces were served such arms: 0.26x the best item at their first request)."""
 EM_ROUNDS = 10
 
 
@@ -100,11 +105,13 @@ class SegmentModel:
         """(plays, reward sums, strength) of the prior a user with ``membership`` starts from.
 
         Plays and sums are per arm, the membership-weighted evidence of the segments (so that
-        ``sums / plays`` is the weighted mean); build a prior policy state from them.
+        ``sums / plays`` is the weighted mean, of every arm); build a prior policy state from them.
         """
         pi = np.asarray(membership, dtype=np.float64)
-        plays = pi @ self.plays
-        return plays, pi @ (self.plays * self.means), float(pi @ self.strengths)
+        # The shrinkage plays count too: an arm no member played has the population's mean, and a
+        # prior on it (an arm without one would be the policy's unplayed arm: epsilon-greedy's is 1.0).
+        evidence = self.plays + SEGMENT_SHRINK_PLAYS
+        return pi @ evidence, pi @ (evidence * self.means), float(pi @ self.strengths)
 
 
 def fit_segments(
@@ -125,7 +132,10 @@ def fit_segments(
     n, x = n_all[active], x_all[active]
     if len(n) < 10:
         return None
-    population = np.clip((x.sum(axis=0) + 0.5) / (n.sum(axis=0) + 1.0), 1e-3, 1.0 - 1e-3)
+    # Each arm's population mean, shrunk toward the mean over arms: an arm nobody played is an
+    # average arm, not a 50% one.
+    overall = float(np.clip(x.sum() / max(n.sum(), 1.0), 1e-3, 1.0 - 1e-3))
+    population = np.clip((x.sum(axis=0) + SHRINK_PLAYS * overall) / (n.sum(axis=0) + SHRINK_PLAYS), 1e-3, 1.0 - 1e-3)
     held_out = np.random.default_rng([seed, 11]).random(n.shape) < HOLDOUT
     n_train, x_train = np.where(held_out, 0.0, n), np.where(held_out, 0.0, x)
     best: tuple[float, int] | None = None
@@ -189,7 +199,7 @@ def _segments(n: FloatArray, x: FloatArray, responsibilities: FloatArray, popula
     """The segments whose users are weighted by ``responsibilities`` (users x k)."""
     k = responsibilities.shape[1]
     plays, sums = responsibilities.T @ n, responsibilities.T @ x
-    means = np.clip((sums + SHRINK_PLAYS * population) / (plays + SHRINK_PLAYS), 1e-4, 1.0 - 1e-4)
+    means = np.clip((sums + SEGMENT_SHRINK_PLAYS * population) / (plays + SEGMENT_SHRINK_PLAYS), 1e-4, 1.0 - 1e-4)
     strengths = np.full(k, FALLBACK_STRENGTH)
     hard = responsibilities.argmax(axis=1)
     for s in range(k):
