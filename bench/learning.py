@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 
 import ray
 from _workload import NO_BURST_LIMIT
@@ -74,11 +76,11 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} (min {min(values):.3f}, max {max(values):.3f})"
 
 
-async def main_async(seeds: list[int], parts: list[str], families: list[str]) -> None:
+async def main_async(seeds: list[int], parts: list[str], family_names: list[str]) -> None:
     service = {"shards": 2, "seed": 1, "quality": NO_BURST_LIMIT}
-    chosen = families if "families" in parts else []
+    chosen = family_names if "families" in parts else []
     config = ServiceConfig.from_dict({"service": service, "surfaces": surfaces_for(seeds, chosen)})
-    FAMILIES_CHOSEN[:] = chosen
+    runners = [functools.partial(families, chosen=chosen) if part == "families" else PARTS[part] for part in parts]
     with EmbeddedRedis() as redis_server:
         ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
         service = await Service(config, redis_server.url, "127.0.0.1:0").start()
@@ -88,7 +90,7 @@ async def main_async(seeds: list[int], parts: list[str], families: list[str]) ->
 
         try:
             async with AsyncClient(service.target, default_timeout=30) as client:
-                await report(client, refresh, seeds, parts)
+                await report(client, refresh, seeds, runners)
         finally:
             await service.stop(grace=1.0)
             ray.shutdown()
@@ -142,10 +144,7 @@ async def implicit(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[
     print(f"  lift over random: true {true}, implicit {fused}")
 
 
-FAMILIES_CHOSEN: list[str] = []
-
-
-async def families(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[int]) -> None:
+async def families(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[int], chosen: list[str]) -> None:
     """Veterans (3/4 of each population) make every request, round by round, with the priors refreshed
     between rounds; then newcomers arrive at the prior the veterans taught. Expected CTR (the shown
     item's true click probability) against uniform random, the population's single best item and
@@ -155,7 +154,7 @@ async def families(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[
     print("population families through the service, default hyper-parameters and prior")
     header = f"  {'family':<17} {'algorithm':<15} {'x random':>13} {'x best item':>13} {'new@1 x best':>13}"
     print(f"{header} {'new@4-6 x best':>15} {'bound@4-6':>10}")
-    for family in FAMILIES_CHOSEN:
+    for family in chosen:
         for algorithm in FAMILY_ALGORITHMS:
             figures = []
             for seed in seeds:
@@ -188,7 +187,8 @@ def spread_short(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ({min(values):.2f})"
 
 
-PARTS = {
+Part = Callable[[AsyncClient, scenarios.Refresh, list[int]], Awaitable[None]]
+PARTS: dict[str, Callable[..., Awaitable[None]]] = {
     "context_free": context_free,
     "implicit": implicit,
     "contextual": contextual,
@@ -199,12 +199,12 @@ PARTS = {
 DEFAULT_PARTS = [part for part in PARTS if part != "families"]
 
 
-async def report(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[int], parts: list[str]) -> None:
+async def report(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[int], runners: list[Part]) -> None:
     started = time.perf_counter()
     print(f"seeds {seeds}; every figure is the mean over seeds (min, max)")
-    for part in parts:
+    for run in runners:
         print()
-        await PARTS[part](client, refresh, seeds)
+        await run(client, refresh, seeds)
     print(f"\n({time.perf_counter() - started:.0f} s)")
 
 

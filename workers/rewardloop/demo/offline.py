@@ -24,7 +24,6 @@ membership-weighted segments given the user's evidence, at the segments' estimat
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,8 +35,6 @@ from rewardloop.simulator.families import Family, best_item_ctr, group_bound
 from rewardloop.simulator.population import Population
 
 FloatArray = NDArray[np.float64]
-# (policy state of the population, the users' states so far) -> the prior's strength
-Strength = float | Callable[[PolicyState], float]
 REFIT_ROUNDS = 5
 
 
@@ -74,7 +71,7 @@ class Run:
 def run_family(
     family: Family,
     config: PolicyConfig,
-    strength: Strength,
+    strength: float,
     seed: int,
     *,
     newcomer_share: float = 0.25,
@@ -89,14 +86,14 @@ def run_family(
 def run_population(
     population: Population,
     config: PolicyConfig,
-    strength: Strength,
+    strength: float,
     requests: int,
     seed: int,
     newcomer_share: float = 0.25,
     segments: bool = False,
 ) -> Run:
     policy = make_policy(config, n_arms=population.n_items)
-    clicks = np.array([population.click_probabilities(u) for u in range(population.n_users)])
+    clicks = population.click_matrix()
     n_new = max(1, round(population.n_users * newcomer_share))
     veterans, newcomers = np.split(np.arange(population.n_users), [population.n_users - n_new])
     states = {int(u): policy.new_state() for u in range(population.n_users)}
@@ -111,7 +108,6 @@ def run_population(
         ctr = np.zeros(requests)
         for t in range(requests):
             prior = prior_live.copy()  # what the shard decides with until the next refresh
-            weight = strength(prior) if callable(strength) else strength
             if segments and refit and t % REFIT_ROUNDS == 0:
                 model = fit_segments(*_evidence(states), seed=seed) or model
             for u in cohort:
@@ -119,7 +115,7 @@ def run_population(
                 if model is not None:
                     effective = _segment_prior(policy, model, state)
                 else:
-                    effective = policy.combine(state, prior, weight) if prior.n_updates and weight > 0 else state
+                    effective = policy.combine(state, prior, strength) if prior.n_updates and strength > 0 else state
                 arm = policy.select(effective, available, 1, rng)[0].arm
                 p = clicks[u, arm]
                 reward = float(rng.random() < p)

@@ -99,7 +99,7 @@ FAMILIES: dict[str, Family] = {
 
 def best_item_ctr(population: Population) -> float:
     """Click rate of the population's single best item, served to everyone."""
-    return float(_click_matrix(population).mean(axis=0).max())
+    return float(population.click_matrix().mean(axis=0).max())
 
 
 def group_bound(population: Population, requests: int, seed: int = 0) -> list[float]:
@@ -112,7 +112,7 @@ def group_bound(population: Population, requests: int, seed: int = 0) -> list[fl
     user, with clicks drawn from ``seed``; the value at a request is the chosen item's true click
     probability for that user.
     """
-    clicks = _click_matrix(population)
+    clicks = population.click_matrix()
     groups = np.array([population.segment_of(u) for u in range(population.n_users)])
     means = np.array([clicks[groups == g].mean(axis=0) for g in range(population.n_segments)])
     weights = np.bincount(groups, minlength=population.n_segments) / population.n_users
@@ -129,7 +129,3 @@ def group_bound(population: Population, requests: int, seed: int = 0) -> list[fl
         clicked = rng.random(population.n_users) < truth
         log_post += np.where(clicked[:, None], log_hit[:, chosen].T, log_miss[:, chosen].T)
     return values.tolist()
-
-
-def _click_matrix(population: Population) -> FloatArray:
-    return np.array([population.click_probabilities(u) for u in range(population.n_users)])

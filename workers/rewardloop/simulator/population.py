@@ -353,11 +353,11 @@ class Population:
 
     def oracle_ctr(self, user_indices: Sequence[int] | None = None, candidates: Sequence[int] | None = None) -> float:
         """Mean over users of the best candidate's click probability (all users/items by default)."""
-        return float(self._click_matrix(user_indices, candidates).max(axis=1).mean())
+        return float(self.click_matrix(user_indices, candidates).max(axis=1).mean())
 
     def random_ctr(self, user_indices: Sequence[int] | None = None, candidates: Sequence[int] | None = None) -> float:
         """Mean click probability of a uniformly random candidate, averaged over users."""
-        return float(self._click_matrix(user_indices, candidates).mean())
+        return float(self.click_matrix(user_indices, candidates).mean())
 
     def oracle_ctr_contextual(
         self, user_indices: Sequence[int], contexts: ArrayLike, candidates: Sequence[int] | None = None
@@ -403,7 +403,10 @@ class Population:
             tastes = tastes + contexts @ self._context_map.T
         return self.taste_strength * (tastes @ vectors.T) / math.sqrt(self.taste_dim)
 
-    def _click_matrix(self, user_indices: Sequence[int] | None, candidates: Sequence[int] | None) -> FloatArray:
+    def click_matrix(
+        self, user_indices: Sequence[int] | None = None, candidates: Sequence[int] | None = None
+    ) -> FloatArray:
+        """Click probabilities of ``candidates`` (columns) for ``user_indices`` (rows); all by default."""
         users = self._check_all(user_indices, "user_indices", self.n_users)
         items = self._check_all(candidates, "candidates", self.n_items)
         return _sigmoid(self._bias + self._popularity[items] + self._taste_logits(users, items))

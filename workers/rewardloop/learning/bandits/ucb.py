@@ -8,7 +8,7 @@ For an arm played ``n_i`` times with empirical mean ``mean_i``, after ``N`` upda
 It assumes the widest spread a reward in [0, 1] can have. Clicks at a 10% rate spread far less
 (variance 0.09, not 0.25), and that bonus then dwarfs the gaps between arms: a per-user UCB1
 explores nearly round-robin and, on our population families, beats uniform random by only
-1.2-1.8x (``simulator/offline.py``). The default, ``tuned=True``, is UCB1-Tuned (Auer,
+1.2-1.8x (``bench/families.py``). The default, ``tuned=True``, is UCB1-Tuned (Auer,
 Cesa-Bianchi & Fischer 2002, section 4), with the bonus scaled to each arm's spread::
 
     score_i = mean_i + c * sqrt(ln(N) / n_i * min(1/4, V_i)),   V_i = v_i + sqrt(2 ln(N) / n_i)

@@ -29,7 +29,7 @@ mean, and the weighted strength. Serve it with ``policy.combine(user, prior_stat
 >>> from rewardloop.simulator import Population
 >>> pop = Population(n_users=300, n_items=12, n_segments=3, taste_strength=2.5, base_ctr=0.05, seed=4)
 >>> rng = np.random.default_rng(0)
->>> p = np.array([pop.click_probabilities(u) for u in range(pop.n_users)])
+>>> p = pop.click_matrix()
 >>> plays = rng.poisson(3.0, size=p.shape).astype(float)
 >>> clicks = rng.binomial(plays.astype(int), p).astype(float)
 >>> model = fit_segments(plays, clicks, seed=0)
@@ -89,12 +89,8 @@ class SegmentModel:
         """(k,): log-likelihood of one user's evidence under each segment, up to a shared constant."""
         n, x = np.asarray(plays, dtype=np.float64), np.asarray(sums, dtype=np.float64)
         played = np.flatnonzero(n > 0)
-        if len(played) == 0:
-            return np.zeros(self.k)
-        a = self.strengths[:, None] * self.means[:, played]
-        b = self.strengths[:, None] * (1.0 - self.means[:, played])
-        n, x = n[played], x[played]
-        return np.asarray((betaln(a + x, b + n - x) - betaln(a, b)).sum(axis=1), dtype=np.float64)
+        terms = _beta_binomial(self.strengths[:, None], self.means[:, played], n[played], x[played])
+        return np.asarray(terms.sum(axis=1), dtype=np.float64)
 
     def membership(self, plays: ArrayLike, sums: ArrayLike) -> FloatArray:
         """(k,): the posterior over segments of a user with this evidence."""
@@ -174,10 +170,16 @@ def _log_evidence(
     played = n > 0 if cells is None else (n > 0) & cells
     out = np.zeros((len(n), model.k))
     for s in range(model.k):
-        a, b = model.strengths[s] * model.means[s], model.strengths[s] * (1.0 - model.means[s])
-        terms = betaln(a + x, b + n - x) - betaln(a, b)
-        out[:, s] = np.where(played, terms, 0.0).sum(axis=1)
+        out[:, s] = np.where(played, _beta_binomial(model.strengths[s], model.means[s], n, x), 0.0).sum(axis=1)
     return out
+
+
+def _beta_binomial(strength: ArrayLike, mean: ArrayLike, n: ArrayLike, x: ArrayLike) -> FloatArray:
+    """Log Beta-binomial likelihood of ``x`` rewards in ``n`` plays under Beta(strength mean, strength (1 - mean)),
+    without the binomial coefficient (the same for every segment); broadcast."""
+    a = np.multiply(strength, mean)
+    b = np.multiply(strength, np.subtract(1.0, mean))
+    return np.asarray(betaln(a + x, b + np.subtract(n, x)) - betaln(a, b), dtype=np.float64)
 
 
 def _features(n: FloatArray, x: FloatArray, population: FloatArray) -> FloatArray:
