@@ -38,7 +38,10 @@ def main() -> None:
     parser.add_argument("--family", choices=sorted(FAMILIES), action="append", help="only this family (repeatable)")
     parser.add_argument("--algorithm", choices=sorted(ALGORITHMS), action="append", help="only this one (repeatable)")
     parser.add_argument(
-        "--strength", type=float, default=ColdStart().strength, help="prior strength (default: the config's)"
+        "--strength",
+        type=float,
+        default=ColdStart().prior_strength,
+        help="prior strength (default: the one used before segments are fitted)",
     )
     parser.add_argument(
         "--segments", action="store_true", help="segment priors (learning.segments), not the population's"

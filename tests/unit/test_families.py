@@ -16,7 +16,7 @@ from rewardloop.learning.surface import ColdStart
 from rewardloop.simulator import Population
 from rewardloop.simulator.families import FAMILIES, best_item_ctr, group_bound
 
-DEFAULT_STRENGTH = ColdStart().strength
+DEFAULT_STRENGTH = ColdStart().prior_strength
 
 
 def test_item_popularity_is_a_shared_offset_that_zero_leaves_out() -> None:

@@ -6,6 +6,86 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ListSegmentsRequest(_message.Message):
+    __slots__ = ("surface", "top_items")
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    TOP_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    surface: str
+    top_items: int
+    def __init__(self, surface: _Optional[str] = ..., top_items: _Optional[int] = ...) -> None: ...
+
+class SegmentItem(_message.Message):
+    __slots__ = ("item_id", "mean_reward", "lift")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    MEAN_REWARD_FIELD_NUMBER: _ClassVar[int]
+    LIFT_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    mean_reward: float
+    lift: float
+    def __init__(self, item_id: _Optional[str] = ..., mean_reward: _Optional[float] = ..., lift: _Optional[float] = ...) -> None: ...
+
+class Segment(_message.Message):
+    __slots__ = ("id", "share", "plays", "prior_strength", "top_items", "is_new", "moved")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    PLAYS_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    TOP_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    IS_NEW_FIELD_NUMBER: _ClassVar[int]
+    MOVED_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    share: float
+    plays: float
+    prior_strength: float
+    top_items: _containers.RepeatedCompositeFieldContainer[SegmentItem]
+    is_new: bool
+    moved: float
+    def __init__(self, id: _Optional[int] = ..., share: _Optional[float] = ..., plays: _Optional[float] = ..., prior_strength: _Optional[float] = ..., top_items: _Optional[_Iterable[_Union[SegmentItem, _Mapping]]] = ..., is_new: _Optional[bool] = ..., moved: _Optional[float] = ...) -> None: ...
+
+class ListSegmentsResponse(_message.Message):
+    __slots__ = ("surface", "version", "fitted_at_ms", "segments", "previous_version")
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FITTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    surface: str
+    version: int
+    fitted_at_ms: int
+    segments: _containers.RepeatedCompositeFieldContainer[Segment]
+    previous_version: int
+    def __init__(self, surface: _Optional[str] = ..., version: _Optional[int] = ..., fitted_at_ms: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., previous_version: _Optional[int] = ...) -> None: ...
+
+class GetMembershipRequest(_message.Message):
+    __slots__ = ("surface", "user_id")
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    surface: str
+    user_id: str
+    def __init__(self, surface: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class SegmentProbability(_message.Message):
+    __slots__ = ("segment_id", "probability")
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    segment_id: int
+    probability: float
+    def __init__(self, segment_id: _Optional[int] = ..., probability: _Optional[float] = ...) -> None: ...
+
+class GetMembershipResponse(_message.Message):
+    __slots__ = ("surface", "version", "memberships", "prior_strength", "interactions")
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIPS_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
+    surface: str
+    version: int
+    memberships: _containers.RepeatedCompositeFieldContainer[SegmentProbability]
+    prior_strength: float
+    interactions: float
+    def __init__(self, surface: _Optional[str] = ..., version: _Optional[int] = ..., memberships: _Optional[_Iterable[_Union[SegmentProbability, _Mapping]]] = ..., prior_strength: _Optional[float] = ..., interactions: _Optional[float] = ...) -> None: ...
+
 class EvaluatePolicyRequest(_message.Message):
     __slots__ = ("surface", "algorithm", "params", "confidence", "max_decisions", "train_fraction")
     class ParamsEntry(_message.Message):

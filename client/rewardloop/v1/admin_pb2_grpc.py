@@ -41,6 +41,16 @@ class AdminStub:
                 request_serializer=rewardloop_dot_v1_dot_admin__pb2.EvaluatePolicyRequest.SerializeToString,
                 response_deserializer=rewardloop_dot_v1_dot_admin__pb2.EvaluatePolicyResponse.FromString,
                 _registered_method=True)
+        self.ListSegments = channel.unary_unary(
+                '/rewardloop.v1.Admin/ListSegments',
+                request_serializer=rewardloop_dot_v1_dot_admin__pb2.ListSegmentsRequest.SerializeToString,
+                response_deserializer=rewardloop_dot_v1_dot_admin__pb2.ListSegmentsResponse.FromString,
+                _registered_method=True)
+        self.GetMembership = channel.unary_unary(
+                '/rewardloop.v1.Admin/GetMembership',
+                request_serializer=rewardloop_dot_v1_dot_admin__pb2.GetMembershipRequest.SerializeToString,
+                response_deserializer=rewardloop_dot_v1_dot_admin__pb2.GetMembershipResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -67,6 +77,36 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSegments(self, request, context):
+        """The behaviour-based segments the service learned for `surface`: the
+        current version, each segment's share of users, its prior strength, the
+        items its users like most, and how it moved since the previous version.
+        Segments are learned by surfaces whose `cold_start.segments` is on (the
+        default) and whose algorithm counts plays (thompson, ucb1,
+        epsilon_greedy, softmax, gaussian_thompson); `version` is 0 until the
+        first fit (enough users with a few interactions each).
+
+        Errors: INVALID_ARGUMENT (empty surface, top_items out of range),
+        NOT_FOUND (unknown surface), FAILED_PRECONDITION (a surface that does not
+        learn segments), UNAVAILABLE (storage down).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMembership(self, request, context):
+        """One user's membership of the surface's segments: the posterior over
+        segments given what the user did so far (a new user's is the segments'
+        shares), and the strength of the prior it gives them.
+
+        Errors: INVALID_ARGUMENT (empty surface or user_id), NOT_FOUND (unknown
+        surface), FAILED_PRECONDITION (a surface that does not learn segments),
+        UNAVAILABLE (the user's shard or storage down).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -74,6 +114,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.EvaluatePolicy,
                     request_deserializer=rewardloop_dot_v1_dot_admin__pb2.EvaluatePolicyRequest.FromString,
                     response_serializer=rewardloop_dot_v1_dot_admin__pb2.EvaluatePolicyResponse.SerializeToString,
+            ),
+            'ListSegments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSegments,
+                    request_deserializer=rewardloop_dot_v1_dot_admin__pb2.ListSegmentsRequest.FromString,
+                    response_serializer=rewardloop_dot_v1_dot_admin__pb2.ListSegmentsResponse.SerializeToString,
+            ),
+            'GetMembership': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMembership,
+                    request_deserializer=rewardloop_dot_v1_dot_admin__pb2.GetMembershipRequest.FromString,
+                    response_serializer=rewardloop_dot_v1_dot_admin__pb2.GetMembershipResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -105,6 +155,60 @@ class Admin:
             '/rewardloop.v1.Admin/EvaluatePolicy',
             rewardloop_dot_v1_dot_admin__pb2.EvaluatePolicyRequest.SerializeToString,
             rewardloop_dot_v1_dot_admin__pb2.EvaluatePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSegments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rewardloop.v1.Admin/ListSegments',
+            rewardloop_dot_v1_dot_admin__pb2.ListSegmentsRequest.SerializeToString,
+            rewardloop_dot_v1_dot_admin__pb2.ListSegmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMembership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rewardloop.v1.Admin/GetMembership',
+            rewardloop_dot_v1_dot_admin__pb2.GetMembershipRequest.SerializeToString,
+            rewardloop_dot_v1_dot_admin__pb2.GetMembershipResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,7 +36,7 @@ from rewardloop.v1 import (
     recommender_pb2,
     recommender_pb2_grpc,
 )
-from rewardloop.workers.cluster import start_shards, stop_shards
+from rewardloop.workers.cluster import start_fitter, start_shards, stop_fitter, stop_shards
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.heap import Heap
 from rewardloop.workers.tracing import tracing_on
@@ -98,7 +98,7 @@ def create_server(
     recommender_pb2_grpc.add_RecommenderServicer_to_server(RecommenderService(config, router), server)
     feedback_pb2_grpc.add_FeedbackServicer_to_server(FeedbackService(config, router), server)
     assigner_pb2_grpc.add_AssignerServicer_to_server(AssignerService(config), server)
-    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(config, redis_url), server)
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(config, redis_url, router), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -149,6 +149,7 @@ class Service:
         self.shard_prefix = shard_prefix
         self.port = 0
         self.actors: list[Any] = []
+        self.fitter: Any = None
         self.router: ShardRouter | None = None
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
@@ -163,6 +164,7 @@ class Service:
     async def start(self) -> Service:
         await check_no_eviction(self.redis_url)
         self.actors = start_shards(self.config, self.redis_url, self.traces, self.shard_prefix)
+        self.fitter = start_fitter(self.config, self.redis_url, self.shard_prefix)
         self.router = ShardRouter(self.actors)
         self._streams = OpenStreams()
         self._server, self.port, self._health = create_server(
@@ -206,4 +208,7 @@ class Service:
             await self.router.close()
         if self.actors:
             stop_shards(self.actors, flush=flush)
+        if self.fitter is not None:
+            stop_fitter(self.fitter)
+            self.fitter = None
         self._server, self._health, self.actors, self.router = None, None, [], None

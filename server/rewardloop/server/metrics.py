@@ -38,6 +38,14 @@ SHARD_STATS = {
     "unsnapshotted": Gauge(
         "rewardloop_shard_unsnapshotted_users", "Users with events no snapshot covers yet", ["shard"]
     ),
+    "segment_sample_users": Gauge(
+        "rewardloop_shard_segment_sample_users",
+        "Users in a shard's samples that segments are fitted from (all surfaces; bounded per surface)",
+        ["shard"],
+    ),
+    "segment_version": Gauge(
+        "rewardloop_shard_segment_version_max", "Newest segment model version a shard serves from", ["shard"]
+    ),
 }
 # The Redis the service writes to, sampled with the shards (its memory against maxmemory: at the
 # limit writes fail with UNAVAILABLE).

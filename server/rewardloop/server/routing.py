@@ -106,11 +106,20 @@ class ShardRouter:
         return await self._feedback[self.shard_of(call.pseudonym)].submit(call)
 
     async def user_state(self, pseudonym: str) -> dict[str, dict[str, Any]]:
+        state: dict[str, dict[str, Any]] = await self._ask(pseudonym, "user_state")
+        return state
+
+    async def membership(self, pseudonym: str, surface: str) -> dict[str, Any]:
+        """The user's membership of the surface's segments (``ShardCore.membership``)."""
+        answer: dict[str, Any] = await self._ask(pseudonym, "membership", surface)
+        return answer
+
+    async def _ask(self, pseudonym: str, method: str, *args: Any) -> Any:
+        """Call ``method`` of the user's shard actor; its failure as the service error it means."""
         try:
-            state: dict[str, dict[str, Any]] = await self.actors[self.shard_of(pseudonym)].user_state.remote(pseudonym)
+            return await getattr(self.actors[self.shard_of(pseudonym)], method).remote(pseudonym, *args)
         except BaseException as exc:
             raise (to_service_error(exc) or exc) from exc
-        return state
 
     async def sample_stats(self) -> None:
         """Each shard's holdings (``ShardCore.stats``) into the front's gauges; a shard that does not

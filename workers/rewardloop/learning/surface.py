@@ -37,6 +37,9 @@ from rewardloop.learning.rewards import RewardConfig
 MAX_ITEMS = 10_000
 # Surface kinds, each with its decision seam in the shard (workers/kinds.py).
 SURFACE_KINDS = ("bandit",)
+DEFAULT_STRENGTH = 2.0
+"""Prior strength (pseudo-observations) where none is configured or estimated yet."""
+MAX_SEGMENTS = 32
 SURFACE_KEYS = {"kind", "algorithm", "params", "items", "features", "cold_start", "item_features", "reward"}
 
 
@@ -47,16 +50,37 @@ class ColdStart:
     ``strength`` and ``segment_strength`` are pseudo-observations: the user's model starts as if it
     had seen ``strength`` rewards at the segment's (or population's) estimates, and the segment's
     as if it had seen ``segment_strength`` at the population's. 0 disables the prior.
+
+    ``strength`` unset (the default) is estimated from the data: with learned ``segments`` it is the
+    strength the user's segments were estimated to have (empirical Bayes, ``learning/segments``);
+    before the first segments are fitted, and for policies without them, ``DEFAULT_STRENGTH``.
+    ``segments`` (on by default) learns behaviour-based segments of the surface's users, at most
+    ``max_segments`` of them, and serves each user from the ones that explain their behaviour
+    (count-based policies: thompson, ucb1, epsilon_greedy, softmax, gaussian_thompson).
     """
 
-    strength: float = 2.0
+    strength: float | None = None
     segment_strength: float = 20.0
     # Feature whose categorical value names the user's segment; None: population only.
     segment_feature: str | None = None
+    segments: bool = True
+    max_segments: int = 8
+
+    @property
+    def prior_strength(self) -> float:
+        """The configured strength, or ``DEFAULT_STRENGTH`` where it is to be estimated."""
+        return DEFAULT_STRENGTH if self.strength is None else self.strength
 
     def __post_init__(self) -> None:
+        if not isinstance(self.segments, bool):
+            raise ConfigError(f"segments must be true or false, got {self.segments!r}")
+        value = self.max_segments
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SEGMENTS:
+            raise ConfigError(f"max_segments must be an integer in [1, {MAX_SEGMENTS}], got {value!r}")
         for key in ("strength", "segment_strength"):
             value = getattr(self, key)
+            if key == "strength" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e6:
                 raise ConfigError(f"{key} must be a number in [0, 1e6), got {value!r}")
             object.__setattr__(self, key, float(value))
@@ -223,7 +247,7 @@ def surface_from_dict(name: str, spec: Mapping[str, Any], realtime: RealtimeFeat
 
 
 def _cold_start(spec: Mapping[str, Any]) -> ColdStart:
-    reject_unknown("cold_start", spec, {"strength", "segment_strength", "segment_feature"})
+    reject_unknown("cold_start", spec, {"strength", "segment_strength", "segment_feature", "segments", "max_segments"})
     try:
         return ColdStart(**spec)
     except ConfigError as exc:

@@ -171,3 +171,15 @@ def contribution_key(surface_name: str, fingerprint: str, shard: int) -> str:
     algorithm, reward rule or half-life are not this configuration's prior.
     """
     return f"{KEY_PREFIX}pop:{surface_name}:{fingerprint}:{shard}"
+
+
+def segment_sample_key(surface_name: str, fingerprint: str, shard: int) -> str:
+    """Hash pseudonym -> that user's evidence, for the shard's sample of the surface's users that
+    segments are fitted from (``state/segment_priors.py``; bounded, one writer: the shard)."""
+    return f"{KEY_PREFIX}segsample:{surface_name}:{fingerprint}:{shard}"
+
+
+def segment_model_key(surface_name: str, fingerprint: str) -> str:
+    """Hash of the surface's segment model: field ``current`` (this version's bytes, with its number
+    inside), ``previous`` (the version before, for how segments moved). One writer: the fitter."""
+    return f"{KEY_PREFIX}segments:{surface_name}:{fingerprint}"

@@ -35,6 +35,8 @@ from rewardloop.learning.rewards.decay import decay_weight, epoch_for_update, pr
 from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state import keys
 from rewardloop.state.keys import EPOCH_FIELD
+from rewardloop.state.retention import Retention
+from rewardloop.state.segment_priors import LearnedSegments
 
 log = logging.getLogger(__name__)
 POPULATION = ""  # segment key of the whole population
@@ -53,8 +55,11 @@ class Priors:
         policies: Mapping[str, Policy[Any]],
         shard_index: int,
         shards: int,
+        user_state_seconds: int = Retention().user_state_seconds,
     ):
-        self._surfaces = {n: s for n, s in surfaces.items() if _uses_prior(s, policies[n])}
+        self._surfaces = {n: s for n, s in surfaces.items() if uses_prior(s, policies[n])}
+        # Behaviour-based segments, where they serve (state/segment_priors.py).
+        self.learned = LearnedSegments(self._surfaces, policies, shard_index, user_state_seconds)
         self._policies = policies
         self._shard = shard_index
         self._shards = shards
@@ -130,19 +135,42 @@ class Priors:
                 policy.revise(state, arm, old, new, context=features, propensity=propensity, weight=weight)
         self._dirty.add(surface)
 
-    def prior(self, surface: str, segment: str) -> tuple[PolicyState, float] | None:
-        """The prior a user of `segment` starts from, and how strongly; None without one."""
+    def prior(
+        self,
+        surface: str,
+        segment: str,
+        own: PolicyState | None = None,
+        memberships: dict[str, tuple[int, int, np.ndarray]] | None = None,
+    ) -> tuple[PolicyState, float] | None:
+        """The prior a user of named ``segment`` starts from, and how strongly; None without one.
+
+        Without a named segment, a user whose decision state is ``own`` is served from the learned
+        segments that explain it, once there are some: their membership is cached in
+        ``memberships`` (the user's), by model version and the user's update count.
+        """
         surface_config = self._surfaces.get(surface)
         if surface_config is None:
             return None
+        cold_start = surface_config.cold_start
         priors = self._segment_priors[surface]
-        state = priors.get(segment) or priors.get(POPULATION)
-        if state is None:
+        named = priors.get(segment) if segment else None
+        if named is None and own is not None and surface in self.learned.versions:
+            version = self.learned.versions[surface].version
+            cached = memberships.get(surface) if memberships is not None else None
+            if cached is None or cached[:2] != (version, own.n_updates):
+                cached = (version, own.n_updates, self.learned.membership(surface, own))
+                if memberships is not None:
+                    memberships[surface] = cached
+            state, strength = self.learned.prior(surface, cached[2])
+            return state, strength if cold_start.strength is None else cold_start.strength
+        base = named or priors.get(POPULATION)
+        if base is None:
             return None
-        return state, surface_config.cold_start.strength
+        return base, cold_start.prior_strength
 
     async def restore(self, redis: aioredis.Redis) -> None:
-        """Continue this shard's contribution from what it last published."""
+        """Continue this shard's contribution (and segment samples) from what it last published."""
+        await self.learned.restore(redis)
         for surface in self._surfaces:
             stored: Any = await redis.hgetall(contribution_key(self._surfaces[surface], self._shard))
             policy = self._policies[surface]
@@ -156,7 +184,9 @@ class Priors:
                     log.warning("shard %d: ignoring prior of %s: %s", self._shard, surface, exc)
 
     async def refresh(self, redis: aioredis.Redis) -> None:
-        """Publish this shard's contribution, read the others', recompute the priors."""
+        """Publish this shard's contribution, read the others', recompute the priors; publish the
+        segment samples and load new segment models."""
+        await self.learned.refresh(redis)
         # Learning goes on while the pipeline is in flight: decide what to publish (and so
         # how to read the replies) before awaiting, and let new learning mark surfaces anew.
         publishing = [surface for surface in self._surfaces if surface in self._dirty and self._own[surface]]
@@ -221,5 +251,6 @@ def _pop_epoch(stored: dict[bytes, bytes]) -> int | None:
     return None if epoch is None else int(epoch)
 
 
-def _uses_prior(surface: SurfaceConfig, policy: Policy[Any]) -> bool:
-    return surface.cold_start.strength > 0 and bool(getattr(policy, "supports_prior", False))
+def uses_prior(surface: SurfaceConfig, policy: Policy[Any]) -> bool:
+    strength = surface.cold_start.strength
+    return (strength is None or strength > 0) and bool(getattr(policy, "supports_prior", False))

@@ -18,6 +18,7 @@ import ray
 from rewardloop.workers.channel import ChannelServer, Endpoint
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.heap import FREEZE_SECONDS, Heap
+from rewardloop.workers.segments import SegmentFitter
 from rewardloop.workers.shard import ShardCore
 from rewardloop.workers.tracing import configure_tracing
 
@@ -61,6 +62,29 @@ class HostedShard(ShardCore):
 ShardActor: Any = ray.remote(HostedShard)
 
 
+class HostedFitter(SegmentFitter):
+    async def ready(self) -> None:
+        """Start fitting (on the actor's own event loop), once the actor answers."""
+        self.start()
+
+    async def fit_now(self) -> dict[str, int]:
+        """Fit now (tests and benchmarks); the current version of every surface with segments."""
+        return await self.fit()
+
+
+FitterActor: Any = ray.remote(HostedFitter)
+
+
+def start_fitter(config: ServiceConfig, redis_url: str, name_prefix: str = "shard") -> Any:
+    """Create (or reuse, by name) the segment fitter and wait until it answers."""
+    actor = FitterActor.options(
+        name=f"{name_prefix}-segments", namespace=NAMESPACE, get_if_exists=True, max_restarts=-1,
+        max_task_retries=0, max_concurrency=10, num_cpus=0, enable_task_events=False,
+    ).remote(config, redis_url)  # fmt: skip
+    ray.get(actor.ready.remote(), timeout=120)
+    return actor
+
+
 def start_shards(config: ServiceConfig, redis_url: str, traces: str = "", name_prefix: str = "shard") -> list[Any]:
     """Create (or reuse, by name) the shard actors and wait until each answers."""
     actors = [
@@ -99,3 +123,8 @@ def stop_shards(actors: list[Any], flush: bool = True, timeout: float = 10.0) ->
             log.warning("shards did not flush before stopping: %s", exc)
     for actor in actors:
         ray.kill(actor, no_restart=True)
+
+
+def stop_fitter(actor: Any) -> None:
+    """End the segment fitter for good (what it fitted is in Redis already)."""
+    ray.kill(actor, no_restart=True)

@@ -188,6 +188,7 @@ class Ingest:
         if applied is None:
             applied = Applied(0.0, "")
         for change in applied.changes:
+            self._priors.learned.touched(change.surface, state.pseudonym, state.policies[change.surface])
             propensity = change.propensity or None
             if change.old is None:
                 self._priors.learn(

@@ -50,7 +50,7 @@ class Bandit:
             live = surface.features.realtime_vector(surface.realtime, user.activity, now_ms)
             features = (*features, *live.tolist())
         context = np.array(features) if policy.contextual else None
-        prior = self._priors.prior(call.surface, call.segment)
+        prior = self._priors.prior(call.surface, call.segment, policy_state, user.memberships)
         effective = policy.combine(policy_state, *prior) if prior is not None else policy_state
         choices = policy.select(effective, available, call.n, user.rng, context=context)
         decision = Decision(

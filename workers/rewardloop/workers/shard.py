@@ -68,7 +68,9 @@ class ShardCore:
             )
             for name, s in self.surfaces.items()
         }
-        self.priors = Priors(self.surfaces, self.policies, shard_index, config.shards)
+        self.priors = Priors(
+            self.surfaces, self.policies, shard_index, config.shards, config.retention.user_state_seconds
+        )
         self._kinds: dict[str, SurfaceKind] = {
             name: KINDS[s.kind](s, self.policies[name], self.priors) for name, s in self.surfaces.items()
         }
@@ -112,6 +114,7 @@ class ShardCore:
             "evictions": self.users.evictions,
             "decisions": len(self.decisions),
             "unsnapshotted": self.write_behind.unsnapshotted,
+            **self.priors.learned.stats(),
         }
 
     async def feedback(self, calls: Sequence[FeedbackCall]) -> list[Recorded | Rejected]:
@@ -124,6 +127,13 @@ class ShardCore:
             name: {"n_updates": s.n_updates, **{k: v.tolist() for k, v in s.arrays.items()}}
             for name, s in state.policies.items()
         }
+
+    async def membership(self, pseudonym: str, surface: str) -> dict[str, Any]:
+        """The user's membership of the surface's learned segments (``LearnedSegments.describe``)."""
+        state = (await self._users({pseudonym}))[pseudonym]
+        config = self.surfaces[surface]
+        own = state.decision_state(self.policies[surface], config, int(time.time() * 1000))
+        return self.priors.learned.describe(surface, own, config.cold_start.strength)
 
     async def ready(self) -> tuple[int, str]:
         await self.store.redis.ping()

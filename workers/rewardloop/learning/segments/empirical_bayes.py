@@ -68,23 +68,20 @@ def pooled_strength(successes: ArrayLike, trials: ArrayLike) -> float | None:
     x, n = _as_columns(successes, trials)
     if int((n >= 2).any(axis=1).sum()) < MIN_UNITS:
         return None
-    between = noise = 0.0
-    for arm in range(n.shape[1]):
-        played = n[:, arm] > 0
-        plays, sums = n[played, arm], x[played, arm]
-        if len(plays) < 2:
-            continue
-        rates = sums / plays
-        mean = float(rates.mean())
+    # Per arm, over the units that played it (vectorised over arms).
+    played = n > 0
+    units = played.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rates = np.where(played, x / n, 0.0)
+        mean = rates.sum(axis=0) / units
         v = mean * (1.0 - mean)
-        weights = 1.0 - 1.0 / plays
-        if v <= 0.0 or weights.sum() <= 0.0:
-            continue
-        spread = float(((rates - mean) ** 2).mean())
-        share = float((1.0 / plays).mean())  # h: how much of the spread is binomial noise
+        weights = np.where(played, 1.0 - 1.0 / n, 0.0).sum(axis=0)
+        spread = np.where(played, (rates - mean) ** 2, 0.0).sum(axis=0) / units
+        share = np.where(played, 1.0 / n, 0.0).sum(axis=0) / units  # h: how much of the spread is binomial noise
         tau2 = (spread - v * share) / (1.0 - share)
-        between += float(weights.sum()) * tau2
-        noise += float(weights.sum()) * v
+        usable = (units >= 2) & (v > 0.0) & (weights > 0.0)
+        between = float(np.where(usable, weights * tau2, 0.0).sum())
+        noise = float(np.where(usable, weights * v, 0.0).sum())
     if noise <= 0.0:
         return None
     ratio = between / noise  # tau2 / v = 1 / (k + 1)

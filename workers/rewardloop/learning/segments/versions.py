@@ -1,0 +1,129 @@
+"""Versions of a surface's segments: stable segment ids across refits, how segments moved, and bytes.
+
+A refit may find the same segments in another order, one more, or one fewer. ``next_version`` keeps
+a segment's id when the new fit has a segment close to it (matched by
+``scipy.optimize.linear_sum_assignment`` on the distance between their means, in units of the
+rates' spread) and gives new ids to the others, so that what names a segment to people (the admin
+API, experiment targeting) keeps naming the same users' taste.
+
+A version is stored as immutable bytes (``encode``/``decode``: fixed order, little-endian, CRC32),
+so a restarted shard serves exactly the memberships it served before.
+
+>>> import numpy as np
+>>> means = np.array([[0.1, 0.4], [0.4, 0.1]])
+>>> old = next_version(None, SegmentModel(means, np.ones((2, 2)), np.full(2, 10.0), np.full(2, 0.5)), 7)
+>>> old.ids, old.version
+((0, 1), 1)
+>>> swapped = SegmentModel(means[::-1], np.ones((2, 2)), np.full(2, 10.0), np.full(2, 0.5))
+>>> new = next_version(old, swapped, 8)
+>>> new.ids, new.version, decode(encode(new)).ids
+((1, 0), 2, (1, 0))
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment
+
+from rewardloop.learning.segments.model import SegmentModel
+
+FloatArray = NDArray[np.float64]
+
+MAGIC = b"RLSG"
+FORMAT_VERSION = 1
+HEAD = "<4sHQQQII"  # magic, format, version, created_ms, next_id, k, arms
+SAME_SEGMENT = 1.0
+"""Largest mean distance (in units of the rates' spread, per arm, root mean square) at which a new
+segment keeps an old one's id."""
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentVersion:
+    version: int
+    created_ms: int
+    ids: tuple[int, ...]
+    """Stable id of each of the model's segments, in its order."""
+    next_id: int
+    """The id the next new segment gets: ids are never reused."""
+    model: SegmentModel
+
+    def index_of(self, segment_id: int) -> int | None:
+        return self.ids.index(segment_id) if segment_id in self.ids else None
+
+    def population_means(self) -> FloatArray:
+        """Per arm: the mean over segments, weighted by their plays."""
+        plays = self.model.plays + 1e-9
+        return np.asarray((plays * self.model.means).sum(axis=0) / plays.sum(axis=0), dtype=np.float64)
+
+    def moved(self, previous: SegmentVersion | None) -> list[float | None]:
+        """Per segment: how far its means moved since ``previous`` (``distance``); None if it is new."""
+        if previous is None:
+            return [None] * len(self.ids)
+        out: list[float | None] = []
+        for s, segment_id in enumerate(self.ids):
+            before = previous.index_of(segment_id)
+            same_arms = previous.model.means.shape[1] == self.model.means.shape[1]
+            out.append(
+                None if before is None or not same_arms else distance(previous.model.means[before], self.model.means[s])
+            )
+        return out
+
+
+def distance(a: FloatArray, b: FloatArray) -> float:
+    """Root mean square over arms of the difference of two segments' means, in units of their spread."""
+    spread = np.sqrt(np.clip((a + b) / 2 * (1 - (a + b) / 2), 1e-6, None))
+    return float(np.sqrt(np.mean(((a - b) / spread) ** 2)))
+
+
+def next_version(previous: SegmentVersion | None, model: SegmentModel, now_ms: int) -> SegmentVersion:
+    """``model`` as the version after ``previous``: segments close to an old one keep its id."""
+    if previous is None or previous.model.means.shape[1] != model.means.shape[1]:
+        first = 0 if previous is None else previous.next_id
+        ids = tuple(range(first, first + model.k))
+        return SegmentVersion(1 if previous is None else previous.version + 1, now_ms, ids, first + model.k, model)
+    cost = np.array([[distance(old, new) for old in previous.model.means] for new in model.means])
+    rows, cols = linear_sum_assignment(cost)
+    assigned = {int(r): previous.ids[int(c)] for r, c in zip(rows, cols, strict=True) if cost[r, c] <= SAME_SEGMENT}
+    next_id = previous.next_id
+    new_ids: list[int] = []
+    for s in range(model.k):
+        if s in assigned:
+            new_ids.append(assigned[s])
+        else:
+            new_ids.append(next_id)
+            next_id += 1
+    return SegmentVersion(previous.version + 1, now_ms, tuple(new_ids), next_id, model)
+
+
+def encode(version: SegmentVersion) -> bytes:
+    model = version.model
+    k, arms = model.means.shape
+    body = struct.pack(
+        "<4sHQQQII", MAGIC, FORMAT_VERSION, version.version, version.created_ms, version.next_id, k, arms
+    )
+    body += struct.pack(f"<{k}Q", *version.ids)
+    for array in (model.means, model.plays, model.strengths, model.weights):
+        body += np.ascontiguousarray(array, dtype="<f8").tobytes()
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def decode(blob: bytes) -> SegmentVersion:
+    """The version ``encode`` wrote; ValueError if ``blob`` is not one (another format, corrupt)."""
+    head = struct.calcsize(HEAD)
+    if len(blob) < head + 4 or zlib.crc32(blob[:-4]) != struct.unpack("<I", blob[-4:])[0]:
+        raise ValueError("segment model: truncated or corrupt")
+    magic, fmt, number, created_ms, next_id, k, arms = struct.unpack(HEAD, blob[:head])
+    if magic != MAGIC or fmt != FORMAT_VERSION:
+        raise ValueError(f"segment model: unknown format {magic!r} v{fmt}")
+    if len(blob) != head + 8 * k + 8 * (2 * k * arms + 2 * k) + 4:
+        raise ValueError("segment model: wrong length")
+    ids = struct.unpack(f"<{k}Q", blob[head : head + 8 * k])
+    values = np.frombuffer(blob, dtype="<f8", count=2 * k * arms + 2 * k, offset=head + 8 * k).astype(np.float64)
+    means, plays = values[: k * arms].reshape(k, arms), values[k * arms : 2 * k * arms].reshape(k, arms)
+    strengths, weights = values[2 * k * arms : 2 * k * arms + k], values[2 * k * arms + k :]
+    return SegmentVersion(number, created_ms, tuple(ids), next_id, SegmentModel(means, plays, strengths, weights))

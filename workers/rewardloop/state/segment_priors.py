@@ -1,0 +1,283 @@
+"""A shard's side of learned segments: its sample of the users, and the priors the segments give.
+
+**The sample.** Segments are fitted (``workers/segments.py``) from a sample of each surface's users:
+every shard publishes, per surface, the evidence (per arm: plays and reward sums, ``encode_evidence``)
+of the users it owns whose hash falls under a threshold, to its own Redis hash
+(``keys.segment_sample_key``: one writer per key). The threshold halves whenever the sample would
+pass ``SAMPLE_USERS``, dropping the users above it, so the sample stays uniform over users and
+bounded (``SAMPLE_USERS`` x at most ``SAMPLE_ARMS`` arms each, ~600 bytes a user). A user's entry is
+rewritten at most once a refresh, after their state changed, and dropped once it is older than the
+users' retention. Keys hold pseudonyms only.
+
+**The priors.** Every refresh reads the version number of each surface's model
+(``keys.segment_model_key``) and loads the model when it changed. A user's prior is then
+``SegmentModel.prior`` of their membership, which is the posterior over segments given the user's
+own (decayed) evidence: a pure function of the user's state and the model's bytes, so a restarted
+shard serves exactly what it served before. The membership is cached on the user, keyed by the
+model's version and the user's update count.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from rewardloop.learning.bandits import Policy, PolicyState, make_policy
+from rewardloop.learning.segments.versions import SegmentVersion, decode
+from rewardloop.learning.surface import SurfaceConfig
+from rewardloop.state import keys
+
+log = logging.getLogger(__name__)
+
+SAMPLE_USERS = 2000
+"""Most users a shard keeps in its sample of one surface."""
+SAMPLE_ARMS = 64
+"""Most arms of one user's evidence in the sample (their most played)."""
+THRESHOLD_FIELD = "#threshold"
+FULL_THRESHOLD = 1 << 64
+MODEL_FIELD, VERSION_FIELD, PREVIOUS_FIELD = "current", "version", "previous"
+SURE = 0.999
+"""A membership this sure of one segment is served that segment's prior (built once per version)."""
+
+
+def uses_segments(surface: SurfaceConfig, policy: Policy[Any]) -> bool:
+    """Learned segments serve the surface: enabled, and a count-based policy that takes a prior."""
+    if not surface.cold_start.segments or not getattr(policy, "supports_prior", False) or policy.contextual:
+        return False
+    arrays = policy.new_state().arrays
+    return set(arrays) == {"counts", "reward_sums"}
+
+
+def segment_surfaces(surfaces: Mapping[str, SurfaceConfig]) -> dict[str, SurfaceConfig]:
+    """The surfaces that learn segments: ``uses_segments`` of a surface that takes a prior at all."""
+    out = {}
+    for name, surface in surfaces.items():
+        policy = make_policy(
+            surface.policy_config, len(surface.items), surface.context_dim, surface.item_feature_matrix()
+        )
+        strength = surface.cold_start.strength
+        if (strength is None or strength > 0) and uses_segments(surface, policy):
+            out[name] = surface
+    return out
+
+
+def sample_hash(pseudonym: str) -> int:
+    """Where a user falls in the sample order: hex digits the shard routing does not use."""
+    return int(pseudonym[8:24], 16)
+
+
+def encode_evidence(counts: np.ndarray, sums: np.ndarray, updated_ms: int) -> bytes:
+    """``<Q updated_ms><H m>``, then the ``m`` most played arms (u32), their plays and sums (f32)."""
+    played = np.flatnonzero(counts > 0)
+    if len(played) > SAMPLE_ARMS:
+        played = played[np.argsort(-counts[played], kind="stable")[:SAMPLE_ARMS]]
+        played.sort()
+    m = len(played)
+    return (
+        struct.pack("<QH", updated_ms, m)
+        + played.astype("<u4").tobytes()
+        + counts[played].astype("<f4").tobytes()
+        + np.minimum(sums[played], counts[played]).astype("<f4").tobytes()
+    )
+
+
+def decode_evidence(blob: bytes, n_arms: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(updated_ms, arms, plays, sums) of an ``encode_evidence`` entry; ValueError if malformed."""
+    if len(blob) < 10:
+        raise ValueError("segment sample: truncated entry")
+    updated_ms, m = struct.unpack("<QH", blob[:10])
+    if len(blob) != 10 + 12 * m:
+        raise ValueError("segment sample: wrong length")
+    arms = np.frombuffer(blob, "<u4", m, 10).astype(np.intp)
+    if m and int(arms.max()) >= n_arms:
+        raise ValueError("segment sample: arm out of range")
+    plays = np.frombuffer(blob, "<f4", m, 10 + 4 * m).astype(np.float64)
+    sums = np.frombuffer(blob, "<f4", m, 10 + 8 * m).astype(np.float64)
+    return updated_ms, arms, plays, sums
+
+
+class Sample:
+    """One shard's sample of one surface's users (module docstring)."""
+
+    def __init__(self) -> None:
+        self.threshold = FULL_THRESHOLD
+        self.members: dict[str, int] = {}  # pseudonym -> updated_ms of its published entry
+        self.pending: dict[str, PolicyState] = {}  # changed since published
+        self.dropped: set[str] = set()
+
+    def touched(self, pseudonym: str, state: PolicyState) -> None:
+        if sample_hash(pseudonym) < self.threshold:
+            self.pending[pseudonym] = state
+            if len(self.members.keys() | self.pending.keys()) > SAMPLE_USERS:
+                self._halve()
+
+    def _halve(self) -> None:
+        while len(self.members.keys() | self.pending.keys()) > SAMPLE_USERS:
+            self.threshold //= 2
+            for group in (self.members, self.pending):
+                for pseudonym in [p for p in group if sample_hash(p) >= self.threshold]:
+                    del group[pseudonym]
+                    self.dropped.add(pseudonym)
+
+    def expire(self, before_ms: int) -> None:
+        for pseudonym in [p for p, at in self.members.items() if at < before_ms]:
+            del self.members[pseudonym]
+            self.dropped.add(pseudonym)
+
+    def restore(self, stored: Mapping[bytes, bytes]) -> None:
+        threshold = stored.get(THRESHOLD_FIELD.encode())
+        self.threshold = FULL_THRESHOLD if threshold is None else int(threshold)
+        for field, blob in stored.items():
+            if field != THRESHOLD_FIELD.encode() and len(blob) >= 8:
+                self.members[field.decode()] = struct.unpack("<Q", blob[:8])[0]
+
+
+class LearnedSegments:
+    """Per surface that uses them: the shard's sample and the current segment version."""
+
+    def __init__(
+        self,
+        surfaces: Mapping[str, SurfaceConfig],
+        policies: Mapping[str, Policy[Any]],
+        shard_index: int,
+        user_state_seconds: int,
+    ):
+        self._surfaces = {n: s for n, s in surfaces.items() if uses_segments(s, policies[n])}
+        self._policies = policies
+        self._shard = shard_index
+        self._retention_ms = user_state_seconds * 1000
+        self.samples = {n: Sample() for n in self._surfaces}
+        self.versions: dict[str, SegmentVersion] = {}
+        self._sure: dict[str, list[tuple[PolicyState, float]]] = {}
+
+    @property
+    def surfaces(self) -> tuple[str, ...]:
+        return tuple(self._surfaces)
+
+    def stats(self) -> dict[str, float]:
+        """Users in the samples (all surfaces), and the newest model version served."""
+        return {
+            "segment_sample_users": sum(len(s.members.keys() | s.pending.keys()) for s in self.samples.values()),
+            "segment_version": max((v.version for v in self.versions.values()), default=0),
+        }
+
+    def touched(self, surface: str, pseudonym: str, state: PolicyState) -> None:
+        """The user's state of ``surface`` changed: publish it with the next refresh if sampled."""
+        sample = self.samples.get(surface)
+        if sample is not None:
+            sample.touched(pseudonym, state)
+
+    def forget(self, pseudonym: str) -> None:
+        """Drop the user from every sample (erasure)."""
+        for sample in self.samples.values():
+            sample.pending.pop(pseudonym, None)
+            if sample.members.pop(pseudonym, None) is not None:
+                sample.dropped.add(pseudonym)
+
+    def membership(self, surface: str, state: PolicyState) -> np.ndarray:
+        """The posterior over the current version's segments of a user whose decision state is ``state``."""
+        model = self.versions[surface].model
+        return model.membership(state.arrays["counts"], state.arrays["reward_sums"])
+
+    def describe(self, surface: str, state: PolicyState, strength: float | None) -> dict[str, Any]:
+        """A user's membership for the admin API: the version, segment ids and probabilities (largest
+        first), the prior's strength (``strength`` if configured), the user's plays."""
+        version = self.versions.get(surface)
+        plays = float(state.arrays["counts"].sum())
+        if version is None:
+            return {"version": 0, "memberships": [], "prior_strength": 0.0, "interactions": plays}
+        membership = self.membership(surface, state)
+        order = np.argsort(-membership, kind="stable")
+        _, estimated = self.prior(surface, membership)
+        return {
+            "version": version.version,
+            "memberships": [(version.ids[s], float(membership[s])) for s in order],
+            "prior_strength": estimated if strength is None else strength,
+            "interactions": plays,
+        }
+
+    def prior(self, surface: str, membership: np.ndarray) -> tuple[PolicyState, float]:
+        """The prior state of a user with ``membership`` of the current version, and its strength."""
+        version = self.versions[surface]
+        policy = self._policies[surface]
+        best = int(np.argmax(membership))
+        if membership[best] >= SURE:
+            return self._sure[surface][best]
+        return _prior_state(policy, version, membership)
+
+    async def restore(self, redis: aioredis.Redis) -> None:
+        """Continue the samples this shard published; load the current models."""
+        for name, surface in self._surfaces.items():
+            stored: Any = await redis.hgetall(keys.segment_sample_key(name, surface.fingerprint, self._shard))
+            self.samples[name].restore(stored)
+        await self.refresh(redis)
+
+    async def refresh(self, redis: aioredis.Redis, now_ms: int | None = None) -> None:
+        """Publish the changed entries of the samples, drop the old, load models of a new version."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        async with redis.pipeline(transaction=False) as pipe:
+            for name, surface in self._surfaces.items():
+                pipe.hget(keys.segment_model_key(name, surface.fingerprint), VERSION_FIELD)
+            versions = await pipe.execute()
+            for name, surface in self._surfaces.items():
+                self._publish(pipe, name, surface, now_ms)
+            await pipe.execute()
+        changed = [
+            name
+            for name, number in zip(self._surfaces, versions, strict=True)
+            if number is not None and (name not in self.versions or self.versions[name].version != int(number))
+        ]
+        for name in changed:
+            surface = self._surfaces[name]
+            blob: Any = await redis.hget(keys.segment_model_key(name, surface.fingerprint), MODEL_FIELD)
+            if blob is not None:
+                self._load(name, blob)
+
+    def _publish(self, pipe: Any, name: str, surface: SurfaceConfig, now_ms: int) -> None:
+        sample = self.samples[name]
+        sample.expire(now_ms - self._retention_ms)
+        key = keys.segment_sample_key(name, surface.fingerprint, self._shard)
+        pending, sample.pending = sample.pending, {}
+        dropped, sample.dropped = sample.dropped - pending.keys(), set()
+        if pending:
+            entries: dict[str, bytes | str] = {THRESHOLD_FIELD: str(sample.threshold)}
+            for pseudonym, state in pending.items():
+                arrays = state.dense().arrays
+                entries[pseudonym] = encode_evidence(arrays["counts"], arrays["reward_sums"], now_ms)
+                sample.members[pseudonym] = now_ms
+            pipe.hset(key, mapping=entries)
+        if dropped:
+            pipe.hdel(key, *dropped)
+            pipe.hset(key, THRESHOLD_FIELD, str(sample.threshold))
+
+    def _load(self, name: str, blob: bytes) -> None:
+        try:
+            version = decode(blob)
+        except ValueError as exc:
+            log.warning("shard %d: ignoring the segment model of %s: %s", self._shard, name, exc)
+            return
+        if version.model.means.shape[1] != len(self._surfaces[name].items):
+            log.warning("shard %d: the segment model of %s has another catalogue", self._shard, name)
+            return
+        policy = self._policies[name]
+        self.versions[name] = version
+        self._sure[name] = [_prior_state(policy, version, np.eye(version.model.k)[s]) for s in range(version.model.k)]
+
+
+def _prior_state(policy: Policy[Any], version: SegmentVersion, membership: np.ndarray) -> tuple[PolicyState, float]:
+    plays, sums, strength = version.model.prior(membership)
+    state = policy.new_state()
+    state.arrays["counts"][:], state.arrays["reward_sums"][:] = plays, sums
+    state.n_updates = 1
+    return state, strength
+
+
+def sample_keys(surfaces: Iterable[SurfaceConfig], shards: int) -> list[tuple[str, list[str]]]:
+    """Per surface name: the sample keys of every shard."""
+    return [(s.name, [keys.segment_sample_key(s.name, s.fingerprint, k) for k in range(shards)]) for s in surfaces]

@@ -1,0 +1,169 @@
+"""The segment fitter: the one writer of every surface's segment model.
+
+Every ``FIT_SECONDS`` (longer if fitting took more than ``MAX_DUTY`` of the time) it reads the
+shards' samples of each surface's users (``state/segment_priors.py``), fits segments to them
+(``learning.segments.fit_segments``: the number of segments chosen from the data, at most the
+surface's ``cold_start.max_segments``), keeps the ids of the segments it found again
+(``versions.next_version``) and writes the new version to the surface's model hash, the previous
+one beside it. Shards load a new version within their next prior refresh. A fit runs only when the
+samples changed; fitting runs in a thread, so the actor still answers while it fits.
+``SegmentFitter`` is plain asyncio, testable without Ray; ``workers.cluster`` hosts it as an actor
+that Ray restarts after a crash (it resumes from the version in Redis: the models are the durable
+state, fitting again is cheap).
+
+Versions only move forward: the write is a transaction watching the model key, so a fitter that
+lost a race (an old incarnation still finishing) does not overwrite a newer version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, WatchError
+
+from rewardloop.learning.segments import fit_segments
+from rewardloop.learning.segments.versions import SegmentVersion, decode, encode, next_version
+from rewardloop.learning.surface import SurfaceConfig
+from rewardloop.state import keys
+from rewardloop.state.segment_priors import (
+    MODEL_FIELD,
+    PREVIOUS_FIELD,
+    THRESHOLD_FIELD,
+    VERSION_FIELD,
+    decode_evidence,
+    segment_surfaces,
+)
+from rewardloop.workers.config import ServiceConfig
+
+log = logging.getLogger(__name__)
+
+FIT_SECONDS = 30.0
+MAX_DUTY = 0.1
+"""Share of its time the fitter may spend fitting (fits are seconds of CPU each, on a box that serves)."""
+
+
+class SegmentFitter:
+    def __init__(self, config: ServiceConfig, redis_url: str):
+        self.redis = aioredis.Redis.from_url(redis_url)
+        self.shards = config.shards
+        self.surfaces: dict[str, SurfaceConfig] = segment_surfaces(config.surfaces)
+        self.retention_ms = config.retention.user_state_seconds * 1000
+        self._fitted: dict[str, bytes] = {}  # surface -> digest of the samples last fitted
+        self._task: asyncio.Task[None] | None = None
+        self.fits = 0
+        self.last_fit_seconds = 0.0
+
+    def start(self) -> None:
+        if self._task is None and self.surfaces:
+            self._task = asyncio.get_running_loop().create_task(self._fit_forever())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.redis.aclose()
+
+    async def _fit_forever(self) -> None:
+        pause = FIT_SECONDS
+        while True:
+            await asyncio.sleep(pause)
+            started = time.monotonic()
+            try:
+                await self.fit()
+            except RedisError as exc:
+                log.warning("segment fit failed: %s", exc)
+            # Fitting takes at most MAX_DUTY of a core, however many surfaces and users there are.
+            self.last_fit_seconds = time.monotonic() - started
+            pause = max(FIT_SECONDS, self.last_fit_seconds * (1.0 - MAX_DUTY) / MAX_DUTY)
+
+    async def fit(self, now_ms: int | None = None) -> dict[str, int]:
+        """Fit every surface whose samples changed; the current version number of each surface."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        out: dict[str, int] = {}
+        for name, surface in self.surfaces.items():
+            version = await self._fit_surface(name, surface, now_ms)
+            if version is not None:
+                out[name] = version
+        return out
+
+    async def _fit_surface(self, name: str, surface: SurfaceConfig, now_ms: int) -> int | None:
+        model_key = keys.segment_model_key(name, surface.fingerprint)
+        plays, sums, digest = await self._sample(surface, now_ms)
+        previous_blob: Any = await self.redis.hget(model_key, MODEL_FIELD)
+        previous = _decoded(previous_blob, name)
+        if digest == self._fitted.get(name):
+            return None if previous is None else previous.version
+        seed = 1 if previous is None else previous.version + 1
+        model = await asyncio.to_thread(fit_segments, plays, sums, seed, max_segments=surface.cold_start.max_segments)
+        self._fitted[name] = digest
+        if model is None:
+            return None if previous is None else previous.version
+        version = next_version(previous, model, now_ms)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(model_key)
+                current: Any = await pipe.hget(model_key, MODEL_FIELD)
+                if current != previous_blob:
+                    return None  # another fitter wrote a version meanwhile: its version stands
+                pipe.multi()
+                fields: Any = {MODEL_FIELD: encode(version), VERSION_FIELD: str(version.version)}
+                if previous_blob is not None:
+                    fields[PREVIOUS_FIELD] = previous_blob
+                pipe.hset(model_key, mapping=fields)
+                await pipe.execute()
+            except WatchError:
+                return None
+        self.fits += 1
+        log.info("segments of %s: version %d, %d segments", name, version.version, version.model.k)
+        return version.version
+
+    async def _sample(self, surface: SurfaceConfig, now_ms: int) -> tuple[np.ndarray, np.ndarray, bytes]:
+        """(users x arms) plays and reward sums of every shard's sample, and a digest of them. Entries
+        past the users' retention are deleted."""
+        n_arms = len(surface.items)
+        sample_keys = [keys.segment_sample_key(surface.name, surface.fingerprint, k) for k in range(self.shards)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in sample_keys:
+                pipe.hgetall(key)
+            stored: list[Any] = await pipe.execute()
+        rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        digest = hashlib.blake2b(digest_size=16)
+        expired: dict[str, list[bytes]] = {}
+        for key, entries in zip(sample_keys, stored, strict=True):
+            for pseudonym in sorted(entries):
+                if pseudonym == THRESHOLD_FIELD.encode():
+                    continue
+                blob = entries[pseudonym]
+                try:
+                    updated_ms, arms, n, x = decode_evidence(blob, n_arms)
+                except ValueError:
+                    expired.setdefault(key, []).append(pseudonym)
+                    continue
+                if updated_ms < now_ms - self.retention_ms:
+                    expired.setdefault(key, []).append(pseudonym)
+                    continue
+                digest.update(pseudonym + blob)
+                rows.append((arms, n, x))
+        for key, fields in expired.items():
+            await self.redis.hdel(key, *fields)
+        plays, sums = np.zeros((len(rows), n_arms)), np.zeros((len(rows), n_arms))
+        for i, (arms, n, x) in enumerate(rows):
+            plays[i, arms], sums[i, arms] = n, x
+        return plays, sums, digest.digest()
+
+
+def _decoded(blob: bytes | None, name: str) -> SegmentVersion | None:
+    if blob is None:
+        return None
+    try:
+        return decode(blob)
+    except ValueError as exc:
+        log.warning("segments of %s: starting afresh from an unreadable model: %s", name, exc)
+        return None
