@@ -35,6 +35,9 @@ TEST_CONFIG = {
         "pseudonym_key": "test-key",
         # Simulated users act far faster than people: no burst limit (test_reward_engine checks it).
         "quality": {"burst_per_second": 1_000_000, "burst_per_minute": 1_000_000},
+        # Segments change only when a test asks (tests/integration/test_segments.py): a refit landing
+        # mid-run at a wall-clock moment would make every learning test's outcome depend on timing.
+        "segment_fit_seconds": 0,
     },
     "surfaces": {
         "ucb": {"algorithm": "ucb1", "items": ITEMS},

@@ -29,7 +29,11 @@ POPULATION = Population(n_users=150, n_items=12, n_segments=3, taste_strength=3.
 ITEMS = list(POPULATION.item_ids)
 CONFIG = ServiceConfig.from_dict(
     {
-        "service": {"shards": 2, "quality": {"burst_per_second": 1_000_000, "burst_per_minute": 1_000_000}},
+        "service": {
+            "shards": 2,
+            "segment_fit_seconds": 0,
+            "quality": {"burst_per_second": 1_000_000, "burst_per_minute": 1_000_000},
+        },
         "surfaces": {
             # Uniform plays (epsilon 1): every user's evidence covers every item, as in the recovery test of
             # tests/unit/test_segments.py; adaptive policies play mostly what users like.

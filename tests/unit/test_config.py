@@ -27,6 +27,8 @@ BAD_CONFIGS = [
     ({"surfaces": {}}, "at least one surface"),
     (_cfg(service={"shards": 0}), r"service.shards must be an integer in \[1, 256\], got 0"),
     (_cfg(service={"color": 1}), "service: unknown key"),
+    (_cfg(service={"segment_fit_seconds": -1}), r"service.segment_fit_seconds must be an integer in \[0, 86400\]"),
+    ({"surfaces": {"s": {**OK_SURFACE, "cold_start": {"max_segments": 99}}}}, r"cold_start.max_segments must be"),
     ({"surfaces": {"s": {**OK_SURFACE, "items": []}}}, "surfaces.s.items must be a non-empty list"),
     ({"surfaces": {"s": {**OK_SURFACE, "items": ["a", "a"]}}}, "duplicate item id 'a'"),
     ({"surfaces": {"s": {**OK_SURFACE, "algorithm": "nope"}}}, "surfaces.s.params: unknown algorithm 'nope'"),

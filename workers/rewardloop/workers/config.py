@@ -54,6 +54,9 @@ class ServiceConfig:
     realtime: RealtimeFeatures = field(default_factory=RealtimeFeatures)
     # How long logs and learned states stay in Redis (state/retention.py).
     retention: Retention = field(default_factory=Retention)
+    # How often the segment fitter refits every surface's segments (workers/segments.py); 0: only
+    # when asked (tests and benchmarks that must know when segments change).
+    segment_fit_seconds: int = 30
 
     def __post_init__(self) -> None:
         """What holds across the parts; each surface and experiment has checked itself."""
@@ -61,6 +64,7 @@ class ServiceConfig:
         integer_in("service.seed", self.seed, 0, 2**63 - 1)
         integer_in("service.snapshot_every", self.snapshot_every, 1, 1_000_000)
         integer_in("service.memory_budget_mb", self.memory_budget_mb, 1, 1_048_576)
+        integer_in("service.segment_fit_seconds", self.segment_fit_seconds, 0, 86_400)
         if not self.surfaces:
             raise ConfigError("surfaces: at least one surface must be configured")
         for name, surface in self.surfaces.items():
@@ -93,6 +97,7 @@ class ServiceConfig:
         service = dict(raw.get("service", {}))
         known = {
             "shards", "seed", "snapshot_every", "memory_budget_mb", "pseudonym_key", "quality", "realtime", "retention",
+            "segment_fit_seconds",
         }  # fmt: skip
         reject_unknown("service", service, known)
         shards = integer_in("service.shards", service.get("shards", 2), 1, 256)
@@ -119,6 +124,9 @@ class ServiceConfig:
             quality=_quality(service.get("quality", {})),
             realtime=realtime,
             retention=_retention(service.get("retention", {})),
+            segment_fit_seconds=integer_in(
+                "service.segment_fit_seconds", service.get("segment_fit_seconds", 30), 0, 86_400
+            ),
         )
 
     @property

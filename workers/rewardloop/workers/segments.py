@@ -1,6 +1,6 @@
 """The segment fitter: the one writer of every surface's segment model.
 
-Every ``FIT_SECONDS`` (longer if fitting took more than ``MAX_DUTY`` of the time) it reads the
+Every ``service.segment_fit_seconds`` (longer if fitting took more than ``MAX_DUTY`` of the time) it reads the
 shards' samples of each surface's users (``state/segment_priors.py``), fits segments to them
 (``learning.segments.fit_segments``: the number of segments chosen from the data, at most the
 surface's ``cold_start.max_segments``), keeps the ids of the segments it found again
@@ -43,7 +43,6 @@ from rewardloop.workers.config import ServiceConfig
 
 log = logging.getLogger(__name__)
 
-FIT_SECONDS = 30.0
 MAX_DUTY = 0.1
 """Share of its time the fitter may spend fitting (fits are seconds of CPU each, on a box that serves)."""
 
@@ -57,10 +56,11 @@ class SegmentFitter:
         self._fitted: dict[str, bytes] = {}  # surface -> digest of the samples last fitted
         self._task: asyncio.Task[None] | None = None
         self.fits = 0
+        self.every = float(config.segment_fit_seconds)
         self.last_fit_seconds = 0.0
 
     def start(self) -> None:
-        if self._task is None and self.surfaces:
+        if self._task is None and self.surfaces and self.every > 0:
             self._task = asyncio.get_running_loop().create_task(self._fit_forever())
 
     async def close(self) -> None:
@@ -71,7 +71,7 @@ class SegmentFitter:
         await self.redis.aclose()
 
     async def _fit_forever(self) -> None:
-        pause = FIT_SECONDS
+        pause = self.every
         while True:
             await asyncio.sleep(pause)
             started = time.monotonic()
@@ -81,7 +81,7 @@ class SegmentFitter:
                 log.warning("segment fit failed: %s", exc)
             # Fitting takes at most MAX_DUTY of a core, however many surfaces and users there are.
             self.last_fit_seconds = time.monotonic() - started
-            pause = max(FIT_SECONDS, self.last_fit_seconds * (1.0 - MAX_DUTY) / MAX_DUTY)
+            pause = max(self.every, self.last_fit_seconds * (1.0 - MAX_DUTY) / MAX_DUTY)
 
     async def fit(self, now_ms: int | None = None) -> dict[str, int]:
         """Fit every surface whose samples changed; the current version number of each surface."""
