@@ -33,7 +33,7 @@ from rewardloop.learning.segments.versions import encode, next_version
 from rewardloop.server.app import Service
 from rewardloop.simulator import Population
 from rewardloop.state.priors import Priors
-from rewardloop.state.user_state import new_user_state
+from rewardloop.state.user_state import UserState, new_user_state
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.kinds import Bandit
 from rewardloop.workers.messages import RecommendCall
@@ -75,40 +75,40 @@ def fitting() -> None:
         print(f"  {users:>6} {items:>6} {plays:>10} {model.k if model else 0:>9} {elapsed:>8.2f}", flush=True)
 
 
-def in_process(items: int, calls: int) -> None:
-    print(f"\n2. in-process decisions, thompson, {items} items, n=10: microseconds per Recommend (median of 5 runs)")
+def deciders(items: int) -> tuple[dict[str, Bandit], list[UserState]]:
+    """The shard's deciders of two surfaces of one catalogue, "with" segments (a fitted model loaded)
+    and "without", over one population prior; 500 users with 5-40 plays each on both."""
     pop = population(2000, items)
     n, x = evidence(pop, 30, seed=2)
-    surfaces = {}
-    for name, segments in (("with", True), ("without", False)):
-        spec = {"algorithm": "thompson", "items": list(pop.item_ids), "cold_start": {"segments": segments}}
-        surfaces[name] = spec
-    config = ServiceConfig.from_dict({"surfaces": surfaces})
+    spec = {"algorithm": "thompson", "items": list(pop.item_ids)}
+    config = ServiceConfig.from_dict(
+        {"surfaces": {"with": spec, "without": {**spec, "cold_start": {"segments": False}}}}
+    )
     policies = {name: make_policy(s.policy_config, len(s.items)) for name, s in config.surfaces.items()}
     priors = Priors(config.surfaces, policies, 0, 1)
-    for name in ("with", "without"):  # the population prior both start from
-        for u in range(200):
-            for arm in np.flatnonzero(n[u]):
-                priors.learn(name, "", int(arm), float(x[u, arm] / n[u, arm]), None, None)
-    priors._recompute("with", [])
-    priors._recompute("without", [])
+    for name in policies:  # the population prior both start from
+        for u, arm in zip(*np.nonzero(n[:200]), strict=True):
+            priors.learn(name, "", int(arm), float(x[u, arm] / n[u, arm]), None, None)
+        priors._recompute(name, [])
     model = fit_segments(n, x, seed=0)
     assert model is not None
     priors.learned._load("with", encode(next_version(None, model, 0)))
     rng = np.random.default_rng(3)
+    clicks = pop.click_matrix()
     users = []
     for u in range(500):
-        plays = int(rng.integers(5, 41))
-        states = {}
-        for name in ("with", "without"):
-            state = policies[name].new_state()
-            for arm in rng.integers(0, items, size=plays):
-                policies[name].update(state, int(arm), float(rng.random() < pop.click_matrix()[u, arm]))
-            states[name] = state
         user = new_user_state(f"{u:032x}", policies, seed=0)
-        user.policies.update(states)
+        for arm in rng.integers(0, items, size=int(rng.integers(5, 41))):
+            reward = float(rng.random() < clicks[u, arm])
+            for name, policy in policies.items():
+                policy.update(user.policies[name], int(arm), reward)
         users.append(user)
-    kinds = {name: Bandit(config.surfaces[name], policies[name], priors) for name in ("with", "without")}
+    return {name: Bandit(config.surfaces[name], policies[name], priors) for name in policies}, users
+
+
+def in_process(items: int, calls: int) -> None:
+    print(f"\n2. in-process decisions, thompson, {items} items, n=10: microseconds per Recommend (median of 5 runs)")
+    kinds, users = deciders(items)
 
     def timed(name: str, fresh: bool) -> float:
         """Microseconds per decision over ``calls`` decisions."""
