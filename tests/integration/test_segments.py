@@ -37,7 +37,12 @@ CONFIG = ServiceConfig.from_dict(
         "surfaces": {
             # Uniform plays (epsilon 1): every user's evidence covers every item, as in the recovery test of
             # tests/unit/test_segments.py; adaptive policies play mostly what users like.
-            "seg": {"algorithm": "epsilon_greedy", "params": {"epsilon": 1.0}, "items": ITEMS},
+            "seg": {
+                "algorithm": "epsilon_greedy",
+                "params": {"epsilon": 1.0},
+                "items": ITEMS,
+                "cold_start": {"segments": True},
+            },
             "seg_off": {"algorithm": "thompson", "items": ITEMS, "cold_start": {"segments": False}},
             "seg_ctx": {"algorithm": "linucb", "items": ITEMS, "features": {"numeric": ["x"]}},
         },
@@ -135,11 +140,13 @@ def _assert_same(before: dict[str, dict[int, float]], after: dict[str, dict[int,
     [
         (admin_pb2.ListSegmentsRequest(surface=""), "ListSegments", grpc.StatusCode.INVALID_ARGUMENT, "surface"),
         (admin_pb2.ListSegmentsRequest(surface="nope"), "ListSegments", grpc.StatusCode.NOT_FOUND, "surface"),
-        (admin_pb2.ListSegmentsRequest(surface="ucb", top_items=101), "ListSegments",
+        (admin_pb2.ListSegmentsRequest(surface="ts", top_items=101), "ListSegments",
          grpc.StatusCode.INVALID_ARGUMENT, "top_items"),
         (admin_pb2.ListSegmentsRequest(surface="ctx_linucb"), "ListSegments",
          grpc.StatusCode.FAILED_PRECONDITION, "ctx_linucb"),
-        (admin_pb2.GetMembershipRequest(surface="ucb", user_id=""), "GetMembership",
+        (admin_pb2.GetMembershipRequest(surface="ucb", user_id="u"), "GetMembership",
+         grpc.StatusCode.FAILED_PRECONDITION, "cold_start.segments"),
+        (admin_pb2.GetMembershipRequest(surface="ts", user_id=""), "GetMembership",
          grpc.StatusCode.INVALID_ARGUMENT, "user_id"),
         (admin_pb2.GetMembershipRequest(surface="nope", user_id="u"), "GetMembership",
          grpc.StatusCode.NOT_FOUND, "surface"),
@@ -156,7 +163,7 @@ async def test_segment_requests_name_what_is_wrong(
 
 async def test_a_new_user_has_no_interactions_and_the_shares_as_membership(channel: grpc.aio.Channel) -> None:
     reply = await admin_pb2_grpc.AdminStub(channel).GetMembership(
-        admin_pb2.GetMembershipRequest(surface="ucb", user_id="segments-never-seen")
+        admin_pb2.GetMembershipRequest(surface="ts", user_id="segments-never-seen")
     )
     assert reply.interactions == 0.0
     assert reply.version == 0 or abs(sum(m.probability for m in reply.memberships) - 1.0) < 1e-9

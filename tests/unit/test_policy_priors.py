@@ -222,3 +222,34 @@ def test_thompson_combine_replaces_the_uniform_base_where_the_prior_has_data() -
     # A new user's prior mean is the population's (stacked on Beta(1, 1) it would be (1 + 0.4) / 6).
     alpha, beta = policy.posterior(policy.combine(policy.new_state(), prior, 4.0))
     assert alpha[0] / (alpha[0] + beta[0]) == pytest.approx(0.1)
+
+
+PER_ARM_NAMES = [name for name in PRIOR_NAMES if build(ALGORITHMS[name]()).per_arm_strength]
+
+
+@pytest.mark.parametrize("name", PER_ARM_NAMES)
+def test_a_strength_per_arm_is_each_arm_combined_at_its_own_strength(name: str) -> None:
+    policy = build(ALGORITHMS[name]())
+    rng = np.random.default_rng(5)
+    user, prior = policy.new_state(), policy.new_state()
+    for _ in range(40):
+        policy.update(prior, int(rng.integers(N_ARMS)), float(rng.random() < 0.3))
+    for _ in range(6):
+        policy.update(user, int(rng.integers(N_ARMS)), float(rng.random() < 0.6))
+    strengths = np.linspace(0.5, 30.0, N_ARMS)
+    per_arm = policy.combine(user, prior, strengths)
+    for arm, strength in enumerate(strengths):
+        alone = policy.combine(user, prior, float(strength))
+        for key, values in per_arm.arrays.items():
+            assert values[arm] == pytest.approx(alone.arrays[key][arm], rel=1e-12), (key, arm)
+    with pytest.raises(ValueError, match="strength per arm"):
+        policy.combine(user, prior, np.ones(N_ARMS + 1))
+    with pytest.raises(ValueError, match="strength per arm"):
+        policy.combine(user, prior, np.full(N_ARMS, -1.0))
+
+
+def test_linear_policies_take_one_strength() -> None:
+    assert "linucb" in PRIOR_NAMES and "linucb" not in PER_ARM_NAMES
+    policy = build(LinUCB())
+    with pytest.raises(ValueError, match="strength must be a finite number"):
+        policy.combine(policy.new_state(), policy.new_state(), np.ones(N_ARMS))

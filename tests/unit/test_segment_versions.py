@@ -107,6 +107,12 @@ def test_cold_start_names_what_is_wrong(kwargs: dict[str, object], message: str)
         ColdStart(**kwargs)  # type: ignore[arg-type]
 
 
+def test_segments_are_on_by_default_where_they_were_measured_to_help() -> None:
+    assert ColdStart().learns_segments("thompson") and not ColdStart().learns_segments("ucb1")
+    assert ColdStart(segments=True).learns_segments("ucb1")
+    assert not ColdStart(segments=False).learns_segments("thompson")
+
+
 def test_an_unset_strength_is_estimated_and_a_set_one_is_kept() -> None:
     assert ColdStart().strength is None and ColdStart().prior_strength == 2.0
     assert ColdStart(strength=7).prior_strength == 7.0

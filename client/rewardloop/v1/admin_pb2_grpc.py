@@ -81,8 +81,8 @@ class AdminServicer:
         """The behaviour-based segments the service learned for `surface`: the
         current version, each segment's share of users, its prior strength, the
         items its users like most, and how it moved since the previous version.
-        Segments are learned by surfaces whose `cold_start.segments` is on (the
-        default) and whose algorithm counts plays (thompson, ucb1,
+        Segments are learned by surfaces whose `cold_start.segments` is on (by
+        default for thompson) and whose algorithm counts plays (thompson, ucb1,
         epsilon_greedy, softmax, gaussian_thompson); `version` is 0 until the
         first fit (enough users with a few interactions each).
 

@@ -108,3 +108,15 @@ def reject_unknown(where: str, spec: Mapping[str, Any], known: set[str]) -> None
 def within(where: str, exc: ConfigError) -> ConfigError:
     """``exc`` about a field of the table at ``where`` (``surfaces.home.reward``)."""
     return ConfigError(f"{where}.{exc}")
+
+
+def prior_strength(strength: object, n_arms: int | None) -> float | np.ndarray:
+    """A prior's strength for ``Policy.combine``: a finite number >= 0, or (``n_arms`` given) one per arm."""
+    if isinstance(strength, np.ndarray) and n_arms is not None:
+        if strength.shape != (n_arms,) or not bool(np.all(np.isfinite(strength) & (strength >= 0))):
+            raise ValueError(f"strength per arm must be {n_arms} finite numbers >= 0")
+        return strength
+    weight = float(strength) if isinstance(strength, int | float | np.integer | np.floating) else math.nan
+    if isinstance(strength, bool) or not (0.0 <= weight < math.inf):
+        raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
+    return weight

@@ -40,6 +40,10 @@ SURFACE_KINDS = ("bandit",)
 DEFAULT_STRENGTH = 2.0
 """Prior strength (pseudo-observations) where none is configured or estimated yet."""
 MAX_SEGMENTS = 32
+SEGMENTS_BY_DEFAULT = frozenset({"thompson"})
+"""Algorithms that learn segments unless ``cold_start.segments`` says otherwise: with segments,
+epsilon-greedy and UCB1 exploit the segment's favourites and stop exploring a long tail (0.52-0.60x
+the best item on ``long_tail`` against 0.78-0.87x from the population prior)."""
 SURFACE_KEYS = {"kind", "algorithm", "params", "items", "features", "cold_start", "item_features", "reward"}
 
 
@@ -54,17 +58,23 @@ class ColdStart:
     ``strength`` unset (the default) is estimated from the data: with learned ``segments`` it is the
     strength the user's segments were estimated to have (empirical Bayes, ``learning/segments``);
     before the first segments are fitted, and for policies without them, ``DEFAULT_STRENGTH``.
-    ``segments`` (on by default) learns behaviour-based segments of the surface's users, at most
-    ``max_segments`` of them, and serves each user from the ones that explain their behaviour
-    (count-based policies: thompson, ucb1, epsilon_greedy, softmax, gaussian_thompson).
+    ``segments`` learns behaviour-based segments of the surface's users, at most ``max_segments``
+    of them, and serves each user from the ones that explain their behaviour (count-based policies:
+    thompson, ucb1, epsilon_greedy, softmax, gaussian_thompson). Unset, it is on for the algorithms
+    it was measured to help across the population families (``SEGMENTS_BY_DEFAULT``; bench/README.md,
+    "Segments in the service"): Thompson sampling, whose draws keep exploring under a strong prior.
     """
 
     strength: float | None = None
     segment_strength: float = 20.0
     # Feature whose categorical value names the user's segment; None: population only.
     segment_feature: str | None = None
-    segments: bool = True
+    segments: bool | None = None
     max_segments: int = 8
+
+    def learns_segments(self, algorithm: str) -> bool:
+        """Whether a surface of ``algorithm`` learns segments (``segments``, else the algorithm's default)."""
+        return algorithm in SEGMENTS_BY_DEFAULT if self.segments is None else self.segments
 
     @property
     def prior_strength(self) -> float:
@@ -72,7 +82,7 @@ class ColdStart:
         return DEFAULT_STRENGTH if self.strength is None else self.strength
 
     def __post_init__(self) -> None:
-        if not isinstance(self.segments, bool):
+        if self.segments is not None and not isinstance(self.segments, bool):
             raise ConfigError(f"segments must be true or false, got {self.segments!r}")
         value = self.max_segments
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SEGMENTS:

@@ -141,8 +141,9 @@ class Priors:
         segment: str,
         own: PolicyState | None = None,
         memberships: dict[str, tuple[int, int, np.ndarray]] | None = None,
-    ) -> tuple[PolicyState, float] | None:
-        """The prior a user of named ``segment`` starts from, and how strongly; None without one.
+    ) -> tuple[PolicyState, float | np.ndarray] | None:
+        """The prior a user of named ``segment`` starts from, and how strongly (per arm, for learned
+        segments); None without one.
 
         Without a named segment, a user whose decision state is ``own`` is served from the learned
         segments that explain it, once there are some: their membership is cached in

@@ -48,7 +48,9 @@ SURE = 0.999
 
 def uses_segments(surface: SurfaceConfig, policy: Policy[Any]) -> bool:
     """Learned segments serve the surface: enabled, and a count-based policy that takes a prior."""
-    if not surface.cold_start.segments or not getattr(policy, "supports_prior", False) or policy.contextual:
+    if not surface.cold_start.learns_segments(surface.policy_config.name):
+        return False
+    if not getattr(policy, "supports_prior", False) or policy.contextual:
         return False
     arrays = policy.new_state().arrays
     return set(arrays) == {"counts", "reward_sums"}
@@ -154,7 +156,7 @@ class LearnedSegments:
         self._retention_ms = user_state_seconds * 1000
         self.samples = {n: Sample() for n in self._surfaces}
         self.versions: dict[str, SegmentVersion] = {}
-        self._sure: dict[str, list[tuple[PolicyState, float]]] = {}
+        self._sure: dict[str, list[tuple[PolicyState, np.ndarray]]] = {}
 
     @property
     def surfaces(self) -> tuple[str, ...]:
@@ -194,7 +196,7 @@ class LearnedSegments:
             return {"version": 0, "memberships": [], "prior_strength": 0.0, "interactions": plays}
         membership = self.membership(surface, state)
         order = np.argsort(-membership, kind="stable")
-        _, estimated = self.prior(surface, membership)
+        estimated = float(membership @ version.model.strengths)  # on arms the segments know well
         return {
             "version": version.version,
             "memberships": [(version.ids[s], float(membership[s])) for s in order],
@@ -202,7 +204,7 @@ class LearnedSegments:
             "interactions": plays,
         }
 
-    def prior(self, surface: str, membership: np.ndarray) -> tuple[PolicyState, float]:
+    def prior(self, surface: str, membership: np.ndarray) -> tuple[PolicyState, np.ndarray]:
         """The prior state of a user with ``membership`` of the current version, and its strength."""
         version = self.versions[surface]
         policy = self._policies[surface]
@@ -270,7 +272,9 @@ class LearnedSegments:
         self._sure[name] = [_prior_state(policy, version, np.eye(version.model.k)[s]) for s in range(version.model.k)]
 
 
-def _prior_state(policy: Policy[Any], version: SegmentVersion, membership: np.ndarray) -> tuple[PolicyState, float]:
+def _prior_state(
+    policy: Policy[Any], version: SegmentVersion, membership: np.ndarray
+) -> tuple[PolicyState, np.ndarray]:
     plays, sums, strength = version.model.prior(membership)
     state = policy.new_state()
     state.arrays["counts"][:], state.arrays["reward_sums"][:] = plays, sums

@@ -79,7 +79,7 @@ class SegmentsAdmin:
         if surface.name not in segment_surfaces({surface.name: surface}):
             raise failed_precondition(
                 f"surface {quote(name)} does not learn segments (its algorithm {surface.policy_config.name} "
-                "takes no count-based prior, or cold_start.segments is off)"
+                "takes no count-based prior, or cold_start.segments is off: on by default for thompson only)"
             )
         return surface
 

@@ -47,6 +47,7 @@ from rewardloop.learning.bandits.state import (
     decode_state,
     encode_state,
 )
+from rewardloop.learning.params import prior_strength
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +82,8 @@ class Policy(ABC, Generic[ConfigT]):
     contextual: ClassVar[bool] = False
     """True when ``update`` and ``select`` need the context vector (``context_dim`` >= 1)."""
     supports_prior: ClassVar[bool] = False
+    # ``combine`` takes a strength per arm (count-based states; not the linear policies').
+    per_arm_strength: ClassVar[bool] = False
     """True when the state is additive sufficient statistics, so ``merge`` and ``combine`` work."""
     needs_propensity: ClassVar[bool] = False
     """True when ``update`` needs the propensity the updated arm was drawn with (EXP3)."""
@@ -313,33 +316,30 @@ class Policy(ABC, Generic[ConfigT]):
         merged.n_updates = sum(state.n_updates for state in states)
         return merged
 
-    def combine(self, state: PolicyState, prior: PolicyState, strength: float) -> PolicyState:
+    def combine(self, state: PolicyState, prior: PolicyState, strength: float | FloatArray) -> PolicyState:
         """The state to select with for a user whose own evidence is ``state``, shrunk toward ``prior``.
 
         ``prior`` (a population or segment state of this policy, possibly itself a ``combine``
         result) weighs as ``strength`` >= 0 pseudo-observations per arm it has data on; the
         user's own evidence outweighs it as it grows. Inputs are not modified; the result is
         for ``select`` only (it is not a state updates could produce, so do not store it).
-        Only for ``supports_prior`` algorithms.
+        Only for ``supports_prior`` algorithms; ``per_arm_strength`` ones also take a strength per arm.
         """
         self._require_prior_support("combine")
-        weight = float(strength) if isinstance(strength, int | float | np.integer | np.floating) else math.nan
-        if isinstance(strength, bool) or not (0.0 <= weight < math.inf):
-            raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
+        weight = prior_strength(strength, self.n_arms if self.per_arm_strength else None)
         self._check_layout(state.arrays)
         self._check_layout(prior.arrays)
-        if weight == 0.0:
-            return state.copy()
-        return self._combine(state, prior, weight)
+        return state.copy() if isinstance(weight, float) and weight == 0.0 else self._combine(state, prior, weight)
 
-    def _combine(self, state: PolicyState, prior: PolicyState, strength: float) -> PolicyState:
+    def _combine(self, state: PolicyState, prior: PolicyState, strength: float | FloatArray) -> PolicyState:
         """Count-based shrinkage: ``strength`` pseudo-rewards at the prior's mean, per arm it has data on."""
         combined = state.copy()
         prior_counts = prior.arrays["counts"]
         known = np.flatnonzero(prior_counts > 0)
-        combined.arrays["counts"][known] += strength
+        weight = strength[known] if isinstance(strength, np.ndarray) else strength
+        combined.arrays["counts"][known] += weight
         prior_means = prior.arrays["reward_sums"][known] / prior_counts[known]
-        combined.arrays["reward_sums"][known] += strength * prior_means
+        combined.arrays["reward_sums"][known] += weight * prior_means
         return combined
 
     def _require_prior_support(self, operation: str) -> None:

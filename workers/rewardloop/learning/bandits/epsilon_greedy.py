@@ -54,6 +54,7 @@ class EpsilonGreedy(PolicyConfig):
 
 class EpsilonGreedyPolicy(Policy[EpsilonGreedy]):
     supports_prior = True
+    per_arm_strength = True
 
     def _slate_rule(
         self, state: PolicyState, available: IndexArray, rng: np.random.Generator, context: FloatArray

@@ -68,6 +68,7 @@ class GaussianThompson(PolicyConfig):
 
 class GaussianThompsonPolicy(Policy[GaussianThompson]):
     supports_prior = True
+    per_arm_strength = True
 
     def posterior(self, state: PolicyState, arms: IndexArray | None = None) -> tuple[FloatArray, FloatArray]:
         """Posterior mean and standard deviation of the mean reward of ``arms`` (default: all)."""

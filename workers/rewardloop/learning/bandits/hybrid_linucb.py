@@ -191,7 +191,8 @@ class HybridLinUCBPolicy(RidgePolicy[HybridLinUCB]):
 
         return slot
 
-    def _combine(self, state: PolicyState, prior: PolicyState, strength: float) -> PolicyState:
+    def _combine(self, state: PolicyState, prior: PolicyState, strength: float | FloatArray) -> PolicyState:
+        assert not isinstance(strength, np.ndarray)  # one strength: ``per_arm_strength`` is False
         combined = state.copy()
         known = np.flatnonzero(prior.arrays["counts"] > 0)
         if known.size:

@@ -110,7 +110,8 @@ class RidgePolicy(Policy[RidgeConfigT]):
             gram, xr = gram[arms], xr[arms]
         return np.asarray(np.linalg.solve(self._design(gram), xr[..., None])[..., 0])
 
-    def _combine(self, state: PolicyState, prior: PolicyState, strength: float) -> PolicyState:
+    def _combine(self, state: PolicyState, prior: PolicyState, strength: float | FloatArray) -> PolicyState:
+        assert not isinstance(strength, np.ndarray)  # one strength: ``per_arm_strength`` is False
         combined = state.copy()
         known = np.flatnonzero(prior.arrays["counts"] > 0)
         if known.size:

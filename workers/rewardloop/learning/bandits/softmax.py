@@ -60,6 +60,7 @@ class Softmax(PolicyConfig):
 
 class SoftmaxPolicy(Policy[Softmax]):
     supports_prior = True
+    per_arm_strength = True
 
     def _slate_rule(
         self, state: PolicyState, available: IndexArray, rng: np.random.Generator, context: FloatArray

@@ -74,6 +74,7 @@ class Thompson(PolicyConfig):
 
 class ThompsonPolicy(Policy[Thompson]):
     supports_prior = True
+    per_arm_strength = True
 
     def posterior(self, state: PolicyState, arms: IndexArray | None = None) -> tuple[FloatArray, FloatArray]:
         """Beta posterior parameters (alpha, beta) of ``arms`` (default: every arm)."""
@@ -82,7 +83,7 @@ class ThompsonPolicy(Policy[Thompson]):
             counts, sums = counts[arms], sums[arms]
         return self.config.prior_alpha + sums, self.config.prior_beta + (counts - sums)
 
-    def _combine(self, state: PolicyState, prior: PolicyState, strength: float) -> PolicyState:
+    def _combine(self, state: PolicyState, prior: PolicyState, strength: float | FloatArray) -> PolicyState:
         """Where ``prior`` has data on an arm, it *replaces* the uninformed Beta(prior_alpha, prior_beta).
 
         The arm's posterior becomes ``Beta(s m + x, s (1 - m) + n - x)`` for strength ``s``, the
@@ -99,8 +100,9 @@ class ThompsonPolicy(Policy[Thompson]):
         known = np.flatnonzero(prior_counts > 0)
         base_alpha, base_beta = self.config.prior_alpha, self.config.prior_beta
         means = (prior_sums[known] + base_alpha) / (prior_counts[known] + base_alpha + base_beta)
-        combined.arrays["counts"][known] += strength - base_alpha - base_beta
-        combined.arrays["reward_sums"][known] += strength * means - base_alpha
+        weight = strength[known] if isinstance(strength, np.ndarray) else strength
+        combined.arrays["counts"][known] += weight - base_alpha - base_beta
+        combined.arrays["reward_sums"][known] += weight * means - base_alpha
         return combined
 
     def _slate_rule(

@@ -76,6 +76,7 @@ class UCB1(PolicyConfig):
 
 class UCB1Policy(Policy[UCB1]):
     supports_prior = True
+    per_arm_strength = True
 
     def _slate_rule(
         self, state: PolicyState, available: IndexArray, rng: np.random.Generator, context: FloatArray
