@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import itertools
 import logging
 import statistics
 import time
@@ -56,6 +57,7 @@ SURFACES = {
 FAMILY_ALGORITHMS = ("thompson", "ucb1", "epsilon_greedy")
 NEWCOMER_SHARE = 0.25
 NEWCOMER_REQUESTS = 6
+REFIT_ROUNDS = 5
 
 
 def surfaces_for(seeds: list[int], families: list[str]) -> dict[str, dict[str, object]]:
@@ -77,7 +79,9 @@ def spread(values: list[float]) -> str:
 
 
 async def main_async(seeds: list[int], parts: list[str], family_names: list[str]) -> None:
-    service = {"shards": 2, "seed": 1, "quality": NO_BURST_LIMIT}
+    # Segments are refitted every REFIT_ROUNDS rounds (the service's fitter runs every 30 s; here
+    # rounds take a second or two, and the outcome must not depend on when a fit lands).
+    service = {"shards": 2, "seed": 1, "quality": NO_BURST_LIMIT, "segment_fit_seconds": 0}
     chosen = family_names if "families" in parts else []
     config = ServiceConfig.from_dict({"service": service, "surfaces": surfaces_for(seeds, chosen)})
     runners = [functools.partial(families, chosen=chosen) if part == "families" else PARTS[part] for part in parts]
@@ -85,8 +89,13 @@ async def main_async(seeds: list[int], parts: list[str], family_names: list[str]
         ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
         service = await Service(config, redis_server.url, "127.0.0.1:0").start()
 
+        rounds = itertools.count()
+
         async def refresh() -> None:
             await asyncio.gather(*(a.refresh_priors.remote() for a in service.actors))
+            if next(rounds) % REFIT_ROUNDS == 0:  # the samples just published are fitted
+                await service.fitter.fit_now.remote()
+                await asyncio.gather(*(a.refresh_priors.remote() for a in service.actors))
 
         try:
             async with AsyncClient(service.target, default_timeout=30) as client:
@@ -151,7 +160,7 @@ async def families(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[
     the bound of a policy that knows the true taste groups (issue 11's bars: >= 1.5x random and
     >= 1.1x the best item; newcomers >= 0.95x the best item at request 1 and half the bound's gain
     at requests 4-6)."""
-    print("population families through the service, default hyper-parameters and prior")
+    print("population families through the service, default hyper-parameters and priors (thompson: learned segments)")
     header = f"  {'family':<17} {'algorithm':<15} {'x random':>13} {'x best item':>13} {'new@1 x best':>13}"
     print(f"{header} {'new@4-6 x best':>15} {'bound@4-6':>10}")
     for family in chosen:

@@ -113,6 +113,21 @@ async def test_segments_are_learned_listed_served_and_survive_restarts(
             ray.kill(service.actors[0], no_restart=False)
             await _restarted(service, 0, incarnation)
             _assert_same(before, await _memberships(stub))
+
+            # More traffic, a refit: version 2 names the segments it found again by their ids.
+            await run_population(
+                client, POPULATION, "seg", 10, seed=2, user_prefix="seg-", first_round=60,
+                between_rounds=lambda: _refresh(service),
+            )  # fmt: skip
+            await _refresh(service)
+            assert await service.fitter.fit_now.remote() == {"seg": 2}
+            await _refresh(service)
+            second = await stub.ListSegments(admin_pb2.ListSegmentsRequest(surface="seg"))
+            assert second.version == 2 and second.previous_version == 1
+            kept = [s for s in second.segments if not s.is_new]
+            assert kept and {s.id for s in kept} <= {s.id for s in listed.segments}
+            assert all(0.0 <= s.moved <= 1.0 for s in kept), kept
+            before = await _memberships(stub)
             await channel.close()
     finally:
         await service.stop(grace=0.5)
@@ -122,7 +137,7 @@ async def test_segments_are_learned_listed_served_and_survive_restarts(
     try:
         async with grpc.aio.insecure_channel(again.target) as channel:
             stub = admin_pb2_grpc.AdminStub(channel)
-            assert (await stub.ListSegments(admin_pb2.ListSegmentsRequest(surface="seg"))).version == 1
+            assert (await stub.ListSegments(admin_pb2.ListSegmentsRequest(surface="seg"))).version == 2
             _assert_same(before, await _memberships(stub))
     finally:
         await again.stop(grace=0.5)
