@@ -80,7 +80,7 @@ def test_the_sample_stays_bounded_and_uniform_over_users() -> None:
     for user in users:
         sample.touched(user, policy.new_state())
     kept = sample.members.keys() | sample.pending.keys()
-    assert SAMPLE_USERS / 2 <= len(kept) <= SAMPLE_USERS
+    assert SAMPLE_USERS / 2 <= len(kept) <= SAMPLE_USERS and sample.size == len(kept)
     assert all(sample_hash(u) < sample.threshold for u in kept)
     # Those let in before the threshold fell below them are dropped (their entries deleted).
     assert sample.dropped and all(sample_hash(u) >= sample.threshold for u in sample.dropped)

@@ -112,25 +112,34 @@ class Sample:
         self.members: dict[str, int] = {}  # pseudonym -> updated_ms of its published entry
         self.pending: dict[str, PolicyState] = {}  # changed since published
         self.dropped: set[str] = set()
+        self.size = 0  # distinct users in members and pending
 
     def touched(self, pseudonym: str, state: PolicyState) -> None:
+        """On every learned reward: O(1) unless the sample must shrink."""
         if sample_hash(pseudonym) < self.threshold:
+            if pseudonym not in self.pending and pseudonym not in self.members:
+                self.size += 1
             self.pending[pseudonym] = state
-            if len(self.members.keys() | self.pending.keys()) > SAMPLE_USERS:
+            if self.size > SAMPLE_USERS:
                 self._halve()
 
     def _halve(self) -> None:
-        while len(self.members.keys() | self.pending.keys()) > SAMPLE_USERS:
+        while self.size > SAMPLE_USERS:
             self.threshold //= 2
             for group in (self.members, self.pending):
                 for pseudonym in [p for p in group if sample_hash(p) >= self.threshold]:
                     del group[pseudonym]
                     self.dropped.add(pseudonym)
+            self.recount()
+
+    def recount(self) -> None:
+        self.size = len(self.members.keys() | self.pending.keys())
 
     def expire(self, before_ms: int) -> None:
         for pseudonym in [p for p, at in self.members.items() if at < before_ms]:
             del self.members[pseudonym]
             self.dropped.add(pseudonym)
+        self.recount()
 
     def restore(self, stored: Mapping[bytes, bytes]) -> None:
         threshold = stored.get(THRESHOLD_FIELD.encode())
@@ -138,6 +147,7 @@ class Sample:
         for field, blob in stored.items():
             if field != THRESHOLD_FIELD.encode() and len(blob) >= 8:
                 self.members[field.decode()] = struct.unpack("<Q", blob[:8])[0]
+        self.recount()
 
 
 class LearnedSegments:
@@ -165,7 +175,7 @@ class LearnedSegments:
     def stats(self) -> dict[str, float]:
         """Users in the samples (all surfaces), and the newest model version served."""
         return {
-            "segment_sample_users": sum(len(s.members.keys() | s.pending.keys()) for s in self.samples.values()),
+            "segment_sample_users": sum(s.size for s in self.samples.values()),
             "segment_version": max((v.version for v in self.versions.values()), default=0),
         }
 
@@ -181,6 +191,7 @@ class LearnedSegments:
             sample.pending.pop(pseudonym, None)
             if sample.members.pop(pseudonym, None) is not None:
                 sample.dropped.add(pseudonym)
+            sample.recount()
 
     def membership(self, surface: str, state: PolicyState) -> np.ndarray:
         """The posterior over the current version's segments of a user whose decision state is ``state``."""
