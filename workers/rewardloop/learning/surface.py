@@ -77,6 +77,11 @@ class ColdStart:
         return algorithm in SEGMENTS_BY_DEFAULT if self.segments is None else self.segments
 
     @property
+    def takes_prior(self) -> bool:
+        """Whether users lean on a prior at all: a strength of 0 turns it (and segments) off."""
+        return self.strength is None or self.strength > 0
+
+    @property
     def prior_strength(self) -> float:
         """The configured strength, or ``DEFAULT_STRENGTH`` where it is to be estimated."""
         return DEFAULT_STRENGTH if self.strength is None else self.strength

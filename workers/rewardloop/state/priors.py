@@ -57,7 +57,7 @@ class Priors:
         shards: int,
         user_state_seconds: int = Retention().user_state_seconds,
     ):
-        self._surfaces = {n: s for n, s in surfaces.items() if uses_prior(s, policies[n])}
+        self._surfaces = {n: s for n, s in surfaces.items() if _uses_prior(s, policies[n])}
         # Behaviour-based segments, where they serve (state/segment_priors.py).
         self.learned = LearnedSegments(self._surfaces, policies, shard_index, user_state_seconds)
         self._policies = policies
@@ -252,6 +252,5 @@ def _pop_epoch(stored: dict[bytes, bytes]) -> int | None:
     return None if epoch is None else int(epoch)
 
 
-def uses_prior(surface: SurfaceConfig, policy: Policy[Any]) -> bool:
-    strength = surface.cold_start.strength
-    return (strength is None or strength > 0) and bool(getattr(policy, "supports_prior", False))
+def _uses_prior(surface: SurfaceConfig, policy: Policy[Any]) -> bool:
+    return surface.cold_start.takes_prior and bool(getattr(policy, "supports_prior", False))

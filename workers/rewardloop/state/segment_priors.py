@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -63,8 +63,7 @@ def segment_surfaces(surfaces: Mapping[str, SurfaceConfig]) -> dict[str, Surface
         policy = make_policy(
             surface.policy_config, len(surface.items), surface.context_dim, surface.item_feature_matrix()
         )
-        strength = surface.cold_start.strength
-        if (strength is None or strength > 0) and uses_segments(surface, policy):
+        if surface.cold_start.takes_prior and uses_segments(surface, policy):
             out[name] = surface
     return out
 
@@ -135,6 +134,12 @@ class Sample:
     def recount(self) -> None:
         self.size = len(self.members.keys() | self.pending.keys())
 
+    def forget(self, pseudonym: str) -> None:
+        self.pending.pop(pseudonym, None)
+        if self.members.pop(pseudonym, None) is not None:
+            self.dropped.add(pseudonym)
+        self.recount()
+
     def expire(self, before_ms: int) -> None:
         for pseudonym in [p for p, at in self.members.items() if at < before_ms]:
             del self.members[pseudonym]
@@ -188,10 +193,7 @@ class LearnedSegments:
     def forget(self, pseudonym: str) -> None:
         """Drop the user from every sample (erasure)."""
         for sample in self.samples.values():
-            sample.pending.pop(pseudonym, None)
-            if sample.members.pop(pseudonym, None) is not None:
-                sample.dropped.add(pseudonym)
-            sample.recount()
+            sample.forget(pseudonym)
 
     def membership(self, surface: str, state: PolicyState) -> np.ndarray:
         """The posterior over the current version's segments of a user whose decision state is ``state``."""
@@ -291,8 +293,3 @@ def _prior_state(
     state.arrays["counts"][:], state.arrays["reward_sums"][:] = plays, sums
     state.n_updates = 1
     return state, strength
-
-
-def sample_keys(surfaces: Iterable[SurfaceConfig], shards: int) -> list[tuple[str, list[str]]]:
-    """Per surface name: the sample keys of every shard."""
-    return [(s.name, [keys.segment_sample_key(s.name, s.fingerprint, k) for k in range(shards)]) for s in surfaces]

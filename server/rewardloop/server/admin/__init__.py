@@ -6,8 +6,6 @@ mixins read the configuration and the Redis URL this class holds.
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-
 from rewardloop.server.admin.evaluation import EvaluationAdmin
 from rewardloop.server.admin.segments import SegmentsAdmin
 from rewardloop.server.routing import ShardRouter
@@ -20,5 +18,3 @@ class AdminService(EvaluationAdmin, SegmentsAdmin, admin_pb2_grpc.AdminServicer)
         self._config = config
         self._redis_url = redis_url
         self._router = router
-        # Connects on first use, on the server's event loop.
-        self._redis = aioredis.Redis.from_url(redis_url)

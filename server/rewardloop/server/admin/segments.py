@@ -31,7 +31,7 @@ class SegmentsAdmin:
     """The Admin RPCs of the segments area; `AdminService` mixes it in."""
 
     _config: ServiceConfig
-    _redis: aioredis.Redis
+    _redis_url: str
     _router: ShardRouter | None
 
     async def ListSegments(
@@ -42,9 +42,10 @@ class SegmentsAdmin:
         if top > MAX_TOP_ITEMS:
             raise invalid("top_items", f"must be at most {MAX_TOP_ITEMS}, got {top}")
         try:
-            current, previous = await self._redis.hmget(
-                segment_model_key(surface.name, surface.fingerprint), [MODEL_FIELD, PREVIOUS_FIELD]
-            )
+            async with aioredis.Redis.from_url(self._redis_url) as redis:
+                current, previous = await redis.hmget(
+                    segment_model_key(surface.name, surface.fingerprint), [MODEL_FIELD, PREVIOUS_FIELD]
+                )
         except RedisError as exc:
             raise unavailable(f"storage: {exc}") from None
         version, before = _decoded(current), _decoded(previous)
