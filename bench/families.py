@@ -66,7 +66,7 @@ def main() -> None:
 
 
 def _figures(run: Run) -> tuple[float, float, float, float, float]:
-    best = run.best_item
+    best = run.newcomer_best  # after a taste shift (drift), the best item of the new tastes
     newcomers = run.newcomers(1, 1) / best, run.newcomers(4, 6) / best
     return run.lift, run.over_best_item, *newcomers, run.bound_at(4, 6) / best
 

@@ -167,24 +167,32 @@ async def families(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[
         for algorithm in FAMILY_ALGORITHMS:
             figures = []
             for seed in seeds:
-                population = FAMILIES[family].population(seed)
+                spec = FAMILIES[family]
+                population, shifted = spec.population(seed), spec.shifted(seed)
+                later = shifted or population  # newcomers arrive after any taste shift
+                shift_at = spec.requests if spec.shift_at is None else spec.shift_at
                 surface = f"{family}-{algorithm}-s{seed}"
                 n_new = round(population.n_users * NEWCOMER_SHARE)
                 veterans = list(range(population.n_users - n_new))
                 newcomers = list(range(population.n_users - n_new, population.n_users))
-                old = await run_population(
-                    client, population, surface, FAMILIES[family].requests, users=veterans, seed=seed,
-                    user_prefix=f"{surface}-", between_rounds=refresh,
-                )  # fmt: skip
+                common = dict(users=veterans, seed=seed, user_prefix=f"{surface}-", between_rounds=refresh)
+                old = await run_population(client, population, surface, shift_at, **common)
+                if shift_at < spec.requests:
+                    rest = spec.requests - shift_at
+                    old = old.followed_by(
+                        await run_population(client, later, surface, rest, first_round=shift_at, **common)
+                    )
                 new = await run_population(
-                    client, population, surface, NEWCOMER_REQUESTS, users=newcomers, seed=seed,
+                    client, later, surface, NEWCOMER_REQUESTS, users=newcomers, seed=seed,
                     user_prefix=f"{surface}-", between_rounds=refresh,
                 )  # fmt: skip
-                best = best_item_ctr(population)
-                bound = group_bound(population, NEWCOMER_REQUESTS, seed)
+                best = best_item_ctr(population, shifted, shift_at / spec.requests)
+                best_new = best_item_ctr(later)
+                bound = group_bound(later, NEWCOMER_REQUESTS, seed)
                 figures.append(
                     (old.expected_ctr() / old.random_ctr(), old.expected_ctr() / best,
-                     new.expected_ctr(0, 1) / best, new.expected_ctr(3, 6) / best, sum(bound[3:6]) / 3 / best)
+                     new.expected_ctr(0, 1) / best_new, new.expected_ctr(3, 6) / best_new,
+                     sum(bound[3:6]) / 3 / best_new)
                 )  # fmt: skip
             columns = list(zip(*figures, strict=True))
             cells = " ".join(f"{spread_short(list(c)):>13}" for c in columns[:3])

@@ -51,6 +51,29 @@ class RunResult:
     shown_per_round: list[list[int]] = field(default_factory=list)
     acknowledged_events: int = 0
 
+    def followed_by(self, later: RunResult) -> RunResult:
+        """This run's rounds, then ``later``'s (the same users continuing, e.g. after a taste shift).
+
+        >>> first = RunResult(users=2, expected_per_round=[0.2], random_per_round=[0.2])
+        >>> both = first.followed_by(RunResult(users=2, expected_per_round=[1.0], random_per_round=[0.2]))
+        >>> both.expected_ctr(), both.expected_ctr(1), round(both.random_ctr(), 3)
+        (0.3, 0.5, 0.1)
+        >>> first.followed_by(RunResult(users=3))
+        Traceback (most recent call last):
+        ValueError: followed_by needs the same users, got 2 and 3
+        """
+        if later.users != self.users:
+            raise ValueError(f"followed_by needs the same users, got {self.users} and {later.users}")
+        return RunResult(
+            users=self.users,
+            clicks_per_round=self.clicks_per_round + later.clicks_per_round,
+            expected_per_round=self.expected_per_round + later.expected_per_round,
+            oracle_per_round=self.oracle_per_round + later.oracle_per_round,
+            random_per_round=self.random_per_round + later.random_per_round,
+            shown_per_round=self.shown_per_round + later.shown_per_round,
+            acknowledged_events=self.acknowledged_events + later.acknowledged_events,
+        )
+
     def _mean(self, per_round: list[float] | list[int], first_round: int, last_round: int | None) -> float:
         rounds = per_round[first_round:last_round]
         return sum(rounds) / (len(rounds) * self.users) if rounds else 0.0

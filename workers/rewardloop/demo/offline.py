@@ -47,9 +47,12 @@ class Run:
     newcomer_ctr: FloatArray
     random: float
     best_item: float
+    """The single best item's click rate over the veterans' requests."""
     oracle: float
     bound: FloatArray
     """``group_bound`` at each request index: what knowing the true groups would get a new user."""
+    newcomer_best: float
+    """The single best item's click rate for newcomers (after a taste shift, if there was one)."""
 
     @property
     def lift(self) -> float:
@@ -78,9 +81,15 @@ def run_family(
     requests: int | None = None,
     segments: bool = False,
 ) -> Run:
-    """``family``'s population of ``seed`` served by per-user ``config`` policies over a population prior."""
-    population = family.population(seed)
-    return run_population(population, config, strength, requests or family.requests, seed, newcomer_share, segments)
+    """``family``'s population of ``seed`` served by per-user ``config`` policies over a population prior.
+
+    A drifting family's veterans face the shifted tastes from ``family.shift_at`` on, and newcomers
+    arrive after the shift.
+    """
+    population, shifted = family.population(seed), family.shifted(seed)
+    drift = None if shifted is None or family.shift_at is None else (family.shift_at, shifted)
+    requests = requests or family.requests
+    return run_population(population, config, strength, requests, seed, newcomer_share, segments, drift)
 
 
 def run_population(
@@ -91,9 +100,13 @@ def run_population(
     seed: int,
     newcomer_share: float = 0.25,
     segments: bool = False,
+    drift: tuple[int, Population] | None = None,
 ) -> Run:
+    """``drift = (t, later)``: from request ``t`` on (and for every newcomer) users behave as in ``later``."""
     policy = make_policy(config, n_arms=population.n_items)
-    clicks = population.click_matrix()
+    before = population.click_matrix()
+    shift_at, later = drift if drift is not None else (requests, population)
+    after = later.click_matrix()
     n_new = max(1, round(population.n_users * newcomer_share))
     veterans, newcomers = np.split(np.arange(population.n_users), [population.n_users - n_new])
     states = {int(u): policy.new_state() for u in range(population.n_users)}
@@ -107,6 +120,7 @@ def run_population(
         nonlocal model
         ctr = np.zeros(requests)
         for t in range(requests):
+            clicks = before if refit and t < shift_at else after  # newcomers come after any shift
             prior = prior_live.copy()  # what the shard decides with until the next refresh
             if segments and refit and t % REFIT_ROUNDS == 0:
                 model = fit_segments(*_evidence(states), seed=seed) or model
@@ -127,14 +141,18 @@ def run_population(
 
     veteran_ctr = serve(veterans, refit=True)
     newcomer_ctr = serve(newcomers, refit=False)
+    # The veterans' baselines over their requests: before and after any shift, by its share.
+    share = min(shift_at, requests) / requests
+    mixed = share * before + (1.0 - share) * after
     return Run(
         requests=requests,
         veteran_ctr=veteran_ctr,
         newcomer_ctr=newcomer_ctr,
-        random=float(clicks.mean()),
-        best_item=best_item_ctr(population),
-        oracle=float(clicks.max(axis=1).mean()),
-        bound=np.array(group_bound(population, requests, seed)),
+        random=float(mixed.mean()),
+        best_item=best_item_ctr(population, later, share),
+        oracle=float(share * before.max(axis=1).mean() + (1.0 - share) * after.max(axis=1).mean()),
+        bound=np.array(group_bound(later, requests, seed)),
+        newcomer_best=best_item_ctr(later),
     )
 
 

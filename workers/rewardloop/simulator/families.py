@@ -15,6 +15,10 @@ interactions a user gives.
   popularity of items.
 * ``few_interactions``: 30 items, 8 requests per user from 600 users: users leave before a
   per-user model learns much.
+* ``drift``: ``latent_groups`` whose tastes change halfway: at request 30 of 60 every user's
+  group, the groups' tastes and the user's own are redrawn (``Population.shifted``; the catalogue
+  and the items' popularity stay). What a user and their group taught the model before is wrong
+  after; newcomers arrive in the changed world.
 
 >>> family = FAMILIES["latent_groups"]
 >>> pop = family.population(seed=0)
@@ -43,6 +47,8 @@ from numpy.typing import NDArray
 from rewardloop.simulator.population import Population
 
 FloatArray = NDArray[np.float64]
+SHIFT_SEED = 1_000
+"""Drifting families redraw tastes from ``taste_seed = SHIFT_SEED + seed``."""
 
 
 @dataclass(frozen=True)
@@ -52,9 +58,16 @@ class Family:
     name: str
     settings: dict[str, Any] = field(hash=False)
     requests: int
+    shift_at: int | None = None
+    """Taste drift: from this (0-based) request on, users behave as ``shifted(seed)`` says."""
 
     def population(self, seed: int) -> Population:
+        """The users as they are at their first request."""
         return Population(seed=seed, **self.settings)
+
+    def shifted(self, seed: int) -> Population | None:
+        """The users after the taste shift (newcomers arrive into it), or None without drift."""
+        return None if self.shift_at is None else self.population(seed).shifted(seed=SHIFT_SEED + seed)
 
 
 FAMILIES: dict[str, Family] = {
@@ -93,13 +106,26 @@ FAMILIES: dict[str, Family] = {
             dict(n_users=600, n_items=30, n_segments=4, taste_strength=2.0, base_ctr=0.03, individuality=0.3),
             requests=8,
         ),
+        Family(
+            "drift",
+            dict(n_users=160, n_items=30, n_segments=4, taste_strength=2.0, base_ctr=0.03, individuality=0.3),
+            requests=60,
+            shift_at=30,
+        ),
     )
 }
 
 
-def best_item_ctr(population: Population) -> float:
-    """Click rate of the population's single best item, served to everyone."""
-    return float(population.click_matrix().mean(axis=0).max())
+def best_item_ctr(population: Population, later: Population | None = None, share: float = 1.0) -> float:
+    """Click rate of the population's single best item, served to everyone.
+
+    With ``later``: the best item over requests of which ``share`` meet ``population`` and the
+    rest ``later`` (a taste shift), served to everyone at each of them.
+    """
+    clicks = population.click_matrix()
+    if later is not None:
+        clicks = share * clicks + (1.0 - share) * later.click_matrix()
+    return float(clicks.mean(axis=0).max())
 
 
 def group_bound(population: Population, requests: int, seed: int = 0) -> list[float]:
