@@ -209,7 +209,7 @@ class LearnedSegments:
             return {"version": 0, "memberships": [], "prior_strength": 0.0, "interactions": plays}
         membership = self.membership(surface, state)
         order = np.argsort(-membership, kind="stable")
-        estimated = float(membership @ version.model.strengths)  # on arms the segments know well
+        estimated = float(membership @ version.model.strengths)  # what ``prior`` serves on every arm
         return {
             "version": version.version,
             "memberships": [(version.ids[s], float(membership[s])) for s in order],
