@@ -168,9 +168,9 @@ async def families(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[
             figures = []
             for seed in seeds:
                 spec = FAMILIES[family]
-                population, shifted = spec.population(seed), spec.shifted(seed)
-                later = shifted or population  # newcomers arrive after any taste shift
-                shift_at = spec.requests if spec.shift_at is None else spec.shift_at
+                population = spec.population(seed)
+                # Veterans meet `later` from request `shift_at` on; newcomers arrive after any taste shift.
+                shift_at, later = spec.drift(seed) or (spec.requests, population)
                 surface = f"{family}-{algorithm}-s{seed}"
                 n_new = round(population.n_users * NEWCOMER_SHARE)
                 veterans = list(range(population.n_users - n_new))
@@ -186,7 +186,7 @@ async def families(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[
                     client, later, surface, NEWCOMER_REQUESTS, users=newcomers, seed=seed,
                     user_prefix=f"{surface}-", between_rounds=refresh,
                 )  # fmt: skip
-                best = best_item_ctr(population, shifted, shift_at / spec.requests)
+                best = best_item_ctr(population, later, shift_at / spec.requests)
                 best_new = best_item_ctr(later)
                 bound = group_bound(later, NEWCOMER_REQUESTS, seed)
                 figures.append(

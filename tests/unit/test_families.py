@@ -105,12 +105,13 @@ def test_segment_priors_serve_thompson_better_than_the_population_prior() -> Non
 
 def test_a_drifting_family_redraws_tastes_under_the_same_catalogue() -> None:
     family = FAMILIES["drift"]
-    before, after = family.population(seed=0), family.shifted(seed=0)
-    assert after is not None and family.shift_at == family.requests // 2
+    before, drift = family.population(seed=0), family.drift(seed=0)
+    assert drift is not None and drift[0] == family.shift_at == family.requests // 2
+    after = drift[1]
     assert after.item_ids == before.item_ids and after.user_ids == before.user_ids
     moved = np.abs(after.click_matrix() - before.click_matrix()).mean()
     assert moved > 0.02, moved  # measured 0.06: tastes, not only noise, change
-    assert FAMILIES["latent_groups"].shifted(seed=0) is None
+    assert FAMILIES["latent_groups"].drift(seed=0) is None
     # The best item over both halves is no better than each half's best item served in that half.
     both = best_item_ctr(before, after, share=0.5)
     assert both <= 0.5 * (best_item_ctr(before) + best_item_ctr(after)) + 1e-12
@@ -125,8 +126,9 @@ def test_default_policies_recover_from_a_taste_shift(algorithm: str) -> None:
     recovered, dropped = [], []
     for seed in (1, 2):
         run = run_family(family, DEFAULTS[algorithm], DEFAULT_STRENGTH, seed)
-        after = family.shifted(seed)
-        assert after is not None
+        drift = family.drift(seed)
+        assert drift is not None
+        after = drift[1]
         assert run.newcomer_best == pytest.approx(best_item_ctr(after))  # newcomers arrive after the shift
         random_after = after.random_ctr()
         dropped.append(run.veteran_ctr[family.shift_at : family.shift_at + 5].mean() / random_after)

@@ -86,8 +86,7 @@ def run_family(
     A drifting family's veterans face the shifted tastes from ``family.shift_at`` on, and newcomers
     arrive after the shift.
     """
-    population, shifted = family.population(seed), family.shifted(seed)
-    drift = None if shifted is None or family.shift_at is None else (family.shift_at, shifted)
+    population, drift = family.population(seed), family.drift(seed)
     requests = requests or family.requests
     return run_population(population, config, strength, requests, seed, newcomer_share, segments, drift)
 

@@ -59,15 +59,18 @@ class Family:
     settings: dict[str, Any] = field(hash=False)
     requests: int
     shift_at: int | None = None
-    """Taste drift: from this (0-based) request on, users behave as ``shifted(seed)`` says."""
+    """Taste drift: from this (0-based) request on, users behave as ``drift(seed)`` says."""
 
     def population(self, seed: int) -> Population:
         """The users as they are at their first request."""
         return Population(seed=seed, **self.settings)
 
-    def shifted(self, seed: int) -> Population | None:
-        """The users after the taste shift (newcomers arrive into it), or None without drift."""
-        return None if self.shift_at is None else self.population(seed).shifted(seed=SHIFT_SEED + seed)
+    def drift(self, seed: int) -> tuple[int, Population] | None:
+        """``(shift_at, later)``: from that request on users behave as ``later`` (and newcomers
+        arrive into it); None without drift."""
+        if self.shift_at is None:
+            return None
+        return self.shift_at, self.population(seed).shifted(seed=SHIFT_SEED + seed)
 
 
 FAMILIES: dict[str, Family] = {
