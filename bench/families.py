@@ -46,16 +46,27 @@ def main() -> None:
     parser.add_argument(
         "--segments", action="store_true", help="segment priors (learning.segments), not the population's"
     )
+    parser.add_argument(
+        "--explore-first", action="store_true", help="explore from a user's first request (ColdStart.explore_first)"
+    )
     args = parser.parse_args()
     prior = "segment priors (estimated strength)" if args.segments else f"population prior, strength {args.strength:g}"
-    print(f"{prior}; seeds 0-{args.seeds - 1}; mean (min) over seeds")
+    first = "explore from the first request" if args.explore_first else "first request as configured by default"
+    print(f"{prior}; {first}; seeds 0-{args.seeds - 1}; mean (min) over seeds")
     header = f"{'family':<17} {'algorithm':<16} {'x random':>13} {'x best item':>13} {'new@1 x best':>13}"
     print(f"{header} {'new@4-6 x best':>15} {'group bound':>11} {'s':>4}")
     for family in args.family or list(FAMILIES):
         for name in args.algorithm or list(ALGORITHMS):
             started = time.perf_counter()
             runs = [
-                run_family(FAMILIES[family], ALGORITHMS[name], args.strength, seed, segments=args.segments)
+                run_family(
+                    FAMILIES[family],
+                    ALGORITHMS[name],
+                    args.strength,
+                    seed,
+                    segments=args.segments,
+                    explore_first=True if args.explore_first else None,
+                )
                 for seed in range(args.seeds)
             ]
             figures = np.array([_figures(r) for r in runs])

@@ -60,6 +60,13 @@ TEST_CONFIG = {
             "items": ITEMS[:LEARN_ITEMS],
             "cold_start": {"strength": 2.0},
         },
+        # First request: served the prior's best item, or explored (the twin).
+        "first_ts": {"algorithm": "thompson", "items": ITEMS[:LEARN_ITEMS]},
+        "first_ts_explore": {
+            "algorithm": "thompson",
+            "items": ITEMS[:LEARN_ITEMS],
+            "cold_start": {"explore_first": True},
+        },
         # Drift: a discounted policy and its stationary twin.
         "drift_dts": {"algorithm": "discounted_thompson", "params": {"gamma": 0.99}, "items": ITEMS[:DRIFT_ITEMS]},
         "drift_ts": {"algorithm": "thompson", "items": ITEMS[:DRIFT_ITEMS], "cold_start": {"strength": 0.0}},

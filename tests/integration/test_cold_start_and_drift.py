@@ -8,6 +8,9 @@ import pytest
 
 from rewardloop.client import AsyncClient
 from rewardloop.demo import scenarios
+from rewardloop.demo.drive import run_population
+from rewardloop.simulator.population import Population
+from tests.conftest import LEARN_ITEMS
 from tests.integration.test_contextual import refresh_priors
 
 pytestmark = pytest.mark.cluster
@@ -23,6 +26,30 @@ async def test_new_users_start_from_the_population_and_personalise_within_three_
     # ...and after three feedback events, users unlike the population do measurably better
     # than the population model alone gives them (their first decision: no evidence of their own).
     assert outcome.after_three >= 1.15 * outcome.population_alone
+
+
+async def test_a_new_users_first_request_is_the_priors_best_item_unless_explore_first(service: object) -> None:
+    population = Population(n_users=100, n_items=LEARN_ITEMS, seed=5, taste_dim=4, taste_strength=2.0, base_ctr=0.03)
+    veterans, newcomers = list(range(60)), list(range(60, 100))
+    async with AsyncClient(service.target, default_timeout=10) as client:  # type: ignore[attr-defined]
+        shown = {}
+        for surface in ("first_ts", "first_ts_explore"):
+            await run_population(
+                client, population, surface, 8, users=veterans, seed=1, user_prefix=surface,
+                between_rounds=lambda: refresh_priors(service),
+            )  # fmt: skip
+            await refresh_priors(service)
+            arrivals = await run_population(
+                client, population, surface, 2, users=newcomers, seed=2, user_prefix=surface
+            )
+            shown[surface] = arrivals.shown_per_round
+    greedy, explored = shown["first_ts"], shown["first_ts_explore"]
+    # No evidence of their own: every newcomer is served the one item the population rates best...
+    assert len(set(greedy[0])) == 1
+    # ...and with one event of their own, Thompson's draws take over (as they do from the start
+    # on the twin that explores first).
+    assert len(set(greedy[1])) >= 3
+    assert len(set(explored[0])) >= 3
 
 
 # 2 x 60 users x 500 decisions: about 4 minutes on a quiet 2-core box, and 3-4x that with line

@@ -628,3 +628,19 @@ def test_make_policy_uses_the_registry(name: str) -> None:
 def test_make_policy_validates_n_arms(name: str, n_arms: object) -> None:
     with pytest.raises(ValueError, match=r"n_arms must be an integer in \[1, 2\*\*32\)"):
         make_policy(ALGORITHMS[name](), n_arms, CONTEXT_DIM, np.ones((3, 2)))  # type: ignore[arg-type]
+
+
+def test_exploit_plays_the_best_scores_in_order_with_their_tie_share(policy: Policy) -> None:
+    state = trained(policy, seed=2, steps=300)
+    x = context(5)
+    rng = np.random.default_rng(0)
+    slate = policy.select(state, np.arange(N_ARMS), N_ARMS, rng, context=x, exploit=True)
+    scores = [c.score for c in slate]
+    assert scores == sorted(scores, reverse=True)
+    assert {c.arm for c in slate} == set(range(N_ARMS))
+    for choice in slate:
+        ties = sum(1 for c in slate[choice.slot :] if c.score == choice.score)
+        assert choice.propensity == pytest.approx(1.0 / ties)
+    # The same arms however the exploring draw would have gone (ties aside).
+    again = policy.select(state, np.arange(N_ARMS), 1, np.random.default_rng(1), context=x, exploit=True)
+    assert again[0].score == slate[0].score

@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 
 from rewardloop.learning.bandits import Policy, PolicyConfig, PolicyState, make_policy
 from rewardloop.learning.segments import SegmentModel, fit_segments
+from rewardloop.learning.surface import ColdStart
 from rewardloop.simulator.families import Family, best_item_ctr, group_bound
 from rewardloop.simulator.population import Population
 
@@ -80,6 +81,7 @@ def run_family(
     newcomer_share: float = 0.25,
     requests: int | None = None,
     segments: bool = False,
+    explore_first: bool | None = None,
 ) -> Run:
     """``family``'s population of ``seed`` served by per-user ``config`` policies over a population prior.
 
@@ -88,7 +90,7 @@ def run_family(
     """
     population, drift = family.population(seed), family.drift(seed)
     requests = requests or family.requests
-    return run_population(population, config, strength, requests, seed, newcomer_share, segments, drift)
+    return run_population(population, config, strength, requests, seed, newcomer_share, segments, drift, explore_first)
 
 
 def run_population(
@@ -100,8 +102,12 @@ def run_population(
     newcomer_share: float = 0.25,
     segments: bool = False,
     drift: tuple[int, Population] | None = None,
+    explore_first: bool | None = None,
 ) -> Run:
-    """``drift = (t, later)``: from request ``t`` on (and for every newcomer) users behave as in ``later``."""
+    """``drift = (t, later)``: from request ``t`` on (and for every newcomer) users behave as in ``later``.
+
+    As in the shard, a user without evidence is served the prior's best item unless the algorithm
+    explores first (``ColdStart.explores_first``; ``explore_first`` overrides its default)."""
     policy = make_policy(config, n_arms=population.n_items)
     before = population.click_matrix()
     shift_at, later = drift if drift is not None else (requests, population)
@@ -114,6 +120,7 @@ def run_population(
     available = np.arange(population.n_items)
 
     model: SegmentModel | None = None
+    explores = ColdStart(explore_first=explore_first).explores_first(config.name)
 
     def serve(cohort: NDArray[np.intp], refit: bool) -> FloatArray:
         nonlocal model
@@ -129,7 +136,8 @@ def run_population(
                     effective = _segment_prior(policy, model, state)
                 else:
                     effective = policy.combine(state, prior, strength) if prior.n_updates and strength > 0 else state
-                arm = policy.select(effective, available, 1, rng)[0].arm
+                exploit = effective is not state and state.n_updates == 0 and not explores
+                arm = policy.select(effective, available, 1, rng, exploit=exploit)[0].arm
                 p = clicks[u, arm]
                 reward = float(rng.random() < p)
                 policy.update(state, arm, reward)

@@ -44,6 +44,8 @@ SEGMENTS_BY_DEFAULT = frozenset({"thompson"})
 """Algorithms that learn segments unless ``cold_start.segments`` says otherwise: with segments,
 epsilon-greedy and UCB1 exploit the segment's favourites and stop exploring a long tail (0.52-0.60x
 the best item on ``long_tail`` against 0.78-0.87x from the population prior)."""
+EXPLOIT_FIRST_BY_DEFAULT = frozenset({"thompson"})
+"""Algorithms that serve a user without evidence the prior's best items unless ``cold_start.explore_first``."""
 SURFACE_KEYS = {"kind", "algorithm", "params", "items", "features", "cold_start", "item_features", "reward"}
 
 
@@ -63,6 +65,13 @@ class ColdStart:
     thompson, ucb1, epsilon_greedy, softmax, gaussian_thompson). Unset, it is on for the algorithms
     it was measured to help across the population families (``SEGMENTS_BY_DEFAULT``; bench/README.md,
     "Segments in the service"): Thompson sampling, whose draws keep exploring under a strong prior.
+
+    On Thompson surfaces a user with no evidence on the surface yet is served the prior's best items
+    (``select``'s ``exploit``): their first request has nothing of theirs to learn from, and what the
+    population already knows is worth more to them than a draw around it (bench/README.md, "First
+    request"). ``explore_first`` (unset: false for ``EXPLOIT_FIRST_BY_DEFAULT``, true for the others,
+    whose exploration is what they were configured for: epsilon-greedy at epsilon 1 logs uniformly)
+    says whether the algorithm explores from the first request on.
     """
 
     strength: float | None = None
@@ -71,6 +80,11 @@ class ColdStart:
     segment_feature: str | None = None
     segments: bool | None = None
     max_segments: int = 8
+    explore_first: bool | None = None
+
+    def explores_first(self, algorithm: str) -> bool:
+        """Whether a new user's first request explores (``explore_first``, else the algorithm's default)."""
+        return algorithm not in EXPLOIT_FIRST_BY_DEFAULT if self.explore_first is None else self.explore_first
 
     def learns_segments(self, algorithm: str) -> bool:
         """Whether a surface of ``algorithm`` learns segments (``segments``, else the algorithm's default)."""
@@ -89,6 +103,8 @@ class ColdStart:
     def __post_init__(self) -> None:
         if self.segments is not None and not isinstance(self.segments, bool):
             raise ConfigError(f"segments must be true or false, got {self.segments!r}")
+        if self.explore_first is not None and not isinstance(self.explore_first, bool):
+            raise ConfigError(f"explore_first must be true or false, got {self.explore_first!r}")
         value = self.max_segments
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SEGMENTS:
             raise ConfigError(f"max_segments must be an integer in [1, {MAX_SEGMENTS}], got {value!r}")
@@ -262,7 +278,11 @@ def surface_from_dict(name: str, spec: Mapping[str, Any], realtime: RealtimeFeat
 
 
 def _cold_start(spec: Mapping[str, Any]) -> ColdStart:
-    reject_unknown("cold_start", spec, {"strength", "segment_strength", "segment_feature", "segments", "max_segments"})
+    reject_unknown(
+        "cold_start",
+        spec,
+        {"strength", "segment_strength", "segment_feature", "segments", "max_segments", "explore_first"},
+    )
     try:
         return ColdStart(**spec)
     except ConfigError as exc:

@@ -52,7 +52,13 @@ class Bandit:
         context = np.array(features) if policy.contextual else None
         prior = self._priors.prior(call.surface, call.segment, policy_state, user.memberships)
         effective = policy.combine(policy_state, *prior) if prior is not None else policy_state
-        choices = policy.select(effective, available, call.n, user.rng, context=context)
+        # Nothing of the user's own to learn from yet: serve what the prior knows (ColdStart).
+        exploit = (
+            prior is not None
+            and policy_state.n_updates == 0
+            and not surface.cold_start.explores_first(surface.policy_config.name)
+        )
+        choices = policy.select(effective, available, call.n, user.rng, context=context, exploit=exploit)
         decision = Decision(
             decision_id=new_decision_id(now_ms),
             items=tuple(ChosenItem(surface.items[c.arm], float(c.score), float(c.propensity), c.slot) for c in choices),

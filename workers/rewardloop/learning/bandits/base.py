@@ -38,6 +38,7 @@ from rewardloop.learning.bandits.slates import (
     SlotRule,
     check_available,
     draw_slate,
+    greedy,
 )
 from rewardloop.learning.bandits.state import (
     ArmRows,
@@ -291,8 +292,7 @@ class Policy(ABC, Generic[ConfigT]):
 
     def _means(self, state: PolicyState, arms: IndexArray, unplayed: float) -> FloatArray:
         """Empirical mean reward of ``arms``; ``unplayed`` for arms never played."""
-        counts = state.arrays["counts"][arms]
-        sums = state.arrays["reward_sums"][arms]
+        counts, sums = state.arrays["counts"][arms], state.arrays["reward_sums"][arms]
         return np.divide(sums, counts, out=np.full(len(arms), unplayed), where=counts > 0)
 
     # --- priors: population and segment statistics ----------------------------------------
@@ -371,21 +371,21 @@ class Policy(ABC, Generic[ConfigT]):
         n: int,
         rng: np.random.Generator,
         context: npt.ArrayLike | None = None,
+        exploit: bool = False,
     ) -> list[Choice]:
         """A slate of ``n`` distinct arms from ``available``, drawn slot by slot without replacement.
 
-        Every slot's arm is drawn with ``rng`` from the probabilities the algorithm gives
-        over the arms still open; the choice records that probability as its propensity.
-        ``context`` is required by contextual algorithms and ignored by the others. Neither
-        ``state``, ``available`` nor ``context`` is modified.
+        Each slot's arm is drawn with ``rng`` from the algorithm's probabilities over the open
+        arms (its propensity); with ``exploit``, the best-scoring open arm (ties uniformly).
+        ``context`` is required by contextual algorithms only. Inputs are not modified.
         """
         arms = self._check_available(available)
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= len(arms):
             raise ValueError(
                 f"n must be an integer in [1, {len(arms)}] (the number of available arms), got {n!r}",
             )
-        x = self._check_context(context) if self.contextual else NO_CONTEXT
-        return draw_slate(self._slate_rule(state, arms, rng, x), arms, n, rng)
+        rule = self._slate_rule(state, arms, rng, self._check_context(context) if self.contextual else NO_CONTEXT)
+        return draw_slate(greedy(rule) if exploit else rule, arms, n, rng)
 
     def distribution(
         self,

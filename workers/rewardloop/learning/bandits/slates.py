@@ -41,6 +41,16 @@ def uniform_over_maxima(scores: FloatArray) -> FloatArray:
     return best / np.count_nonzero(best)
 
 
+def greedy(rule: SlotRule) -> SlotRule:
+    """``rule`` without its exploration: the best of its scores among the open arms, ties uniformly."""
+
+    def slot(remaining: IndexArray) -> tuple[FloatArray, FloatArray]:
+        scores, _ = rule(remaining)
+        return scores, uniform_over_maxima(scores)
+
+    return slot
+
+
 def thompson_slot_rule(scores: FloatArray, draws: FloatArray) -> SlotRule:
     """Slot rule of sampling-based algorithms given ``draws``, K posterior samples per arm (K x m).
 
