@@ -123,6 +123,17 @@ TEST_CONFIG = {
         },
         # The fuzz suite's surfaces: hostile traffic trains only these.
         **fuzzing.SURFACES,
+        # The same two at the strength learned from their users (no cold_start.strength).
+        "ctx_linucb_learned": {
+            "algorithm": "linucb",
+            "items": ITEMS[:LEARN_ITEMS],
+            "features": {"numeric": CONTEXT_FEATURES},
+        },
+        "ctx_lints_learned": {
+            "algorithm": "lin_ts",
+            "items": ITEMS[:LEARN_ITEMS],
+            "features": {"numeric": CONTEXT_FEATURES},
+        },
         "ctx_lints": {
             "algorithm": "lin_ts",
             "items": ITEMS[:LEARN_ITEMS],

@@ -14,8 +14,11 @@ from sklearn.metrics import adjusted_rand_score
 
 from rewardloop.client import AsyncClient
 from rewardloop.demo.drive import run_population
+from rewardloop.learning.segments.linear_prior import linear_strength
+from rewardloop.learning.surface import DEFAULT_STRENGTH
 from rewardloop.server.app import Service
 from rewardloop.simulator import Population
+from rewardloop.state.keys import pseudonymize
 from rewardloop.v1 import admin_pb2, admin_pb2_grpc
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.redis_server import EmbeddedRedis
@@ -27,6 +30,9 @@ pytestmark = pytest.mark.cluster
 # users' uniform plays (0.47 with 90 users x 40 plays: then no method can be asked 0.7).
 POPULATION = Population(n_users=150, n_items=12, n_segments=3, taste_strength=3.0, base_ctr=0.05, seed=3)
 ITEMS = list(POPULATION.item_ids)
+LINEAR_POPULATION = Population(n_users=120, n_items=6, taste_dim=4, taste_strength=2.0, base_ctr=0.03, seed=4)
+LINEAR_ITEMS = list(LINEAR_POPULATION.item_ids)
+LINEAR_FEATURES = [*LINEAR_POPULATION.user_feature_names, *LINEAR_POPULATION.context_names]
 CONFIG = ServiceConfig.from_dict(
     {
         "service": {
@@ -45,6 +51,8 @@ CONFIG = ServiceConfig.from_dict(
             },
             "seg_off": {"algorithm": "thompson", "items": ITEMS, "cold_start": {"segments": False}},
             "seg_ctx": {"algorithm": "linucb", "items": ITEMS, "features": {"numeric": ["x"]}},
+            # A linear policy without a configured strength: the strength is learned.
+            "lin": {"algorithm": "lin_ts", "items": LINEAR_ITEMS, "features": {"numeric": LINEAR_FEATURES}},
         },
     }
 )
@@ -182,3 +190,67 @@ async def test_a_new_user_has_no_interactions_and_the_shares_as_membership(chann
     )
     assert reply.interactions == 0.0
     assert reply.version == 0 or abs(sum(m.probability for m in reply.memberships) - 1.0) < 1e-9
+
+
+@pytest.mark.timeout(600)
+async def test_a_linear_surface_learns_its_prior_strength_and_serves_it_after_restarts(
+    ray_cluster: None, redis_server: EmbeddedRedis
+) -> None:
+    service = await Service(CONFIG, redis_server.url, "127.0.0.1:0", shard_prefix="linprior").start()
+    user = f"lin-{LINEAR_POPULATION.user_ids[0]}"
+    try:
+        async with AsyncClient(service.target, default_timeout=30) as client:
+            channel = grpc.aio.insecure_channel(service.target)
+            stub = admin_pb2_grpc.AdminStub(channel)
+            listed = await stub.ListSegments(admin_pb2.ListSegmentsRequest(surface="lin"))
+            assert listed.version == 0 and listed.prior_strength == 0.0
+            served = await stub.GetMembership(admin_pb2.GetMembershipRequest(surface="lin", user_id=user))
+            assert served.prior_strength == DEFAULT_STRENGTH  # before any estimate
+            await run_population(
+                client, LINEAR_POPULATION, "lin", 12, seed=1, user_prefix="lin-", contextual=True,
+                between_rounds=lambda: _refresh(service),
+            )  # fmt: skip
+            await _refresh(service)  # the samples are published
+            assert (await service.fitter.fit_now.remote())["lin"] == 1
+            await _refresh(service)  # the shards load it
+
+            listed = await stub.ListSegments(admin_pb2.ListSegmentsRequest(surface="lin"))
+            assert listed.version == 1 and not listed.segments
+            # What the fitter wrote is the estimate of every sampled user's state, as the shards hold it.
+            expected = linear_strength(*await _linear_states(service, redis_server))
+            assert expected is not None and listed.prior_strength == pytest.approx(expected, rel=1e-9)
+            assert listed.prior_strength > 5 * DEFAULT_STRENGTH  # these users' coefficients agree
+            served = await stub.GetMembership(admin_pb2.GetMembershipRequest(surface="lin", user_id=user))
+            assert (served.version, served.prior_strength) == (1, listed.prior_strength)
+
+            incarnation = await _incarnation(service, 0)
+            ray.kill(service.actors[0], no_restart=False)
+            await _restarted(service, 0, incarnation)
+            for shard_user in (user, f"lin-{LINEAR_POPULATION.user_ids[1]}"):  # either shard
+                again = await stub.GetMembership(admin_pb2.GetMembershipRequest(surface="lin", user_id=shard_user))
+                assert (again.version, again.prior_strength) == (1, listed.prior_strength)
+            await channel.close()
+    finally:
+        await service.stop(grace=0.5)
+    restarted = await Service(CONFIG, redis_server.url, "127.0.0.1:0", shard_prefix="linprior").start()
+    try:
+        async with grpc.aio.insecure_channel(restarted.target) as channel:
+            stub = admin_pb2_grpc.AdminStub(channel)
+            again = await stub.GetMembership(admin_pb2.GetMembershipRequest(surface="lin", user_id=user))
+            assert (again.version, again.prior_strength) == (1, listed.prior_strength)
+    finally:
+        await restarted.stop(grace=0.5)
+
+
+async def _linear_states(service: Service, redis_server: EmbeddedRedis) -> tuple[np.ndarray, np.ndarray]:
+    """Every user's (arms, d, d) Gram matrices and (arms, d) ``xr`` on ``lin``, from their shards."""
+    surface = CONFIG.surfaces["lin"]
+    router = service.router
+    grams, xrs = [], []
+    for user in LINEAR_POPULATION.user_ids:
+        pseudonym = pseudonymize(f"lin-{user}", CONFIG.pseudonym_key.encode())
+        arrays = (await router.user_state(pseudonym))["lin"]
+        grams.append(arrays["gram"])
+        xrs.append(arrays["xr"])
+    assert len(grams[0]) == len(surface.items)
+    return np.array(grams), np.array(xrs)

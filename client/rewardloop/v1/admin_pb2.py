@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19rewardloop/v1/admin.proto\x12\rrewardloop.v1\"9\n\x13ListSegmentsRequest\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x11\n\ttop_items\x18\x02 \x01(\r\"A\n\x0bSegmentItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x13\n\x0bmean_reward\x18\x02 \x01(\x01\x12\x0c\n\x04lift\x18\x03 \x01(\x01\"\x99\x01\n\x07Segment\x12\n\n\x02id\x18\x01 \x01(\x04\x12\r\n\x05share\x18\x02 \x01(\x01\x12\r\n\x05plays\x18\x03 \x01(\x01\x12\x16\n\x0eprior_strength\x18\x04 \x01(\x01\x12-\n\ttop_items\x18\x05 \x03(\x0b\x32\x1a.rewardloop.v1.SegmentItem\x12\x0e\n\x06is_new\x18\x06 \x01(\x08\x12\r\n\x05moved\x18\x07 \x01(\x01\"\x92\x01\n\x14ListSegmentsResponse\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x14\n\x0c\x66itted_at_ms\x18\x03 \x01(\x03\x12(\n\x08segments\x18\x04 \x03(\x0b\x32\x16.rewardloop.v1.Segment\x12\x18\n\x10previous_version\x18\x05 \x01(\x04\"8\n\x14GetMembershipRequest\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"=\n\x12SegmentProbability\x12\x12\n\nsegment_id\x18\x01 \x01(\x04\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\x9f\x01\n\x15GetMembershipResponse\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x36\n\x0bmemberships\x18\x03 \x03(\x0b\x32!.rewardloop.v1.SegmentProbability\x12\x16\n\x0eprior_strength\x18\x04 \x01(\x01\x12\x14\n\x0cinteractions\x18\x05 \x01(\x01\"\xef\x01\n\x15\x45valuatePolicyRequest\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12@\n\x06params\x18\x03 \x03(\x0b\x32\x30.rewardloop.v1.EvaluatePolicyRequest.ParamsEntry\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x15\n\rmax_decisions\x18\x05 \x01(\r\x12\x16\n\x0etrain_fraction\x18\x06 \x01(\x01\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x9e\x01\n\x13PolicyValueEstimate\x12\x11\n\testimator\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x03 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x04 \x01(\x01\x12\x11\n\tstd_error\x18\x05 \x01(\x01\x12\x1d\n\x15\x65\x66\x66\x65\x63tive_sample_size\x18\x06 \x01(\x01\x12\x12\n\nmax_weight\x18\x07 \x01(\x01\"\xa9\x01\n\x16\x45valuatePolicyResponse\x12\x35\n\testimates\x18\x01 \x03(\x0b\x32\".rewardloop.v1.PolicyValueEstimate\x12\x14\n\x0clogged_value\x18\x02 \x01(\x01\x12\x17\n\x0ftrain_decisions\x18\x03 \x01(\x04\x12\x16\n\x0e\x65val_decisions\x18\x04 \x01(\x04\x12\x11\n\talgorithm\x18\x05 \x01(\t2\x9b\x02\n\x05\x41\x64min\x12]\n\x0e\x45valuatePolicy\x12$.rewardloop.v1.EvaluatePolicyRequest\x1a%.rewardloop.v1.EvaluatePolicyResponse\x12W\n\x0cListSegments\x12\".rewardloop.v1.ListSegmentsRequest\x1a#.rewardloop.v1.ListSegmentsResponse\x12Z\n\rGetMembership\x12#.rewardloop.v1.GetMembershipRequest\x1a$.rewardloop.v1.GetMembershipResponseB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19rewardloop/v1/admin.proto\x12\rrewardloop.v1\"9\n\x13ListSegmentsRequest\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x11\n\ttop_items\x18\x02 \x01(\r\"A\n\x0bSegmentItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x13\n\x0bmean_reward\x18\x02 \x01(\x01\x12\x0c\n\x04lift\x18\x03 \x01(\x01\"\x99\x01\n\x07Segment\x12\n\n\x02id\x18\x01 \x01(\x04\x12\r\n\x05share\x18\x02 \x01(\x01\x12\r\n\x05plays\x18\x03 \x01(\x01\x12\x16\n\x0eprior_strength\x18\x04 \x01(\x01\x12-\n\ttop_items\x18\x05 \x03(\x0b\x32\x1a.rewardloop.v1.SegmentItem\x12\x0e\n\x06is_new\x18\x06 \x01(\x08\x12\r\n\x05moved\x18\x07 \x01(\x01\"\xaa\x01\n\x14ListSegmentsResponse\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x14\n\x0c\x66itted_at_ms\x18\x03 \x01(\x03\x12(\n\x08segments\x18\x04 \x03(\x0b\x32\x16.rewardloop.v1.Segment\x12\x18\n\x10previous_version\x18\x05 \x01(\x04\x12\x16\n\x0eprior_strength\x18\x06 \x01(\x01\"8\n\x14GetMembershipRequest\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"=\n\x12SegmentProbability\x12\x12\n\nsegment_id\x18\x01 \x01(\x04\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\x9f\x01\n\x15GetMembershipResponse\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x36\n\x0bmemberships\x18\x03 \x03(\x0b\x32!.rewardloop.v1.SegmentProbability\x12\x16\n\x0eprior_strength\x18\x04 \x01(\x01\x12\x14\n\x0cinteractions\x18\x05 \x01(\x01\"\xef\x01\n\x15\x45valuatePolicyRequest\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12@\n\x06params\x18\x03 \x03(\x0b\x32\x30.rewardloop.v1.EvaluatePolicyRequest.ParamsEntry\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x15\n\rmax_decisions\x18\x05 \x01(\r\x12\x16\n\x0etrain_fraction\x18\x06 \x01(\x01\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x9e\x01\n\x13PolicyValueEstimate\x12\x11\n\testimator\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x03 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x04 \x01(\x01\x12\x11\n\tstd_error\x18\x05 \x01(\x01\x12\x1d\n\x15\x65\x66\x66\x65\x63tive_sample_size\x18\x06 \x01(\x01\x12\x12\n\nmax_weight\x18\x07 \x01(\x01\"\xa9\x01\n\x16\x45valuatePolicyResponse\x12\x35\n\testimates\x18\x01 \x03(\x0b\x32\".rewardloop.v1.PolicyValueEstimate\x12\x14\n\x0clogged_value\x18\x02 \x01(\x01\x12\x17\n\x0ftrain_decisions\x18\x03 \x01(\x04\x12\x16\n\x0e\x65val_decisions\x18\x04 \x01(\x04\x12\x11\n\talgorithm\x18\x05 \x01(\t2\x9b\x02\n\x05\x41\x64min\x12]\n\x0e\x45valuatePolicy\x12$.rewardloop.v1.EvaluatePolicyRequest\x1a%.rewardloop.v1.EvaluatePolicyResponse\x12W\n\x0cListSegments\x12\".rewardloop.v1.ListSegmentsRequest\x1a#.rewardloop.v1.ListSegmentsResponse\x12Z\n\rGetMembership\x12#.rewardloop.v1.GetMembershipRequest\x1a$.rewardloop.v1.GetMembershipResponseB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,21 +41,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEGMENT']._serialized_start=171
   _globals['_SEGMENT']._serialized_end=324
   _globals['_LISTSEGMENTSRESPONSE']._serialized_start=327
-  _globals['_LISTSEGMENTSRESPONSE']._serialized_end=473
-  _globals['_GETMEMBERSHIPREQUEST']._serialized_start=475
-  _globals['_GETMEMBERSHIPREQUEST']._serialized_end=531
-  _globals['_SEGMENTPROBABILITY']._serialized_start=533
-  _globals['_SEGMENTPROBABILITY']._serialized_end=594
-  _globals['_GETMEMBERSHIPRESPONSE']._serialized_start=597
-  _globals['_GETMEMBERSHIPRESPONSE']._serialized_end=756
-  _globals['_EVALUATEPOLICYREQUEST']._serialized_start=759
-  _globals['_EVALUATEPOLICYREQUEST']._serialized_end=998
-  _globals['_EVALUATEPOLICYREQUEST_PARAMSENTRY']._serialized_start=953
-  _globals['_EVALUATEPOLICYREQUEST_PARAMSENTRY']._serialized_end=998
-  _globals['_POLICYVALUEESTIMATE']._serialized_start=1001
-  _globals['_POLICYVALUEESTIMATE']._serialized_end=1159
-  _globals['_EVALUATEPOLICYRESPONSE']._serialized_start=1162
-  _globals['_EVALUATEPOLICYRESPONSE']._serialized_end=1331
-  _globals['_ADMIN']._serialized_start=1334
-  _globals['_ADMIN']._serialized_end=1617
+  _globals['_LISTSEGMENTSRESPONSE']._serialized_end=497
+  _globals['_GETMEMBERSHIPREQUEST']._serialized_start=499
+  _globals['_GETMEMBERSHIPREQUEST']._serialized_end=555
+  _globals['_SEGMENTPROBABILITY']._serialized_start=557
+  _globals['_SEGMENTPROBABILITY']._serialized_end=618
+  _globals['_GETMEMBERSHIPRESPONSE']._serialized_start=621
+  _globals['_GETMEMBERSHIPRESPONSE']._serialized_end=780
+  _globals['_EVALUATEPOLICYREQUEST']._serialized_start=783
+  _globals['_EVALUATEPOLICYREQUEST']._serialized_end=1022
+  _globals['_EVALUATEPOLICYREQUEST_PARAMSENTRY']._serialized_start=977
+  _globals['_EVALUATEPOLICYREQUEST_PARAMSENTRY']._serialized_end=1022
+  _globals['_POLICYVALUEESTIMATE']._serialized_start=1025
+  _globals['_POLICYVALUEESTIMATE']._serialized_end=1183
+  _globals['_EVALUATEPOLICYRESPONSE']._serialized_start=1186
+  _globals['_EVALUATEPOLICYRESPONSE']._serialized_end=1355
+  _globals['_ADMIN']._serialized_start=1358
+  _globals['_ADMIN']._serialized_end=1641
 # @@protoc_insertion_point(module_scope)

@@ -43,18 +43,20 @@ class Segment(_message.Message):
     def __init__(self, id: _Optional[int] = ..., share: _Optional[float] = ..., plays: _Optional[float] = ..., prior_strength: _Optional[float] = ..., top_items: _Optional[_Iterable[_Union[SegmentItem, _Mapping]]] = ..., is_new: _Optional[bool] = ..., moved: _Optional[float] = ...) -> None: ...
 
 class ListSegmentsResponse(_message.Message):
-    __slots__ = ("surface", "version", "fitted_at_ms", "segments", "previous_version")
+    __slots__ = ("surface", "version", "fitted_at_ms", "segments", "previous_version", "prior_strength")
     SURFACE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FITTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_STRENGTH_FIELD_NUMBER: _ClassVar[int]
     surface: str
     version: int
     fitted_at_ms: int
     segments: _containers.RepeatedCompositeFieldContainer[Segment]
     previous_version: int
-    def __init__(self, surface: _Optional[str] = ..., version: _Optional[int] = ..., fitted_at_ms: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., previous_version: _Optional[int] = ...) -> None: ...
+    prior_strength: float
+    def __init__(self, surface: _Optional[str] = ..., version: _Optional[int] = ..., fitted_at_ms: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., previous_version: _Optional[int] = ..., prior_strength: _Optional[float] = ...) -> None: ...
 
 class GetMembershipRequest(_message.Message):
     __slots__ = ("surface", "user_id")

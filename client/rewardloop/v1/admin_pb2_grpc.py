@@ -84,11 +84,12 @@ class AdminServicer:
         Segments are learned by surfaces whose `cold_start.segments` is on (by
         default for thompson) and whose algorithm counts plays (thompson, ucb1,
         epsilon_greedy, softmax, gaussian_thompson); `version` is 0 until the
-        first fit (enough users with a few interactions each).
+        first fit (enough users with a few interactions each). Linear surfaces
+        whose prior strength is learned list no segments, only that strength.
 
         Errors: INVALID_ARGUMENT (empty surface, top_items out of range),
-        NOT_FOUND (unknown surface), FAILED_PRECONDITION (a surface that does not
-        learn segments), UNAVAILABLE (storage down).
+        NOT_FOUND (unknown surface), FAILED_PRECONDITION (a surface that learns
+        neither segments nor a prior strength), UNAVAILABLE (storage down).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,10 +98,11 @@ class AdminServicer:
     def GetMembership(self, request, context):
         """One user's membership of the surface's segments: the posterior over
         segments given what the user did so far (a new user's is the segments'
-        shares), and the strength of the prior it gives them.
+        shares), and the strength of the prior it gives them (on a linear
+        surface: no memberships, the strength the user's shard serves).
 
         Errors: INVALID_ARGUMENT (empty surface or user_id), NOT_FOUND (unknown
-        surface), FAILED_PRECONDITION (a surface that does not learn segments),
+        surface), FAILED_PRECONDITION (a surface that learns neither),
         UNAVAILABLE (the user's shard or storage down).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

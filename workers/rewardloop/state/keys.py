@@ -183,3 +183,9 @@ def segment_model_key(surface_name: str, fingerprint: str) -> str:
     """Hash of the surface's segment model: field ``current`` (this version's bytes, with its number
     inside), ``previous`` (the version before, for how segments moved). One writer: the fitter."""
     return f"{KEY_PREFIX}segments:{surface_name}:{fingerprint}"
+
+
+def linear_prior_key(surface_name: str, fingerprint: str) -> str:
+    """Hash of a linear surface's learned prior strength: fields ``version``, ``strength``, ``users``,
+    ``created_ms``. One writer: the fitter (``workers/segments.py``)."""
+    return f"{KEY_PREFIX}linprior:{surface_name}:{fingerprint}"

@@ -147,7 +147,9 @@ class Priors:
 
         Without a named segment, a user whose decision state is ``own`` is served from the learned
         segments that explain it, once there are some: their membership is cached in
-        ``memberships`` (the user's), by model version and the user's update count.
+        ``memberships`` (the user's), by model version and the user's update count. A linear surface
+        without a configured strength is served at the one learned from its users
+        (``learning.segments.linear_prior``), ``DEFAULT_STRENGTH`` before the first estimate.
         """
         surface_config = self._surfaces.get(surface)
         if surface_config is None:
@@ -167,7 +169,8 @@ class Priors:
         base = named or priors.get(POPULATION)
         if base is None:
             return None
-        return base, cold_start.prior_strength
+        learned = self.learned.linear_strength(surface) if cold_start.strength is None else None
+        return base, cold_start.prior_strength if learned is None else learned
 
     async def restore(self, redis: aioredis.Redis) -> None:
         """Continue this shard's contribution (and segment samples) from what it last published."""

@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 
 from rewardloop.learning.bandits import Policy, PolicyState, make_policy
 from rewardloop.learning.segments.versions import SegmentVersion, decode
-from rewardloop.learning.surface import SurfaceConfig
+from rewardloop.learning.surface import DEFAULT_STRENGTH, SurfaceConfig
 from rewardloop.state import keys
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,13 @@ SAMPLE_USERS = 2000
 """Most users a shard keeps in its sample of one surface."""
 SAMPLE_ARMS = 64
 """Most arms of one user's evidence in the sample (their most played)."""
+LINEAR_SAMPLE_BYTES = 4 << 20
+"""Bytes of one shard's sample of one linear surface (``linear_sample_users``)."""
+MIN_LINEAR_SAMPLE = 100
 THRESHOLD_FIELD = "#threshold"
 FULL_THRESHOLD = 1 << 64
 MODEL_FIELD, VERSION_FIELD, PREVIOUS_FIELD = "current", "version", "previous"
+STRENGTH_FIELD = "strength"
 SURE = 0.999
 """A membership this sure of one segment is served that segment's prior (built once per version)."""
 
@@ -56,16 +60,28 @@ def uses_segments(surface: SurfaceConfig, policy: Policy[Any]) -> bool:
     return set(arrays) == {"counts", "reward_sums"}
 
 
+def learns_linear_strength(surface: SurfaceConfig, policy: Policy[Any]) -> bool:
+    """A per-arm ridge policy (linucb, lin_ts, discounted_linucb) whose prior strength is not configured:
+    it is estimated from a sample of the users (``learning.segments.linear_prior``)."""
+    if surface.cold_start.strength is not None or not policy.contextual:
+        return False
+    if not getattr(policy, "supports_prior", False):
+        return False
+    return set(policy.new_state().arrays) == {"counts", "gram", "xr"}
+
+
 def segment_surfaces(surfaces: Mapping[str, SurfaceConfig]) -> dict[str, SurfaceConfig]:
     """The surfaces that learn segments: ``uses_segments`` of a surface that takes a prior at all."""
-    out = {}
-    for name, surface in surfaces.items():
-        policy = make_policy(
-            surface.policy_config, len(surface.items), surface.context_dim, surface.item_feature_matrix()
-        )
-        if surface.cold_start.takes_prior and uses_segments(surface, policy):
-            out[name] = surface
-    return out
+    return {name: s for name, s in surfaces.items() if s.cold_start.takes_prior and uses_segments(s, _policy(s))}
+
+
+def linear_surfaces(surfaces: Mapping[str, SurfaceConfig]) -> dict[str, SurfaceConfig]:
+    """The surfaces whose linear prior's strength is learned (``learns_linear_strength``)."""
+    return {name: s for name, s in surfaces.items() if learns_linear_strength(s, _policy(s))}
+
+
+def _policy(surface: SurfaceConfig) -> Policy[Any]:
+    return make_policy(surface.policy_config, len(surface.items), surface.context_dim, surface.item_feature_matrix())
 
 
 def sample_hash(pseudonym: str) -> int:
@@ -75,10 +91,7 @@ def sample_hash(pseudonym: str) -> int:
 
 def encode_evidence(counts: np.ndarray, sums: np.ndarray, updated_ms: int) -> bytes:
     """``<Q updated_ms><H m>``, then the ``m`` most played arms (u32), their plays and sums (f32)."""
-    played = np.flatnonzero(counts > 0)
-    if len(played) > SAMPLE_ARMS:
-        played = played[np.argsort(-counts[played], kind="stable")[:SAMPLE_ARMS]]
-        played.sort()
+    played = _most_played(counts)
     m = len(played)
     return (
         struct.pack("<QH", updated_ms, m)
@@ -103,10 +116,63 @@ def decode_evidence(blob: bytes, n_arms: int) -> tuple[int, np.ndarray, np.ndarr
     return updated_ms, arms, plays, sums
 
 
+def linear_sample_users(n_arms: int, dim: int) -> int:
+    """Most users in a shard's sample of a linear surface: as many entries as ``LINEAR_SAMPLE_BYTES``
+    holds at their largest, at least ``MIN_LINEAR_SAMPLE`` and at most ``SAMPLE_USERS``."""
+    largest = 12 + min(n_arms, SAMPLE_ARMS) * (8 + 8 * (dim * (dim + 1) // 2 + dim))
+    return max(MIN_LINEAR_SAMPLE, min(SAMPLE_USERS, LINEAR_SAMPLE_BYTES // largest))
+
+
+def encode_linear(counts: np.ndarray, gram: np.ndarray, xr: np.ndarray, updated_ms: int) -> bytes:
+    """``<Q updated_ms><H m><H d>``, then the ``m`` most played arms (u32), their plays (f32), the upper
+    triangles of their Gram matrices and their ``xr`` (f64: a rank-deficient Gram matrix must stay one)."""
+    played = _most_played(counts)
+    m, d = len(played), gram.shape[-1]
+    upper = np.triu_indices(d)
+    return (
+        struct.pack("<QHH", updated_ms, m, d)
+        + played.astype("<u4").tobytes()
+        + counts[played].astype("<f4").tobytes()
+        + gram[played][:, upper[0], upper[1]].astype("<f8").tobytes()
+        + xr[played].astype("<f8").tobytes()
+    )
+
+
+def decode_linear(blob: bytes, n_arms: int, dim: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(updated_ms, arms, grams (m, d, d), xrs (m, d)) of an ``encode_linear`` entry; ValueError if malformed."""
+    if len(blob) < 12:
+        raise ValueError("linear sample: truncated entry")
+    updated_ms, m, d = struct.unpack("<QHH", blob[:12])
+    t = d * (d + 1) // 2
+    if d != dim or len(blob) != 12 + 8 * m + 8 * m * (t + d):
+        raise ValueError("linear sample: wrong length or dimension")
+    arms = np.frombuffer(blob, "<u4", m, 12).astype(np.intp)
+    if m and int(arms.max()) >= n_arms:
+        raise ValueError("linear sample: arm out of range")
+    offset = 12 + 8 * m
+    upper = np.frombuffer(blob, "<f8", m * t, offset).reshape(m, t)
+    xrs = np.frombuffer(blob, "<f8", m * d, offset + 8 * m * t).astype(np.float64).reshape(m, d)
+    grams = np.zeros((m, d, d))
+    rows, cols = np.triu_indices(d)
+    grams[:, rows, cols] = upper
+    grams[:, cols, rows] = upper
+    return updated_ms, arms, grams, xrs
+
+
+def _most_played(counts: np.ndarray) -> np.ndarray:
+    """The played arms, at most ``SAMPLE_ARMS`` of them (the most played), in arm order."""
+    played = np.flatnonzero(counts > 0)
+    if len(played) > SAMPLE_ARMS:
+        played = played[np.argsort(-counts[played], kind="stable")[:SAMPLE_ARMS]]
+        played.sort()
+    return played
+
+
 class Sample:
     """One shard's sample of one surface's users (module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = SAMPLE_USERS) -> None:
+        self.limit = limit
         self.threshold = FULL_THRESHOLD
         self.members: dict[str, int] = {}  # pseudonym -> updated_ms of its published entry
         self.pending: dict[str, PolicyState] = {}  # changed since published
@@ -119,11 +185,11 @@ class Sample:
             if pseudonym not in self.pending and pseudonym not in self.members:
                 self.size += 1
             self.pending[pseudonym] = state
-            if self.size > SAMPLE_USERS:
+            if self.size > self.limit:
                 self._halve()
 
     def _halve(self) -> None:
-        while self.size > SAMPLE_USERS:
+        while self.size > self.limit:
             self.threshold //= 2
             for group in (self.members, self.pending):
                 for pseudonym in [p for p in group if sample_hash(p) >= self.threshold]:
@@ -166,11 +232,17 @@ class LearnedSegments:
         user_state_seconds: int,
     ):
         self._surfaces = {n: s for n, s in surfaces.items() if uses_segments(s, policies[n])}
+        self._linear = {n: s for n, s in surfaces.items() if learns_linear_strength(s, policies[n])}
         self._policies = policies
         self._shard = shard_index
         self._retention_ms = user_state_seconds * 1000
         self.samples = {n: Sample() for n in self._surfaces}
+        self.samples.update(
+            {n: Sample(linear_sample_users(len(s.items), s.context_dim)) for n, s in self._linear.items()}
+        )
         self.versions: dict[str, SegmentVersion] = {}
+        self.linear_strengths: dict[str, tuple[int, float]] = {}
+        """Linear surface -> (version, strength) of its learned prior strength."""
         self._sure: dict[str, list[tuple[PolicyState, np.ndarray]]] = {}
 
     @property
@@ -205,6 +277,9 @@ class LearnedSegments:
         first), the prior's strength (``strength`` if configured), the user's plays."""
         version = self.versions.get(surface)
         plays = float(state.arrays["counts"].sum())
+        if surface in self._linear:  # no segments: the population prior's learned strength
+            number, learned = self.linear_strengths.get(surface, (0, DEFAULT_STRENGTH))
+            return {"version": number, "memberships": [], "prior_strength": learned, "interactions": plays}
         if version is None:
             return {"version": 0, "memberships": [], "prior_strength": 0.0, "interactions": plays}
         membership = self.membership(surface, state)
@@ -226,9 +301,14 @@ class LearnedSegments:
             return self._sure[surface][best]
         return _prior_state(policy, version, membership)
 
+    def linear_strength(self, surface: str) -> float | None:
+        """The learned prior strength of a linear surface; None before the first estimate."""
+        learned = self.linear_strengths.get(surface)
+        return None if learned is None else learned[1]
+
     async def restore(self, redis: aioredis.Redis) -> None:
         """Continue the samples this shard published; load the current models."""
-        for name, surface in self._surfaces.items():
+        for name, surface in {**self._surfaces, **self._linear}.items():
             stored: Any = await redis.hgetall(keys.segment_sample_key(name, surface.fingerprint, self._shard))
             self.samples[name].restore(stored)
         await self.refresh(redis)
@@ -239,10 +319,16 @@ class LearnedSegments:
         async with redis.pipeline(transaction=False) as pipe:
             for name, surface in self._surfaces.items():
                 pipe.hget(keys.segment_model_key(name, surface.fingerprint), VERSION_FIELD)
-            versions = await pipe.execute()
-            for name, surface in self._surfaces.items():
+            for name, surface in self._linear.items():
+                pipe.hmget(keys.linear_prior_key(name, surface.fingerprint), VERSION_FIELD, STRENGTH_FIELD)
+            replies = await pipe.execute()
+            for name, surface in {**self._surfaces, **self._linear}.items():
                 self._publish(pipe, name, surface, now_ms)
             await pipe.execute()
+        versions = replies[: len(self._surfaces)]
+        for name, (number, strength) in zip(self._linear, replies[len(self._surfaces) :], strict=True):
+            if number is not None and strength is not None:
+                self.linear_strengths[name] = (int(number), float(strength))
         changed = [
             name
             for name, number in zip(self._surfaces, versions, strict=True)
@@ -264,7 +350,10 @@ class LearnedSegments:
             entries: dict[str, bytes | str] = {THRESHOLD_FIELD: str(sample.threshold)}
             for pseudonym, state in pending.items():
                 arrays = state.dense().arrays
-                entries[pseudonym] = encode_evidence(arrays["counts"], arrays["reward_sums"], now_ms)
+                if name in self._linear:
+                    entries[pseudonym] = encode_linear(arrays["counts"], arrays["gram"], arrays["xr"], now_ms)
+                else:
+                    entries[pseudonym] = encode_evidence(arrays["counts"], arrays["reward_sums"], now_ms)
                 sample.members[pseudonym] = now_ms
             pipe.hset(key, mapping=entries)
         if dropped:

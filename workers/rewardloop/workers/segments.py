@@ -21,22 +21,28 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
+from rewardloop.learning.bandits.ridge import RidgeConfig
 from rewardloop.learning.segments import fit_segments
+from rewardloop.learning.segments.linear_prior import linear_strength
 from rewardloop.learning.segments.versions import SegmentVersion, decode, encode, next_version
 from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state import keys
 from rewardloop.state.segment_priors import (
     MODEL_FIELD,
     PREVIOUS_FIELD,
+    STRENGTH_FIELD,
     THRESHOLD_FIELD,
     VERSION_FIELD,
     decode_evidence,
+    decode_linear,
+    linear_surfaces,
     segment_surfaces,
 )
 from rewardloop.workers.config import ServiceConfig
@@ -52,6 +58,7 @@ class SegmentFitter:
         self.redis = aioredis.Redis.from_url(redis_url)
         self.shards = config.shards
         self.surfaces: dict[str, SurfaceConfig] = segment_surfaces(config.surfaces)
+        self.linear: dict[str, SurfaceConfig] = linear_surfaces(config.surfaces)
         self.retention_ms = config.retention.user_state_seconds * 1000
         self._fitted: dict[str, bytes] = {}  # surface -> digest of the samples last fitted
         self._task: asyncio.Task[None] | None = None
@@ -60,7 +67,7 @@ class SegmentFitter:
         self.last_fit_seconds = 0.0
 
     def start(self) -> None:
-        if self._task is None and self.surfaces and self.every > 0:
+        if self._task is None and (self.surfaces or self.linear) and self.every > 0:
             self._task = asyncio.get_running_loop().create_task(self._fit_forever())
 
     async def close(self) -> None:
@@ -91,7 +98,36 @@ class SegmentFitter:
             version = await self._fit_surface(name, surface, now_ms)
             if version is not None:
                 out[name] = version
+        for name, surface in self.linear.items():
+            version = await self._fit_linear(name, surface, now_ms)
+            if version is not None:
+                out[name] = version
         return out
+
+    async def _fit_linear(self, name: str, surface: SurfaceConfig, now_ms: int) -> int | None:
+        """Estimate a linear surface's prior strength from the shards' samples; its version number."""
+        key = keys.linear_prior_key(name, surface.fingerprint)
+        dim, n_arms = surface.context_dim, len(surface.items)
+        rows, digest = await self._entries(surface, now_ms, lambda blob: decode_linear(blob, n_arms, dim))
+        current: Any = await self.redis.hget(key, VERSION_FIELD)
+        previous = None if current is None else int(current)
+        if digest == self._fitted.get(name) or not rows:
+            return previous
+        grams, xrs = np.zeros((len(rows), n_arms, dim, dim)), np.zeros((len(rows), n_arms, dim))
+        for i, (arms, gram, xr) in enumerate(rows):
+            grams[i, arms], xrs[i, arms] = gram, xr
+        config = surface.policy_config
+        ridge = config.ridge if isinstance(config, RidgeConfig) else 1.0
+        strength = await asyncio.to_thread(linear_strength, grams, xrs, ridge)
+        self._fitted[name] = digest
+        if strength is None:
+            return previous
+        version = (previous or 0) + 1
+        fields = {VERSION_FIELD: version, STRENGTH_FIELD: repr(strength), "users": len(rows), "created_ms": now_ms}
+        await self.redis.hset(key, mapping=fields)  # type: ignore[arg-type]
+        self.fits += 1
+        log.info("linear prior of %s: version %d, strength %.1f from %d users", name, version, strength, len(rows))
+        return version
 
     async def _fit_surface(self, name: str, surface: SurfaceConfig, now_ms: int) -> int | None:
         model_key = keys.segment_model_key(name, surface.fingerprint)
@@ -125,15 +161,25 @@ class SegmentFitter:
         return version.version
 
     async def _sample(self, surface: SurfaceConfig, now_ms: int) -> tuple[np.ndarray, np.ndarray, bytes]:
-        """(users x arms) plays and reward sums of every shard's sample, and a digest of them. Entries
-        past the users' retention are deleted."""
+        """(users x arms) plays and reward sums of every shard's sample, and a digest of them."""
         n_arms = len(surface.items)
+        rows, digest = await self._entries(surface, now_ms, lambda blob: decode_evidence(blob, n_arms))
+        plays, sums = np.zeros((len(rows), n_arms)), np.zeros((len(rows), n_arms))
+        for i, (arms, n, x) in enumerate(rows):
+            plays[i, arms], sums[i, arms] = n, x
+        return plays, sums, digest
+
+    async def _entries(
+        self, surface: SurfaceConfig, now_ms: int, decoder: Callable[[bytes], tuple[int, Any, Any, Any]]
+    ) -> tuple[list[tuple[Any, Any, Any]], bytes]:
+        """Every shard's sample entries of ``surface``, decoded (without their time), and a digest of
+        them. Entries past the users' retention, or unreadable, are deleted."""
         sample_keys = [keys.segment_sample_key(surface.name, surface.fingerprint, k) for k in range(self.shards)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in sample_keys:
                 pipe.hgetall(key)
             stored: list[Any] = await pipe.execute()
-        rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        rows: list[tuple[Any, Any, Any]] = []
         digest = hashlib.blake2b(digest_size=16)
         expired: dict[str, list[bytes]] = {}
         for key, entries in zip(sample_keys, stored, strict=True):
@@ -142,7 +188,7 @@ class SegmentFitter:
                     continue
                 blob = entries[pseudonym]
                 try:
-                    updated_ms, arms, n, x = decode_evidence(blob, n_arms)
+                    updated_ms, *row = decoder(blob)
                 except ValueError:
                     expired.setdefault(key, []).append(pseudonym)
                     continue
@@ -150,13 +196,10 @@ class SegmentFitter:
                     expired.setdefault(key, []).append(pseudonym)
                     continue
                 digest.update(pseudonym + blob)
-                rows.append((arms, n, x))
+                rows.append((row[0], row[1], row[2]))
         for key, fields in expired.items():
             await self.redis.hdel(key, *fields)
-        plays, sums = np.zeros((len(rows), n_arms)), np.zeros((len(rows), n_arms))
-        for i, (arms, n, x) in enumerate(rows):
-            plays[i, arms], sums[i, arms] = n, x
-        return plays, sums, digest.digest()
+        return rows, digest.digest()
 
 
 def _decoded(blob: bytes | None, name: str) -> SegmentVersion | None:

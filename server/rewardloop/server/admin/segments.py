@@ -18,8 +18,15 @@ from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.server import validation
 from rewardloop.server.routing import ShardRouter
 from rewardloop.server.status import failed_precondition, invalid, quote, unavailable
-from rewardloop.state.keys import pseudonymize, segment_model_key
-from rewardloop.state.segment_priors import MODEL_FIELD, PREVIOUS_FIELD, segment_surfaces
+from rewardloop.state.keys import linear_prior_key, pseudonymize, segment_model_key
+from rewardloop.state.segment_priors import (
+    MODEL_FIELD,
+    PREVIOUS_FIELD,
+    STRENGTH_FIELD,
+    VERSION_FIELD,
+    linear_surfaces,
+    segment_surfaces,
+)
 from rewardloop.v1 import admin_pb2
 from rewardloop.workers.config import ServiceConfig
 
@@ -41,13 +48,27 @@ class SegmentsAdmin:
         top = request.top_items or DEFAULT_TOP_ITEMS
         if top > MAX_TOP_ITEMS:
             raise invalid("top_items", f"must be at most {MAX_TOP_ITEMS}, got {top}")
+        linear = surface.name in linear_surfaces({surface.name: surface})
         try:
             async with aioredis.Redis.from_url(self._redis_url) as redis:
-                current, previous = await redis.hmget(
-                    segment_model_key(surface.name, surface.fingerprint), [MODEL_FIELD, PREVIOUS_FIELD]
-                )
+                if linear:
+                    key = linear_prior_key(surface.name, surface.fingerprint)
+                    number, strength, created = await redis.hmget(key, [VERSION_FIELD, STRENGTH_FIELD, "created_ms"])
+                else:
+                    current, previous = await redis.hmget(
+                        segment_model_key(surface.name, surface.fingerprint), [MODEL_FIELD, PREVIOUS_FIELD]
+                    )
         except RedisError as exc:
             raise unavailable(f"storage: {exc}") from None
+        if linear:
+            if number is None or strength is None:
+                return admin_pb2.ListSegmentsResponse(surface=surface.name)
+            return admin_pb2.ListSegmentsResponse(
+                surface=surface.name,
+                version=int(number),
+                fitted_at_ms=int(created or 0),
+                prior_strength=float(strength),
+            )
         version, before = _decoded(current), _decoded(previous)
         if version is None:
             return admin_pb2.ListSegmentsResponse(surface=surface.name)
@@ -77,10 +98,12 @@ class SegmentsAdmin:
 
     def _segmented(self, name: str) -> SurfaceConfig:
         surface = validation.surface_named(self._config, name)
-        if surface.name not in segment_surfaces({surface.name: surface}):
+        alone = {surface.name: surface}
+        if surface.name not in segment_surfaces(alone) and surface.name not in linear_surfaces(alone):
             raise failed_precondition(
-                f"surface {quote(name)} does not learn segments (its algorithm {surface.policy_config.name} "
-                "takes no count-based prior, or cold_start.segments is off: on by default for thompson only)"
+                f"surface {quote(name)} learns no segments (its algorithm {surface.policy_config.name} "
+                "takes no count-based prior, or cold_start.segments is off: on by default for thompson only) "
+                "and no linear prior strength (linear policies without a configured cold_start.strength)"
             )
         return surface
 
