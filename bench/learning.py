@@ -25,14 +25,12 @@ from rewardloop.client import AsyncClient
 from rewardloop.demo import scenarios
 from rewardloop.demo.drive import run_population
 from rewardloop.server.app import Service
-from rewardloop.simulator.families import FAMILIES, best_item_ctr, group_bound
+from rewardloop.simulator.families import FAMILIES, group_bound
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.redis_server import EmbeddedRedis
 
 ITEMS = [f"item-{i:03d}" for i in range(10)]
 FEATURES = {"numeric": [f"u{k}" for k in range(6)] + ["c0", "c1"]}
-# In units of x x^T (see learning/bandits/ridge.py): with |x|^2 ~ 9 here, about 22 observations' worth per arm.
-LINEAR_PRIOR = 200.0
 IMPLICIT_WEIGHTS = {
     "click": {"weight": 0.5}, "dwell": {"weight": 0.5, "scale": 60}, "like": {"weight": 0.5}, "skip": {"weight": -0.5},
 }  # fmt: skip
@@ -40,8 +38,9 @@ SURFACES = {
     "ucb1": {"algorithm": "ucb1", "items": ITEMS},
     "thompson": {"algorithm": "thompson", "items": ITEMS},
     "epsilon_greedy": {"algorithm": "epsilon_greedy", "items": ITEMS},
-    "linucb": {"algorithm": "linucb", "items": ITEMS, "features": FEATURES, "cold_start": {"strength": LINEAR_PRIOR}},
-    "lin_ts": {"algorithm": "lin_ts", "items": ITEMS, "features": FEATURES, "cold_start": {"strength": LINEAR_PRIOR}},
+    # Linear priors at the strength learned from the users (learning/segments/linear_prior.py).
+    "linucb": {"algorithm": "linucb", "items": ITEMS, "features": FEATURES},
+    "lin_ts": {"algorithm": "lin_ts", "items": ITEMS, "features": FEATURES},
     "linucb_no_prior": {
         "algorithm": "linucb", "items": ITEMS, "features": FEATURES, "cold_start": {"strength": 0.0},
     },
@@ -53,22 +52,29 @@ SURFACES = {
 }  # fmt: skip
 
 
-# The context-free algorithms of the default config, each with its default hyper-parameters and prior.
+# The context-free algorithms of the default config, each with its default hyper-parameters and prior,
+# and the contextual ones, fed the users' observable features and each request's context (every
+# family's clicks depend on the context: `Population.context_strength`).
 FAMILY_ALGORITHMS = ("thompson", "ucb1", "epsilon_greedy")
+CONTEXTUAL_ALGORITHMS = ("lin_ts", "linucb")
 NEWCOMER_SHARE = 0.25
 NEWCOMER_REQUESTS = 6
 REFIT_ROUNDS = 5
 
 
-def surfaces_for(seeds: list[int], families: list[str]) -> dict[str, dict[str, object]]:
+def surfaces_for(seeds: list[int], families: list[str], algorithms: list[str]) -> dict[str, dict[str, object]]:
     """A fresh copy of every surface per seed: a surface's population prior keeps learning across
     runs, and a population of another seed (other items, other tastes) must not be its prior."""
     surfaces = {f"{name}-s{seed}": spec for seed in seeds for name, spec in SURFACES.items()}
     for family in families:
-        items = list(FAMILIES[family].population(0).item_ids)
-        for algorithm in FAMILY_ALGORITHMS:
+        population = FAMILIES[family].population(0)
+        features = {"numeric": [*population.user_feature_names, *population.context_names]}
+        for algorithm in algorithms:
+            spec: dict[str, object] = {"algorithm": algorithm, "items": list(population.item_ids)}
+            if algorithm in CONTEXTUAL_ALGORITHMS:
+                spec["features"] = features
             for seed in seeds:
-                surfaces[f"{family}-{algorithm}-s{seed}"] = {"algorithm": algorithm, "items": items}
+                surfaces[f"{family}-{algorithm}-s{seed}"] = spec
     return surfaces
 
 
@@ -78,13 +84,16 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} (min {min(values):.3f}, max {max(values):.3f})"
 
 
-async def main_async(seeds: list[int], parts: list[str], family_names: list[str]) -> None:
+async def main_async(seeds: list[int], parts: list[str], family_names: list[str], algorithms: list[str]) -> None:
     # Segments are refitted every REFIT_ROUNDS rounds (the service's fitter runs every 30 s; here
     # rounds take a second or two, and the outcome must not depend on when a fit lands).
     service = {"shards": 2, "seed": 1, "quality": NO_BURST_LIMIT, "segment_fit_seconds": 0}
     chosen = family_names if "families" in parts else []
-    config = ServiceConfig.from_dict({"service": service, "surfaces": surfaces_for(seeds, chosen)})
-    runners = [functools.partial(families, chosen=chosen) if part == "families" else PARTS[part] for part in parts]
+    config = ServiceConfig.from_dict({"service": service, "surfaces": surfaces_for(seeds, chosen, algorithms)})
+    runners = [
+        functools.partial(families, chosen=chosen, algorithms=algorithms) if part == "families" else PARTS[part]
+        for part in parts
+    ]
     with EmbeddedRedis() as redis_server:
         ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
         service = await Service(config, redis_server.url, "127.0.0.1:0").start()
@@ -153,18 +162,21 @@ async def implicit(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[
     print(f"  lift over random: true {true}, implicit {fused}")
 
 
-async def families(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[int], chosen: list[str]) -> None:
+async def families(
+    client: AsyncClient, refresh: scenarios.Refresh, seeds: list[int], chosen: list[str], algorithms: list[str]
+) -> None:
     """Veterans (3/4 of each population) make every request, round by round, with the priors refreshed
     between rounds; then newcomers arrive at the prior the veterans taught. Expected CTR (the shown
     item's true click probability) against uniform random, the population's single best item and
     the bound of a policy that knows the true taste groups (issue 11's bars: >= 1.5x random and
     >= 1.1x the best item; newcomers >= 0.95x the best item at request 1 and half the bound's gain
-    at requests 4-6)."""
+    at requests 4-6). The best item is the one that would have done best at the same requests (under
+    their contexts, for the contextual algorithms); the bound knows the groups, not the context."""
     print("population families through the service, default hyper-parameters and priors (thompson: learned segments)")
     header = f"  {'family':<17} {'algorithm':<15} {'x random':>13} {'x best item':>13} {'new@1 x best':>13}"
     print(f"{header} {'new@4-6 x best':>15} {'bound@4-6':>10}")
     for family in chosen:
-        for algorithm in FAMILY_ALGORITHMS:
+        for algorithm in algorithms:
             figures = []
             for seed in seeds:
                 spec = FAMILIES[family]
@@ -175,7 +187,10 @@ async def families(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[
                 n_new = round(population.n_users * NEWCOMER_SHARE)
                 veterans = list(range(population.n_users - n_new))
                 newcomers = list(range(population.n_users - n_new, population.n_users))
-                common = dict(users=veterans, seed=seed, user_prefix=f"{surface}-", between_rounds=refresh)
+                contextual = algorithm in CONTEXTUAL_ALGORITHMS
+                common = dict(
+                    users=veterans, seed=seed, user_prefix=f"{surface}-", between_rounds=refresh, contextual=contextual
+                )
                 old = await run_population(client, population, surface, shift_at, **common)
                 if shift_at < spec.requests:
                     rest = spec.requests - shift_at
@@ -184,10 +199,9 @@ async def families(client: AsyncClient, refresh: scenarios.Refresh, seeds: list[
                     )
                 new = await run_population(
                     client, later, surface, NEWCOMER_REQUESTS, users=newcomers, seed=seed,
-                    user_prefix=f"{surface}-", between_rounds=refresh,
+                    user_prefix=f"{surface}-", between_rounds=refresh, contextual=contextual,
                 )  # fmt: skip
-                best = best_item_ctr(population, later, shift_at / spec.requests)
-                best_new = best_item_ctr(later)
+                best, best_new = old.best_item_ctr(), new.best_item_ctr()
                 bound = group_bound(later, NEWCOMER_REQUESTS, seed)
                 figures.append(
                     (old.expected_ctr() / old.random_ctr(), old.expected_ctr() / best,
@@ -232,9 +246,16 @@ def main() -> None:
         "--only", choices=sorted(PARTS), action="append", help="run this part (repeatable; families only when named)"
     )
     parser.add_argument("--family", choices=sorted(FAMILIES), action="append", help="families part: only this one")
+    parser.add_argument(
+        "--algorithm",
+        choices=FAMILY_ALGORITHMS + CONTEXTUAL_ALGORITHMS,
+        action="append",
+        help="families part: only this algorithm (repeatable)",
+    )
     args = parser.parse_args()
     parts = args.only or DEFAULT_PARTS
-    asyncio.run(main_async(list(range(1, args.seeds + 1)), parts, args.family or list(FAMILIES)))
+    algorithms = args.algorithm or list(FAMILY_ALGORITHMS + CONTEXTUAL_ALGORITHMS)
+    asyncio.run(main_async(list(range(1, args.seeds + 1)), parts, args.family or list(FAMILIES), algorithms))
 
 
 if __name__ == "__main__":

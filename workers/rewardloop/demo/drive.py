@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import NDArray
 
 from rewardloop.client import AsyncClient, FeedbackEvent, Signal
 from rewardloop.simulator.population import Population, Response
@@ -49,6 +50,8 @@ class RunResult:
     random_per_round: list[float] = field(default_factory=list)
     # Per round, the item index each user (in `users` order) was shown first.
     shown_per_round: list[list[int]] = field(default_factory=list)
+    # Per round, every item's click probability summed over the users (under their contexts).
+    items_per_round: list[list[float]] = field(default_factory=list)
     acknowledged_events: int = 0
 
     def followed_by(self, later: RunResult) -> RunResult:
@@ -71,6 +74,7 @@ class RunResult:
             oracle_per_round=self.oracle_per_round + later.oracle_per_round,
             random_per_round=self.random_per_round + later.random_per_round,
             shown_per_round=self.shown_per_round + later.shown_per_round,
+            items_per_round=self.items_per_round + later.items_per_round,
             acknowledged_events=self.acknowledged_events + later.acknowledged_events,
         )
 
@@ -89,6 +93,12 @@ class RunResult:
 
     def random_ctr(self, first_round: int = 0, last_round: int | None = None) -> float:
         return self._mean(self.random_per_round, first_round, last_round)
+
+    def best_item_ctr(self, first_round: int = 0, last_round: int | None = None) -> float:
+        """Expected CTR of the one item that would have done best, served to everyone at those rounds
+        (under the same contexts and, after a taste shift, the same tastes)."""
+        rounds = self.items_per_round[first_round:last_round]
+        return float(np.sum(rounds, axis=0).max()) / (len(rounds) * self.users) if rounds else 0.0
 
 
 def random_policy_ctr(population: Population, users: list[int], rounds: int, seed: int) -> float:
@@ -133,7 +143,7 @@ async def run_population(
     context_rngs = {u: np.random.default_rng([seed, u, 1]) for u in users}
     gate = asyncio.Semaphore(concurrency)
 
-    async def one_decision(u: int, round_: int) -> tuple[int, float, float, float, int]:
+    async def one_decision(u: int, round_: int) -> tuple[int, float, float, float, int, NDArray[np.float64]]:
         user_id = f"{user_prefix}{population.user_ids[u]}"
         ctx = population.draw_context(u, context_rngs[u]) if contextual else None
         features = {**population.user_feature_dict(u), **population.context_dict(ctx)} if ctx is not None else None
@@ -164,16 +174,18 @@ async def run_population(
             float(probabilities.max()),
             float(probabilities.mean()),
             item,
+            probabilities,
         )
 
     for round_ in range(first_round, first_round + rounds):
         outcomes = await asyncio.gather(*(one_decision(u, round_) for u in users))
-        clicks, expected, oracle, random, shown = zip(*outcomes, strict=True)
+        clicks, expected, oracle, random, shown, items = zip(*outcomes, strict=True)
         result.clicks_per_round.append(sum(clicks))
         result.expected_per_round.append(sum(expected))
         result.oracle_per_round.append(sum(oracle))
         result.random_per_round.append(sum(random))
         result.shown_per_round.append(list(shown))
+        result.items_per_round.append(np.sum(items, axis=0).tolist())
         result.acknowledged_events += len(users)
         if on_round is not None:
             on_round(round_ - first_round, result)
