@@ -4,6 +4,8 @@ the admin API, served as priors, and rebuilt exactly after a shard or the whole 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -141,14 +143,20 @@ async def test_segments_are_learned_listed_served_and_survive_restarts(
         await service.stop(grace=0.5)
 
     # The whole service, restarted: the same version, the same memberships.
-    again = await Service(CONFIG, redis_server.url, "127.0.0.1:0", shard_prefix="segments").start()
+    async with _admin_of_a_new_service(redis_server, "segments") as stub:
+        assert (await stub.ListSegments(admin_pb2.ListSegmentsRequest(surface="seg"))).version == 2
+        _assert_same(before, await _memberships(stub))
+
+
+@contextlib.asynccontextmanager
+async def _admin_of_a_new_service(redis_server: EmbeddedRedis, prefix: str) -> AsyncIterator[Any]:
+    """An Admin stub of the service started anew on the same Redis; stopped on exit."""
+    service = await Service(CONFIG, redis_server.url, "127.0.0.1:0", shard_prefix=prefix).start()
     try:
-        async with grpc.aio.insecure_channel(again.target) as channel:
-            stub = admin_pb2_grpc.AdminStub(channel)
-            assert (await stub.ListSegments(admin_pb2.ListSegmentsRequest(surface="seg"))).version == 2
-            _assert_same(before, await _memberships(stub))
+        async with grpc.aio.insecure_channel(service.target) as channel:
+            yield admin_pb2_grpc.AdminStub(channel)
     finally:
-        await again.stop(grace=0.5)
+        await service.stop(grace=0.5)
 
 
 def _assert_same(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> None:
@@ -217,7 +225,7 @@ async def test_a_linear_surface_learns_its_prior_strength_and_serves_it_after_re
             listed = await stub.ListSegments(admin_pb2.ListSegmentsRequest(surface="lin"))
             assert listed.version == 1 and not listed.segments
             # What the fitter wrote is the estimate of every sampled user's state, as the shards hold it.
-            expected = linear_strength(*await _linear_states(service, redis_server))
+            expected = linear_strength(*await _linear_states(service))
             assert expected is not None and listed.prior_strength == pytest.approx(expected, rel=1e-9)
             assert listed.prior_strength > 5 * DEFAULT_STRENGTH  # these users' coefficients agree
             served = await stub.GetMembership(admin_pb2.GetMembershipRequest(surface="lin", user_id=user))
@@ -232,25 +240,19 @@ async def test_a_linear_surface_learns_its_prior_strength_and_serves_it_after_re
             await channel.close()
     finally:
         await service.stop(grace=0.5)
-    restarted = await Service(CONFIG, redis_server.url, "127.0.0.1:0", shard_prefix="linprior").start()
-    try:
-        async with grpc.aio.insecure_channel(restarted.target) as channel:
-            stub = admin_pb2_grpc.AdminStub(channel)
-            again = await stub.GetMembership(admin_pb2.GetMembershipRequest(surface="lin", user_id=user))
-            assert (again.version, again.prior_strength) == (1, listed.prior_strength)
-    finally:
-        await restarted.stop(grace=0.5)
+    async with _admin_of_a_new_service(redis_server, "linprior") as stub:
+        again = await stub.GetMembership(admin_pb2.GetMembershipRequest(surface="lin", user_id=user))
+        assert (again.version, again.prior_strength) == (1, listed.prior_strength)
 
 
-async def _linear_states(service: Service, redis_server: EmbeddedRedis) -> tuple[np.ndarray, np.ndarray]:
+async def _linear_states(service: Service) -> tuple[np.ndarray, np.ndarray]:
     """Every user's (arms, d, d) Gram matrices and (arms, d) ``xr`` on ``lin``, from their shards."""
-    surface = CONFIG.surfaces["lin"]
-    router = service.router
+    assert service.router is not None
     grams, xrs = [], []
     for user in LINEAR_POPULATION.user_ids:
         pseudonym = pseudonymize(f"lin-{user}", CONFIG.pseudonym_key.encode())
-        arrays = (await router.user_state(pseudonym))["lin"]
+        arrays = (await service.router.user_state(pseudonym))["lin"]
         grams.append(arrays["gram"])
         xrs.append(arrays["xr"])
-    assert len(grams[0]) == len(surface.items)
+    assert len(grams[0]) == len(LINEAR_ITEMS)
     return np.array(grams), np.array(xrs)

@@ -107,7 +107,7 @@ def run_population(
     """``drift = (t, later)``: from request ``t`` on (and for every newcomer) users behave as in ``later``.
 
     As in the shard, a user without evidence is served the prior's best item unless the algorithm
-    explores first (``ColdStart.explores_first``; ``explore_first`` overrides its default)."""
+    explores first (``ColdStart.exploits_first``; ``explore_first`` overrides its default)."""
     policy = make_policy(config, n_arms=population.n_items)
     before = population.click_matrix()
     shift_at, later = drift if drift is not None else (requests, population)
@@ -120,7 +120,7 @@ def run_population(
     available = np.arange(population.n_items)
 
     model: SegmentModel | None = None
-    explores = ColdStart(explore_first=explore_first).explores_first(config.name)
+    cold_start = ColdStart(explore_first=explore_first)
 
     def serve(cohort: NDArray[np.intp], refit: bool) -> FloatArray:
         nonlocal model
@@ -136,7 +136,7 @@ def run_population(
                     effective = _segment_prior(policy, model, state)
                 else:
                     effective = policy.combine(state, prior, strength) if prior.n_updates and strength > 0 else state
-                exploit = effective is not state and state.n_updates == 0 and not explores
+                exploit = effective is not state and cold_start.exploits_first(config.name, state.n_updates)
                 arm = policy.select(effective, available, 1, rng, exploit=exploit)[0].arm
                 p = clicks[u, arm]
                 reward = float(rng.random() < p)

@@ -82,9 +82,12 @@ class ColdStart:
     max_segments: int = 8
     explore_first: bool | None = None
 
-    def explores_first(self, algorithm: str) -> bool:
-        """Whether a new user's first request explores (``explore_first``, else the algorithm's default)."""
-        return algorithm not in EXPLOIT_FIRST_BY_DEFAULT if self.explore_first is None else self.explore_first
+    def exploits_first(self, algorithm: str, own_updates: int) -> bool:
+        """Whether a user with ``own_updates`` on the surface is served the prior's best items (when
+        there is a prior): none of their own yet, and the algorithm does not explore first
+        (``explore_first``, else the algorithm's default)."""
+        explores = algorithm not in EXPLOIT_FIRST_BY_DEFAULT if self.explore_first is None else self.explore_first
+        return own_updates == 0 and not explores
 
     def learns_segments(self, algorithm: str) -> bool:
         """Whether a surface of ``algorithm`` learns segments (``segments``, else the algorithm's default)."""

@@ -45,7 +45,7 @@ MIN_LINEAR_SAMPLE = 100
 THRESHOLD_FIELD = "#threshold"
 FULL_THRESHOLD = 1 << 64
 MODEL_FIELD, VERSION_FIELD, PREVIOUS_FIELD = "current", "version", "previous"
-STRENGTH_FIELD = "strength"
+STRENGTH_FIELD, USERS_FIELD, CREATED_FIELD = "strength", "users", "created_ms"
 SURE = 0.999
 """A membership this sure of one segment is served that segment's prior (built once per version)."""
 
@@ -233,6 +233,7 @@ class LearnedSegments:
     ):
         self._surfaces = {n: s for n, s in surfaces.items() if uses_segments(s, policies[n])}
         self._linear = {n: s for n, s in surfaces.items() if learns_linear_strength(s, policies[n])}
+        self._sampled = {**self._surfaces, **self._linear}
         self._policies = policies
         self._shard = shard_index
         self._retention_ms = user_state_seconds * 1000
@@ -308,7 +309,7 @@ class LearnedSegments:
 
     async def restore(self, redis: aioredis.Redis) -> None:
         """Continue the samples this shard published; load the current models."""
-        for name, surface in {**self._surfaces, **self._linear}.items():
+        for name, surface in self._sampled.items():
             stored: Any = await redis.hgetall(keys.segment_sample_key(name, surface.fingerprint, self._shard))
             self.samples[name].restore(stored)
         await self.refresh(redis)
@@ -322,7 +323,7 @@ class LearnedSegments:
             for name, surface in self._linear.items():
                 pipe.hmget(keys.linear_prior_key(name, surface.fingerprint), VERSION_FIELD, STRENGTH_FIELD)
             replies = await pipe.execute()
-            for name, surface in {**self._surfaces, **self._linear}.items():
+            for name, surface in self._sampled.items():
                 self._publish(pipe, name, surface, now_ms)
             await pipe.execute()
         versions = replies[: len(self._surfaces)]

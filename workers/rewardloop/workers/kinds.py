@@ -53,11 +53,7 @@ class Bandit:
         prior = self._priors.prior(call.surface, call.segment, policy_state, user.memberships)
         effective = policy.combine(policy_state, *prior) if prior is not None else policy_state
         # Nothing of the user's own to learn from yet: serve what the prior knows (ColdStart).
-        exploit = (
-            prior is not None
-            and policy_state.n_updates == 0
-            and not surface.cold_start.explores_first(surface.policy_config.name)
-        )
+        exploit = prior is not None and surface.cold_start.exploits_first(policy.name, policy_state.n_updates)
         choices = policy.select(effective, available, call.n, user.rng, context=context, exploit=exploit)
         decision = Decision(
             decision_id=new_decision_id(now_ms),

@@ -35,10 +35,12 @@ from rewardloop.learning.segments.versions import SegmentVersion, decode, encode
 from rewardloop.learning.surface import SurfaceConfig
 from rewardloop.state import keys
 from rewardloop.state.segment_priors import (
+    CREATED_FIELD,
     MODEL_FIELD,
     PREVIOUS_FIELD,
     STRENGTH_FIELD,
     THRESHOLD_FIELD,
+    USERS_FIELD,
     VERSION_FIELD,
     decode_evidence,
     decode_linear,
@@ -123,7 +125,7 @@ class SegmentFitter:
         if strength is None:
             return previous
         version = (previous or 0) + 1
-        fields = {VERSION_FIELD: version, STRENGTH_FIELD: repr(strength), "users": len(rows), "created_ms": now_ms}
+        fields = {VERSION_FIELD: version, STRENGTH_FIELD: repr(strength), USERS_FIELD: len(rows), CREATED_FIELD: now_ms}
         await self.redis.hset(key, mapping=fields)  # type: ignore[arg-type]
         self.fits += 1
         log.info("linear prior of %s: version %d, strength %.1f from %d users", name, version, strength, len(rows))
@@ -196,7 +198,7 @@ class SegmentFitter:
                     expired.setdefault(key, []).append(pseudonym)
                     continue
                 digest.update(pseudonym + blob)
-                rows.append((row[0], row[1], row[2]))
+                rows.append((row[0], row[1], row[2]))  # (arms, per-arm arrays, per-arm arrays)
         for key, fields in expired.items():
             await self.redis.hdel(key, *fields)
         return rows, digest.digest()

@@ -20,6 +20,7 @@ from rewardloop.server.routing import ShardRouter
 from rewardloop.server.status import failed_precondition, invalid, quote, unavailable
 from rewardloop.state.keys import linear_prior_key, pseudonymize, segment_model_key
 from rewardloop.state.segment_priors import (
+    CREATED_FIELD,
     MODEL_FIELD,
     PREVIOUS_FIELD,
     STRENGTH_FIELD,
@@ -44,16 +45,15 @@ class SegmentsAdmin:
     async def ListSegments(
         self, request: admin_pb2.ListSegmentsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListSegmentsResponse:
-        surface = self._segmented(request.surface)
+        surface, linear = self._learned(request.surface)
         top = request.top_items or DEFAULT_TOP_ITEMS
         if top > MAX_TOP_ITEMS:
             raise invalid("top_items", f"must be at most {MAX_TOP_ITEMS}, got {top}")
-        linear = surface.name in linear_surfaces({surface.name: surface})
         try:
             async with aioredis.Redis.from_url(self._redis_url) as redis:
                 if linear:
                     key = linear_prior_key(surface.name, surface.fingerprint)
-                    number, strength, created = await redis.hmget(key, [VERSION_FIELD, STRENGTH_FIELD, "created_ms"])
+                    number, strength, created = await redis.hmget(key, [VERSION_FIELD, STRENGTH_FIELD, CREATED_FIELD])
                 else:
                     current, previous = await redis.hmget(
                         segment_model_key(surface.name, surface.fingerprint), [MODEL_FIELD, PREVIOUS_FIELD]
@@ -83,7 +83,7 @@ class SegmentsAdmin:
     async def GetMembership(
         self, request: admin_pb2.GetMembershipRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.GetMembershipResponse:
-        surface = self._segmented(request.surface)
+        surface, _ = self._learned(request.surface)
         validation.check_user_id(request.user_id)
         assert self._router is not None
         pseudonym = pseudonymize(request.user_id, self._config.pseudonym_key.encode())
@@ -96,16 +96,20 @@ class SegmentsAdmin:
             interactions=answer["interactions"],
         )
 
-    def _segmented(self, name: str) -> SurfaceConfig:
+    def _learned(self, name: str) -> tuple[SurfaceConfig, bool]:
+        """The surface, and whether it learns a linear prior strength (else segments); FAILED_PRECONDITION
+        if neither."""
         surface = validation.surface_named(self._config, name)
         alone = {surface.name: surface}
-        if surface.name not in segment_surfaces(alone) and surface.name not in linear_surfaces(alone):
+        if surface.name in linear_surfaces(alone):
+            return surface, True
+        if surface.name not in segment_surfaces(alone):
             raise failed_precondition(
                 f"surface {quote(name)} learns no segments (its algorithm {surface.policy_config.name} "
                 "takes no count-based prior, or cold_start.segments is off: on by default for thompson only) "
                 "and no linear prior strength (linear policies without a configured cold_start.strength)"
             )
-        return surface
+        return surface, False
 
 
 def _decoded(blob: Any) -> SegmentVersion | None:
