@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 export PYTHONHASHSEED ?= 0
 
-.PHONY: run test test-all protos protos-check lint fmt typecheck demo bench bench-recommend bench-feedback fuzz soak clean
+.PHONY: run test test-all protos protos-check lint fmt typecheck demo train-agent bench bench-recommend bench-agents bench-feedback fuzz soak clean
 
 # Two `make` calls can find the venv missing or stale at once (CI steps, an editor's test
 # runner, a terminal); two pips installing into one venv break each other. So the build runs
@@ -77,6 +77,15 @@ typecheck: $(STAMP)
 ## demo: simulated users drive the running stack; learned CTR vs uniform random
 demo: $(STAMP)
 	$(PY) -m rewardloop.demo
+
+## train-agent: train an agent policy on the agent-session simulator; a progress bar, then a learning-curve PNG
+##   and a resumable checkpoint in var/train-agent (options through TRAIN_ARGS, e.g. TRAIN_ARGS="--algorithm q_learning")
+train-agent: $(STAMP)
+	$(PY) -m rewardloop.demo.train_agent $(TRAIN_ARGS)
+
+## bench-agents: DQN gradient steps/s next to a bare torch loop on the same network
+bench-agents: $(STAMP)
+	$(PY) bench/agents.py
 
 ## bench: Recommend and Feedback over gRPC next to in-process baselines
 bench: bench-recommend bench-feedback

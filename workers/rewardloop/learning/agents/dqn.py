@@ -137,8 +137,9 @@ class DQN:
 
     def q_values(self, observations: F32) -> NDArray[np.float64]:
         """Q-values of a batch of states (rows), or of one state."""
-        with torch.no_grad():
-            q = self.q_network(torch.as_tensor(observations, dtype=torch.float32))
+        x = torch.from_numpy(np.ascontiguousarray(observations, dtype=np.float32))
+        with torch.inference_mode():
+            q = self.q_network(x)
         return q.numpy().astype(np.float64)
 
     def act(self, observation: F32) -> tuple[int, float]:

@@ -1,0 +1,177 @@
+"""Agent learners: what a DQN gradient step costs next to a bare torch loop, and how they learn.
+
+1. Gradient steps/s, batch 64, the default Q-network (7 -> 64 -> 64 -> 5): ``DQN.train_step``
+   (a minibatch from the replay ring, Double DQN's target, Huber loss, clipping, Adam, the target
+   schedule) next to a bare torch loop doing the same update on the same networks with tensors
+   made once (the floor: what the update costs without the replay and the bookkeeping). Blocks
+   alternate; medians of the blocks. Target: >= 0.8x the floor.
+2. Forward passes of the served network (``DQN.q_values``) at batch 1 and 64, next to the bare
+   ``module(x)`` under ``no_grad``.
+3. ``--learning``: greedy return after 1,000 sessions on the agent-session simulator, share of the
+   optimum (exact, by value iteration), per seed: tabular Q-learning with replay (the default),
+   without replay (online, step size n^-0.7), Double DQN (the default) and DQN.
+
+    .venv/bin/python bench/agents.py                       # ~30 s
+    .venv/bin/python bench/agents.py --learning --seeds 10 # + ~6 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from rewardloop.learning.agents.dqn import DQN, DQNConfig, build_network
+from rewardloop.learning.agents.tabular import QLearning, QLearningConfig
+from rewardloop.learning.agents.training import train
+from rewardloop.simulator.agent_env import AgentSessionEnv, SessionMDP
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=500, help="gradient steps per block")
+    parser.add_argument("--blocks", type=int, default=7)
+    parser.add_argument("--learning", action="store_true", help="also the learning table (minutes)")
+    parser.add_argument("--seeds", type=int, default=5)
+    return parser.parse_args()
+
+
+def filled_dqn(observation_size: int = 7, n_actions: int = 5) -> DQN:
+    agent = DQN(DQNConfig(observation_size, n_actions, learning_starts=10**9))
+    rng = np.random.default_rng(0)
+    for _ in range(5_000):
+        obs = rng.random(observation_size).astype(np.float32)
+        agent.observe(obs, int(rng.integers(n_actions)), float(rng.random()), obs, bool(rng.random() < 0.2))
+    return agent
+
+
+def bare_loop(config: DQNConfig) -> Callable[[int], None]:
+    """The floor: the same update (Double DQN's target, Huber loss, clipping, Adam) on the same
+    networks, written inline CleanRL-style on tensors made once: no replay sampling, no
+    conversions, no counters."""
+    net, target_net = build_network(config, 1), build_network(config, 1)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    gen = torch.Generator().manual_seed(0)
+    obs = torch.rand(config.batch_size, config.observation_size, generator=gen)
+    next_obs = torch.rand(config.batch_size, config.observation_size, generator=gen)
+    actions = torch.randint(0, config.n_actions, (config.batch_size, 1), generator=gen)
+    rewards = torch.rand(config.batch_size, generator=gen)
+    dones = (torch.rand(config.batch_size, generator=gen) < 0.2).float()
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            with torch.no_grad():
+                next_actions = net(next_obs).argmax(dim=1, keepdim=True)
+                next_q = target_net(next_obs).gather(1, next_actions).squeeze(1)
+                td_target = rewards + config.gamma * next_q * (1.0 - dones)
+            q = net(obs).gather(1, actions).squeeze(1)
+            loss = torch.nn.functional.smooth_l1_loss(q, td_target)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), config.max_grad_norm)
+            optimizer.step()
+
+    return run
+
+
+def rate(fn: Callable[[int], None], steps: int) -> float:
+    start = time.perf_counter()
+    fn(steps)
+    return steps / (time.perf_counter() - start)
+
+
+def gradient_steps(args: argparse.Namespace) -> None:
+    agent = filled_dqn()
+    floor = bare_loop(agent.config)
+
+    def ours(steps: int) -> None:
+        for _ in range(steps):
+            agent.train_step()
+
+    ours(50)
+    floor(50)
+    mine, bare = [], []
+    for _ in range(args.blocks):
+        mine.append(rate(ours, args.steps))
+        bare.append(rate(floor, args.steps))
+    m, b = statistics.median(mine), statistics.median(bare)
+    print("1. gradient steps/s, batch 64, network 7-64-64-5 (median of blocks)")
+    print(f"  bare torch loop         {b:8.0f}")
+    print(f"  DQN.train_step          {m:8.0f}  {m / b:.2f}x  (target >= 0.80x)")
+
+
+def forward_passes(args: argparse.Namespace) -> None:
+    agent = filled_dqn()
+    print("2. forward pass, microseconds (median of blocks)")
+    for batch in (1, 64):
+        x = np.random.default_rng(0).random((batch, 7)).astype(np.float32)
+        tensor = torch.as_tensor(x)
+
+        def served(n: int, x: np.ndarray = x) -> None:
+            for _ in range(n):
+                agent.q_values(x)
+
+        def bare(n: int, t: torch.Tensor = tensor) -> None:
+            with torch.no_grad():
+                for _ in range(n):
+                    agent.q_network(t)
+
+        ours = statistics.median(1e6 / rate(served, 2_000) for _ in range(args.blocks))
+        floor = statistics.median(1e6 / rate(bare, 2_000) for _ in range(args.blocks))
+        print(f"  batch {batch:3d}: bare module {floor:6.1f}   DQN.q_values {ours:6.1f}  {ours / floor:.2f}x")
+
+
+def learning(args: argparse.Namespace) -> None:
+    mdp = SessionMDP()
+    optimal = mdp.start_value(mdp.optimal_q().argmax(axis=1))
+    print(f"3. greedy return after 1,000 sessions / optimum ({optimal:.3f}); seeds 0-{args.seeds - 1}")
+    variants: dict[str, Callable[[int], float]] = {}
+
+    def tabular(**kwargs: float) -> Callable[[int], float]:
+        def run(seed: int) -> float:
+            env = AgentSessionEnv(seed=seed)
+            agent = QLearning(QLearningConfig(mdp.n_states, mdp.n_actions, seed=seed, **kwargs))  # type: ignore[arg-type]
+            train(env, agent, 1_000, encode=mdp.state_of)
+            return mdp.start_value(agent.greedy_policy()) / optimal
+
+        return run
+
+    def dqn(double: bool) -> Callable[[int], float]:
+        def run(seed: int) -> float:
+            env = AgentSessionEnv(seed=seed)
+            agent = DQN(DQNConfig(mdp.observation_size, mdp.n_actions, double=double, seed=seed))
+            train(env, agent, 1_000)
+            return mdp.start_value(agent.greedy_actions(mdp.observations)) / optimal
+
+        return run
+
+    variants["q_learning (replay 64)"] = tabular()
+    variants["q_learning, online only"] = tabular(replay_ratio=0, learning_rate_power=0.7)
+    variants["double dqn (default)"] = dqn(True)
+    variants["dqn"] = dqn(False)
+    for name, run in variants.items():
+        start = time.perf_counter()
+        shares = [run(seed) for seed in range(args.seeds)]
+        took = (time.perf_counter() - start) / args.seeds
+        cells = " ".join(f"{s:.3f}" for s in shares)
+        print(
+            f"  {name:24s} mean {np.mean(shares):.3f} min {min(shares):.3f}  [{cells}]  {took:.1f} s/seed", flush=True
+        )
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, 1 thread")
+    gradient_steps(args)
+    forward_passes(args)
+    if args.learning:
+        learning(args)
+
+
+if __name__ == "__main__":
+    main()
