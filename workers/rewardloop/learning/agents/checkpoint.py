@@ -39,7 +39,7 @@ FORMAT = 1
 Agent = DQN | QLearning
 
 
-def _config_dict(config: DQNConfig | QLearningConfig) -> dict[str, Any]:
+def config_to_dict(config: DQNConfig | QLearningConfig) -> dict[str, Any]:
     out = asdict(config)
     out["exploration"] = exploration_to_dict(config.exploration)
     if "hidden" in out:
@@ -74,7 +74,7 @@ def dumps(agent: Agent, extra: dict[str, Any] | None = None) -> bytes:
     meta = {
         "format": FORMAT,
         "algorithm": algorithm,
-        "config": _config_dict(agent.config),
+        "config": config_to_dict(agent.config),
         "versions": {"torch": torch.__version__, "numpy": np.__version__},
     }
     out = io.BytesIO()
