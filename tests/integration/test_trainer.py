@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
+import ray
 import redis.asyncio as aioredis
 import torch
 
+from rewardloop.learning.agents.checkpoint import config_to_dict, loads
 from rewardloop.learning.agents.dqn import DQN, DQNConfig
 from rewardloop.simulator.agent_env import AgentSessionEnv
 from rewardloop.state.transitions import TransitionLog, TransitionRecord
+from rewardloop.workers.cluster import start_trainer
 from rewardloop.workers.redis_server import EmbeddedRedis
 from rewardloop.workers.trainer import Trainer, checkpoint_key, weights_key
 
@@ -98,3 +103,48 @@ async def test_a_transition_appended_twice_is_learned_once(redis: aioredis.Redis
     assert again.learn(records[240]) is False
     assert again.learn(records[-1]) is True
     assert await redis.exists(checkpoint_key("agent-dup"))
+
+
+@pytest.mark.cluster
+async def test_the_trainer_actor_killed_mid_training_resumes_exactly(
+    ray_cluster: None, redis: aioredis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    torch.set_num_threads(1)  # as the actor runs: the same arithmetic in both processes
+    records = logged_sessions(1_200, seed=2)
+    straight = Trainer(redis, "agent-straight-2", new_agent, checkpoint_every=100)
+    await TransitionLog(redis, "agent-straight-2").append(records)
+    await drain(straight)
+
+    surface = "agent-killed"
+    log = TransitionLog(redis, surface)
+    config = config_to_dict(new_agent().config)
+    actor = start_trainer(redis_server.url, surface, "dqn", config, checkpoint_every=100, checkpoint_seconds=3600)
+    await log.append(records[:650])
+    status = await until(actor, lambda s: s["learned"] == 650)
+    assert status["version"] == 6 and status["since_checkpoint"] == 50
+    # Killed with 50 transitions learned past its checkpoint; Ray restarts it.
+    ray.kill(actor, no_restart=False)
+    await log.append(records[650:])
+    status = await until(actor, lambda s: s["cursor"] != "0-0" and s["transitions"] == 1_200)
+    assert status["learned"] == 600  # 600-649 again (from checkpoint 6's state), then the rest
+    assert await actor.checkpoint_now.remote() == 13
+    resumed, extra = loads(await redis.get(checkpoint_key(surface)))
+    assert isinstance(resumed, DQN) and extra["version"] == 13
+    assert all(
+        torch.equal(a, b) for a, b in zip(weights(straight), resumed.q_network.state_dict().values(), strict=True)
+    )
+    ray.kill(actor, no_restart=True)
+
+
+async def until(actor, done, timeout: float = 60.0) -> dict:
+    """The actor's status once ``done(status)`` holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            status = await actor.status.remote()
+        except ray.exceptions.RayActorError:  # restarting
+            status = None
+        if status is not None and done(status):
+            return status
+        assert asyncio.get_running_loop().time() < deadline, status
+        await asyncio.sleep(0.1)

@@ -9,6 +9,7 @@ knows whether to retry; Feedback retries are safe thanks to event ids.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -73,6 +74,66 @@ class HostedFitter(SegmentFitter):
 
 
 FitterActor: Any = ray.remote(HostedFitter)
+
+
+class HostedTrainer:
+    """An agent surface's trainer (``workers/trainer.py``) on its own actor: learns as transitions
+    arrive, checkpoints on schedule. Restarted by Ray after a crash, it resumes from its checkpoint."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        surface: str,
+        algorithm: str,
+        config: dict[str, Any],
+        checkpoint_every: int = 500,
+        checkpoint_seconds: float = 10.0,
+    ):
+        # torch only in this actor's process, not in every process that hosts shards.
+        import redis.asyncio as aioredis
+        import torch
+
+        from rewardloop.workers.trainer import Trainer, new_agent_from
+
+        torch.set_num_threads(1)
+        self.checkpoint_seconds = checkpoint_seconds
+        self.redis = aioredis.Redis.from_url(redis_url)
+        self.trainer = Trainer(
+            self.redis, surface, new_agent_from(algorithm, config), checkpoint_every=checkpoint_every
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    async def ready(self) -> None:
+        if self.task is None:
+            await self.trainer.start()
+            self.task = asyncio.get_running_loop().create_task(
+                self.trainer.run(checkpoint_seconds=self.checkpoint_seconds)
+            )
+
+    async def status(self) -> dict[str, int | str]:
+        """Where training stands; also (re)starts the loop, so the first call after Ray restarted
+        the actor resumes from the checkpoint."""
+        if self.task is None:
+            await self.ready()
+        elif self.task.done():
+            self.task.result()  # the loop died: say why
+        return self.trainer.status()
+
+    async def checkpoint_now(self) -> int:
+        return await self.trainer.checkpoint()
+
+
+TrainerActor: Any = ray.remote(HostedTrainer)
+
+
+def start_trainer(redis_url: str, surface: str, algorithm: str, config: dict[str, Any], **options: Any) -> Any:
+    """Create (or reuse, by name) a surface's trainer, restarted by Ray after a crash, and start it."""
+    actor = TrainerActor.options(
+        name=f"trainer-{surface}", namespace=NAMESPACE, get_if_exists=True, max_restarts=-1,
+        max_task_retries=0, num_cpus=0, enable_task_events=False,
+    ).remote(redis_url, surface, algorithm, config, **options)  # fmt: skip
+    ray.get(actor.ready.remote(), timeout=120)
+    return actor
 
 
 def start_fitter(config: ServiceConfig, redis_url: str, name_prefix: str = "shard") -> Any:

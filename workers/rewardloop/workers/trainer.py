@@ -15,18 +15,20 @@ call ``start``, ``step`` and ``checkpoint``.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
 import torch
 
-from rewardloop.learning.agents.checkpoint import dumps, loads
-from rewardloop.learning.agents.dqn import DQN
+from rewardloop.learning.agents.checkpoint import config_from_dict, dumps, loads
+from rewardloop.learning.agents.dqn import DQN, DQNConfig
 from rewardloop.learning.agents.tabular import QLearning
 from rewardloop.state.keys import KEY_PREFIX
 from rewardloop.state.transitions import TransitionLog, TransitionRecord
@@ -86,6 +88,8 @@ class Trainer:
         self.seen: deque[str] = deque(maxlen=SEEN_IDS)
         self._seen_set: set[str] = set()
         self.since_checkpoint = 0
+        self.learned = 0
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Resume from the checkpoint if there is one."""
@@ -128,6 +132,7 @@ class Trainer:
         for stream_id, record in await self.log.read_after(self.cursor, max_transitions):
             if self.learn(record):
                 progress.learned += 1
+                self.learned += 1
             else:
                 progress.skipped += 1
             self.cursor = stream_id
@@ -157,3 +162,37 @@ class Trainer:
         self.since_checkpoint = 0
         await self.log.trim_through(self.cursor)
         return version
+
+    async def run(self, idle_seconds: float = 0.05, checkpoint_seconds: float = 10.0) -> None:
+        """Learn as transitions arrive; when the stream is idle, checkpoint what was learned since the
+        last checkpoint once it is ``checkpoint_seconds`` old (so a quiet surface still publishes)."""
+        last = time.monotonic()
+        version = self.version
+        while True:
+            progress = await self.step()
+            if self.version != version:
+                version, last = self.version, time.monotonic()
+            if progress.learned + progress.skipped:
+                continue
+            if self.since_checkpoint and time.monotonic() - last >= checkpoint_seconds:
+                version, last = await self.checkpoint(), time.monotonic()
+            await asyncio.sleep(idle_seconds)
+
+    def status(self) -> dict[str, int | str]:
+        return {
+            "version": self.version,
+            "cursor": self.cursor,
+            "learned": self.learned,
+            "since_checkpoint": self.since_checkpoint,
+            "transitions": self.agent.transitions if isinstance(self.agent, DQN) else int(self.agent.visits.sum()),
+        }
+
+
+def new_agent_from(algorithm: str, config: dict[str, Any]) -> Callable[[], DQN | QLearning]:
+    """A factory of fresh learners of a config dict (``checkpoint.config_to_dict``'s form)."""
+    parsed = config_from_dict(algorithm, config)
+
+    def new_agent() -> DQN | QLearning:
+        return DQN(parsed) if isinstance(parsed, DQNConfig) else QLearning(parsed)
+
+    return new_agent
