@@ -11,13 +11,19 @@
    optimum (exact, by value iteration), per seed: tabular Q-learning with replay (the default),
    without replay (online, step size n^-0.7), Double DQN (the default) and DQN.
 
+4. ``--push``: the weight push on Ray Serve (2 replicas, embedded Redis): for each of ``--versions``
+   published versions, how long until the first answer and until 64 answers in a row (32 in
+   flight) come from it, and whether any answer was not exactly one version's forward pass.
+
     .venv/bin/python bench/agents.py                       # ~30 s
     .venv/bin/python bench/agents.py --learning --seeds 10 # + ~6 min
+    .venv/bin/python bench/agents.py --push                # + ~1 min
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import time
 from collections.abc import Callable
@@ -37,6 +43,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--blocks", type=int, default=7)
     parser.add_argument("--learning", action="store_true", help="also the learning table (minutes)")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--push", action="store_true", help="also the weight push on Ray Serve")
+    parser.add_argument("--versions", type=int, default=10)
     return parser.parse_args()
 
 
@@ -163,6 +171,57 @@ def learning(args: argparse.Namespace) -> None:
         )
 
 
+async def push(args: argparse.Namespace) -> None:
+    import contextlib
+
+    import redis
+    from _cli import start_ray
+    from ray import serve
+
+    from rewardloop.learning.agents.checkpoint import config_to_dict
+    from rewardloop.workers.policy_replicas import deployment
+    from rewardloop.workers.redis_server import EmbeddedRedis
+    from rewardloop.workers.trainer import policy_bytes, weights_key
+
+    surface = "bench-push"
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(EmbeddedRedis())
+        client = redis.Redis.from_url(server.url)
+        start_ray(stack)
+        serve.start(proxy_location="Disabled")
+        stack.callback(serve.shutdown)
+        agent = filled_dqn()
+        app = deployment("bench-push", replicas=2).bind(server.url, surface, config_to_dict(agent.config))
+        handle = serve.run(app, name="bench-push", route_prefix=None)
+        states = np.random.default_rng(0).random((32, 7)).astype(np.float32)
+        models: dict[int, np.ndarray] = {0: filled_dqn().q_values(states)}
+        firsts, alls, wrong = [], [], 0
+        for version in range(1, args.versions + 1):
+            for _ in range(20):
+                agent.train_step()
+            models[version] = agent.q_values(states)
+            published = time.perf_counter()
+            client.hset(weights_key(surface), mapping={"version": version, "weights": policy_bytes(agent)})
+            first, streak = None, 0
+            while streak < 64:
+                answers = await asyncio.gather(*(handle.q_values.remote(s.tolist()) for s in states))
+                for row, (answered, q, _) in enumerate(answers):
+                    if not np.allclose(q, models[answered][row], rtol=1e-5, atol=1e-6):
+                        wrong += 1
+                    if answered == version:
+                        first = first or time.perf_counter() - published
+                        streak += 1
+                    else:
+                        streak = 0
+            firsts.append(first or 0.0)
+            alls.append(time.perf_counter() - published)
+        print(f"4. weight push, 2 replicas, {args.versions} versions, poll every 100 ms")
+        for label, times in (("first answer from the new version", firsts), ("64 answers in a row from it", alls)):
+            p50, worst = 1000 * statistics.median(times), 1000 * max(times)
+            print(f"  {label:34s} p50 {p50:6.0f} ms  max {worst:6.0f} ms")
+        print(f"  answers that were not exactly one version: {wrong}")
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
@@ -171,6 +230,8 @@ def main() -> None:
     forward_passes(args)
     if args.learning:
         learning(args)
+    if args.push:
+        asyncio.run(push(args))
 
 
 if __name__ == "__main__":
