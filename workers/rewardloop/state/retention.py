@@ -28,6 +28,10 @@ ledger entries              entries a snapshot stored beside it              per
 ``rl:windows:<shard>``      a member per open reward window, removed when    decisions of the longest window
                             it closes
 ``rl:pop:...`` priors       one hash per surface configuration and shard     segments x shards
+``rl:transitions:<s>``      an agent surface's stream; trimmed behind each   ``transitions.MAX_ENTRIES`` (approximate)
+agent transitions           trainer checkpoint (no pseudonym in it)
+``rl:trainer:<s>``,         one checkpoint / one published version per       the replay ring's ``buffer_size``
+``rl:policy:<s>``           agent surface, replaced at each checkpoint
 ==========================  ===============================================  =========================================
 
 The three per-user hashes are pruned by the time each entry names (decision id, log entry id)

@@ -27,8 +27,9 @@ import redis.asyncio as aioredis
 
 from rewardloop.state.keys import KEY_PREFIX
 
-MAX_ENTRIES = 1_000_000
-"""Cap on a surface's stream (approximate trimming): ~100 bytes an entry at 7 features."""
+MAX_ENTRIES = 200_000
+"""Cap on a surface's stream (approximate trimming; ~150 bytes an entry at 7 features): what an
+absent trainer leaves to learn when it is back (at 100 agent decisions/s, half an hour)."""
 
 
 def transitions_key(surface: str) -> str:
