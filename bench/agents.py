@@ -31,6 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from rewardloop.demo.train_agent import greedy_value
 from rewardloop.learning.agents.dqn import DQN, DQNConfig, build_network
 from rewardloop.learning.agents.tabular import QLearning, QLearningConfig
 from rewardloop.learning.agents.training import train
@@ -135,7 +136,7 @@ def forward_passes(args: argparse.Namespace) -> None:
 
 def learning(args: argparse.Namespace) -> None:
     mdp = SessionMDP()
-    optimal = mdp.start_value(mdp.optimal_q().argmax(axis=1))
+    optimal = mdp.benchmarks()["optimal"]
     print(f"3. greedy return after 1,000 sessions / optimum ({optimal:.3f}); seeds 0-{args.seeds - 1}")
     variants: dict[str, Callable[[int], float]] = {}
 
@@ -144,7 +145,7 @@ def learning(args: argparse.Namespace) -> None:
             env = AgentSessionEnv(seed=seed)
             agent = QLearning(QLearningConfig(mdp.n_states, mdp.n_actions, seed=seed, **kwargs))  # type: ignore[arg-type]
             train(env, agent, 1_000, encode=mdp.state_of)
-            return mdp.start_value(agent.greedy_policy()) / optimal
+            return greedy_value(agent, mdp) / optimal
 
         return run
 
@@ -153,7 +154,7 @@ def learning(args: argparse.Namespace) -> None:
             env = AgentSessionEnv(seed=seed)
             agent = DQN(DQNConfig(mdp.observation_size, mdp.n_actions, double=double, seed=seed))
             train(env, agent, 1_000)
-            return mdp.start_value(agent.greedy_actions(mdp.observations)) / optimal
+            return greedy_value(agent, mdp) / optimal
 
         return run
 

@@ -31,11 +31,11 @@ def test_every_row_is_a_distribution_and_every_session_can_end() -> None:
 def test_one_step_greed_is_far_from_the_optimum() -> None:
     mdp = SessionMDP()
     q = mdp.optimal_q()
-    optimal = mdp.start_value(q.argmax(axis=1))
-    myopic = mdp.start_value(mdp.myopic_policy())
-    fixed = max(mdp.start_value(np.full(mdp.n_states, a)) for a in range(mdp.n_actions))
-    assert optimal > 1.5 * myopic
-    assert optimal > 1.5 * fixed
+    marks = mdp.benchmarks()
+    assert marks["optimal"] == mdp.start_value(q.argmax(axis=1))
+    assert marks["optimal"] > 1.5 * marks["one-step policy"]
+    assert marks["optimal"] > 1.5 * marks["best fixed action"]
+    assert marks["best fixed action"] == max(mdp.start_value(np.full(mdp.n_states, a)) for a in range(mdp.n_actions))
     # The optimum plans: it asks before answering where a one-step policy would not.
     planned = q.argmax(axis=1)
     assert (planned == CLARIFY).any()

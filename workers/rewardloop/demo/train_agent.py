@@ -46,15 +46,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def benchmarks(mdp: SessionMDP) -> dict[str, float]:
-    """The exact returns the learner is measured against."""
-    return {
-        "optimal": mdp.start_value(mdp.optimal_q().argmax(axis=1)),
-        "one-step policy": mdp.start_value(mdp.myopic_policy()),
-        "best fixed action": max(mdp.start_value(np.full(mdp.n_states, a)) for a in range(mdp.n_actions)),
-    }
-
-
 def greedy_value(agent: DQN | QLearning, mdp: SessionMDP) -> float:
     """The exact return of the learner's greedy policy."""
     policy = agent.greedy_policy() if isinstance(agent, QLearning) else agent.greedy_actions(mdp.observations)
@@ -93,7 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     extra = {"episodes": done_before + len(returns), "env_rng": env.np_random.bit_generator.state}
     (out / "checkpoint.zip").write_bytes(dumps(agent, extra=extra))
-    marks = benchmarks(mdp)
+    marks = mdp.benchmarks()
     result = {
         "algorithm": type(agent).__name__,
         "seed": args.seed,

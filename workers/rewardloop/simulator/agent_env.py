@@ -29,9 +29,8 @@ every state: what a contextual bandit converges to) 2.16; the best fixed action 
 >>> q_star = mdp.optimal_q()
 >>> round(mdp.start_value(q_star.argmax(axis=1)), 3)
 4.949
->>> round(mdp.start_value(mdp.myopic_policy()), 3), round(max(
-...     mdp.start_value(np.full(mdp.n_states, a)) for a in range(mdp.n_actions)), 3)
-(2.161, 1.867)
+>>> {name: round(value, 3) for name, value in mdp.benchmarks().items()}
+{'optimal': 4.949, 'one-step policy': 2.161, 'best fixed action': 1.867}
 >>> obs, info = env.reset(seed=1)
 >>> obs.shape, env.observation_space.contains(obs), info["state"] == mdp.state_of(obs)
 ((7,), True, True)
@@ -227,6 +226,15 @@ class SessionMDP:
     def myopic_policy(self) -> IntArray:
         """The best one-step policy: in every state the action with the highest mean rating."""
         return np.asarray(self.rewards.argmax(axis=1), dtype=np.int64)
+
+    def benchmarks(self) -> dict[str, float]:
+        """The exact returns a learner is measured against: the optimum, the best one-step policy
+        and the best fixed action."""
+        return {
+            "optimal": self.start_value(self.optimal_q().argmax(axis=1)),
+            "one-step policy": self.start_value(self.myopic_policy()),
+            "best fixed action": max(self.start_value(np.full(self.n_states, a)) for a in range(self.n_actions)),
+        }
 
     def visit_frequencies(self, policy: IntArray) -> FloatArray:
         """The expected number of visits of each state in a session under ``policy``."""

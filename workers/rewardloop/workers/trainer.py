@@ -89,7 +89,7 @@ class Trainer:
         self._seen_set: set[str] = set()
         self.since_checkpoint = 0
         self.learned = 0
-        self._task: asyncio.Task[None] | None = None
+        self.checkpointed_at = time.monotonic()
 
     async def start(self) -> None:
         """Resume from the checkpoint if there is one."""
@@ -145,7 +145,6 @@ class Trainer:
         """Save and publish the next version atomically, then trim the stream behind the cursor."""
         version = self.version + 1
         extra = {"cursor": self.cursor, "version": version, "seen": list(self.seen)}
-        steps = self.agent.transitions if isinstance(self.agent, DQN) else int(self.agent.visits.sum())
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(checkpoint_key(self.surface), dumps(self.agent, extra=extra))
         pipe.hset(
@@ -153,29 +152,26 @@ class Trainer:
             mapping={
                 "version": version,
                 "weights": policy_bytes(self.agent),
-                "transitions": steps,
+                "transitions": self.agent.transitions,
                 "published_ms": int(time.time() * 1000),
             },
         )
         await pipe.execute()
         self.version = version
         self.since_checkpoint = 0
+        self.checkpointed_at = time.monotonic()
         await self.log.trim_through(self.cursor)
         return version
 
     async def run(self, idle_seconds: float = 0.05, checkpoint_seconds: float = 10.0) -> None:
         """Learn as transitions arrive; when the stream is idle, checkpoint what was learned since the
         last checkpoint once it is ``checkpoint_seconds`` old (so a quiet surface still publishes)."""
-        last = time.monotonic()
-        version = self.version
         while True:
             progress = await self.step()
-            if self.version != version:
-                version, last = self.version, time.monotonic()
             if progress.learned + progress.skipped:
                 continue
-            if self.since_checkpoint and time.monotonic() - last >= checkpoint_seconds:
-                version, last = await self.checkpoint(), time.monotonic()
+            if self.since_checkpoint and time.monotonic() - self.checkpointed_at >= checkpoint_seconds:
+                await self.checkpoint()
             await asyncio.sleep(idle_seconds)
 
     def status(self) -> dict[str, int | str]:
@@ -184,7 +180,7 @@ class Trainer:
             "cursor": self.cursor,
             "learned": self.learned,
             "since_checkpoint": self.since_checkpoint,
-            "transitions": self.agent.transitions if isinstance(self.agent, DQN) else int(self.agent.visits.sum()),
+            "transitions": self.agent.transitions,
         }
 
 

@@ -25,7 +25,7 @@ features, all in [0, 1] so a network needs no scaling:
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -57,14 +57,14 @@ class SessionConfig:
         return float(1.0 - 0.5 ** (1.0 / self.satisfaction_half_life))
 
 
-@dataclass(eq=True)
+@dataclass(eq=False)  # __eq__ below: the action counts are an array
 class Session:
     started_ms: int
     last_ms: int
     last_positive_ms: int  # -1: none yet
     turn: int
     satisfaction: float
-    actions: NDArray[np.int64] = field(compare=False)
+    actions: NDArray[np.int64]
     rewards: int = 0
 
     def __eq__(self, other: object) -> bool:

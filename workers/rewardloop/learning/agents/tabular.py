@@ -85,6 +85,11 @@ class QLearning:
         self.ring_pos = 0
         self.ring_full = False
 
+    @property
+    def transitions(self) -> int:
+        """Transitions learned from (``DQN.transitions`` of the tabular learner)."""
+        return int(self.visits.sum())
+
     def probabilities(self, state: int) -> FloatArray:
         """The exploration rule over the state's Q-values, where an action never tried in this
         state counts as the best: a zero-initialised table otherwise never tries an action whose

@@ -9,7 +9,7 @@ terminal: the last transition still bootstraps from the next state.
 >>> env = AgentSessionEnv(seed=0)
 >>> agent = QLearning(QLearningConfig(env.mdp.n_states, env.mdp.n_actions, seed=0))
 >>> returns = train(env, agent, episodes=20, encode=env.mdp.state_of)
->>> len(returns), agent.steps == int(agent.visits.sum())
+>>> len(returns), agent.steps == agent.transitions
 (20, True)
 """
 
