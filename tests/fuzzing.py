@@ -262,7 +262,7 @@ def hints(
             "event_id": st.uuids().map(str),
             "user_id": st.sampled_from(users),
             "item_id": st.sampled_from(items),
-            "signal": st.integers(1, 14),
+            "signal": st.integers(1, max(feedback_pb2.Signal.values())),
             "value": st.sampled_from([0.0, 1.0, 0.5, 3.0, 30.0]),
         },
         optional={

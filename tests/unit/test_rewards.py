@@ -45,6 +45,7 @@ CATALOGUE = [
     (Signal.SKIP, 0.0, 1.0, True, Polarity.NEGATIVE, Aggregate.MAX),
     (Signal.HIDE, 0.0, 1.0, True, Polarity.NEGATIVE, Aggregate.MAX),
     (Signal.REPORT, 0.0, 1.0, True, Polarity.NEGATIVE, Aggregate.MAX),
+    (Signal.SESSION_END, 0.0, 1.0, True, Polarity.NEUTRAL, Aggregate.MAX),
 ]
 
 
@@ -123,6 +124,8 @@ DEFAULT_TRANSFORMS = [
     (Signal.SKIP, 1.0, 1.0),
     (Signal.HIDE, 1.0, 1.0),
     (Signal.REPORT, 1.0, 1.0),
+    (Signal.SESSION_END, 0.0, 0.0),
+    (Signal.SESSION_END, 1.0, 1.0),
 ]
 
 
@@ -158,9 +161,34 @@ def test_transform_kinds(transform: Transform, value: float, expected: float) ->
 
 def test_parse_signal() -> None:
     assert parse_signal(12) is Signal.SKIP
-    for bad in (0, 15, -1):
-        with pytest.raises(ValueError, match=rf"signal must be one of 1..14, got {bad}"):
+    assert parse_signal(15) is Signal.SESSION_END
+    for bad in (0, 16, -1):
+        with pytest.raises(ValueError, match=rf"signal must be one of 1\.\.15, got {bad}"):
             parse_signal(bad)
+
+
+def test_session_end_is_a_neutral_zero_weight_binary_signal() -> None:
+    spec = SIGNALS[Signal.SESSION_END]
+    assert (int(Signal.SESSION_END), Signal.SESSION_END.key) == (15, "session_end")
+    assert feedback_pb2.SIGNAL_SESSION_END == 15
+    assert (spec.polarity, spec.aggregate, spec.default_weight) == (Polarity.NEUTRAL, Aggregate.MAX, 0.0)
+    assert RewardConfig().rule(Signal.SESSION_END).weight == 0.0
+    assert RewardConfig().rule(Signal.SESSION_END).contribution(1.0) == 0.0
+    assert check_value(Signal.SESSION_END, 1.0) is None and check_value(Signal.SESSION_END, 0.0) is None
+    assert check_value(Signal.SESSION_END, 0.5) == "session_end value must be 0 or 1 (1 = session ended), got 0.5"
+    # Neutral: a surface may weigh it either way.
+    assert SignalRule(Signal.SESSION_END, -0.2, Transform("linear")).weight == -0.2
+    assert SignalRule(Signal.SESSION_END, 0.2, Transform("linear")).weight == 0.2
+
+
+def test_a_signal_added_later_is_left_out_of_the_config_table_at_its_default() -> None:
+    # Surface fingerprints hash to_dict(): a new signal at its default must not change them.
+    assert "session_end" not in RewardConfig().to_dict()["signals"]
+    assert "session_end" not in RewardConfig.from_dict({"signals": {"session_end": {"weight": 0}}}).to_dict()["signals"]
+    weighted = RewardConfig.from_dict({"signals": {"session_end": {"weight": -0.1}}})
+    assert weighted.to_dict()["signals"]["session_end"]["weight"] == -0.1
+    for config in (RewardConfig(), weighted):
+        assert RewardConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
 # --- config ---------------------------------------------------------------------------------------------------------

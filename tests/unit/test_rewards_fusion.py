@@ -53,6 +53,8 @@ FUSION_TABLE = [
     ("click only", DEFAULT, [ev("c", Signal.CLICK, 1)], 1.0),
     ("shown, not clicked", GENEROUS, [ev("c", Signal.CLICK, 0)], 0.0),
     ("click + impression", DEFAULT, [ev("i", Signal.IMPRESSION, 1), ev("c", Signal.CLICK, 1)], 1.0),
+    ("session end only: weight 0, default", GENEROUS, [ev("e", Signal.SESSION_END, 1)], 0.3),
+    ("session end moves no reward", HALVES, [ev("c", Signal.CLICK, 1), ev("e", Signal.SESSION_END, 1)], 0.5),
     ("click + dwell: 0.5 + 0.5 * 15/30", HALVES, [ev("c", Signal.CLICK, 1), ev("d", Signal.DWELL, 15)], 0.75),
     ("dwell saturating: 0.5 * min(90/30, 1)", HALVES, [ev("d", Signal.DWELL, 90)], 0.5),
     ("dwell reports: max", HALVES, [ev("d1", Signal.DWELL, 20), ev("d2", Signal.DWELL, 6)], 0.5 * 20 / 30),

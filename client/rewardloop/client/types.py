@@ -54,6 +54,9 @@ class Signal(enum.Enum):
     """value: 1 = hidden, "not interested" (a negative signal)."""
     REPORT = feedback_pb2.SIGNAL_REPORT
     """value: 1 = reported as abuse or spam (a negative signal)."""
+    SESSION_END = feedback_pb2.SIGNAL_SESSION_END
+    """value: 1 = the user ended the agent session after this decision. Weight 0 by default: never
+    moves the reward; on an agent surface it makes the decision the session's last step."""
 
     @classmethod
     def parse(cls, signal: Signal | str) -> Signal:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crewardloop/v1/feedback.proto\x12\rrewardloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x01\n\rFeedbackEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x03 \x01(\t\x12\x0f\n\x07item_id\x18\x04 \x01(\t\x12\x0f\n\x07surface\x18\x05 \x01(\t\x12%\n\x06signal\x18\x06 \x01(\x0e\x32\x15.rewardloop.v1.Signal\x12\r\n\x05value\x18\x07 \x01(\x01\x12/\n\x0boccurred_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x0eRecordResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\x12\x0e\n\x06reward\x18\x02 \x01(\x01\x12\x0c\n\x04\x66lag\x18\x03 \x01(\t\"B\n\x12RecordBatchRequest\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.rewardloop.v1.FeedbackEvent\"l\n\x0b\x45ventResult\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x0e\n\x06reward\x18\x04 \x01(\x01\x12\x0c\n\x04\x66lag\x18\x05 \x01(\t\x12\r\n\x05\x66ield\x18\x06 \x01(\t\"B\n\x13RecordBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.rewardloop.v1.EventResult*\xaf\x02\n\x06Signal\x12\x16\n\x12SIGNAL_UNSPECIFIED\x10\x00\x12\x10\n\x0cSIGNAL_CLICK\x10\x01\x12\x10\n\x0cSIGNAL_DWELL\x10\x02\x12\x11\n\rSIGNAL_RATING\x10\x03\x12\x0f\n\x0bSIGNAL_LIKE\x10\x04\x12\x15\n\x11SIGNAL_IMPRESSION\x10\x05\x12\x15\n\x11SIGNAL_COMPLETION\x10\x06\x12\x12\n\x0eSIGNAL_DISLIKE\x10\x07\x12\x10\n\x0cSIGNAL_SHARE\x10\x08\x12\x12\n\x0eSIGNAL_COMMENT\x10\t\x12\x13\n\x0fSIGNAL_BOOKMARK\x10\n\x12\x13\n\x0fSIGNAL_PURCHASE\x10\x0b\x12\x0f\n\x0bSIGNAL_SKIP\x10\x0c\x12\x0f\n\x0bSIGNAL_HIDE\x10\r\x12\x11\n\rSIGNAL_REPORT\x10\x0e\x32\xa7\x01\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x45\n\x06Record\x12\x1c.rewardloop.v1.FeedbackEvent\x1a\x1d.rewardloop.v1.RecordResponse\x12T\n\x0bRecordBatch\x12!.rewardloop.v1.RecordBatchRequest\x1a\".rewardloop.v1.RecordBatchResponseB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crewardloop/v1/feedback.proto\x12\rrewardloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x01\n\rFeedbackEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x03 \x01(\t\x12\x0f\n\x07item_id\x18\x04 \x01(\t\x12\x0f\n\x07surface\x18\x05 \x01(\t\x12%\n\x06signal\x18\x06 \x01(\x0e\x32\x15.rewardloop.v1.Signal\x12\r\n\x05value\x18\x07 \x01(\x01\x12/\n\x0boccurred_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x0eRecordResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\x12\x0e\n\x06reward\x18\x02 \x01(\x01\x12\x0c\n\x04\x66lag\x18\x03 \x01(\t\"B\n\x12RecordBatchRequest\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.rewardloop.v1.FeedbackEvent\"l\n\x0b\x45ventResult\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x0e\n\x06reward\x18\x04 \x01(\x01\x12\x0c\n\x04\x66lag\x18\x05 \x01(\t\x12\r\n\x05\x66ield\x18\x06 \x01(\t\"B\n\x13RecordBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.rewardloop.v1.EventResult*\xc7\x02\n\x06Signal\x12\x16\n\x12SIGNAL_UNSPECIFIED\x10\x00\x12\x10\n\x0cSIGNAL_CLICK\x10\x01\x12\x10\n\x0cSIGNAL_DWELL\x10\x02\x12\x11\n\rSIGNAL_RATING\x10\x03\x12\x0f\n\x0bSIGNAL_LIKE\x10\x04\x12\x15\n\x11SIGNAL_IMPRESSION\x10\x05\x12\x15\n\x11SIGNAL_COMPLETION\x10\x06\x12\x12\n\x0eSIGNAL_DISLIKE\x10\x07\x12\x10\n\x0cSIGNAL_SHARE\x10\x08\x12\x12\n\x0eSIGNAL_COMMENT\x10\t\x12\x13\n\x0fSIGNAL_BOOKMARK\x10\n\x12\x13\n\x0fSIGNAL_PURCHASE\x10\x0b\x12\x0f\n\x0bSIGNAL_SKIP\x10\x0c\x12\x0f\n\x0bSIGNAL_HIDE\x10\r\x12\x11\n\rSIGNAL_REPORT\x10\x0e\x12\x16\n\x12SIGNAL_SESSION_END\x10\x0f\x32\xa7\x01\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x45\n\x06Record\x12\x1c.rewardloop.v1.FeedbackEvent\x1a\x1d.rewardloop.v1.RecordResponse\x12T\n\x0bRecordBatch\x12!.rewardloop.v1.RecordBatchRequest\x1a\".rewardloop.v1.RecordBatchResponseB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
   _globals['_SIGNAL']._serialized_start=605
-  _globals['_SIGNAL']._serialized_end=908
+  _globals['_SIGNAL']._serialized_end=932
   _globals['_FEEDBACKEVENT']._serialized_start=81
   _globals['_FEEDBACKEVENT']._serialized_end=289
   _globals['_RECORDRESPONSE']._serialized_start=291
@@ -45,6 +45,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENTRESULT']._serialized_end=534
   _globals['_RECORDBATCHRESPONSE']._serialized_start=536
   _globals['_RECORDBATCHRESPONSE']._serialized_end=602
-  _globals['_FEEDBACK']._serialized_start=911
-  _globals['_FEEDBACK']._serialized_end=1078
+  _globals['_FEEDBACK']._serialized_start=935
+  _globals['_FEEDBACK']._serialized_end=1102
 # @@protoc_insertion_point(module_scope)

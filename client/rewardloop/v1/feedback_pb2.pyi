@@ -27,6 +27,7 @@ class Signal(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SIGNAL_SKIP: _ClassVar[Signal]
     SIGNAL_HIDE: _ClassVar[Signal]
     SIGNAL_REPORT: _ClassVar[Signal]
+    SIGNAL_SESSION_END: _ClassVar[Signal]
 SIGNAL_UNSPECIFIED: Signal
 SIGNAL_CLICK: Signal
 SIGNAL_DWELL: Signal
@@ -42,6 +43,7 @@ SIGNAL_PURCHASE: Signal
 SIGNAL_SKIP: Signal
 SIGNAL_HIDE: Signal
 SIGNAL_REPORT: Signal
+SIGNAL_SESSION_END: Signal
 
 class FeedbackEvent(_message.Message):
     __slots__ = ("event_id", "user_id", "decision_id", "item_id", "surface", "signal", "value", "occurred_at")

@@ -1,6 +1,6 @@
 """The reward engine: feedback signals in, one reward per decision-item out (pure, no I/O).
 
-- ``signals``: the catalogue (14 signals, unit, range, polarity, aggregate, default transform);
+- ``signals``: the catalogue (15 signals, unit, range, polarity, aggregate, default transform);
 - ``config``: a surface's reward rules (weights, transforms, caps, window, default, late rule, half-life);
 - ``fusion``: the events of one decision-item fused into one reward, order-independent and idempotent;
 - ``quality``: which events are rejected, flagged (kept, never train) or accepted;

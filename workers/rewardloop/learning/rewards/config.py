@@ -65,6 +65,10 @@ TRANSFORM_PARAMS: dict[str, tuple[str, ...]] = {
     "threshold": ("at",),
 }
 SIGNAL_KEYS = {"weight", "transform", "scale", "offset", "at", "cap"}
+# Signals added after surface fingerprints were pinned (``SurfaceConfig.fingerprint`` hashes ``to_dict``):
+# ``to_dict`` spells one out only when a surface's rule for it differs from the catalogue default, so
+# adding a signal leaves every stored fingerprint (and the snapshots and priors keyed by it) valid.
+LATER_SIGNALS = frozenset({Signal.SESSION_END})
 REWARD_KEYS = {"signals", "window_seconds", "default_reward", "late_rule", "half_life_seconds"}
 
 
@@ -181,12 +185,17 @@ class RewardConfig:
             raise within(where, exc) from exc
 
     def to_dict(self) -> dict[str, Any]:
-        """The table ``from_dict`` reads back to an equal config (every signal spelled out)."""
+        """The table ``from_dict`` reads back to an equal config (every signal spelled out, except those
+        of ``LATER_SIGNALS`` at their default rule)."""
         raw: dict[str, Any] = {
             "window_seconds": self.window_seconds,
             "default_reward": self.default_reward,
             "late_rule": self.late_rule.value,
-            "signals": {signal.key: rule.to_dict() for signal, rule in self.rules.items()},
+            "signals": {
+                signal.key: rule.to_dict()
+                for signal, rule in self.rules.items()
+                if signal not in LATER_SIGNALS or rule != default_rule(signal)
+            },
         }
         if self.half_life_seconds is not None:
             raw["half_life_seconds"] = self.half_life_seconds

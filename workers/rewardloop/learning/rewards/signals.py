@@ -23,10 +23,14 @@ purchase      currency units (the surface's)          [0, 1e6]     positive  sum
 skip          1 = skipped                             0 or 1       negative  max        linear: v
 hide          1 = hidden                              0 or 1       negative  max        linear: v
 report        1 = reported (abuse, spam)              0 or 1       negative  max        linear: v
+session_end   1 = the user ended the agent session    0 or 1       neutral   max        linear: v
 ============  ======================================  ===========  ========  =========  ====================
 
 "0 or 1" signals are *integral*: 0.5 is rejected. Default weights: 1 for positive signals, -1 for
-negative ones, 0 for impressions (so a caller sending one signal gets the reward reward.py gave it).
+negative ones, 0 for the neutral ones, impression and session_end (so a caller sending one signal gets
+the reward reward.py gave it). ``session_end`` (the user ended the agent session after the decision)
+moves no reward: on an agent surface the feedback worker ends the user's session there, the decision
+being its last step; on other surfaces it is only recorded.
 
 Transforms map a value, never a sign: a negative signal's transform is still >= 0 and its *weight*
 (``config.py``) is <= 0. Kinds: ``linear`` ``(v - offset) / scale``, ``saturate`` ``min(v / scale, 1)``,
@@ -41,7 +45,7 @@ Transforms map a value, never a sign: a negative signal's transform is still >= 
 >>> parse_signal(99)
 Traceback (most recent call last):
 ...
-ValueError: signal must be one of 1..14, got 99
+ValueError: signal must be one of 1..15, got 99
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ class Signal(enum.IntEnum):
     SKIP = 12
     HIDE = 13
     REPORT = 14
+    SESSION_END = 15
 
     @property
     def key(self) -> str:
@@ -82,7 +87,7 @@ class Polarity(enum.Enum):
 
     POSITIVE = "positive"
     NEGATIVE = "negative"
-    # Says nothing about taste (an impression): a weight of either sign is allowed, default 0.
+    # Says nothing about taste (an impression, a session end): a weight of either sign is allowed, default 0.
     NEUTRAL = "neutral"
 
 
@@ -201,6 +206,7 @@ SIGNALS: dict[Signal, SignalSpec] = {
     Signal.SKIP: _binary("1 = skipped", _NEG, weight=-1.0),
     Signal.HIDE: _binary("1 = hidden", _NEG, weight=-1.0),
     Signal.REPORT: _binary("1 = reported", _NEG, weight=-1.0),
+    Signal.SESSION_END: _binary("1 = session ended", Polarity.NEUTRAL, weight=0.0),
 }
 
 BY_KEY: dict[str, Signal] = {signal.key: signal for signal in Signal}
