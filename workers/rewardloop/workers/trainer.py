@@ -28,7 +28,8 @@ import redis.asyncio as aioredis
 import torch
 
 from rewardloop.learning.agents.checkpoint import config_from_dict, dumps, loads
-from rewardloop.learning.agents.dqn import DQN, DQNConfig
+from rewardloop.learning.agents.config import DQNConfig
+from rewardloop.learning.agents.dqn import DQN
 from rewardloop.learning.agents.tabular import QLearning
 from rewardloop.state.keys import KEY_PREFIX
 from rewardloop.state.transitions import TransitionLog, TransitionRecord

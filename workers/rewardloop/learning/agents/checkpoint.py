@@ -24,36 +24,18 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from dataclasses import asdict, fields
 from typing import Any
 
 import numpy as np
 import torch
 
-from rewardloop.learning.agents.dqn import DQN, DQNConfig
-from rewardloop.learning.agents.exploration import exploration_from_dict, exploration_to_dict
+from rewardloop.learning.agents.config import DQNConfig, config_from_dict, config_to_dict
+from rewardloop.learning.agents.dqn import DQN
 from rewardloop.learning.agents.replay import ReplayBuffer
-from rewardloop.learning.agents.tabular import QLearning, QLearningConfig
+from rewardloop.learning.agents.tabular import QLearning
 
 FORMAT = 1
 Agent = DQN | QLearning
-
-
-def config_to_dict(config: DQNConfig | QLearningConfig) -> dict[str, Any]:
-    out = asdict(config)
-    out["exploration"] = exploration_to_dict(config.exploration)
-    if "hidden" in out:
-        out["hidden"] = list(out["hidden"])
-    return out
-
-
-def config_from_dict(algorithm: str, spec: dict[str, Any]) -> DQNConfig | QLearningConfig:
-    kind = DQNConfig if algorithm == "dqn" else QLearningConfig
-    spec = {k: v for k, v in spec.items() if k in {f.name for f in fields(kind)}}
-    spec["exploration"] = exploration_from_dict(spec.get("exploration", {}))
-    if "hidden" in spec:
-        spec["hidden"] = tuple(spec["hidden"])
-    return kind(**spec)
 
 
 def _npz(arrays: dict[str, np.ndarray]) -> bytes:
