@@ -34,7 +34,20 @@ BAD_CONFIGS = [
     ({"surfaces": {"s": {**OK_SURFACE, "algorithm": "nope"}}}, "surfaces.s.params: unknown algorithm 'nope'"),
     ({"surfaces": {"s": {**OK_SURFACE, "params": {"c": -1}}}}, r"surfaces.s.params: c must be > 0, got -1"),
     ({"surfaces": {"bad name": OK_SURFACE}}, "must be 1..64 characters"),
-    ({"surfaces": {"s": {**OK_SURFACE, "kind": "agent"}}}, "surfaces.s.kind must be one of bandit, got 'agent'"),
+    ({"surfaces": {"s": {**OK_SURFACE, "kind": "robot"}}}, "surfaces.s.kind must be one of bandit, agent, got 'robot'"),
+    ({"surfaces": {"s": {**OK_SURFACE, "agent": {}}}}, "surfaces.s.agent: only an agent surface"),
+    ({"surfaces": {"s": {"kind": "agent", "items": ["a"], "params": {}}}}, "surfaces.s.params: an agent surface's"),
+    ({"surfaces": {"s": {"kind": "agent", "items": ["a"], "algorithm": "q_learning"}}}, "surfaces.s.agent.algorithm"),
+    ({"surfaces": {"s": {"kind": "agent", "items": ["a"], "agent": {"params": {"lr": 1}}}}}, "unknown key.*lr"),
+    (
+        {"surfaces": {"s": {"kind": "agent", "items": ["a"], "agent": {"params": {"gamma": 2}}}}},
+        r"surfaces.s.agent.params.gamma must be in",
+    ),
+    ({"surfaces": {"s": {"kind": "agent", "items": ["a"], "agent": {"replicas": 0}}}}, r"surfaces.s.agent.replicas"),
+    (
+        {"surfaces": {"s": {"kind": "agent", "items": ["a"], "agent": {"idle_timeout_seconds": "x"}}}},
+        "surfaces.s.agent.idle_timeout_seconds must be a number",
+    ),
     (_cfg(experiments={"e": {"variants": {"a": 1}}}), "at least two variant"),
     (
         _cfg(experiments={"e": {"variants": {"a": 1, "b": 0}}}),
@@ -154,7 +167,7 @@ def test_a_surface_is_a_bandit_unless_it_says_otherwise_and_kind_keeps_bandit_fi
     assert plain.kind == explicit.kind == "bandit"
     assert plain.fingerprint == explicit.fingerprint
     with pytest.raises(ConfigError, match="kind must be one of bandit"):
-        dataclasses.replace(plain, kind="agent")
+        dataclasses.replace(plain, kind="robot")
 
 
 def _ucb() -> Any:
@@ -167,7 +180,7 @@ DIRECT_CONSTRUCTION = [
     (lambda: SurfaceConfig("s", _ucb(), ("a", "a")), "items: duplicate item id 'a'"),
     (lambda: SurfaceConfig("s", _ucb(), ()), "items must be a non-empty list of item ids"),
     (lambda: SurfaceConfig("bad name", _ucb(), ("a",)), "must be 1..64 characters"),
-    (lambda: SurfaceConfig("s", _ucb(), ("a",), kind="agent"), "kind must be one of bandit, got 'agent'"),
+    (lambda: SurfaceConfig("s", _ucb(), ("a",), kind="robot"), "kind must be one of bandit, agent, got 'robot'"),
     (
         lambda: SurfaceConfig("s", _ucb(), ("a",), cold_start=ColdStart(segment_feature="os")),
         "cold_start.segment_feature must name a categorical feature, got 'os'",

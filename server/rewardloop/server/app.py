@@ -36,7 +36,7 @@ from rewardloop.v1 import (
     recommender_pb2,
     recommender_pb2_grpc,
 )
-from rewardloop.workers.cluster import start_fitter, start_shards, stop_fitter, stop_shards
+from rewardloop.workers.cluster import start_agents, start_fitter, start_shards, stop_agents, stop_fitter, stop_shards
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.heap import Heap
 from rewardloop.workers.tracing import tracing_on
@@ -150,6 +150,7 @@ class Service:
         self.port = 0
         self.actors: list[Any] = []
         self.fitter: Any = None
+        self.trainers: list[Any] = []
         self.router: ShardRouter | None = None
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
@@ -163,6 +164,8 @@ class Service:
 
     async def start(self) -> Service:
         await check_no_eviction(self.redis_url)
+        # Agent surfaces' trainers and policy replicas first: the shards' first decisions ask them.
+        self.trainers = await asyncio.to_thread(start_agents, self.config, self.redis_url)
         self.actors = start_shards(self.config, self.redis_url, self.traces, self.shard_prefix)
         self.fitter = start_fitter(self.config, self.redis_url, self.shard_prefix)
         self.router = ShardRouter(self.actors)
@@ -211,4 +214,6 @@ class Service:
         if self.fitter is not None:
             stop_fitter(self.fitter)
             self.fitter = None
+        stop_agents(self.config, self.trainers)
+        self.trainers = []
         self._server, self._health, self.actors, self.router = None, None, [], None

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from rewardloop.learning.agents.spec import AgentSpec
 from rewardloop.learning.bandits import PolicyConfig, config_from_dict, policy_class
 from rewardloop.learning.features.realtime import RealtimeFeatures
 from rewardloop.learning.features.schema import FeatureSchema
@@ -36,7 +37,10 @@ from rewardloop.learning.rewards import RewardConfig
 
 MAX_ITEMS = 10_000
 # Surface kinds, each with its decision seam in the shard (workers/kinds.py).
-SURFACE_KINDS = ("bandit",)
+SURFACE_KINDS = ("bandit", "agent")
+ACTION_VALUES = "epsilon_greedy"
+"""An agent surface's per-user model of its actions: the reward ledger trains it as on any surface
+(fused rewards, windows, time decay), and the transitions take their rewards from that ledger."""
 DEFAULT_STRENGTH = 2.0
 """Prior strength (pseudo-observations) where none is configured or estimated yet."""
 MAX_SEGMENTS = 32
@@ -46,7 +50,7 @@ epsilon-greedy and UCB1 exploit the segment's favourites and stop exploring a lo
 the best item on ``long_tail`` against 0.78-0.87x from the population prior)."""
 EXPLOIT_FIRST_BY_DEFAULT = frozenset({"thompson"})
 """Algorithms that serve a user without evidence the prior's best items unless ``cold_start.explore_first``."""
-SURFACE_KEYS = {"kind", "algorithm", "params", "items", "features", "cold_start", "item_features", "reward"}
+SURFACE_KEYS = {"kind", "algorithm", "params", "items", "features", "cold_start", "item_features", "reward", "agent"}
 
 
 @dataclass(frozen=True)
@@ -134,8 +138,11 @@ class SurfaceConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     # The service's real-time feature config, when ``features.realtime`` uses it.
     realtime: RealtimeFeatures | None = None
-    # What decides on this surface (SURFACE_KINDS): "bandit" chooses items with a policy per user.
+    # What decides on this surface (SURFACE_KINDS): "bandit" chooses items with a policy per user;
+    # "agent" chooses one action (``items``) per turn of a session with a policy shared by all users.
     kind: str = "bandit"
+    # An agent surface's learner, sessions and replicas (``learning/agents/spec.py``).
+    agent: AgentSpec | None = None
     # Item id -> arm: computed from ``items``, so the two cannot disagree.
     index: Mapping[str, int] = field(init=False, repr=False, compare=False, hash=False)
 
@@ -145,6 +152,7 @@ class SurfaceConfig:
         if self.kind not in SURFACE_KINDS:
             raise ConfigError(f"kind must be one of {', '.join(SURFACE_KINDS)}, got {self.kind!r}")
         check_items(self.items)
+        self._check_agent()
         algorithm = self.policy_config.name
         realtime = self.realtime or RealtimeFeatures()
         for feature in self.features.realtime:
@@ -167,9 +175,25 @@ class SurfaceConfig:
             check_item_feature_rows(self.items, self.item_features)
         object.__setattr__(self, "index", {item: i for i, item in enumerate(self.items)})
 
+    def _check_agent(self) -> None:
+        if self.kind == "agent":
+            if self.agent is None:
+                object.__setattr__(self, "agent", AgentSpec())
+            if self.features.realtime or self.item_features is not None:
+                raise ConfigError("agent surfaces take request features only (no features.realtime, no item_features)")
+        elif self.agent is not None:
+            raise ConfigError('agent: only an agent surface (kind = "agent") has an agent table')
+
     @property
     def context_dim(self) -> int:
         return self.features.dim
+
+    @property
+    def spec(self) -> AgentSpec:
+        """The agent surface's spec (``kind == "agent"``)."""
+        if self.agent is None:
+            raise ValueError(f"surface {self.name!r} is not an agent surface")
+        return self.agent
 
     def item_feature_matrix(self) -> np.ndarray | None:
         return None if self.item_features is None else np.array(self.item_features, dtype=np.float64)
@@ -252,13 +276,24 @@ def surface_from_dict(name: str, spec: Mapping[str, Any], realtime: RealtimeFeat
         check_items(items)
     except ConfigError as exc:
         raise within(where, exc) from exc
-    algorithm = spec.get("algorithm")
+    algorithm = spec.get("algorithm", "dqn" if kind == "agent" else None)
     if not isinstance(algorithm, str):
         raise ConfigError(f"{where}.algorithm must be a string")
-    try:
-        policy_config = config_from_dict(algorithm, dict(spec.get("params", {})))
-    except ConfigError as exc:
-        raise ConfigError(f"{where}.params: {exc}") from exc
+    agent = None
+    if kind == "agent":
+        if "params" in spec:
+            raise ConfigError(f"{where}.params: an agent surface's learner takes its params from {where}.agent.params")
+        if "agent" in spec and not isinstance(spec["agent"], Mapping):
+            raise ConfigError(f"{where}.agent must be a table")
+        agent = AgentSpec.from_dict(spec.get("agent", {}), f"{where}.agent", algorithm)
+        policy_config = config_from_dict(ACTION_VALUES)
+    elif "agent" in spec:
+        raise ConfigError(f'{where}.agent: only an agent surface (kind = "agent") has an agent table')
+    else:
+        try:
+            policy_config = config_from_dict(algorithm, dict(spec.get("params", {})))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.params: {exc}") from exc
     features = FeatureSchema.from_dict(spec.get("features", {}), f"{where}.features")
     realtime = realtime or RealtimeFeatures()
     reward = RewardConfig.from_dict(spec.get("reward", {}), f"{where}.reward")
@@ -275,6 +310,7 @@ def surface_from_dict(name: str, spec: Mapping[str, Any], realtime: RealtimeFeat
             reward=reward,
             realtime=realtime if features.realtime else None,
             kind=kind,
+            agent=agent,
         )
     except ConfigError as exc:
         raise within(where, exc) from exc

@@ -96,6 +96,11 @@ class UserKeys:
         """The stored ledger entries of decisions made on ``day`` before one hash per user; read, never written."""
         return self._prefix + f"led:{day}"
 
+    @property
+    def sessions(self) -> str:
+        """Hash surface -> the user's open session on that agent surface (``workers/agents.py``)."""
+        return self._prefix + "ses"
+
     def legacy_event(self, event_id: str) -> str:
         """Idempotency marker of one event received before per-day hashes (expires within 7 days)."""
         return self._prefix + "ev:" + event_id

@@ -16,6 +16,7 @@ from typing import Any
 
 import ray
 
+from rewardloop.workers.agents import ServePolicy, app_name
 from rewardloop.workers.channel import ChannelServer, Endpoint
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.heap import FREEZE_SECONDS, Heap
@@ -41,7 +42,8 @@ def serve_at_full_priority() -> None:
 class HostedShard(ShardCore):
     def __init__(self, config: ServiceConfig, redis_url: str, shard_index: int, traces: str = ""):
         configure_tracing(traces, service_name=f"rewardloop-shard-{shard_index}")
-        super().__init__(config, redis_url, shard_index)
+        # Agent surfaces ask their policy's Serve replicas (``start_agents``).
+        super().__init__(config, redis_url, shard_index, policy_source=lambda s: ServePolicy(s.name))
         # Freeze what the worker holds once started, then every few seconds what survived (heap.py:
         # no garbage-collection pause grows with the users held).
         self.heap = Heap()
@@ -134,6 +136,47 @@ def start_trainer(redis_url: str, surface: str, algorithm: str, config: dict[str
     ).remote(redis_url, surface, algorithm, config, **options)  # fmt: skip
     ray.get(actor.ready.remote(), timeout=120)
     return actor
+
+
+def start_agents(config: ServiceConfig, redis_url: str) -> list[Any]:
+    """For each agent surface, its trainer and its policy replicas on Ray Serve (an application per
+    surface, no HTTP or gRPC proxy: the shards call it through handles); the trainers."""
+    surfaces = [s for s in config.surfaces.values() if s.kind == "agent"]
+    if not surfaces:
+        return []
+    from ray import serve
+
+    from rewardloop.workers.policy_replicas import deployment
+
+    serve.start(proxy_location="Disabled")
+    trainers = []
+    for surface in surfaces:
+        spec = surface.spec
+        learner = spec.learner_dict(surface.context_dim, len(surface.items))
+        options = {"checkpoint_every": spec.checkpoint_every, "checkpoint_seconds": spec.checkpoint_seconds}
+        trainers.append(start_trainer(redis_url, surface.name, spec.algorithm, learner, **options))
+        name = app_name(surface.name)
+        app = deployment(name, replicas=spec.replicas).bind(redis_url, surface.name, learner)
+        serve.run(app, name=name, route_prefix=None)
+    return trainers
+
+
+def stop_agents(config: ServiceConfig, trainers: list[Any]) -> None:
+    """Delete the policy applications and end the trainers (what they learned is checkpointed in
+    Redis up to their last checkpoint; the stream holds the rest)."""
+    if not trainers:
+        return
+    from ray import serve
+
+    for surface in config.surfaces.values():
+        if surface.kind == "agent":
+            serve.delete(app_name(surface.name))
+    try:  # keep what was learned since the last checkpoint
+        ray.get([t.checkpoint_now.remote() for t in trainers], timeout=30)
+    except (ray.exceptions.RayError, TimeoutError) as exc:
+        log.warning("trainers did not checkpoint before stopping: %s", exc)
+    for trainer in trainers:
+        ray.kill(trainer, no_restart=True)
 
 
 def start_fitter(config: ServiceConfig, redis_url: str, name_prefix: str = "shard") -> Any:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from rewardloop.learning.bandits import Policy
@@ -84,6 +84,7 @@ class Ingest:
         hold: Callable[[set[str]], AbstractAsyncContextManager[dict[str, UserState]]],
         decisions: RecentDecisions,
         write_behind: WriteBehind,
+        on_session_end: Callable[[UserState, str, str, int], Awaitable[bool]] | None = None,
     ):
         self._config = config
         self._surfaces: Mapping[str, SurfaceConfig] = config.surfaces
@@ -95,6 +96,8 @@ class Ingest:
         self._write_behind = write_behind
         self._uses_realtime = any(s.features.realtime for s in self._surfaces.values())
         self._locks = UserLocks()
+        # An agent surface's end signal (``agents.AgentSurface.end``): (user, surface, decision, now).
+        self._on_session_end = on_session_end
 
     async def record(self, calls: Sequence[FeedbackCall]) -> list[Recorded | Rejected]:
         """Callers' events: each joined to its decision, then ingested; in the calls' order."""
@@ -156,6 +159,12 @@ class Ingest:
                 applied = self._learn(state, record.appended(logged))
                 outcomes.append(Recorded(duplicate=False, reward=applied.reward, flag=applied.flag))
         self._write_behind.schedule()
+        if self._on_session_end is not None:
+            # After learning, so the session's last step takes its reward. A retry ends it too (the
+            # original may have been logged by a shard that died before ending it); ending is idempotent.
+            for record in records:
+                if record.signal == Signal.SESSION_END and record.value and record.decision_id and not record.flag:
+                    await self._on_session_end(users[record.pseudonym], record.surface, record.decision_id, now_ms)
         return outcomes
 
     def _assess(self, state: UserState, record: FeedbackRecord, now_ms: int) -> FeedbackRecord:

@@ -2,7 +2,8 @@
 
 ``ShardCore._decide`` looks a surface's decider up in ``KINDS`` by ``SurfaceConfig.kind``; a new
 kind is a class with ``decide`` plus one ``KINDS`` entry plus its name in ``SURFACE_KINDS``
-(workers/config.py). The feedback side (``UserState.learn``, priors) is bandit-only still.
+(learning/surface.py). Agent surfaces (``agents.AgentSurface``) hold sessions and a policy source,
+so the shard builds them itself. Deciding may wait (an agent asks the policy replicas).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from rewardloop.state.keys import new_decision_id
 from rewardloop.state.priors import Priors
 from rewardloop.state.records import DecisionRecord
 from rewardloop.state.user_state import UserState
-from rewardloop.workers.messages import ChosenItem, Decision, RecommendCall
+from rewardloop.workers.messages import ChosenItem, Decision, RecommendCall, Rejected
 
 
 class SurfaceKind(Protocol):
-    def decide(self, call: RecommendCall, user: UserState, now_ms: int) -> tuple[Decision, DecisionRecord]:
-        """The answer to the call, and the record the decision log keeps of it."""
+    async def decide(
+        self, call: RecommendCall, user: UserState, now_ms: int
+    ) -> tuple[Decision, DecisionRecord] | Rejected:
+        """The answer to the call and the record the decision log keeps of it, or why there is none."""
         ...
 
 
@@ -37,7 +40,7 @@ class Bandit:
         self._priors = priors
         self._all_arms = np.arange(len(surface.items))
 
-    def decide(self, call: RecommendCall, user: UserState, now_ms: int) -> tuple[Decision, DecisionRecord]:
+    async def decide(self, call: RecommendCall, user: UserState, now_ms: int) -> tuple[Decision, DecisionRecord]:
         surface, policy = self._surface, self._policy
         policy_state = user.decision_state(policy, surface, now_ms)
         if call.candidates:

@@ -8,6 +8,7 @@ it as a Ray actor. It is the facade over its parts:
 
 - ``users.UserCache``: the users in memory, loaded with bounded concurrency;
 - ``kinds``: what decides on each surface (the decision seam, by ``SurfaceConfig.kind``);
+- ``agents.AgentSurface``: an agent surface's sessions, its policy's decisions, its transitions;
 - ``decisions.RecentDecisions``: the decisions feedback joins to;
 - ``feedback.Ingest``: the one ingest path of feedback events and window closes;
 - ``windows.RewardWindows``: closing windows that got no reward;
@@ -22,7 +23,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -35,6 +36,8 @@ from rewardloop.state.priors import Priors
 from rewardloop.state.snapshots import encode_snapshot
 from rewardloop.state.store import Store
 from rewardloop.state.user_state import UserState
+from rewardloop.workers.agents import EXPIRE_BATCH, AgentSurface, LocalPolicy, PolicySource, due_sessions
+from rewardloop.workers.agents import expiry_key as agent_expiry_key
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.decisions import RecentDecisions
 from rewardloop.workers.feedback import Ingest
@@ -52,10 +55,19 @@ PRIOR_REFRESH_SECONDS = 1.0
 DECISIONS_SHARE = 0.1
 # How often users idle for ``write_behind.IDLE_SNAPSHOT_SECONDS`` are looked for.
 IDLE_SWEEP_SECONDS = 5.0
+# How often agent sessions idle past their timeout are closed.
+SESSION_SWEEP_SECONDS = 1.0
+AGENT_STATS = ("cached_sessions", "transitions", "ended", "expired")
 
 
 class ShardCore:
-    def __init__(self, config: ServiceConfig, redis_url: str, shard_index: int = 0):
+    def __init__(
+        self,
+        config: ServiceConfig,
+        redis_url: str,
+        shard_index: int = 0,
+        policy_source: Callable[[SurfaceConfig], PolicySource] | None = None,
+    ):
         self.config = config
         self.shard_index = shard_index
         # Tells one incarnation of the shard from the next (Ray restarts it after a crash).
@@ -71,8 +83,16 @@ class ShardCore:
         self.priors = Priors(
             self.surfaces, self.policies, shard_index, config.shards, config.retention.user_state_seconds
         )
+        # An agent surface's policy: the Serve replicas in a cluster, else the published one in-process.
+        source = policy_source or (lambda s: LocalPolicy(self.store.redis, s))
+        self.agents = {
+            name: AgentSurface(s, self.store.redis, shard_index, source(s), config.retention.user_state_seconds)
+            for name, s in self.surfaces.items()
+            if s.kind == "agent"
+        }
         self._kinds: dict[str, SurfaceKind] = {
-            name: KINDS[s.kind](s, self.policies[name], self.priors) for name, s in self.surfaces.items()
+            name: self.agents[name] if s.kind == "agent" else KINDS[s.kind](s, self.policies[name], self.priors)
+            for name, s in self.surfaces.items()
         }
         # Users' real-time activity is kept (and rebuilt on load) only when some surface uses it.
         self._uses_realtime = any(s.features.realtime for s in self.surfaces.values())
@@ -88,19 +108,25 @@ class ShardCore:
         horizon_ms = longest_window_ms(self.surfaces.values())
         self.decisions = RecentDecisions(self.store, int(budget * DECISIONS_SHARE), horizon_ms)
         self.ingest = Ingest(
-            config, self.policies, self.priors, self.store, self._held, self.decisions, self.write_behind
-        )
+            config, self.policies, self.priors, self.store, self._held, self.decisions, self.write_behind,
+            on_session_end=self._end_session,
+        )  # fmt: skip
         self.windows = RewardWindows(self.store, self.ingest, shard_index, config.shards)
         self._prior_task: asyncio.Task[None] | None = None
         self._idle_task: asyncio.Task[None] | None = None
         self._window_task: asyncio.Task[None] | None = None
+        self._session_task: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None
 
     # -- requests ---------------------------------------------------------------------
 
     async def recommend(self, calls: Sequence[RecommendCall]) -> list[Decision | Rejected]:
         users = await self._users({c.pseudonym for c in calls})
-        decisions: list[Decision | Rejected] = [self._decide(c, users[c.pseudonym]) for c in calls]
+        decisions: list[Decision | Rejected]
+        if self.agents:  # agent decisions wait on the replicas: let them overlap
+            decisions = list(await asyncio.gather(*(self._decide(c, users[c.pseudonym]) for c in calls)))
+        else:
+            decisions = [await self._decide(c, users[c.pseudonym]) for c in calls]
         self.users.resized(users.values())  # real-time activity grew
         return decisions
 
@@ -115,6 +141,7 @@ class ShardCore:
             "decisions": len(self.decisions),
             "unsnapshotted": self.write_behind.unsnapshotted,
             **self.priors.learned.stats(),
+            **{f"agent_{k}": float(sum(a.stats()[k] for a in self.agents.values())) for k in AGENT_STATS},
         }
 
     async def feedback(self, calls: Sequence[FeedbackCall]) -> list[Recorded | Rejected]:
@@ -177,6 +204,8 @@ class ShardCore:
             await self.priors.restore(self.store.redis)
             self._prior_task = loop.create_task(self._refresh_priors_forever())
         self._idle_task = loop.create_task(self._snapshot_idle_forever())
+        if self.agents:
+            self._session_task = loop.create_task(self._expire_sessions_forever())
         self._window_task = loop.create_task(self.windows.run())
 
     async def close(self) -> None:
@@ -187,7 +216,8 @@ class ShardCore:
 
     async def stop_background(self) -> None:
         """Cancel the prior refresh, idle snapshots and window closes, and wait for them to end."""
-        tasks = [t for t in (self._prior_task, self._idle_task, self._window_task) if t is not None]
+        background = (self._prior_task, self._idle_task, self._session_task, self._window_task)
+        tasks = [t for t in background if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -209,6 +239,34 @@ class ShardCore:
             await asyncio.sleep(IDLE_SWEEP_SECONDS)
             self.write_behind.snapshot_idle()
 
+    async def _expire_sessions_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SESSION_SWEEP_SECONDS)
+            try:
+                await self.expire_sessions()
+            except RedisError as exc:
+                log.warning("shard %d: session expiry failed: %s", self.shard_index, exc)
+
+    async def expire_sessions(self, now_ms: int | None = None) -> int:
+        """Close the agent sessions idle past their timeout (``agents.py``); how many closed."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        closed = 0
+        while due := await due_sessions(self.store.redis, self.shard_index, now_ms):
+            users = await self._users({p for _, p in due})
+            for surface, pseudonym in due:
+                agent = self.agents.get(surface)
+                if agent is None:  # no longer configured: nothing to learn it for
+                    await self.store.redis.zrem(agent_expiry_key(self.shard_index), f"{surface} {pseudonym}")
+                    continue
+                closed += await agent.expire(users[pseudonym], now_ms)
+            if len(due) < EXPIRE_BATCH:
+                break
+        return closed
+
+    async def _end_session(self, state: UserState, surface: str, decision_id: str, now_ms: int) -> bool:
+        agent = self.agents.get(surface)
+        return agent is not None and await agent.end(state, decision_id, now_ms)
+
     async def flush(self, now_ms: int | None = None) -> None:
         """Snapshot every user with unsnapshotted rewards and finish all writes behind (``now_ms``:
         what the snapshots take as now, ``WriteBehind.snapshot``)."""
@@ -225,7 +283,7 @@ class ShardCore:
 
     # -- decisions --------------------------------------------------------------------
 
-    def _decide(self, call: RecommendCall, state: UserState) -> Decision:
+    async def _decide(self, call: RecommendCall, state: UserState) -> Decision | Rejected:
         """The surface's kind decides; then what every decision needs, whatever decided it."""
         parent = propagate.extract(call.trace) if call.trace else None
         with tracer.start_as_current_span(
@@ -234,7 +292,10 @@ class ShardCore:
             attributes={"rewardloop.user": call.pseudonym, "rewardloop.surface": call.surface},
         ):
             now_ms = int(time.time() * 1000)
-            decision, record = self._kinds[call.surface].decide(call, state, now_ms)
+            decided = await self._kinds[call.surface].decide(call, state, now_ms)
+        if isinstance(decided, Rejected):
+            return decided
+        decision, record = decided
         if self._uses_realtime:
             state.observe_decision(self.config.realtime, now_ms, record.items[0])
         self.decisions.remember(record)
