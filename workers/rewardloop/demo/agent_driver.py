@@ -94,13 +94,18 @@ async def drive(backend: Backend, sessions: int, users: int = 16, seed: int = 0)
     return results
 
 
+def version_number(model_version: str) -> int:
+    """The published version in an agent decision's model version (``<fingerprint>.v<k>``)."""
+    return int(model_version.rsplit(".v", 1)[1])
+
+
 def by_version(results: Sequence[SessionResult]) -> dict[int, tuple[float, int]]:
-    """Mean return and count of the sessions decided wholly by one published version, per version."""
+    """Mean return and count of sessions per the version that made their first decision. (Not
+    "sessions decided by one version": while the trainer publishes often, the long sessions, the
+    good ones, span versions, and leaving them out would bias every version low.)"""
     returns: dict[int, list[float]] = defaultdict(list)
     for r in results:
-        versions = {v.rsplit(".v", 1)[1] for v in r.versions}
-        if len(versions) == 1:
-            returns[int(versions.pop())].append(r.ret)
+        returns[version_number(r.versions[0])].append(r.ret)
     return {v: (float(np.mean(x)), len(x)) for v, x in sorted(returns.items())}
 
 
@@ -113,7 +118,7 @@ async def _main(args: argparse.Namespace) -> None:
             chunk = min(args.report_every, args.sessions - done)
             results = await drive(backend, chunk, args.users, seed=args.seed + done)
             done += chunk
-            versions = sorted({v.rsplit(".v", 1)[1] for r in results for v in r.versions}, key=int)
+            versions = sorted({version_number(v) for r in results for v in r.versions})
             mean = float(np.mean([r.ret for r in results]))
             print(
                 f"sessions {done:6d}  mean return {mean:.3f} ({mean / bench['optimal']:.0%} of optimal)  "
