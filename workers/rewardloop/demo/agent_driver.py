@@ -44,16 +44,35 @@ class Backend(Protocol):
 
 
 class SdkBackend:
-    def __init__(self, client: AsyncClient, surface: str) -> None:
+    """The service through the SDK. ``pace``: the least time between two calls of one user. The
+    service flags feedback from a user acting faster than a person can (20 actions a second, 600
+    a minute, by default) and learns nothing from it; a service configured without that limit can
+    be driven at full speed (``pace=0``)."""
+
+    def __init__(self, client: AsyncClient, surface: str, pace: float = 0.0) -> None:
         self.client = client
         self.surface = surface
+        self.pace = pace
+        self.flagged = 0
+        self._last: dict[str, float] = {}
+
+    async def _paced(self, user: str) -> None:
+        if self.pace:
+            loop = asyncio.get_running_loop()
+            wait = self._last.get(user, 0.0) + self.pace - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last[user] = loop.time()
 
     async def decide(self, user: str, context: dict[str, float]) -> tuple[str, str, str]:
+        await self._paced(user)
         rec = await self.client.recommend(user, self.surface, context=context)
         return rec.decision_id, rec.items[0].item_id, rec.model_version
 
     async def report(self, user: str, decision_id: str, action: str, signal: Signal, value: float) -> None:
-        await self.client.record(user, action, signal, value, decision_id=decision_id)
+        await self._paced(user)
+        result = await self.client.record(user, action, signal, value, decision_id=decision_id)
+        self.flagged += bool(result.flag)
 
 
 @dataclass
@@ -112,7 +131,7 @@ def by_version(results: Sequence[SessionResult]) -> dict[int, tuple[float, int]]
 async def _main(args: argparse.Namespace) -> None:
     bench = SessionMDP().benchmarks()
     async with AsyncClient(args.target, default_timeout=10) as client:
-        backend = SdkBackend(client, args.surface)
+        backend = SdkBackend(client, args.surface, pace=args.pace)
         done = 0
         while done < args.sessions:
             chunk = min(args.report_every, args.sessions - done)
@@ -122,7 +141,7 @@ async def _main(args: argparse.Namespace) -> None:
             mean = float(np.mean([r.ret for r in results]))
             print(
                 f"sessions {done:6d}  mean return {mean:.3f} ({mean / bench['optimal']:.0%} of optimal)  "
-                f"versions {versions[0]}..{versions[-1]}",
+                f"versions {versions[0]}..{versions[-1]}  flagged events {backend.flagged}",
                 flush=True,
             )
     print("benchmarks: " + ", ".join(f"{k} {v:.3f}" for k, v in bench.items()))
@@ -133,7 +152,10 @@ def main() -> None:
     parser.add_argument("--target", default="localhost:50051")
     parser.add_argument("--surface", default="assistant")
     parser.add_argument("--sessions", type=int, default=2000)
-    parser.add_argument("--users", type=int, default=16)
+    parser.add_argument("--users", type=int, default=64)
+    parser.add_argument(
+        "--pace", type=float, default=0.12, help="least seconds between two calls of one user (0: no pause)"
+    )
     parser.add_argument("--report-every", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     asyncio.run(_main(parser.parse_args()))
