@@ -27,6 +27,12 @@ ledger entries              entries a snapshot stored beside it              per
                             write (a user idle that long is forgotten)
 ``rl:windows:<shard>``      a member per open reward window, removed when    decisions of the longest window
                             it closes
+``rl:{p}:ses`` agent        one hash per user, a field per agent surface:    one session per user and agent surface
+sessions                    the open session and its pending step; removed
+                            when the session ends, the key expires
+                            ``user_state_seconds`` after its last write
+``rl:sessions:<shard>``     a member per open agent session by expiry,       the open sessions
+                            removed when it ends (``workers/agents.py``)
 ``rl:pop:...`` priors       one hash per surface configuration and shard     segments x shards
 ``rl:transitions:<s>``      an agent surface's stream; trimmed behind each   ``transitions.MAX_ENTRIES`` (approximate)
 agent transitions           trainer checkpoint (no pseudonym in it)
