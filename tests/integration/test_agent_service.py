@@ -60,7 +60,19 @@ async def test_sessions_through_the_service_train_versions_that_earn_more(
             assert np.mean(returns[-2:]) > 2.16
 
             held = await _open_sessions_then_kill_a_shard(service, sdk)
-        trainer = ray.get_actor(f"trainer-{SURFACE}", namespace="rewardloop")
+
+            # The trainer killed: Ray restarts its actor, the front's stats sampler restarts its loop
+            # (the test does not call it), and it goes on publishing from its checkpoint.
+            trainer = ray.get_actor(f"trainer-{SURFACE}", namespace="rewardloop")
+            published = int(client.hget(weights_key(SURFACE), "version"))  # type: ignore[arg-type]
+            ray.kill(trainer, no_restart=False)
+            await drive(backend, 40, users=8, seed=999)
+            for _ in range(150):
+                if int(client.hget(weights_key(SURFACE), "version")) > published:  # type: ignore[arg-type]
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                raise AssertionError("the restarted trainer published nothing")
         for _ in range(100):  # the trainer catches up with the stream
             await asyncio.sleep(0.2)
             if not client.xlen(transitions_key(SURFACE)) or not (await trainer.status.remote())["since_checkpoint"]:

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from rewardloop.server.admin import AdminService
 from rewardloop.server.interceptors import RpcObserver, TokenAuth
-from rewardloop.server.metrics import REDIS_STATS, publish_heap
+from rewardloop.server.metrics import REDIS_STATS, TRAINER_STATS, publish_heap
 from rewardloop.server.routing import ShardRouter
 from rewardloop.server.services import AssignerService, FeedbackService, RecommenderService
 from rewardloop.server.streams import OpenStreams
@@ -111,6 +111,18 @@ def create_server(
     return server, port, health_servicer
 
 
+async def _sample_trainers(trainers: list[Any]) -> None:
+    """Each trainer's progress into the gauges; asking also restarts a trainer's loop after Ray
+    restarted its actor (``HostedTrainer.status``). A trainer that does not answer keeps its values."""
+    results = await asyncio.gather(*(t.status.remote() for t in trainers), return_exceptions=True)
+    for status in results:
+        if isinstance(status, BaseException):
+            log.warning("trainer status failed: %s", status)
+            continue
+        for name, gauge in TRAINER_STATS.items():
+            gauge.labels(surface=str(status["surface"])).set(float(status[name]))
+
+
 async def _sample_redis(client: aioredis.Redis) -> None:
     """Redis's memory and keys into the front's gauges; a Redis that does not answer keeps the last values."""
     try:
@@ -185,6 +197,7 @@ class Service:
         try:
             while self.router is not None:
                 await self.router.sample_stats()
+                await _sample_trainers(self.trainers)
                 if self.heap is not None:
                     publish_heap("front", self.heap.stats())
                 await _sample_redis(client)

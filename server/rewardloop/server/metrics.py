@@ -46,6 +46,22 @@ SHARD_STATS = {
     "segment_version": Gauge(
         "rewardloop_shard_segment_version_max", "Newest segment model version a shard serves from", ["shard"]
     ),
+    "agent_cached_sessions": Gauge(
+        "rewardloop_shard_agent_sessions_cached", "Agent sessions a shard keeps in memory (bounded)", ["shard"]
+    ),
+    "agent_transitions": Gauge(
+        "rewardloop_shard_agent_transitions", "Agent transitions a shard appended, since it started", ["shard"]
+    ),
+    "agent_ended": Gauge("rewardloop_shard_agent_sessions_ended", "Sessions ended by SESSION_END", ["shard"]),
+    "agent_expired": Gauge("rewardloop_shard_agent_sessions_expired", "Sessions ended by idle timeout", ["shard"]),
+}
+# Each agent surface's trainer, sampled with the shards (the front's ``_sample_stats_forever``).
+TRAINER_STATS = {
+    "version": Gauge("rewardloop_trainer_version", "The policy version a trainer last published", ["surface"]),
+    "learned": Gauge("rewardloop_trainer_learned", "Transitions a trainer learned from since it started", ["surface"]),
+    "backlog": Gauge(
+        "rewardloop_trainer_backlog", "Transitions in the surface's stream (bounded by MAX_ENTRIES)", ["surface"]
+    ),
 }
 # The Redis the service writes to, sampled with the shards (its memory against maxmemory: at the
 # limit writes fail with UNAVAILABLE).

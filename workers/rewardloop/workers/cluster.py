@@ -113,13 +113,14 @@ class HostedTrainer:
             )
 
     async def status(self) -> dict[str, int | str]:
-        """Where training stands; also (re)starts the loop, so the first call after Ray restarted
-        the actor resumes from the checkpoint."""
+        """Where training stands (and the stream's length); also (re)starts the loop, so the first
+        call after Ray restarted the actor resumes from the checkpoint: the front calls it every few
+        seconds (its stats sampler), which makes it the trainer's watchdog."""
         if self.task is None:
             await self.ready()
         elif self.task.done():
             self.task.result()  # the loop died: say why
-        return self.trainer.status()
+        return {**self.trainer.status(), "surface": self.trainer.surface, "backlog": await self.trainer.log.length()}
 
     async def checkpoint_now(self) -> int:
         return await self.trainer.checkpoint()
