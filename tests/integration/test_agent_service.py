@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+import grpc
 import numpy as np
 import pytest
 import ray
@@ -20,6 +21,15 @@ from rewardloop.demo.agent_driver import CONTEXT, SdkBackend, by_version, drive,
 from rewardloop.learning.agents.checkpoint import loads
 from rewardloop.server.app import Service
 from rewardloop.state.transitions import transitions_key
+from rewardloop.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    common_pb2,
+    feedback_pb2,
+    feedback_pb2_grpc,
+    recommender_pb2,
+    recommender_pb2_grpc,
+)
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.redis_server import EmbeddedRedis
 from rewardloop.workers.trainer import checkpoint_key, weights_key
@@ -45,6 +55,7 @@ async def test_sessions_through_the_service_train_versions_that_earn_more(
     client.delete(transitions_key(SURFACE), checkpoint_key(SURFACE), weights_key(SURFACE))
     service = await Service(config(), redis_server.url, "127.0.0.1:0", shard_prefix="agent").start()
     try:
+        await _bad_input_is_named(service.target)
         async with AsyncClient(service.target, default_timeout=10) as sdk:
             backend = SdkBackend(sdk, SURFACE)
             rounds = [await drive(backend, SESSIONS, users=8, seed=100 + k) for k in range(ROUNDS)]
@@ -83,6 +94,40 @@ async def test_sessions_through_the_service_train_versions_that_earn_more(
     finally:
         await service.stop(grace=1.0)
         client.close()
+
+
+async def _bad_input_is_named(target: str) -> None:
+    """Agent surfaces' own mistakes get INVALID_ARGUMENT naming the field, and change nothing."""
+    context = common_pb2.Context(numeric=dict(zip(CONTEXT, [1.0, 0, 0, 0, 0, 1.0, 0], strict=True)))
+    async with grpc.aio.insecure_channel(target) as channel:
+        recommender = recommender_pb2_grpc.RecommenderStub(channel)
+        feedback = feedback_pb2_grpc.FeedbackStub(channel)
+        admin = admin_pb2_grpc.AdminStub(channel)
+        calls = [
+            (
+                recommender.Recommend(
+                    recommender_pb2.RecommendRequest(user_id="bad", surface=SURFACE, context=context, n=2)
+                ),
+                "n",
+            ),
+            (recommender.Recommend(recommender_pb2.RecommendRequest(user_id="bad", surface=SURFACE)), "context"),
+            (admin.EvaluatePolicy(admin_pb2.EvaluatePolicyRequest(surface=SURFACE)), "surface"),
+        ]
+        for call, field in calls:
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await call
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+            assert field in (error.value.details() or ""), error.value.details()
+        ok = await recommender.Recommend(
+            recommender_pb2.RecommendRequest(user_id="bad", surface=SURFACE, context=context)
+        )
+        wrong_item = feedback_pb2.FeedbackEvent(
+            event_id="e1", user_id="bad", decision_id=ok.decision_id, item_id="not-an-action",
+            signal=feedback_pb2.SIGNAL_SESSION_END, value=1,
+        )  # fmt: skip
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await feedback.Record(wrong_item)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "item_id" in (error.value.details() or "")
 
 
 async def _open_sessions_then_kill_a_shard(service: Service, sdk: AsyncClient) -> set[str]:

@@ -38,6 +38,10 @@ class EvaluationAdmin:
         self, request: admin_pb2.EvaluatePolicyRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.EvaluatePolicyResponse:
         surface = validation.surface_named(self._config, request.surface)
+        if surface.kind == "agent":
+            # Its decisions are turns of sessions: a one-step estimator of a bandit on them says nothing.
+            name = quote(surface.name)
+            raise invalid("surface", f"{name} is an agent surface; off-policy evaluation covers bandit surfaces")
         candidate = _candidate(surface, request.algorithm, dict(request.params))
         confidence = _open_unit("confidence", request.confidence or 0.95)
         train_fraction = _open_unit("train_fraction", request.train_fraction or 0.5)
