@@ -21,6 +21,7 @@ from rewardloop.demo.agent_driver import CONTEXT, drive, surface_spec
 from rewardloop.simulator.agent_env import ACTIONS, SessionMDP
 from rewardloop.state.keys import UserKeys, pseudonymize
 from rewardloop.state.transitions import TransitionLog
+from rewardloop.workers.agents import LocalPolicy
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.messages import Decision, FeedbackCall, RecommendCall, Recorded, Rejected
 from rewardloop.workers.redis_server import EmbeddedRedis
@@ -221,3 +222,46 @@ async def _published(shard: ShardCore, version: int) -> None:
     policy = shard.agents[SURFACE].policy
     policy._checked = -1.0  # type: ignore[attr-defined]
     assert (await policy.q_values([0.0] * shard.agents[SURFACE].state_size))[0] == version
+
+
+class FailingOnce:
+    """The in-process policy, but its next answer fails once ``armed``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.armed = False
+
+    async def q_values(self, state: list[float]) -> tuple[int, list[float], int]:
+        if self.armed:
+            self.armed = False
+            raise ConnectionError("replica unreachable")
+        result: tuple[int, list[float], int] = await self.inner.q_values(state)
+        return result
+
+
+async def test_a_decision_that_fails_midway_changes_no_session(url: str) -> None:
+    service = config()
+    policies: list[FailingOnce] = []
+
+    client = aioredis.Redis.from_url(url)
+
+    def source(surface: Any) -> FailingOnce:
+        policies.append(FailingOnce(LocalPolicy(client, surface)))
+        return policies[-1]
+
+    shard = ShardCore(service, url, policy_source=source)
+    try:
+        first = await decide(shard, "u4")
+        await record(shard, "u4", first.decision_id, first.items[0].item_id, Signal.COMPLETION, 1.0)
+        policies[0].armed = True
+        with pytest.raises(ConnectionError):
+            await decide(shard, "u4")
+        await decide(shard, "u4")
+        [t] = await transitions(url)
+        assert t.decision_id == first.decision_id and t.reward == pytest.approx(1.0)
+        # The reward moved the satisfaction once, not once per attempt.
+        weight = service.surfaces[SURFACE].spec.session.satisfaction_weight
+        assert t.next_state[9] == pytest.approx(0.5 + weight * 0.5)
+    finally:
+        await shard.close()
+        await client.aclose()

@@ -29,10 +29,11 @@ retry; it carries the same decision id, and the trainer skips ids it learned fro
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -120,7 +121,7 @@ class AgentSurface:
     ) -> tuple[Decision, DecisionRecord] | Rejected:
         if call.n > 1:
             return Rejected("INVALID_ARGUMENT", f"n: an agent surface chooses one action per turn, got {call.n}", "n")
-        async with self._locks.held({call.pseudonym}):
+        async with self._held(call.pseudonym):
             open_ = await self._load(call.pseudonym)
             done: list[TransitionRecord] = []
             if open_ is not None and open_.session.expired(self.config, now_ms):
@@ -164,7 +165,7 @@ class AgentSurface:
 
     async def end(self, user: UserState, decision_id: str, now_ms: int) -> bool:
         """The caller's end signal about ``decision_id``: ends the session if that is its last decision."""
-        async with self._locks.held({user.pseudonym}):
+        async with self._held(user.pseudonym):
             open_ = await self._load(user.pseudonym)
             if open_ is None or open_.pending is None or open_.pending.decision_id != decision_id:
                 return False  # a stale signal: the session went on (or ended) since
@@ -174,7 +175,7 @@ class AgentSurface:
 
     async def expire(self, user: UserState, now_ms: int) -> bool:
         """Close the user's session if it has been idle for the timeout (``expire_due`` found it due)."""
-        async with self._locks.held({user.pseudonym}):
+        async with self._held(user.pseudonym):
             open_ = await self._load(user.pseudonym)
             if open_ is not None and not open_.session.expired(self.config, now_ms):
                 await self.redis.zadd(self.expiry_key, {self._member(user.pseudonym): self._expires(open_)})
@@ -185,6 +186,17 @@ class AgentSurface:
             return open_ is not None
 
     # -- the pieces -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _held(self, pseudonym: str) -> AsyncIterator[None]:
+        """One call at a time per user; a call that fails forgets the user's session in memory (it may
+        have changed it without writing it), so the next one reads what Redis holds."""
+        async with self._locks.held({pseudonym}):
+            try:
+                yield
+            except BaseException:
+                self._cache.pop(pseudonym, None)
+                raise
 
     def _settle(self, open_: OpenSession, user: UserState, now_ms: int) -> float:
         """The pending step's reward so far (the ledger's; the default without feedback), counted in
@@ -247,11 +259,7 @@ class AgentSurface:
             pipe.hset(keys.sessions, self.surface.name, open_.to_bytes())
             pipe.expire(keys.sessions, self.retention_seconds)
             pipe.zadd(self.expiry_key, {self._member(pseudonym): self._expires(open_)})
-        try:
-            await pipe.execute()
-        except BaseException:
-            self._cache.pop(pseudonym, None)  # what Redis holds is unknown: read it again next time
-            raise
+        await pipe.execute()
         self._remember(pseudonym, open_)
         self.counts["transitions"] += len(done)
 
