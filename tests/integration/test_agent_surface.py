@@ -221,7 +221,7 @@ async def test_the_served_policy_improves_across_versions_it_publishes(url: str)
 async def _published(shard: ShardCore, version: int) -> None:
     policy = shard.agents[SURFACE].policy
     policy._checked = -1.0  # type: ignore[attr-defined]
-    assert (await policy.q_values([0.0] * shard.agents[SURFACE].state_size))[0] == version
+    assert (await policy.q_values_many([[0.0] * shard.agents[SURFACE].state_size]))[0] == version
 
 
 class FailingOnce:
@@ -231,11 +231,11 @@ class FailingOnce:
         self.inner = inner
         self.armed = False
 
-    async def q_values(self, state: list[float]) -> tuple[int, list[float], int]:
+    async def q_values_many(self, states: list[list[float]]) -> tuple[int, list[list[float]], int]:
         if self.armed:
             self.armed = False
             raise ConnectionError("replica unreachable")
-        result: tuple[int, list[float], int] = await self.inner.q_values(state)
+        result: tuple[int, list[list[float]], int] = await self.inner.q_values_many(states)
         return result
 
 

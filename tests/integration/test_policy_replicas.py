@@ -94,6 +94,10 @@ async def test_every_answer_is_one_whole_version_and_replicas_follow_the_trainer
         # Once switched, no request sees the old version again.
         for answered, _, _ in await ask(handle, np.repeat(states, 4, axis=0)):
             assert answered == version
+        # A shard's batch (q_values_many): every row from the one version named.
+        answered, rows, _ = await handle.q_values_many.remote(states.tolist())
+        assert answered == version
+        np.testing.assert_allclose(rows, expected(models[version], states), rtol=1e-5, atol=1e-6)
 
     # A replica that starts late serves the current version from its first request.
     app = deployment("policy-test", replicas=3).bind(redis_url, SURFACE, config_to_dict(CONFIG))

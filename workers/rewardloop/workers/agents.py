@@ -33,7 +33,7 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -63,8 +63,8 @@ def expiry_key(shard_index: int) -> str:
 
 
 class PolicySource(Protocol):
-    async def q_values(self, state: list[float]) -> tuple[int, list[float], int]:
-        """The state's Q-values, the published version that computed them and its transition count."""
+    async def q_values_many(self, states: list[list[float]]) -> tuple[int, list[list[float]], int]:
+        """The states' Q-values, from one published version: the version, the rows, its transition count."""
         ...
 
 
@@ -119,34 +119,77 @@ class AgentSurface:
     async def decide(
         self, call: RecommendCall, user: UserState, now_ms: int
     ) -> tuple[Decision, DecisionRecord] | Rejected:
-        if call.n > 1:
-            return Rejected("INVALID_ARGUMENT", f"n: an agent surface chooses one action per turn, got {call.n}", "n")
-        async with self._held(call.pseudonym):
-            open_ = await self._load(call.pseudonym)
-            done: list[TransitionRecord] = []
-            if open_ is not None and open_.session.expired(self.config, now_ms):
-                done += self._close(open_, user, now_ms)
-                open_ = None
-            if open_ is None:
-                open_ = OpenSession(Session.start(now_ms, len(self.surface.items)))
-            reward = self._settle(open_, user, now_ms)
-            state = tuple(call.features) + tuple(open_.session.features(self.config, now_ms).tolist())
-            if open_.pending is not None:
-                done.append(self._transition(open_.pending, reward, state, terminal=False))
-            version, q, transitions = await self.policy.q_values(list(state))
-            values = np.asarray(q, dtype=np.float64)
-            if call.candidates:
-                allowed = np.zeros(len(self.surface.items), dtype=bool)
-                allowed[[self.surface.index[c] for c in call.candidates]] = True
-                probabilities = self._masked(values, allowed, transitions)
-            else:
-                probabilities = self.exploration.probabilities(values, transitions)
-            action, propensity = choose(probabilities, user.rng)
+        return (await self.decide_many([call], {call.pseudonym: user}, now_ms))[0]
+
+    async def decide_many(
+        self, calls: Sequence[RecommendCall], users: Mapping[str, UserState], now_ms: int
+    ) -> list[tuple[Decision, DecisionRecord] | Rejected]:
+        """The calls' decisions, in order: one policy call and one Redis transaction per round of
+        distinct users (a user asking twice in one batch is answered in turn)."""
+        out: list[tuple[Decision, DecisionRecord] | Rejected | None] = [None] * len(calls)
+        rounds: list[dict[str, int]] = []
+        for i, call in enumerate(calls):
+            if call.n > 1:
+                problem = f"n: an agent surface chooses one action per turn, got {call.n}"
+                out[i] = Rejected("INVALID_ARGUMENT", problem, "n")
+                continue
+            free = next((r for r in rounds if call.pseudonym not in r), None)
+            if free is None:
+                rounds.append(free := {})
+            free[call.pseudonym] = i
+        for round_ in rounds:
+            decided = await self._decide_round([calls[i] for i in round_.values()], users, now_ms)
+            for i, result in zip(round_.values(), decided, strict=True):
+                out[i] = result
+        return [r for r in out if r is not None]
+
+    async def _decide_round(
+        self, calls: Sequence[RecommendCall], users: Mapping[str, UserState], now_ms: int
+    ) -> list[tuple[Decision, DecisionRecord]]:
+        async with self._held({c.pseudonym for c in calls}):
+            opens = await self._load_many([c.pseudonym for c in calls])
+            writes: list[tuple[str, OpenSession | None, list[TransitionRecord]]] = []
+            states = []
+            for call in calls:
+                user, open_ = users[call.pseudonym], opens[call.pseudonym]
+                done: list[TransitionRecord] = []
+                if open_ is not None and open_.session.expired(self.config, now_ms):
+                    done += self._close(open_, user, now_ms)
+                    open_ = None
+                if open_ is None:
+                    open_ = OpenSession(Session.start(now_ms, len(self.surface.items)))
+                reward = self._settle(open_, user, now_ms)
+                state = tuple(call.features) + tuple(open_.session.features(self.config, now_ms).tolist())
+                if open_.pending is not None:
+                    done.append(self._transition(open_.pending, reward, state, terminal=False))
+                states.append(state)
+                writes.append((call.pseudonym, open_, done))
+            version, rows, transitions = await self.policy.q_values_many([list(s) for s in states])
             model_version = f"{self.surface.fingerprint}.v{version}"
-            decision_id = new_decision_id(now_ms)
-            open_.session.decided(action, now_ms)
-            open_.pending = Step(decision_id, state, action, model_version, now_ms)
-            await self._write(call.pseudonym, open_, done, now_ms)
+            decided = []
+            for call, state, q, (_, open_, _) in zip(calls, states, rows, writes, strict=True):
+                assert open_ is not None
+                user = users[call.pseudonym]
+                decided.append(self._choose(call, user, open_, state, q, model_version, transitions, now_ms))
+            await self._write(writes)
+        return decided
+
+    def _choose(
+        self, call: RecommendCall, user: UserState, open_: OpenSession, state: tuple[float, ...], q: list[float],
+        model_version: str, transitions: int, now_ms: int,
+    ) -> tuple[Decision, DecisionRecord]:  # fmt: skip
+        """Explore from the Q-values with the user's RNG; the session takes the decision as pending."""
+        values = np.asarray(q, dtype=np.float64)
+        if call.candidates:
+            allowed = np.zeros(len(self.surface.items), dtype=bool)
+            allowed[[self.surface.index[c] for c in call.candidates]] = True
+            probabilities = self._masked(values, allowed, transitions)
+        else:
+            probabilities = self.exploration.probabilities(values, transitions)
+        action, propensity = choose(probabilities, user.rng)
+        decision_id = new_decision_id(now_ms)
+        open_.session.decided(action, now_ms)
+        open_.pending = Step(decision_id, state, action, model_version, now_ms)
         item = self.surface.items[action]
         decision = Decision(decision_id, (ChosenItem(item, float(q[action]), propensity, 0),), "dqn", model_version)
         record = DecisionRecord(
@@ -165,37 +208,38 @@ class AgentSurface:
 
     async def end(self, user: UserState, decision_id: str, now_ms: int) -> bool:
         """The caller's end signal about ``decision_id``: ends the session if that is its last decision."""
-        async with self._held(user.pseudonym):
+        async with self._held({user.pseudonym}):
             open_ = await self._load(user.pseudonym)
             if open_ is None or open_.pending is None or open_.pending.decision_id != decision_id:
                 return False  # a stale signal: the session went on (or ended) since
-            await self._write(user.pseudonym, None, self._close(open_, user, now_ms), now_ms)
+            await self._write([(user.pseudonym, None, self._close(open_, user, now_ms))])
             self.counts["ended"] += 1
             return True
 
     async def expire(self, user: UserState, now_ms: int) -> bool:
         """Close the user's session if it has been idle for the timeout (``expire_due`` found it due)."""
-        async with self._held(user.pseudonym):
+        async with self._held({user.pseudonym}):
             open_ = await self._load(user.pseudonym)
             if open_ is not None and not open_.session.expired(self.config, now_ms):
                 await self.redis.zadd(self.expiry_key, {self._member(user.pseudonym): self._expires(open_)})
                 return False
             done = [] if open_ is None else self._close(open_, user, now_ms)
-            await self._write(user.pseudonym, None, done, now_ms)
+            await self._write([(user.pseudonym, None, done)])
             self.counts["expired"] += open_ is not None
             return open_ is not None
 
     # -- the pieces -------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _held(self, pseudonym: str) -> AsyncIterator[None]:
-        """One call at a time per user; a call that fails forgets the user's session in memory (it may
-        have changed it without writing it), so the next one reads what Redis holds."""
-        async with self._locks.held({pseudonym}):
+    async def _held(self, pseudonyms: set[str]) -> AsyncIterator[None]:
+        """One call at a time per user; a call that fails forgets its users' sessions in memory (it
+        may have changed them without writing them), so the next one reads what Redis holds."""
+        async with self._locks.held(pseudonyms):
             try:
                 yield
             except BaseException:
-                self._cache.pop(pseudonym, None)
+                for pseudonym in pseudonyms:
+                    self._cache.pop(pseudonym, None)
                 raise
 
     def _settle(self, open_: OpenSession, user: UserState, now_ms: int) -> float:
@@ -230,13 +274,27 @@ class AgentSurface:
         return open_.session.last_ms + self.config.idle_timeout_ms
 
     async def _load(self, pseudonym: str) -> OpenSession | None:
-        if pseudonym in self._cache:
-            self._cache.move_to_end(pseudonym)
-            return self._cache[pseudonym]
-        raw = await self.redis.hget(UserKeys(pseudonym).sessions, self.surface.name)
-        open_ = None if raw is None else OpenSession.from_bytes(raw if isinstance(raw, bytes) else raw.encode())
-        self._remember(pseudonym, open_)
-        return open_
+        return (await self._load_many([pseudonym]))[pseudonym]
+
+    async def _load_many(self, pseudonyms: Sequence[str]) -> dict[str, OpenSession | None]:
+        """The users' open sessions: from memory, the rest in one round trip."""
+        found: dict[str, OpenSession | None] = {}
+        missing = []
+        for pseudonym in pseudonyms:
+            if pseudonym in self._cache:
+                self._cache.move_to_end(pseudonym)
+                found[pseudonym] = self._cache[pseudonym]
+            else:
+                missing.append(pseudonym)
+        if missing:
+            pipe = self.redis.pipeline(transaction=False)
+            for pseudonym in missing:
+                pipe.hget(UserKeys(pseudonym).sessions, self.surface.name)
+            for pseudonym, raw in zip(missing, await pipe.execute(), strict=True):
+                open_ = None if raw is None else OpenSession.from_bytes(raw if isinstance(raw, bytes) else raw.encode())
+                self._remember(pseudonym, open_)
+                found[pseudonym] = open_
+        return found
 
     def _remember(self, pseudonym: str, open_: OpenSession | None) -> None:
         self._cache[pseudonym] = open_
@@ -244,24 +302,26 @@ class AgentSurface:
         while len(self._cache) > CACHED_SESSIONS:
             self._cache.popitem(last=False)
 
-    async def _write(
-        self, pseudonym: str, open_: OpenSession | None, done: Sequence[TransitionRecord], now_ms: int
-    ) -> None:
-        """Transitions, then the session (``None``: ended), in one transaction, before anyone is answered."""
-        keys = UserKeys(pseudonym)
+    async def _write(self, writes: Sequence[tuple[str, OpenSession | None, Sequence[TransitionRecord]]]) -> None:
+        """Per user: transitions, then the session (``None``: ended); all in one transaction, before
+        anyone is answered."""
         pipe = self.redis.pipeline(transaction=True)
-        for record in done:
-            pipe.xadd(transitions_key(self.surface.name), record.fields(), maxlen=MAX_ENTRIES, approximate=True)  # type: ignore[arg-type]
-        if open_ is None:
-            pipe.hdel(keys.sessions, self.surface.name)
-            pipe.zrem(self.expiry_key, self._member(pseudonym))
-        else:
-            pipe.hset(keys.sessions, self.surface.name, open_.to_bytes())
-            pipe.expire(keys.sessions, self.retention_seconds)
-            pipe.zadd(self.expiry_key, {self._member(pseudonym): self._expires(open_)})
+        for pseudonym, open_, done in writes:
+            keys = UserKeys(pseudonym)
+            for record in done:
+                fields: Any = record.fields()
+                pipe.xadd(transitions_key(self.surface.name), fields, maxlen=MAX_ENTRIES, approximate=True)
+            if open_ is None:
+                pipe.hdel(keys.sessions, self.surface.name)
+                pipe.zrem(self.expiry_key, self._member(pseudonym))
+            else:
+                pipe.hset(keys.sessions, self.surface.name, open_.to_bytes())
+                pipe.expire(keys.sessions, self.retention_seconds)
+                pipe.zadd(self.expiry_key, {self._member(pseudonym): self._expires(open_)})
         await pipe.execute()
-        self._remember(pseudonym, open_)
-        self.counts["transitions"] += len(done)
+        for pseudonym, open_, done in writes:
+            self._remember(pseudonym, open_)
+            self.counts["transitions"] += len(done)
 
     def stats(self) -> dict[str, int]:
         return {"cached_sessions": len(self._cache), **self.counts}
@@ -289,14 +349,16 @@ class ServePolicy:
         self.surface = surface
         self._handle: Any = None
 
-    async def q_values(self, state: list[float]) -> tuple[int, list[float], int]:
+    async def q_values_many(self, states: list[list[float]]) -> tuple[int, list[list[float]], int]:
+        """One handle call for the shard's whole batch (a Serve hop costs ~8 ms of CPU across the two
+        processes, far more than the forward pass: bench/README.md)."""
         if self._handle is None:
             from ray import serve
 
             name = app_name(self.surface)
             self._handle = serve.get_deployment_handle(name, app_name=name)
-        version, q, transitions = await self._handle.q_values.remote(state)
-        return int(version), list(q), int(transitions)
+        version, rows, transitions = await self._handle.q_values_many.remote(states)
+        return int(version), rows, int(transitions)
 
 
 class LocalPolicy:
@@ -317,7 +379,7 @@ class LocalPolicy:
         self.poll_seconds = poll_seconds
         self._checked = -1.0
 
-    async def q_values(self, state: list[float]) -> tuple[int, list[float], int]:
+    async def q_values_many(self, states: list[list[float]]) -> tuple[int, list[list[float]], int]:
         import time
 
         import torch
@@ -333,5 +395,5 @@ class LocalPolicy:
                 self.model = load_model(self.config, await self.redis.hgetall(weights_key(self.surface)))
         version, network, transitions = self.model
         with torch.inference_mode():
-            q = network(torch.as_tensor(np.asarray([state], dtype=np.float32)))[0].tolist()
-        return version, q, transitions
+            rows = network(torch.as_tensor(np.asarray(states, dtype=np.float32))).tolist()
+        return version, rows, transitions

@@ -8,7 +8,8 @@ within ``poll_seconds`` plus one load of k after the trainer published it. A rep
 late loads the current version before it serves. Before any version is published, version 0 is
 the network the surface's config and seed initialise: the trainer's starting point.
 
-The shards call ``q_values`` through a ``DeploymentHandle`` and apply exploration themselves (with
+The shards call ``q_values_many`` (one call per batch of their agent decisions; ``q_values`` batches
+single states) through a ``DeploymentHandle`` and apply exploration themselves (with
 the user's seeded RNG, recording the exact propensity and the version that answered), so replicas
 keep no per-user state and any replica can answer any request.
 
@@ -98,6 +99,15 @@ class PolicyReplica:
         with torch.inference_mode():
             q = network(x).numpy()
         return [(version, row.tolist(), transitions) for row in q]
+
+    async def q_values_many(self, observations: list[list[float]]) -> tuple[int, list[list[float]], int]:
+        """Q-values of a caller's batch of states (a shard's agent decisions of one round), by one
+        version: no ``@serve.batch`` wait, the caller batched already."""
+        version, network, transitions = self.model
+        x = torch.as_tensor(np.asarray(observations, dtype=np.float32))
+        with torch.inference_mode():
+            rows = network(x).tolist()
+        return version, rows, transitions
 
     def version(self) -> int:
         return self.model[0]

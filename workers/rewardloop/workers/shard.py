@@ -33,6 +33,7 @@ from rewardloop.learning.bandits import Policy, make_policy
 from rewardloop.learning.surface import SurfaceConfig, longest_window_ms
 from rewardloop.state.keys import windows_key
 from rewardloop.state.priors import Priors
+from rewardloop.state.records import DecisionRecord
 from rewardloop.state.snapshots import encode_snapshot
 from rewardloop.state.store import Store
 from rewardloop.state.user_state import UserState
@@ -122,13 +123,37 @@ class ShardCore:
 
     async def recommend(self, calls: Sequence[RecommendCall]) -> list[Decision | Rejected]:
         users = await self._users({c.pseudonym for c in calls})
-        decisions: list[Decision | Rejected]
-        if self.agents:  # agent decisions wait on the replicas: let them overlap
-            decisions = list(await asyncio.gather(*(self._decide(c, users[c.pseudonym]) for c in calls)))
-        else:
-            decisions = [await self._decide(c, users[c.pseudonym]) for c in calls]
+        decisions: list[Decision | Rejected | None] = [None] * len(calls)
+        # An agent surface's calls go together: one policy call and one Redis transaction for them.
+        by_agent: dict[str, list[int]] = {}
+        for i, call in enumerate(calls):
+            if call.surface in self.agents:
+                by_agent.setdefault(call.surface, []).append(i)
+            else:
+                decisions[i] = await self._decide(call, users[call.pseudonym])
+        if by_agent:
+            agents = (self._decide_agent(name, calls, at, users, decisions) for name, at in by_agent.items())
+            await asyncio.gather(*agents)
         self.users.resized(users.values())  # real-time activity grew
-        return decisions
+        return [d for d in decisions if d is not None]
+
+    async def _decide_agent(
+        self,
+        surface: str,
+        calls: Sequence[RecommendCall],
+        at: list[int],
+        users: dict[str, UserState],
+        decisions: list[Decision | Rejected | None],
+    ) -> None:
+        """The agent surface's calls among ``calls`` (their indexes ``at``), decided into ``decisions``."""
+        with tracer.start_as_current_span(
+            "shard.agent_recommend", attributes={"rewardloop.surface": surface, "rewardloop.calls": len(at)}
+        ):
+            now_ms = int(time.time() * 1000)
+            mine = [calls[i] for i in at]
+            decided = await self.agents[surface].decide_many(mine, users, now_ms)
+        for i, call, result in zip(at, mine, decided, strict=True):
+            decisions[i] = result if isinstance(result, Rejected) else self._recorded(result, users[call.pseudonym])
 
     def stats(self) -> dict[str, float]:
         """What the shard holds, for the front's metrics: accounted bytes (users + recent decisions)
@@ -293,11 +318,13 @@ class ShardCore:
         ):
             now_ms = int(time.time() * 1000)
             decided = await self._kinds[call.surface].decide(call, state, now_ms)
-        if isinstance(decided, Rejected):
-            return decided
+        return decided if isinstance(decided, Rejected) else self._recorded(decided, state)
+
+    def _recorded(self, decided: tuple[Decision, DecisionRecord], state: UserState) -> Decision:
+        """What every decision needs, whatever decided it: remembered for joins, logged behind."""
         decision, record = decided
         if self._uses_realtime:
-            state.observe_decision(self.config.realtime, now_ms, record.items[0])
+            state.observe_decision(self.config.realtime, record.decided_at_ms, record.items[0])
         self.decisions.remember(record)
         self.write_behind.decision(record)
         state.dirty = True  # its RNG moved on: an eviction must snapshot it
