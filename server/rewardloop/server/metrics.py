@@ -59,8 +59,10 @@ SHARD_STATS = {
 TRAINER_STATS = {
     "version": Gauge("rewardloop_trainer_version", "The policy version a trainer last published", ["surface"]),
     "learned": Gauge("rewardloop_trainer_learned", "Transitions a trainer learned from since it started", ["surface"]),
-    "backlog": Gauge(
-        "rewardloop_trainer_backlog", "Transitions in the surface's stream (bounded by MAX_ENTRIES)", ["surface"]
+    "stream_entries": Gauge(
+        "rewardloop_trainer_stream_entries",
+        "Entries in the surface's transition stream: waiting, or learned and not trimmed yet (capped)",
+        ["surface"],
     ),
 }
 # The Redis the service writes to, sampled with the shards (its memory against maxmemory: at the

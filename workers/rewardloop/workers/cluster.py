@@ -120,7 +120,8 @@ class HostedTrainer:
             await self.ready()
         elif self.task.done():
             self.task.result()  # the loop died: say why
-        return {**self.trainer.status(), "surface": self.trainer.surface, "backlog": await self.trainer.log.length()}
+        entries = await self.trainer.log.length()
+        return {**self.trainer.status(), "surface": self.trainer.surface, "stream_entries": entries}
 
     async def checkpoint_now(self) -> int:
         return await self.trainer.checkpoint()
