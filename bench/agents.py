@@ -9,7 +9,10 @@
    ``module(x)`` under ``no_grad``.
 3. ``--learning``: greedy return after 1,000 sessions on the agent-session simulator, share of the
    optimum (exact, by value iteration), per seed: tabular Q-learning with replay (the default),
-   without replay (online, step size n^-0.7), Double DQN (the default) and DQN.
+   without replay (online, step size n^-0.7), Double DQN (the default) and DQN. With ``--sb3`` as
+   well: Stable-Baselines3's DQN (the dev extra; the original DQN's target, Huber loss) for the same
+   1,000 sessions (a callback stops it), hyper-parameters matched to ``DQNConfig``'s defaults, its
+   greedy policy valued the same way. Each row: seconds per run, environment steps per run.
 
 4. ``--push``: the weight push on Ray Serve (2 replicas, embedded Redis): for each of ``--versions``
    published versions, how long until the first answer and until 64 answers in a row (32 in
@@ -17,6 +20,7 @@
 
     .venv/bin/python bench/agents.py                       # ~30 s
     .venv/bin/python bench/agents.py --learning --seeds 10 # + ~6 min
+    .venv/bin/python bench/agents.py --learning --sb3      # + Stable-Baselines3's DQN
     .venv/bin/python bench/agents.py --push                # + ~1 min
 """
 
@@ -27,12 +31,14 @@ import asyncio
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from rewardloop.demo.train_agent import greedy_value
 from rewardloop.learning.agents.dqn import DQN, DQNConfig, build_network
+from rewardloop.learning.agents.exploration import EpsilonGreedy
 from rewardloop.learning.agents.tabular import QLearning, QLearningConfig
 from rewardloop.learning.agents.training import train
 from rewardloop.simulator.agent_env import AgentSessionEnv, SessionMDP
@@ -44,9 +50,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--blocks", type=int, default=7)
     parser.add_argument("--learning", action="store_true", help="also the learning table (minutes)")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--sb3", action="store_true", help="with --learning: also Stable-Baselines3's DQN at the same budget"
+    )
     parser.add_argument("--push", action="store_true", help="also the weight push on Ray Serve")
     parser.add_argument("--versions", type=int, default=10)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.sb3 and not args.learning:
+        parser.error("--sb3 adds rows to the learning table: use it with --learning")
+    if args.sb3:
+        try:
+            import stable_baselines3  # noqa: F401
+        except ImportError:
+            parser.error("--sb3 needs Stable-Baselines3: .venv/bin/pip install stable-baselines3==2.9.2")
+    return args
 
 
 def filled_dqn(observation_size: int = 7, n_actions: int = 5) -> DQN:
@@ -138,38 +155,112 @@ def learning(args: argparse.Namespace) -> None:
     mdp = SessionMDP()
     optimal = mdp.benchmarks()["optimal"]
     print(f"3. greedy return after 1,000 sessions / optimum ({optimal:.3f}); seeds 0-{args.seeds - 1}")
-    variants: dict[str, Callable[[int], float]] = {}
+    variants: dict[str, Callable[[int], tuple[float, int]]] = {}
 
-    def tabular(**kwargs: float) -> Callable[[int], float]:
-        def run(seed: int) -> float:
+    def tabular(**kwargs: float) -> Callable[[int], tuple[float, int]]:
+        def run(seed: int) -> tuple[float, int]:
             env = AgentSessionEnv(seed=seed)
             agent = QLearning(QLearningConfig(mdp.n_states, mdp.n_actions, seed=seed, **kwargs))  # type: ignore[arg-type]
             train(env, agent, 1_000, encode=mdp.state_of)
-            return greedy_value(agent, mdp) / optimal
+            return greedy_value(agent, mdp) / optimal, agent.transitions
 
         return run
 
-    def dqn(double: bool) -> Callable[[int], float]:
-        def run(seed: int) -> float:
+    def dqn(double: bool) -> Callable[[int], tuple[float, int]]:
+        def run(seed: int) -> tuple[float, int]:
             env = AgentSessionEnv(seed=seed)
             agent = DQN(DQNConfig(mdp.observation_size, mdp.n_actions, double=double, seed=seed))
             train(env, agent, 1_000)
-            return greedy_value(agent, mdp) / optimal
+            return greedy_value(agent, mdp) / optimal, agent.transitions
 
         return run
+
+    def sb3(seed: int) -> tuple[float, int]:
+        model = sb3_dqn(seed, 1_000)
+        return greedy_value(SB3Greedy(model), mdp) / optimal, model.num_timesteps  # type: ignore[arg-type]
 
     variants["q_learning (replay 64)"] = tabular()
     variants["q_learning, online only"] = tabular(replay_ratio=0, learning_rate_power=0.7)
     variants["double dqn (default)"] = dqn(True)
     variants["dqn"] = dqn(False)
+    if args.sb3:
+        variants["sb3 dqn (2.9.2)"] = sb3
     for name, run in variants.items():
-        start = time.perf_counter()
-        shares = [run(seed) for seed in range(args.seeds)]
-        took = (time.perf_counter() - start) / args.seeds
+        runs, took = [], []
+        for seed in range(args.seeds):
+            start = time.perf_counter()
+            runs.append(run(seed))
+            took.append(time.perf_counter() - start)
+        shares = [share for share, _ in runs]
+        steps = np.mean([n for _, n in runs])
         cells = " ".join(f"{s:.3f}" for s in shares)
         print(
-            f"  {name:24s} mean {np.mean(shares):.3f} min {min(shares):.3f}  [{cells}]  {took:.1f} s/seed", flush=True
+            f"  {name:24s} mean {np.mean(shares):.3f} min {min(shares):.3f}  [{cells}]  "
+            f"{np.mean(took):.1f} s/seed  {steps:,.0f} steps/seed",
+            flush=True,
         )
+    if args.sb3:
+        print(
+            "  sb3 dqn: stopped after 1,000 sessions by StopTrainingOnMaxEpisodes (the same budget as ours);"
+            " greedy = predict(deterministic=True) on every MDP state"
+        )
+
+
+class SB3Greedy:
+    """A Stable-Baselines3 model seen as ``greedy_value`` sees a DQN: the greedy action of each state."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def greedy_actions(self, observations: np.ndarray) -> np.ndarray:
+        actions, _ = self.model.predict(observations, deterministic=True)
+        return np.asarray(actions, dtype=np.int64)
+
+
+def sb3_dqn(seed: int, episodes: int) -> Any:
+    """Stable-Baselines3's DQN trained on the simulator for ``episodes`` sessions, with ``DQNConfig``'s
+    defaults (``learning/agents/config.py``) in SB3's terms.
+
+    - Exploration: SB3 anneals epsilon over ``exploration_fraction`` of ``total_timesteps``;
+      ``total_timesteps`` is only a cap here (``max_turns`` per session, never reached: the callback
+      stops at ``episodes``), so the fraction is 4,000 / cap: epsilon 1.0 -> 0.05 over 4,000 steps.
+    - Target network: SB3 copies it every ``target_update_interval`` environment steps, ours every
+      that many gradient steps; with one gradient step per transition the period is the same (250),
+      offset by ``learning_starts`` (SB3 copies at steps 500, 750, ...; ours after steps 505, 755, ...).
+    - SB3 acts uniformly at random before ``learning_starts`` (ours: epsilon-greedy, epsilon ~1) and
+      trains from transition 257 (ours: 256). Its target is the original DQN's (no Double DQN).
+    """
+    from stable_baselines3 import DQN as SB3DQN
+    from stable_baselines3.common.callbacks import StopTrainingOnMaxEpisodes
+
+    defaults = DQNConfig(7, 5)
+    exploration = defaults.exploration
+    assert isinstance(exploration, EpsilonGreedy)
+    env = AgentSessionEnv(seed=seed)
+    cap = env.max_turns * episodes
+    model = SB3DQN(
+        "MlpPolicy",
+        env,
+        learning_rate=defaults.learning_rate,
+        buffer_size=defaults.buffer_size,
+        learning_starts=defaults.learning_starts,
+        batch_size=defaults.batch_size,
+        tau=defaults.tau,
+        gamma=defaults.gamma,
+        train_freq=defaults.train_frequency,
+        gradient_steps=defaults.gradient_steps,
+        target_update_interval=defaults.target_update_interval,
+        exploration_fraction=exploration.decay_steps / cap,
+        exploration_initial_eps=exploration.start,
+        exploration_final_eps=exploration.end,
+        max_grad_norm=defaults.max_grad_norm,
+        policy_kwargs={"net_arch": list(defaults.hidden)},
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )
+    model.learn(total_timesteps=cap, callback=StopTrainingOnMaxEpisodes(max_episodes=episodes))
+    return model
 
 
 async def push(args: argparse.Namespace) -> None:
