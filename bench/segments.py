@@ -2,7 +2,7 @@
 
 1. Fitting (``fit_segments``) on sampled users of catalogues of several sizes: seconds per fit (the
    fitter actor spends at most ``MAX_DUTY`` of a core on it).
-2. In-process: the shard's decision (``Bandit.decide``) for users with 5-40 plays each, from the
+2. In-process: the shard's decision (``Bandit.decide_now``) for users with 5-40 plays each, from the
    population prior (segments off) and from their segment prior, with the membership cached (the
    user's next request before new feedback) and recomputed (every request after feedback).
 3. Through gRPC: sequential Recommend latency on two surfaces of the same catalogue, one with
@@ -117,7 +117,7 @@ def in_process(items: int, calls: int) -> None:
             user = users[i % len(users)]
             if fresh:
                 user.memberships.clear()
-            kinds[name].decide(RecommendCall(user.pseudonym, name, 10), user, 0)
+            kinds[name].decide_now(RecommendCall(user.pseudonym, name, 10), user, 0)
         return (time.perf_counter() - started) / calls * 1e6
 
     # The three in turn, five times: a slower moment of the machine weighs on all of them.

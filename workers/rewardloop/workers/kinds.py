@@ -41,6 +41,10 @@ class Bandit:
         self._all_arms = np.arange(len(surface.items))
 
     async def decide(self, call: RecommendCall, user: UserState, now_ms: int) -> tuple[Decision, DecisionRecord]:
+        return self.decide_now(call, user, now_ms)
+
+    def decide_now(self, call: RecommendCall, user: UserState, now_ms: int) -> tuple[Decision, DecisionRecord]:
+        """The decision, synchronously: a bandit never waits (in-process benchmarks call this)."""
         surface, policy = self._surface, self._policy
         policy_state = user.decision_state(policy, surface, now_ms)
         if call.candidates:
