@@ -108,7 +108,7 @@ def test_no_resize_moves_a_bucket_to_another_variant(
     left = np.zeros(BUCKETS, dtype=bool)
     for i, (coverage, wa, wb, wc) in enumerate(steps):
         weights = {"a": wa, "b": wb} if i < 2 else {"a": wa, "b": wb, "c": wc}
-        allocation = resize(allocation, weights, coverage, free & ~allocation.held())
+        allocation = resize(allocation, weights, coverage, free)
         now = _variants(allocation)
         assert not (now[left] >= 0).any(), "a retired bucket came back"
         moved = (history >= 0) & (now >= 0) & (history != now)
@@ -117,6 +117,12 @@ def test_no_resize_moves_a_bucket_to_another_variant(
         history = np.where(now >= 0, now, history)
         assert not (now[~free] >= 0).any(), "took a bucket the layer did not have free"
         assert allocation.enrolled() <= round(coverage * BUCKETS)
+        counts = allocation.counts()
+        whole = sum(weights.values())
+        for variant, weight in weights.items():
+            assert abs(counts[variant] - allocation.enrolled() * weight / whole) < 1 + 1e-9, "split is off"
+        if i == 0 and round(coverage * BUCKETS) <= free.sum():
+            assert allocation.enrolled() == round(coverage * BUCKETS)
 
 
 def test_ramp_keeps_every_user_in_their_variant_through_the_service_path() -> None:
@@ -134,21 +140,22 @@ def test_ramp_keeps_every_user_in_their_variant_through_the_service_path() -> No
             assert all(now[u] == v for u, v in earlier.items())
         at[step] = now
         if step < 2:
-            experiment = lifecycle.ramp(experiment, free & ~experiment.allocation.held(), 2 + step)
+            experiment = lifecycle.ramp(experiment, free, 2 + step)
     reweighted = spec_from_dict(
         "ramped", _spec(variants={"control": 1, "treatment": 4}, ramp=spec_to_dict(spec)["ramp"])
     )
     half = lifecycle.ramp(lifecycle.start(lifecycle.create(spec, 0), free, 1), free, 2)
     assigner = Assigner([half])
     before = {u: a[0][1] for u in USERS if (a := assigner.assign(u))}
-    after_change = lifecycle.update(half, reweighted, free & ~half.allocation.held(), 3)
+    after_change = lifecycle.update(half, reweighted, free, 3)
     assigner = Assigner([after_change])
     after = {u: a[0][1] for u in USERS if (a := assigner.assign(u))}
     assert all(before.get(u, v) == v for u, v in after.items()), "a user moved to another variant"
     assert all(after.get(u, v) == v for u, v in before.items() if u in after)
     # The layer had room (50% free): treatment grew from new users, control lost some to retirement.
     shares = after_change.allocation.shares()
-    assert shares["treatment"] == pytest.approx(0.8, abs=0.01)
+    assert shares["treatment"] == pytest.approx(0.8, abs=0.001)
+    assert after_change.allocation.enrolled() == BUCKETS // 2
 
 
 def test_layers_exclude_within_and_are_independent_across() -> None:
@@ -266,6 +273,6 @@ def test_pause_keeps_users_for_when_it_resumes() -> None:
     before = [assigner.assign(u) for u in USERS[:3000]]
     paused = lifecycle.pause(running, 2, "investigating")
     assert Assigner([paused]).names == frozenset()
-    resumed = Assigner([lifecycle.start(paused, free & ~paused.allocation.held(), 3)])
+    resumed = Assigner([lifecycle.start(paused, free, 3)])
     assert [resumed.assign(u) for u in USERS[:3000]] == before
     assert (paused.version, paused.reason) == (3, "investigating")

@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from rewardloop.v1 import experiments_pb2 as rewardloop_dot_v1_dot_experiments__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19rewardloop/v1/admin.proto\x12\rrewardloop.v1\"9\n\x13ListSegmentsRequest\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x11\n\ttop_items\x18\x02 \x01(\r\"A\n\x0bSegmentItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x13\n\x0bmean_reward\x18\x02 \x01(\x01\x12\x0c\n\x04lift\x18\x03 \x01(\x01\"\x99\x01\n\x07Segment\x12\n\n\x02id\x18\x01 \x01(\x04\x12\r\n\x05share\x18\x02 \x01(\x01\x12\r\n\x05plays\x18\x03 \x01(\x01\x12\x16\n\x0eprior_strength\x18\x04 \x01(\x01\x12-\n\ttop_items\x18\x05 \x03(\x0b\x32\x1a.rewardloop.v1.SegmentItem\x12\x0e\n\x06is_new\x18\x06 \x01(\x08\x12\r\n\x05moved\x18\x07 \x01(\x01\"\xaa\x01\n\x14ListSegmentsResponse\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x14\n\x0c\x66itted_at_ms\x18\x03 \x01(\x03\x12(\n\x08segments\x18\x04 \x03(\x0b\x32\x16.rewardloop.v1.Segment\x12\x18\n\x10previous_version\x18\x05 \x01(\x04\x12\x16\n\x0eprior_strength\x18\x06 \x01(\x01\"8\n\x14GetMembershipRequest\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"=\n\x12SegmentProbability\x12\x12\n\nsegment_id\x18\x01 \x01(\x04\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\x9f\x01\n\x15GetMembershipResponse\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x36\n\x0bmemberships\x18\x03 \x03(\x0b\x32!.rewardloop.v1.SegmentProbability\x12\x16\n\x0eprior_strength\x18\x04 \x01(\x01\x12\x14\n\x0cinteractions\x18\x05 \x01(\x01\"\xef\x01\n\x15\x45valuatePolicyRequest\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12@\n\x06params\x18\x03 \x03(\x0b\x32\x30.rewardloop.v1.EvaluatePolicyRequest.ParamsEntry\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x15\n\rmax_decisions\x18\x05 \x01(\r\x12\x16\n\x0etrain_fraction\x18\x06 \x01(\x01\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x9e\x01\n\x13PolicyValueEstimate\x12\x11\n\testimator\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x03 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x04 \x01(\x01\x12\x11\n\tstd_error\x18\x05 \x01(\x01\x12\x1d\n\x15\x65\x66\x66\x65\x63tive_sample_size\x18\x06 \x01(\x01\x12\x12\n\nmax_weight\x18\x07 \x01(\x01\"\xa9\x01\n\x16\x45valuatePolicyResponse\x12\x35\n\testimates\x18\x01 \x03(\x0b\x32\".rewardloop.v1.PolicyValueEstimate\x12\x14\n\x0clogged_value\x18\x02 \x01(\x01\x12\x17\n\x0ftrain_decisions\x18\x03 \x01(\x04\x12\x16\n\x0e\x65val_decisions\x18\x04 \x01(\x04\x12\x11\n\talgorithm\x18\x05 \x01(\t2\x9b\x02\n\x05\x41\x64min\x12]\n\x0e\x45valuatePolicy\x12$.rewardloop.v1.EvaluatePolicyRequest\x1a%.rewardloop.v1.EvaluatePolicyResponse\x12W\n\x0cListSegments\x12\".rewardloop.v1.ListSegmentsRequest\x1a#.rewardloop.v1.ListSegmentsResponse\x12Z\n\rGetMembership\x12#.rewardloop.v1.GetMembershipRequest\x1a$.rewardloop.v1.GetMembershipResponseB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19rewardloop/v1/admin.proto\x12\rrewardloop.v1\x1a\x1frewardloop/v1/experiments.proto\"9\n\x13ListSegmentsRequest\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x11\n\ttop_items\x18\x02 \x01(\r\"A\n\x0bSegmentItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x13\n\x0bmean_reward\x18\x02 \x01(\x01\x12\x0c\n\x04lift\x18\x03 \x01(\x01\"\x99\x01\n\x07Segment\x12\n\n\x02id\x18\x01 \x01(\x04\x12\r\n\x05share\x18\x02 \x01(\x01\x12\r\n\x05plays\x18\x03 \x01(\x01\x12\x16\n\x0eprior_strength\x18\x04 \x01(\x01\x12-\n\ttop_items\x18\x05 \x03(\x0b\x32\x1a.rewardloop.v1.SegmentItem\x12\x0e\n\x06is_new\x18\x06 \x01(\x08\x12\r\n\x05moved\x18\x07 \x01(\x01\"\xaa\x01\n\x14ListSegmentsResponse\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x14\n\x0c\x66itted_at_ms\x18\x03 \x01(\x03\x12(\n\x08segments\x18\x04 \x03(\x0b\x32\x16.rewardloop.v1.Segment\x12\x18\n\x10previous_version\x18\x05 \x01(\x04\x12\x16\n\x0eprior_strength\x18\x06 \x01(\x01\"8\n\x14GetMembershipRequest\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"=\n\x12SegmentProbability\x12\x12\n\nsegment_id\x18\x01 \x01(\x04\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\x9f\x01\n\x15GetMembershipResponse\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x36\n\x0bmemberships\x18\x03 \x03(\x0b\x32!.rewardloop.v1.SegmentProbability\x12\x16\n\x0eprior_strength\x18\x04 \x01(\x01\x12\x14\n\x0cinteractions\x18\x05 \x01(\x01\"\xef\x01\n\x15\x45valuatePolicyRequest\x12\x0f\n\x07surface\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12@\n\x06params\x18\x03 \x03(\x0b\x32\x30.rewardloop.v1.EvaluatePolicyRequest.ParamsEntry\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x15\n\rmax_decisions\x18\x05 \x01(\r\x12\x16\n\x0etrain_fraction\x18\x06 \x01(\x01\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x9e\x01\n\x13PolicyValueEstimate\x12\x11\n\testimator\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x03 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x04 \x01(\x01\x12\x11\n\tstd_error\x18\x05 \x01(\x01\x12\x1d\n\x15\x65\x66\x66\x65\x63tive_sample_size\x18\x06 \x01(\x01\x12\x12\n\nmax_weight\x18\x07 \x01(\x01\"\xa9\x01\n\x16\x45valuatePolicyResponse\x12\x35\n\testimates\x18\x01 \x03(\x0b\x32\".rewardloop.v1.PolicyValueEstimate\x12\x14\n\x0clogged_value\x18\x02 \x01(\x01\x12\x17\n\x0ftrain_decisions\x18\x03 \x01(\x04\x12\x16\n\x0e\x65val_decisions\x18\x04 \x01(\x04\x12\x11\n\talgorithm\x18\x05 \x01(\t2\x89\t\n\x05\x41\x64min\x12]\n\x0e\x45valuatePolicy\x12$.rewardloop.v1.EvaluatePolicyRequest\x1a%.rewardloop.v1.EvaluatePolicyResponse\x12W\n\x0cListSegments\x12\".rewardloop.v1.ListSegmentsRequest\x1a#.rewardloop.v1.ListSegmentsResponse\x12Z\n\rGetMembership\x12#.rewardloop.v1.GetMembershipRequest\x1a$.rewardloop.v1.GetMembershipResponse\x12U\n\x10\x43reateExperiment\x12&.rewardloop.v1.CreateExperimentRequest\x1a\x19.rewardloop.v1.Experiment\x12U\n\x10UpdateExperiment\x12&.rewardloop.v1.UpdateExperimentRequest\x1a\x19.rewardloop.v1.Experiment\x12N\n\x0fStartExperiment\x12 .rewardloop.v1.ExperimentRequest\x1a\x19.rewardloop.v1.Experiment\x12N\n\x0fPauseExperiment\x12 .rewardloop.v1.ExperimentRequest\x1a\x19.rewardloop.v1.Experiment\x12Q\n\x0eStopExperiment\x12$.rewardloop.v1.StopExperimentRequest\x1a\x19.rewardloop.v1.Experiment\x12Q\n\x0eRampExperiment\x12$.rewardloop.v1.RampExperimentRequest\x1a\x19.rewardloop.v1.Experiment\x12L\n\rGetExperiment\x12 .rewardloop.v1.ExperimentRequest\x1a\x19.rewardloop.v1.Experiment\x12`\n\x0fListExperiments\x12%.rewardloop.v1.ListExperimentsRequest\x1a&.rewardloop.v1.ListExperimentsResponse\x12i\n\x14GetExperimentHistory\x12\'.rewardloop.v1.ExperimentHistoryRequest\x1a(.rewardloop.v1.ExperimentHistoryResponse\x12]\n\x10\x44\x65leteExperiment\x12 .rewardloop.v1.ExperimentRequest\x1a\'.rewardloop.v1.DeleteExperimentResponseB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,28 +35,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
   _globals['_EVALUATEPOLICYREQUEST_PARAMSENTRY']._loaded_options = None
   _globals['_EVALUATEPOLICYREQUEST_PARAMSENTRY']._serialized_options = b'8\001'
-  _globals['_LISTSEGMENTSREQUEST']._serialized_start=44
-  _globals['_LISTSEGMENTSREQUEST']._serialized_end=101
-  _globals['_SEGMENTITEM']._serialized_start=103
-  _globals['_SEGMENTITEM']._serialized_end=168
-  _globals['_SEGMENT']._serialized_start=171
-  _globals['_SEGMENT']._serialized_end=324
-  _globals['_LISTSEGMENTSRESPONSE']._serialized_start=327
-  _globals['_LISTSEGMENTSRESPONSE']._serialized_end=497
-  _globals['_GETMEMBERSHIPREQUEST']._serialized_start=499
-  _globals['_GETMEMBERSHIPREQUEST']._serialized_end=555
-  _globals['_SEGMENTPROBABILITY']._serialized_start=557
-  _globals['_SEGMENTPROBABILITY']._serialized_end=618
-  _globals['_GETMEMBERSHIPRESPONSE']._serialized_start=621
-  _globals['_GETMEMBERSHIPRESPONSE']._serialized_end=780
-  _globals['_EVALUATEPOLICYREQUEST']._serialized_start=783
-  _globals['_EVALUATEPOLICYREQUEST']._serialized_end=1022
-  _globals['_EVALUATEPOLICYREQUEST_PARAMSENTRY']._serialized_start=977
-  _globals['_EVALUATEPOLICYREQUEST_PARAMSENTRY']._serialized_end=1022
-  _globals['_POLICYVALUEESTIMATE']._serialized_start=1025
-  _globals['_POLICYVALUEESTIMATE']._serialized_end=1183
-  _globals['_EVALUATEPOLICYRESPONSE']._serialized_start=1186
-  _globals['_EVALUATEPOLICYRESPONSE']._serialized_end=1355
-  _globals['_ADMIN']._serialized_start=1358
-  _globals['_ADMIN']._serialized_end=1641
+  _globals['_LISTSEGMENTSREQUEST']._serialized_start=77
+  _globals['_LISTSEGMENTSREQUEST']._serialized_end=134
+  _globals['_SEGMENTITEM']._serialized_start=136
+  _globals['_SEGMENTITEM']._serialized_end=201
+  _globals['_SEGMENT']._serialized_start=204
+  _globals['_SEGMENT']._serialized_end=357
+  _globals['_LISTSEGMENTSRESPONSE']._serialized_start=360
+  _globals['_LISTSEGMENTSRESPONSE']._serialized_end=530
+  _globals['_GETMEMBERSHIPREQUEST']._serialized_start=532
+  _globals['_GETMEMBERSHIPREQUEST']._serialized_end=588
+  _globals['_SEGMENTPROBABILITY']._serialized_start=590
+  _globals['_SEGMENTPROBABILITY']._serialized_end=651
+  _globals['_GETMEMBERSHIPRESPONSE']._serialized_start=654
+  _globals['_GETMEMBERSHIPRESPONSE']._serialized_end=813
+  _globals['_EVALUATEPOLICYREQUEST']._serialized_start=816
+  _globals['_EVALUATEPOLICYREQUEST']._serialized_end=1055
+  _globals['_EVALUATEPOLICYREQUEST_PARAMSENTRY']._serialized_start=1010
+  _globals['_EVALUATEPOLICYREQUEST_PARAMSENTRY']._serialized_end=1055
+  _globals['_POLICYVALUEESTIMATE']._serialized_start=1058
+  _globals['_POLICYVALUEESTIMATE']._serialized_end=1216
+  _globals['_EVALUATEPOLICYRESPONSE']._serialized_start=1219
+  _globals['_EVALUATEPOLICYRESPONSE']._serialized_end=1388
+  _globals['_ADMIN']._serialized_start=1391
+  _globals['_ADMIN']._serialized_end=2552
 # @@protoc_insertion_point(module_scope)

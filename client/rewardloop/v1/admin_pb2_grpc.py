@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from rewardloop.v1 import admin_pb2 as rewardloop_dot_v1_dot_admin__pb2
+from rewardloop.v1 import experiments_pb2 as rewardloop_dot_v1_dot_experiments__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -50,6 +51,56 @@ class AdminStub:
                 '/rewardloop.v1.Admin/GetMembership',
                 request_serializer=rewardloop_dot_v1_dot_admin__pb2.GetMembershipRequest.SerializeToString,
                 response_deserializer=rewardloop_dot_v1_dot_admin__pb2.GetMembershipResponse.FromString,
+                _registered_method=True)
+        self.CreateExperiment = channel.unary_unary(
+                '/rewardloop.v1.Admin/CreateExperiment',
+                request_serializer=rewardloop_dot_v1_dot_experiments__pb2.CreateExperimentRequest.SerializeToString,
+                response_deserializer=rewardloop_dot_v1_dot_experiments__pb2.Experiment.FromString,
+                _registered_method=True)
+        self.UpdateExperiment = channel.unary_unary(
+                '/rewardloop.v1.Admin/UpdateExperiment',
+                request_serializer=rewardloop_dot_v1_dot_experiments__pb2.UpdateExperimentRequest.SerializeToString,
+                response_deserializer=rewardloop_dot_v1_dot_experiments__pb2.Experiment.FromString,
+                _registered_method=True)
+        self.StartExperiment = channel.unary_unary(
+                '/rewardloop.v1.Admin/StartExperiment',
+                request_serializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentRequest.SerializeToString,
+                response_deserializer=rewardloop_dot_v1_dot_experiments__pb2.Experiment.FromString,
+                _registered_method=True)
+        self.PauseExperiment = channel.unary_unary(
+                '/rewardloop.v1.Admin/PauseExperiment',
+                request_serializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentRequest.SerializeToString,
+                response_deserializer=rewardloop_dot_v1_dot_experiments__pb2.Experiment.FromString,
+                _registered_method=True)
+        self.StopExperiment = channel.unary_unary(
+                '/rewardloop.v1.Admin/StopExperiment',
+                request_serializer=rewardloop_dot_v1_dot_experiments__pb2.StopExperimentRequest.SerializeToString,
+                response_deserializer=rewardloop_dot_v1_dot_experiments__pb2.Experiment.FromString,
+                _registered_method=True)
+        self.RampExperiment = channel.unary_unary(
+                '/rewardloop.v1.Admin/RampExperiment',
+                request_serializer=rewardloop_dot_v1_dot_experiments__pb2.RampExperimentRequest.SerializeToString,
+                response_deserializer=rewardloop_dot_v1_dot_experiments__pb2.Experiment.FromString,
+                _registered_method=True)
+        self.GetExperiment = channel.unary_unary(
+                '/rewardloop.v1.Admin/GetExperiment',
+                request_serializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentRequest.SerializeToString,
+                response_deserializer=rewardloop_dot_v1_dot_experiments__pb2.Experiment.FromString,
+                _registered_method=True)
+        self.ListExperiments = channel.unary_unary(
+                '/rewardloop.v1.Admin/ListExperiments',
+                request_serializer=rewardloop_dot_v1_dot_experiments__pb2.ListExperimentsRequest.SerializeToString,
+                response_deserializer=rewardloop_dot_v1_dot_experiments__pb2.ListExperimentsResponse.FromString,
+                _registered_method=True)
+        self.GetExperimentHistory = channel.unary_unary(
+                '/rewardloop.v1.Admin/GetExperimentHistory',
+                request_serializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentHistoryRequest.SerializeToString,
+                response_deserializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentHistoryResponse.FromString,
+                _registered_method=True)
+        self.DeleteExperiment = channel.unary_unary(
+                '/rewardloop.v1.Admin/DeleteExperiment',
+                request_serializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentRequest.SerializeToString,
+                response_deserializer=rewardloop_dot_v1_dot_experiments__pb2.DeleteExperimentResponse.FromString,
                 _registered_method=True)
 
 
@@ -109,6 +160,84 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateExperiment(self, request, context):
+        """Experiments (experiments.proto). Every change is versioned and kept in
+        the experiment's history; Assign sees it within seconds.
+
+        Errors, for all of them: INVALID_ARGUMENT (a field of the spec or
+        request, named: "spec.guardrails[1].tolerance: ..."), NOT_FOUND (unknown
+        experiment), ALREADY_EXISTS (create: the name is taken, also by a config
+        file experiment), FAILED_PRECONDITION (the change is not allowed in the
+        experiment's state, e.g. starting a stopped one, or removing a variant
+        of a started one; the message says why), ABORTED (`expected_version` is
+        not the current version: read it again), UNAVAILABLE (storage down).
+
+        A new experiment is a draft: it enrols nobody until started.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateExperiment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartExperiment(self, request, context):
+        """Draft: enrols users at the ramp's first coverage (or the whole
+        coverage); paused: enrols its users again, in the same variants.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseExperiment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopExperiment(self, request, context):
+        """For good: frees its layer's traffic.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RampExperiment(self, request, context):
+        """Raises (or lowers) coverage. Users already enrolled keep their variant;
+        new ones come only from users of the layer no experiment holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetExperiment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExperiments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetExperimentHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteExperiment(self, request, context):
+        """Only a draft or a stopped experiment; its history goes with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +255,56 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetMembership,
                     request_deserializer=rewardloop_dot_v1_dot_admin__pb2.GetMembershipRequest.FromString,
                     response_serializer=rewardloop_dot_v1_dot_admin__pb2.GetMembershipResponse.SerializeToString,
+            ),
+            'CreateExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateExperiment,
+                    request_deserializer=rewardloop_dot_v1_dot_experiments__pb2.CreateExperimentRequest.FromString,
+                    response_serializer=rewardloop_dot_v1_dot_experiments__pb2.Experiment.SerializeToString,
+            ),
+            'UpdateExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateExperiment,
+                    request_deserializer=rewardloop_dot_v1_dot_experiments__pb2.UpdateExperimentRequest.FromString,
+                    response_serializer=rewardloop_dot_v1_dot_experiments__pb2.Experiment.SerializeToString,
+            ),
+            'StartExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartExperiment,
+                    request_deserializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentRequest.FromString,
+                    response_serializer=rewardloop_dot_v1_dot_experiments__pb2.Experiment.SerializeToString,
+            ),
+            'PauseExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseExperiment,
+                    request_deserializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentRequest.FromString,
+                    response_serializer=rewardloop_dot_v1_dot_experiments__pb2.Experiment.SerializeToString,
+            ),
+            'StopExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopExperiment,
+                    request_deserializer=rewardloop_dot_v1_dot_experiments__pb2.StopExperimentRequest.FromString,
+                    response_serializer=rewardloop_dot_v1_dot_experiments__pb2.Experiment.SerializeToString,
+            ),
+            'RampExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RampExperiment,
+                    request_deserializer=rewardloop_dot_v1_dot_experiments__pb2.RampExperimentRequest.FromString,
+                    response_serializer=rewardloop_dot_v1_dot_experiments__pb2.Experiment.SerializeToString,
+            ),
+            'GetExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExperiment,
+                    request_deserializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentRequest.FromString,
+                    response_serializer=rewardloop_dot_v1_dot_experiments__pb2.Experiment.SerializeToString,
+            ),
+            'ListExperiments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExperiments,
+                    request_deserializer=rewardloop_dot_v1_dot_experiments__pb2.ListExperimentsRequest.FromString,
+                    response_serializer=rewardloop_dot_v1_dot_experiments__pb2.ListExperimentsResponse.SerializeToString,
+            ),
+            'GetExperimentHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExperimentHistory,
+                    request_deserializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentHistoryRequest.FromString,
+                    response_serializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentHistoryResponse.SerializeToString,
+            ),
+            'DeleteExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteExperiment,
+                    request_deserializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentRequest.FromString,
+                    response_serializer=rewardloop_dot_v1_dot_experiments__pb2.DeleteExperimentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -211,6 +390,276 @@ class Admin:
             '/rewardloop.v1.Admin/GetMembership',
             rewardloop_dot_v1_dot_admin__pb2.GetMembershipRequest.SerializeToString,
             rewardloop_dot_v1_dot_admin__pb2.GetMembershipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rewardloop.v1.Admin/CreateExperiment',
+            rewardloop_dot_v1_dot_experiments__pb2.CreateExperimentRequest.SerializeToString,
+            rewardloop_dot_v1_dot_experiments__pb2.Experiment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rewardloop.v1.Admin/UpdateExperiment',
+            rewardloop_dot_v1_dot_experiments__pb2.UpdateExperimentRequest.SerializeToString,
+            rewardloop_dot_v1_dot_experiments__pb2.Experiment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rewardloop.v1.Admin/StartExperiment',
+            rewardloop_dot_v1_dot_experiments__pb2.ExperimentRequest.SerializeToString,
+            rewardloop_dot_v1_dot_experiments__pb2.Experiment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rewardloop.v1.Admin/PauseExperiment',
+            rewardloop_dot_v1_dot_experiments__pb2.ExperimentRequest.SerializeToString,
+            rewardloop_dot_v1_dot_experiments__pb2.Experiment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rewardloop.v1.Admin/StopExperiment',
+            rewardloop_dot_v1_dot_experiments__pb2.StopExperimentRequest.SerializeToString,
+            rewardloop_dot_v1_dot_experiments__pb2.Experiment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RampExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rewardloop.v1.Admin/RampExperiment',
+            rewardloop_dot_v1_dot_experiments__pb2.RampExperimentRequest.SerializeToString,
+            rewardloop_dot_v1_dot_experiments__pb2.Experiment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rewardloop.v1.Admin/GetExperiment',
+            rewardloop_dot_v1_dot_experiments__pb2.ExperimentRequest.SerializeToString,
+            rewardloop_dot_v1_dot_experiments__pb2.Experiment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExperiments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rewardloop.v1.Admin/ListExperiments',
+            rewardloop_dot_v1_dot_experiments__pb2.ListExperimentsRequest.SerializeToString,
+            rewardloop_dot_v1_dot_experiments__pb2.ListExperimentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExperimentHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rewardloop.v1.Admin/GetExperimentHistory',
+            rewardloop_dot_v1_dot_experiments__pb2.ExperimentHistoryRequest.SerializeToString,
+            rewardloop_dot_v1_dot_experiments__pb2.ExperimentHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rewardloop.v1.Admin/DeleteExperiment',
+            rewardloop_dot_v1_dot_experiments__pb2.ExperimentRequest.SerializeToString,
+            rewardloop_dot_v1_dot_experiments__pb2.DeleteExperimentResponse.FromString,
             options,
             channel_credentials,
             insecure,

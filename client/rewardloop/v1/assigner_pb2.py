@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from rewardloop.v1 import common_pb2 as rewardloop_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crewardloop/v1/assigner.proto\x12\rrewardloop.v1\x1a\x1arewardloop/v1/common.proto\"5\n\rAssignRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xperiments\x18\x02 \x03(\t\"J\n\x0e\x41ssignResponse\x12\x38\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32#.rewardloop.v1.ExperimentAssignment2Q\n\x08\x41ssigner\x12\x45\n\x06\x41ssign\x12\x1c.rewardloop.v1.AssignRequest\x1a\x1d.rewardloop.v1.AssignResponseB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crewardloop/v1/assigner.proto\x12\rrewardloop.v1\x1a\x1arewardloop/v1/common.proto\"^\n\rAssignRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xperiments\x18\x02 \x03(\t\x12\'\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x16.rewardloop.v1.Context\"J\n\x0e\x41ssignResponse\x12\x38\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32#.rewardloop.v1.ExperimentAssignment2Q\n\x08\x41ssigner\x12\x45\n\x06\x41ssign\x12\x1c.rewardloop.v1.AssignRequest\x1a\x1d.rewardloop.v1.AssignResponseB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,9 +34,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
   _globals['_ASSIGNREQUEST']._serialized_start=75
-  _globals['_ASSIGNREQUEST']._serialized_end=128
-  _globals['_ASSIGNRESPONSE']._serialized_start=130
-  _globals['_ASSIGNRESPONSE']._serialized_end=204
-  _globals['_ASSIGNER']._serialized_start=206
-  _globals['_ASSIGNER']._serialized_end=287
+  _globals['_ASSIGNREQUEST']._serialized_end=169
+  _globals['_ASSIGNRESPONSE']._serialized_start=171
+  _globals['_ASSIGNRESPONSE']._serialized_end=245
+  _globals['_ASSIGNER']._serialized_start=247
+  _globals['_ASSIGNER']._serialized_end=328
 # @@protoc_insertion_point(module_scope)

@@ -8,12 +8,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AssignRequest(_message.Message):
-    __slots__ = ("user_id", "experiments")
+    __slots__ = ("user_id", "experiments", "context")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     experiments: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user_id: _Optional[str] = ..., experiments: _Optional[_Iterable[str]] = ...) -> None: ...
+    context: _common_pb2.Context
+    def __init__(self, user_id: _Optional[str] = ..., experiments: _Optional[_Iterable[str]] = ..., context: _Optional[_Union[_common_pb2.Context, _Mapping]] = ...) -> None: ...
 
 class AssignResponse(_message.Message):
     __slots__ = ("assignments",)

@@ -26,9 +26,12 @@ if _version_not_supported:
 
 
 class AssignerStub:
-    """A/B experiment assignment. Assignment is a pure function of (experiment
-    salt, user_id): the same user always gets the same variant while the
-    experiment's configuration is unchanged, on every replica, with no storage.
+    """A/B experiment assignment. Assignment is a pure function of the user id and
+    the experiments' definitions: the same on every replica, with no storage.
+    It is sticky: ramping an experiment up or changing its allocation never
+    moves an enrolled user to another variant (admin.proto, RampExperiment).
+    Experiments managed through the Admin API are seen within seconds of a
+    change; those of the config file keep their own hashing.
     """
 
     def __init__(self, channel):
@@ -45,14 +48,20 @@ class AssignerStub:
 
 
 class AssignerServicer:
-    """A/B experiment assignment. Assignment is a pure function of (experiment
-    salt, user_id): the same user always gets the same variant while the
-    experiment's configuration is unchanged, on every replica, with no storage.
+    """A/B experiment assignment. Assignment is a pure function of the user id and
+    the experiments' definitions: the same on every replica, with no storage.
+    It is sticky: ramping an experiment up or changing its allocation never
+    moves an enrolled user to another variant (admin.proto, RampExperiment).
+    Experiments managed through the Admin API are seen within seconds of a
+    change; those of the config file keep their own hashing.
     """
 
     def Assign(self, request, context):
-        """Errors: INVALID_ARGUMENT (malformed user_id or experiment name),
-        NOT_FOUND (an experiment named in `experiments` is not configured).
+        """All of one user's assignments in one call (or those of `experiments`).
+
+        Errors: INVALID_ARGUMENT (malformed user_id, experiment name or
+        context), NOT_FOUND (an experiment named in `experiments` does not
+        exist).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -75,9 +84,12 @@ def add_AssignerServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Assigner:
-    """A/B experiment assignment. Assignment is a pure function of (experiment
-    salt, user_id): the same user always gets the same variant while the
-    experiment's configuration is unchanged, on every replica, with no storage.
+    """A/B experiment assignment. Assignment is a pure function of the user id and
+    the experiments' definitions: the same on every replica, with no storage.
+    It is sticky: ramping an experiment up or changing its allocation never
+    moves an enrolled user to another variant (admin.proto, RampExperiment).
+    Experiments managed through the Admin API are seen within seconds of a
+    change; those of the config file keep their own hashing.
     """
 
     @staticmethod

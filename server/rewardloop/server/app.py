@@ -25,6 +25,7 @@ from rewardloop.server.metrics import REDIS_STATS, TRAINER_STATS, publish_heap
 from rewardloop.server.routing import ShardRouter
 from rewardloop.server.services import AssignerService, FeedbackService, RecommenderService
 from rewardloop.server.streams import OpenStreams
+from rewardloop.state.experiments import ExperimentCatalog
 from rewardloop.state.store import check_no_eviction
 from rewardloop.v1 import (
     admin_pb2,
@@ -69,11 +70,13 @@ def create_server(
     auth_tokens: Sequence[str] = (),
     admin_tokens: Sequence[str] = (),
     streams: OpenStreams | None = None,
+    catalog: ExperimentCatalog | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """The gRPC server, bound but not started; port 0 picks a free port.
 
     With no tokens at all the API is open (a laptop); with any, every call needs one.
-    `streams`, if given, can end the server's open response streams at stop.
+    `streams`, if given, can end the server's open response streams at stop; `catalog`, if
+    given, is the stored experiments Assign and Recommend assign (else only the config file's).
     """
     # Traces for our (unary) services only: OpenTelemetry's aio interceptor breaks the
     # streaming ones. A reflection client that cancels its stream makes it log "Failed to
@@ -95,9 +98,9 @@ def create_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    recommender_pb2_grpc.add_RecommenderServicer_to_server(RecommenderService(config, router), server)
+    recommender_pb2_grpc.add_RecommenderServicer_to_server(RecommenderService(config, router, catalog), server)
     feedback_pb2_grpc.add_FeedbackServicer_to_server(FeedbackService(config, router), server)
-    assigner_pb2_grpc.add_AssignerServicer_to_server(AssignerService(config), server)
+    assigner_pb2_grpc.add_AssignerServicer_to_server(AssignerService(config, catalog), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(config, redis_url, router), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -168,6 +171,7 @@ class Service:
         self._health: health.aio.HealthServicer | None = None
         self._streams = OpenStreams()
         self._sampler: asyncio.Task[None] | None = None
+        self.catalog: ExperimentCatalog | None = None
 
     @property
     def target(self) -> str:
@@ -182,8 +186,16 @@ class Service:
         self.fitter = start_fitter(self.config, self.redis_url, self.shard_prefix)
         self.router = ShardRouter(self.actors)
         self._streams = OpenStreams()
+        self.catalog = await ExperimentCatalog(self.redis_url).start()
         self._server, self.port, self._health = create_server(
-            self.address, self.config, self.router, self.redis_url, self.auth_tokens, self.admin_tokens, self._streams
+            self.address,
+            self.config,
+            self.router,
+            self.redis_url,
+            self.auth_tokens,
+            self.admin_tokens,
+            self._streams,
+            self.catalog,
         )
         await self._server.start()
         for name in ("", *SERVICE_NAMES):
@@ -220,6 +232,9 @@ class Service:
         self._streams.end_all()
         if self._server is not None:
             await self._server.stop(grace)
+        if self.catalog is not None:
+            await self.catalog.stop()
+            self.catalog = None
         if self.router is not None:
             await self.router.close()
         if self.actors:

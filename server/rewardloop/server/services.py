@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import grpc
 from opentelemetry import propagate, trace
+from redis.exceptions import RedisError
 
 from rewardloop.learning.experiments import assign_all
 from rewardloop.server import validation
 from rewardloop.server.metrics import FEEDBACK_EVENTS
 from rewardloop.server.routing import ShardRouter
-from rewardloop.server.status import ServiceError, not_found, quote, to_service_error
+from rewardloop.server.status import ServiceError, not_found, quote, to_service_error, unavailable
+from rewardloop.state.experiments import ExperimentCatalog
 from rewardloop.v1 import (
     assigner_pb2,
     assigner_pb2_grpc,
@@ -40,9 +42,10 @@ def _trace_carrier() -> dict[str, str]:
 
 
 class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
-    def __init__(self, config: ServiceConfig, router: ShardRouter):
+    def __init__(self, config: ServiceConfig, router: ShardRouter, catalog: ExperimentCatalog | None = None):
         self._config = config
         self._router = router
+        self._catalog = catalog
 
     async def Recommend(
         self, request: recommender_pb2.RecommendRequest, context: grpc.aio.ServicerContext
@@ -53,6 +56,10 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         decision = _unwrap(await self._router.recommend(call))
         assert isinstance(decision, Decision)
         covering = [e for e in self._config.experiments.values() if call.surface in e.surfaces]
+        assignments = assign_all(covering, request.user_id)
+        if self._catalog is not None and self._catalog.assigner.covering(call.surface):
+            attributes = _attributes(validation.context_features(request.context))
+            assignments += self._catalog.assigner.assign(request.user_id, attributes, surface=call.surface)
         return recommender_pb2.RecommendResponse(
             decision_id=decision.decision_id,
             items=[
@@ -61,7 +68,7 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             ],
             policy=decision.policy,
             model_version=decision.model_version,
-            assignments=_assignments(covering, request.user_id),
+            assignments=_assignment_messages(assignments),
         )
 
 
@@ -109,23 +116,43 @@ class FeedbackService(feedback_pb2_grpc.FeedbackServicer):
 
 
 class AssignerService(assigner_pb2_grpc.AssignerServicer):
-    def __init__(self, config: ServiceConfig):
+    """Config-file experiments (their own hashing) and those of the catalogue (sticky buckets)."""
+
+    def __init__(self, config: ServiceConfig, catalog: ExperimentCatalog | None = None):
         self._config = config
+        self._catalog = catalog
 
     async def Assign(
         self, request: assigner_pb2.AssignRequest, context: grpc.aio.ServicerContext
     ) -> assigner_pb2.AssignResponse:
         validation.check_user_id(request.user_id)
-        names = list(request.experiments) or list(self._config.experiments)
-        for name in names:
-            if name not in self._config.experiments:
-                raise not_found(f"experiments: experiment {quote(name)} is not configured")
-        chosen = [self._config.experiments[n] for n in dict.fromkeys(names)]
-        return assigner_pb2.AssignResponse(assignments=_assignments(chosen, request.user_id))
+        attributes = _attributes(validation.context_features(request.context))
+        names = list(dict.fromkeys(request.experiments))
+        wanted = [n for n in names if n not in self._config.experiments]
+        for name in wanted:
+            if self._catalog is None or not await _exists(self._catalog, name):
+                raise not_found(f"experiments[{names.index(name)}]: experiment {quote(name)} does not exist")
+        static = [e for n, e in self._config.experiments.items() if not names or n in names]
+        assignments = assign_all(static, request.user_id)
+        if self._catalog is not None and (wanted or not names):
+            assignments += self._catalog.assigner.assign(request.user_id, attributes, only=wanted)
+        return assigner_pb2.AssignResponse(assignments=_assignment_messages(sorted(assignments)))
 
 
-def _assignments(experiments: list[Any], user_id: str) -> list[common_pb2.ExperimentAssignment]:
-    return [common_pb2.ExperimentAssignment(experiment=e, variant=v) for e, v in assign_all(experiments, user_id)]
+async def _exists(catalog: ExperimentCatalog, name: str) -> bool:
+    try:
+        return await catalog.exists(name)
+    except (RedisError, OSError) as exc:
+        raise unavailable(f"experiments: storage is unavailable: {exc}") from None
+
+
+def _attributes(features: Mapping[str, float | str]) -> dict[str, str]:
+    """Request context as targeting reads it: numbers as their shortest exact-enough text ("3", "0.1")."""
+    return {k: v if isinstance(v, str) else f"{v:.15g}" for k, v in features.items()}
+
+
+def _assignment_messages(assignments: list[tuple[str, str]]) -> list[common_pb2.ExperimentAssignment]:
+    return [common_pb2.ExperimentAssignment(experiment=e, variant=v) for e, v in assignments]
 
 
 def _with_trace(call: Any) -> Any:

@@ -194,3 +194,19 @@ def linear_prior_key(surface_name: str, fingerprint: str) -> str:
     """Hash of a linear surface's learned prior strength: fields ``version``, ``strength``, ``users``,
     ``created_ms``. One writer: the fitter (``workers/segments.py``)."""
     return f"{KEY_PREFIX}linprior:{surface_name}:{fingerprint}"
+
+
+def experiments_key() -> str:
+    """Hash experiment name -> its record (JSON: spec, status, version, allocation). Not user data.
+    Every change rewrites one field under WATCH (state/experiments.py)."""
+    return f"{KEY_PREFIX}x:experiments"
+
+
+def experiments_version_key() -> str:
+    """Counter bumped by every experiment change: what the catalogues' caches poll."""
+    return f"{KEY_PREFIX}x:version"
+
+
+def experiment_history_key(name: str) -> str:
+    """Stream of one experiment's changes (capped), newest last."""
+    return f"{KEY_PREFIX}x:history:{name}"

@@ -18,7 +18,7 @@ Buckets are kept as sorted ``[start, end)`` ranges: a JSON-sized record however 
 >>> a = resize(Allocation.empty(("control", "treatment")), {"control": 1, "treatment": 1}, 0.1, free)
 >>> a.counts()
 {'control': 500, 'treatment': 500}
->>> b = resize(a, {"control": 1, "treatment": 1}, 0.5, free & ~a.held())
+>>> b = resize(a, {"control": 1, "treatment": 1}, 0.5, free)
 >>> all(np.isin(a.buckets(v), b.buckets(v)).all() for v in ("control", "treatment"))
 True
 """
@@ -142,28 +142,40 @@ def apportion(total: int, weights: Mapping[str, float]) -> dict[str, int]:
 def resize(allocation: Allocation, weights: Mapping[str, float], coverage: float, free: np.ndarray) -> Allocation:
     """The allocation at ``coverage`` of the layer split by ``weights``, reached without moving a user.
 
-    ``free``: the layer's buckets nobody holds (this experiment's own excluded). Variants above
-    their target retire their highest buckets; variants below take free buckets, lowest first,
-    while there are any (a full layer leaves them short; `Allocation.shares` tells the real split).
-    Variants in ``weights`` but not in the allocation are added; the allocation's others retire.
+    ``free``: the layer's buckets no other experiment holds (its own are never taken twice).
+    Variants above their target retire their highest buckets; variants below take free buckets,
+    lowest first. When the layer has too few free buckets for the split asked, the experiment
+    shrinks to the largest size it can hold *at that split* (a full layer re-weighted from 1:1 to
+    1:3 retires control users rather than run at 1:2): the split is what the statistics and the
+    sample-ratio check assume. Variants in ``weights`` but not in the allocation are added; the
+    allocation's others retire.
     """
     current = {v: from_ranges(r) for v, r in allocation.variants}
     for v in weights:
         current.setdefault(v, np.zeros(0, dtype=np.int64))
-    target = apportion(round(coverage * BUCKETS), {v: weights.get(v, 0.0) for v in current})
+    shares = {v: weights.get(v, 0.0) for v in current}
+    available = np.flatnonzero(free & ~allocation.held())
+
+    def shortfall(total: int) -> int:
+        target = apportion(total, shares)
+        return sum(max(0, target[v] - current[v].size) for v in current) - available.size
+
+    # The largest size not needing more than the free buckets (shortfall grows with the size).
+    low, high = 0, round(coverage * BUCKETS)
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if shortfall(middle) <= 0 else (low, middle - 1)
+    target = apportion(low, shares)
     retired = [from_ranges(allocation.retired)]
+    taken = 0
     for v, ids in current.items():
         if ids.size > target[v]:
             retired.append(ids[target[v] :])
             current[v] = ids[: target[v]]
-    available = np.flatnonzero(free)
-    need = {v: target[v] - current[v].size for v in current if target[v] > current[v].size}
-    if sum(need.values()) > available.size:
-        need = apportion(available.size, need) if need else {}
-    taken = 0
-    for v, count in need.items():
-        current[v] = np.concatenate([current[v], available[taken : taken + count]])
-        taken += count
+        elif ids.size < target[v]:
+            count = target[v] - ids.size
+            current[v] = np.concatenate([ids, available[taken : taken + count]])
+            taken += count
     order = [v for v, _ in allocation.variants] + [v for v in weights if v not in dict(allocation.variants)]
     return Allocation(
         tuple((v, to_ranges(current[v])) for v in order),

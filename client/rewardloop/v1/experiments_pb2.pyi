@@ -1,0 +1,240 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ExperimentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPERIMENT_STATUS_UNSPECIFIED: _ClassVar[ExperimentStatus]
+    EXPERIMENT_STATUS_DRAFT: _ClassVar[ExperimentStatus]
+    EXPERIMENT_STATUS_RUNNING: _ClassVar[ExperimentStatus]
+    EXPERIMENT_STATUS_PAUSED: _ClassVar[ExperimentStatus]
+    EXPERIMENT_STATUS_STOPPED: _ClassVar[ExperimentStatus]
+EXPERIMENT_STATUS_UNSPECIFIED: ExperimentStatus
+EXPERIMENT_STATUS_DRAFT: ExperimentStatus
+EXPERIMENT_STATUS_RUNNING: ExperimentStatus
+EXPERIMENT_STATUS_PAUSED: ExperimentStatus
+EXPERIMENT_STATUS_STOPPED: ExperimentStatus
+
+class Variant(_message.Message):
+    __slots__ = ("name", "weight")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    weight: float
+    def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class Metric(_message.Message):
+    __slots__ = ("source", "aggregate", "surface", "lower_is_better", "tolerance", "name")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    LOWER_IS_BETTER_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    aggregate: str
+    surface: str
+    lower_is_better: bool
+    tolerance: float
+    name: str
+    def __init__(self, source: _Optional[str] = ..., aggregate: _Optional[str] = ..., surface: _Optional[str] = ..., lower_is_better: _Optional[bool] = ..., tolerance: _Optional[float] = ..., name: _Optional[str] = ...) -> None: ...
+
+class TargetingCondition(_message.Message):
+    __slots__ = ("attribute", "operator", "values")
+    ATTRIBUTE_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    attribute: str
+    operator: str
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, attribute: _Optional[str] = ..., operator: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RampStep(_message.Message):
+    __slots__ = ("coverage", "hold_hours")
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    HOLD_HOURS_FIELD_NUMBER: _ClassVar[int]
+    coverage: float
+    hold_hours: float
+    def __init__(self, coverage: _Optional[float] = ..., hold_hours: _Optional[float] = ...) -> None: ...
+
+class ExperimentSpec(_message.Message):
+    __slots__ = ("name", "description", "variants", "layer", "coverage", "targeting", "surfaces", "primary_metric", "guardrails", "mde", "mde_absolute", "alpha", "power", "planned_days", "ramp", "salt", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    TARGETING_FIELD_NUMBER: _ClassVar[int]
+    SURFACES_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_METRIC_FIELD_NUMBER: _ClassVar[int]
+    GUARDRAILS_FIELD_NUMBER: _ClassVar[int]
+    MDE_FIELD_NUMBER: _ClassVar[int]
+    MDE_ABSOLUTE_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    POWER_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_DAYS_FIELD_NUMBER: _ClassVar[int]
+    RAMP_FIELD_NUMBER: _ClassVar[int]
+    SALT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    variants: _containers.RepeatedCompositeFieldContainer[Variant]
+    layer: str
+    coverage: float
+    targeting: _containers.RepeatedCompositeFieldContainer[TargetingCondition]
+    surfaces: _containers.RepeatedScalarFieldContainer[str]
+    primary_metric: Metric
+    guardrails: _containers.RepeatedCompositeFieldContainer[Metric]
+    mde: float
+    mde_absolute: bool
+    alpha: float
+    power: float
+    planned_days: float
+    ramp: _containers.RepeatedCompositeFieldContainer[RampStep]
+    salt: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., layer: _Optional[str] = ..., coverage: _Optional[float] = ..., targeting: _Optional[_Iterable[_Union[TargetingCondition, _Mapping]]] = ..., surfaces: _Optional[_Iterable[str]] = ..., primary_metric: _Optional[_Union[Metric, _Mapping]] = ..., guardrails: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., mde: _Optional[float] = ..., mde_absolute: _Optional[bool] = ..., alpha: _Optional[float] = ..., power: _Optional[float] = ..., planned_days: _Optional[float] = ..., ramp: _Optional[_Iterable[_Union[RampStep, _Mapping]]] = ..., salt: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class VariantAllocation(_message.Message):
+    __slots__ = ("variant", "weight", "coverage")
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    variant: str
+    weight: float
+    coverage: float
+    def __init__(self, variant: _Optional[str] = ..., weight: _Optional[float] = ..., coverage: _Optional[float] = ...) -> None: ...
+
+class Experiment(_message.Message):
+    __slots__ = ("spec", "status", "version", "coverage", "ramp_step", "allocation", "retired_coverage", "created_at_ms", "updated_at_ms", "started_at_ms", "stopped_at_ms", "reason", "winner", "source")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    RAMP_STEP_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    WINNER_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    spec: ExperimentSpec
+    status: ExperimentStatus
+    version: int
+    coverage: float
+    ramp_step: int
+    allocation: _containers.RepeatedCompositeFieldContainer[VariantAllocation]
+    retired_coverage: float
+    created_at_ms: int
+    updated_at_ms: int
+    started_at_ms: int
+    stopped_at_ms: int
+    reason: str
+    winner: str
+    source: str
+    def __init__(self, spec: _Optional[_Union[ExperimentSpec, _Mapping]] = ..., status: _Optional[_Union[ExperimentStatus, str]] = ..., version: _Optional[int] = ..., coverage: _Optional[float] = ..., ramp_step: _Optional[int] = ..., allocation: _Optional[_Iterable[_Union[VariantAllocation, _Mapping]]] = ..., retired_coverage: _Optional[float] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., stopped_at_ms: _Optional[int] = ..., reason: _Optional[str] = ..., winner: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+
+class CreateExperimentRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: ExperimentSpec
+    def __init__(self, spec: _Optional[_Union[ExperimentSpec, _Mapping]] = ...) -> None: ...
+
+class UpdateExperimentRequest(_message.Message):
+    __slots__ = ("spec", "expected_version")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    spec: ExperimentSpec
+    expected_version: int
+    def __init__(self, spec: _Optional[_Union[ExperimentSpec, _Mapping]] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class ExperimentRequest(_message.Message):
+    __slots__ = ("name", "expected_version", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    expected_version: int
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., expected_version: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class StopExperimentRequest(_message.Message):
+    __slots__ = ("name", "expected_version", "reason", "winner")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    WINNER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    expected_version: int
+    reason: str
+    winner: str
+    def __init__(self, name: _Optional[str] = ..., expected_version: _Optional[int] = ..., reason: _Optional[str] = ..., winner: _Optional[str] = ...) -> None: ...
+
+class RampExperimentRequest(_message.Message):
+    __slots__ = ("name", "expected_version", "coverage")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    expected_version: int
+    coverage: float
+    def __init__(self, name: _Optional[str] = ..., expected_version: _Optional[int] = ..., coverage: _Optional[float] = ...) -> None: ...
+
+class ListExperimentsRequest(_message.Message):
+    __slots__ = ("status", "layer")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    status: ExperimentStatus
+    layer: str
+    def __init__(self, status: _Optional[_Union[ExperimentStatus, str]] = ..., layer: _Optional[str] = ...) -> None: ...
+
+class ListExperimentsResponse(_message.Message):
+    __slots__ = ("experiments",)
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    experiments: _containers.RepeatedCompositeFieldContainer[Experiment]
+    def __init__(self, experiments: _Optional[_Iterable[_Union[Experiment, _Mapping]]] = ...) -> None: ...
+
+class ExperimentHistoryRequest(_message.Message):
+    __slots__ = ("name", "limit")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    limit: int
+    def __init__(self, name: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ExperimentChange(_message.Message):
+    __slots__ = ("version", "action", "at_ms", "experiment")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    action: str
+    at_ms: int
+    experiment: Experiment
+    def __init__(self, version: _Optional[int] = ..., action: _Optional[str] = ..., at_ms: _Optional[int] = ..., experiment: _Optional[_Union[Experiment, _Mapping]] = ...) -> None: ...
+
+class ExperimentHistoryResponse(_message.Message):
+    __slots__ = ("changes",)
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[ExperimentChange]
+    def __init__(self, changes: _Optional[_Iterable[_Union[ExperimentChange, _Mapping]]] = ...) -> None: ...
+
+class DeleteExperimentResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

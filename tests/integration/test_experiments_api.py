@@ -1,0 +1,231 @@
+"""Experiments over the real gRPC API: lifecycle, versions, history, sticky ramps seen by Assign, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from rewardloop.state.experiments import ExperimentCatalog
+from rewardloop.v1 import admin_pb2_grpc, assigner_pb2, assigner_pb2_grpc, common_pb2
+from rewardloop.v1 import experiments_pb2 as xp
+
+pytestmark = pytest.mark.cluster
+
+USERS = [f"xp-user-{i}" for i in range(1000)]
+
+
+def _spec(name: str, **fields: Any) -> xp.ExperimentSpec:
+    base: dict[str, Any] = {
+        "name": name,
+        "variants": [xp.Variant(name="control", weight=1), xp.Variant(name="treatment", weight=1)],
+        "primary_metric": xp.Metric(source="click"),
+        "layer": f"test-{name}",
+    }
+    return xp.ExperimentSpec(**{**base, **fields})
+
+
+@pytest.fixture
+async def admin(channel: grpc.aio.Channel) -> AsyncIterator[admin_pb2_grpc.AdminStub]:
+    """The Admin stub; every experiment a test made is stopped and deleted after it, so the session's
+    other tests (Assign of every running experiment) never see them."""
+    stub = admin_pb2_grpc.AdminStub(channel)
+    yield stub
+    listed = await stub.ListExperiments(xp.ListExperimentsRequest(), timeout=5)
+    for experiment in listed.experiments:
+        if experiment.source == "api" and experiment.spec.name.startswith("t-"):
+            if experiment.status in (xp.EXPERIMENT_STATUS_RUNNING, xp.EXPERIMENT_STATUS_PAUSED):
+                await stub.StopExperiment(xp.StopExperimentRequest(name=experiment.spec.name), timeout=5)
+            await stub.DeleteExperiment(xp.ExperimentRequest(name=experiment.spec.name), timeout=5)
+
+
+def _name() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+async def _assigned(channel: grpc.aio.Channel, name: str, users: list[str]) -> dict[str, str]:
+    stub = assigner_pb2_grpc.AssignerStub(channel)
+    replies = await asyncio.gather(
+        *(stub.Assign(assigner_pb2.AssignRequest(user_id=u, experiments=[name]), timeout=10) for u in users)
+    )
+    return {u: a.variant for u, reply in zip(users, replies, strict=True) for a in reply.assignments}
+
+
+async def _until_assigned(channel: grpc.aio.Channel, name: str, users: list[str], enrolled: float) -> dict[str, str]:
+    """Assign polled until the front's catalogue has the change (it refreshes every second)."""
+    for _ in range(60):
+        got = await _assigned(channel, name, users)
+        n = len(users)
+        if abs(len(got) - enrolled * n) <= 5 * math.sqrt(n * enrolled * (1 - enrolled)) + 1:
+            return got
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{name}: {len(got)} of {len(users)} enrolled, expected about {enrolled:.0%}")
+
+
+async def test_lifecycle_versions_and_history(admin: admin_pb2_grpc.AdminStub) -> None:
+    name = _name()
+    created = await admin.CreateExperiment(xp.CreateExperimentRequest(spec=_spec(name, coverage=0.5)), timeout=5)
+    assert (created.status, created.version, created.coverage, created.source) == (
+        xp.EXPERIMENT_STATUS_DRAFT,
+        1,
+        0,
+        "api",
+    )
+    assert created.spec.alpha == pytest.approx(0.05) and created.spec.planned_days == pytest.approx(14)
+    started = await admin.StartExperiment(xp.ExperimentRequest(name=name, expected_version=1), timeout=5)
+    assert (started.status, started.version, started.coverage) == (xp.EXPERIMENT_STATUS_RUNNING, 2, 0.5)
+    assert [a.coverage for a in started.allocation] == pytest.approx([0.25, 0.25])
+    with pytest.raises(grpc.aio.AioRpcError) as stale:
+        await admin.PauseExperiment(xp.ExperimentRequest(name=name, expected_version=1), timeout=5)
+    assert stale.value.code() == grpc.StatusCode.ABORTED
+    assert "expected_version" in (stale.value.details() or "")
+    paused = await admin.PauseExperiment(xp.ExperimentRequest(name=name, reason="checking logs"), timeout=5)
+    assert (paused.status, paused.reason) == (xp.EXPERIMENT_STATUS_PAUSED, "checking logs")
+    stopped = await admin.StopExperiment(
+        xp.StopExperimentRequest(name=name, winner="treatment", reason="won"), timeout=5
+    )
+    assert (stopped.status, stopped.winner, stopped.coverage) == (xp.EXPERIMENT_STATUS_STOPPED, "treatment", 0)
+    history = await admin.GetExperimentHistory(xp.ExperimentHistoryRequest(name=name), timeout=5)
+    assert [(c.action, c.version) for c in history.changes] == [("stop", 4), ("pause", 3), ("start", 2), ("create", 1)]
+    got = await admin.GetExperiment(xp.ExperimentRequest(name=name), timeout=5)
+    assert got == stopped
+
+
+async def test_ramp_is_sticky_through_assign(admin: admin_pb2_grpc.AdminStub, channel: grpc.aio.Channel) -> None:
+    """Users assigned at 10% keep their variant at 50% and 100%, and after the allocation changes."""
+    name = _name()
+    ramp = [xp.RampStep(coverage=0.1), xp.RampStep(coverage=0.5), xp.RampStep(coverage=1.0)]
+    await admin.CreateExperiment(xp.CreateExperimentRequest(spec=_spec(name, ramp=ramp)), timeout=5)
+    await admin.StartExperiment(xp.ExperimentRequest(name=name), timeout=5)
+    seen = await _until_assigned(channel, name, USERS, 0.1)
+    assert set(seen.values()) == {"control", "treatment"}
+    for coverage in (0.5, 1.0):
+        ramped = await admin.RampExperiment(xp.RampExperimentRequest(name=name), timeout=5)
+        assert ramped.coverage == coverage
+        now = await _until_assigned(channel, name, USERS, coverage)
+        assert all(now[u] == v for u, v in seen.items()), "a ramp moved a user"
+        seen = now
+    current = await admin.GetExperiment(xp.ExperimentRequest(name=name), timeout=5)
+    reweighted = _spec(
+        name, ramp=ramp, variants=[xp.Variant(name="control", weight=1), xp.Variant(name="treatment", weight=3)]
+    )
+    updated = await admin.UpdateExperiment(
+        xp.UpdateExperimentRequest(spec=reweighted, expected_version=current.version), timeout=5
+    )
+    # A full layer: treatment cannot grow from new users, so control retires down to a 1:3 split.
+    assert [a.coverage for a in updated.allocation] == pytest.approx([1 / 3 * 0.5, 0.5], abs=0.01)
+    now = await _until_assigned(channel, name, USERS, 2 / 3)
+    assert all(seen[u] == v for u, v in now.items()), "re-weighting moved a user"
+
+
+async def test_layers_exclude_and_targeting_applies(admin: admin_pb2_grpc.AdminStub, channel: grpc.aio.Channel) -> None:
+    first, second = _name(), _name()
+    layer = f"shared-{first}"
+    await admin.CreateExperiment(xp.CreateExperimentRequest(spec=_spec(first, layer=layer, coverage=0.6)), timeout=5)
+    targeting = [xp.TargetingCondition(attribute="country", operator="in", values=["de", "at"])]
+    await admin.CreateExperiment(
+        xp.CreateExperimentRequest(spec=_spec(second, layer=layer, coverage=0.6, targeting=targeting)), timeout=5
+    )
+    await admin.StartExperiment(xp.ExperimentRequest(name=first), timeout=5)
+    started = await admin.StartExperiment(xp.ExperimentRequest(name=second), timeout=5)
+    # The layer had 40% left: the second experiment got that, not the 60% it asked for.
+    assert sum(a.coverage for a in started.allocation) == pytest.approx(0.4, abs=0.001)
+    await _until_assigned(channel, first, USERS[:500], 0.6)
+    stub = assigner_pb2_grpc.AssignerStub(channel)
+    both = 0
+    for user in USERS[:500]:
+        german = common_pb2.Context(categorical={"country": "de"})
+        reply = await stub.Assign(assigner_pb2.AssignRequest(user_id=user, context=german), timeout=5)
+        mine = {a.experiment for a in reply.assignments} & {first, second}
+        assert len(mine) <= 1, "two experiments of one layer enrolled one user"
+        both += len(mine)
+        french = common_pb2.Context(categorical={"country": "fr"})
+        reply = await stub.Assign(
+            assigner_pb2.AssignRequest(user_id=user, experiments=[second], context=french), timeout=5
+        )
+        assert not reply.assignments, "targeting let a user of another country in"
+    assert both == pytest.approx(500, abs=50)
+
+
+def _create(**fields: Any) -> xp.CreateExperimentRequest:
+    return xp.CreateExperimentRequest(spec=_spec(fields.pop("name", "t-bad"), **fields))
+
+
+TWO = [xp.Variant(name="a", weight=1), xp.Variant(name="b", weight=1)]
+BAD_METRIC = xp.Metric(source="frown")
+BAD_GUARDRAIL = xp.Metric(source="skip", tolerance=-1)
+NO_METRIC = xp.CreateExperimentRequest(spec=xp.ExperimentSpec(name="t-bad", variants=TWO))
+ERRORS = [
+    ("CreateExperiment", _create(coverage=2), "INVALID_ARGUMENT", "spec.coverage"),
+    ("CreateExperiment", _create(surfaces=["nope"]), "INVALID_ARGUMENT", "spec.surfaces[0]"),
+    ("CreateExperiment", _create(primary_metric=BAD_METRIC), "INVALID_ARGUMENT", "spec.primary_metric.source"),
+    ("CreateExperiment", _create(guardrails=[BAD_GUARDRAIL]), "INVALID_ARGUMENT", "spec.guardrails[0].tolerance"),
+    ("CreateExperiment", _create(name="bad name!"), "INVALID_ARGUMENT", "spec.name"),
+    ("CreateExperiment", NO_METRIC, "INVALID_ARGUMENT", "spec.primary_metric"),
+    ("CreateExperiment", _create(name="color"), "ALREADY_EXISTS", "config file"),
+    ("StartExperiment", xp.ExperimentRequest(name="t-missing"), "NOT_FOUND", "name"),
+    ("StartExperiment", xp.ExperimentRequest(name=""), "INVALID_ARGUMENT", "name"),
+    ("RampExperiment", xp.RampExperimentRequest(name="t-missing", coverage=3), "INVALID_ARGUMENT", "coverage"),
+    ("GetExperimentHistory", xp.ExperimentHistoryRequest(name="t-missing", limit=5000), "INVALID_ARGUMENT", "limit"),
+    ("GetExperiment", xp.ExperimentRequest(name="t-missing"), "NOT_FOUND", "name"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "request_", "code", "field"), ERRORS)
+async def test_bad_requests_get_the_right_status(
+    admin: admin_pb2_grpc.AdminStub, method: str, request_: Any, code: str, field: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await getattr(admin, method)(request_, timeout=5)
+    assert error.value.code() == getattr(grpc.StatusCode, code)
+    assert (error.value.details() or "").startswith(field) or field in (error.value.details() or "")
+
+
+async def test_state_changes_refused_keep_what_was_accepted(admin: admin_pb2_grpc.AdminStub) -> None:
+    name = _name()
+    await admin.CreateExperiment(xp.CreateExperimentRequest(spec=_spec(name)), timeout=5)
+    with pytest.raises(grpc.aio.AioRpcError) as twice:
+        await admin.CreateExperiment(xp.CreateExperimentRequest(spec=_spec(name)), timeout=5)
+    assert twice.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    running = await admin.StartExperiment(xp.ExperimentRequest(name=name), timeout=5)
+    refusals = [
+        admin.StartExperiment(xp.ExperimentRequest(name=name), timeout=5),
+        admin.DeleteExperiment(xp.ExperimentRequest(name=name), timeout=5),
+        admin.UpdateExperiment(xp.UpdateExperimentRequest(spec=_spec(name, layer="elsewhere")), timeout=5),
+        admin.UpdateExperiment(
+            xp.UpdateExperimentRequest(
+                spec=_spec(name, variants=[xp.Variant(name="control", weight=1), xp.Variant(name="other", weight=1)])
+            ),
+            timeout=5,
+        ),
+    ]
+    for refusal in refusals:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await refusal
+        assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION, error.value.details()
+    assert await admin.GetExperiment(xp.ExperimentRequest(name=name), timeout=5) == running
+
+
+async def test_the_catalogue_is_durable(admin: admin_pb2_grpc.AdminStub, service: Any) -> None:
+    """What the API changed is in Redis: a new process's catalogue assigns exactly as the front does."""
+    name = _name()
+    await admin.CreateExperiment(xp.CreateExperimentRequest(spec=_spec(name, coverage=0.3)), timeout=5)
+    await admin.StartExperiment(xp.ExperimentRequest(name=name), timeout=5)
+    catalog = ExperimentCatalog(service.redis_url)
+    async with aioredis.Redis.from_url(service.redis_url) as redis:
+        assert await catalog.refresh(redis)
+        assert not await catalog.refresh(redis)
+    assert catalog.experiments[name].status == "running"
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        if name in service.catalog.assigner.names:
+            break
+    assert [catalog.assigner.assign(u, only={name}) for u in USERS[:300]] == [
+        service.catalog.assigner.assign(u, only={name}) for u in USERS[:300]
+    ]

@@ -1,0 +1,181 @@
+"""The experiments' durable home: one Redis hash of records, a version counter, a history per experiment.
+
+Every change is read-modify-write under WATCH of the hash: allocating buckets needs what the
+other experiments of the layer hold, so two operators ramping two experiments of one layer at once
+must not both take the same free buckets. The write bumps the version counter and appends the
+changed record to the experiment's history (capped at `HISTORY_ENTRIES`) in the same transaction.
+
+`ExperimentCatalog` is the read side kept in every process that assigns: it polls the version
+counter (one GET a second) and, when it moved, reloads the records and compiles a new `Assigner`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, WatchError
+
+from rewardloop.learning.experiments.assigner import Assigner
+from rewardloop.learning.experiments.lifecycle import Experiment
+from rewardloop.state.keys import experiment_history_key, experiments_key, experiments_version_key
+
+log = logging.getLogger(__name__)
+
+# Records bound the hash: a stopped experiment stays (results stay readable) until deleted.
+MAX_EXPERIMENTS = 1_000
+HISTORY_ENTRIES = 1_000
+REFRESH_SECONDS = 1.0
+_WATCH_RETRIES = 20
+
+
+class Conflict(Exception):
+    """The experiment is not at the version the caller expected (the API answers ABORTED)."""
+
+
+class TooMany(Exception):
+    """The catalogue holds `MAX_EXPERIMENTS` records (the API answers RESOURCE_EXHAUSTED)."""
+
+
+def decode(raw: Mapping[Any, Any]) -> dict[str, Experiment]:
+    return {name.decode(): Experiment.from_dict(name.decode(), json.loads(record)) for name, record in raw.items()}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+Change = Callable[[dict[str, Experiment]], Experiment | None]
+
+
+class ExperimentStore:
+    """Changes to the experiments, atomic and audited."""
+
+    def __init__(self, redis: aioredis.Redis):
+        self._redis = redis
+
+    async def load(self) -> dict[str, Experiment]:
+        return decode(await self._redis.hgetall(experiments_key()))
+
+    async def get(self, name: str) -> Experiment | None:
+        raw = await self._redis.hget(experiments_key(), name)
+        return None if raw is None else Experiment.from_dict(name, json.loads(raw))
+
+    async def apply(self, name: str, action: str, change: Change, expected_version: int = 0) -> Experiment | None:
+        """Applies ``change`` to the catalogue (it returns the experiment's new record, or None to
+        delete it) and records it; retried when another change landed in between."""
+        for _ in range(_WATCH_RETRIES):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(experiments_key())
+                    experiments = decode(await pipe.hgetall(experiments_key()))
+                    current = experiments.get(name)
+                    if expected_version and (current is None or current.version != expected_version):
+                        found = "no such experiment" if current is None else f"it is at version {current.version}"
+                        raise Conflict(f"expected_version: {expected_version} is not current ({found})")
+                    if current is None and len(experiments) >= MAX_EXPERIMENTS:
+                        raise TooMany(f"the service holds {MAX_EXPERIMENTS} experiments; delete stopped ones")
+                    changed = change(experiments)
+                    pipe.multi()
+                    _write(pipe, name, action, changed)
+                    await pipe.execute()
+                    return changed
+                except WatchError:
+                    continue
+        raise RedisError(f"experiment {name!r}: {_WATCH_RETRIES} concurrent changes in a row; try again")
+
+    async def history(self, name: str, limit: int) -> list[tuple[str, int, Experiment]]:
+        """(action, at_ms, the record after it), most recent first."""
+        entries: Any = await self._redis.xrevrange(experiment_history_key(name), count=limit)
+        return [
+            (
+                fields[b"action"].decode(),
+                int(fields[b"at_ms"]),
+                Experiment.from_dict(name, json.loads(fields[b"record"])),
+            )
+            for _, fields in entries
+        ]
+
+
+def _write(pipe: Any, name: str, action: str, changed: Experiment | None) -> None:
+    if changed is None:
+        pipe.hdel(experiments_key(), name)
+        pipe.delete(experiment_history_key(name))
+    else:
+        record = json.dumps(changed.to_dict(), separators=(",", ":"))
+        pipe.hset(experiments_key(), name, record)
+        pipe.xadd(
+            experiment_history_key(name),
+            {"action": action, "at_ms": changed.updated_ms, "record": record},
+            maxlen=HISTORY_ENTRIES,
+            approximate=True,
+        )
+    pipe.incr(experiments_version_key())
+
+
+class ExperimentCatalog:
+    """The stored experiments as this process assigns them, refreshed within `REFRESH_SECONDS` of a change."""
+
+    def __init__(self, redis_url: str, refresh_seconds: float = REFRESH_SECONDS):
+        self._redis_url = redis_url
+        self._refresh_seconds = refresh_seconds
+        self.experiments: dict[str, Experiment] = {}
+        self.assigner = Assigner(())
+        self.version = -1
+        self._task: asyncio.Task[None] | None = None
+        self._redis: aioredis.Redis | None = None
+
+    async def exists(self, name: str) -> bool:
+        """Whether ``name`` is an experiment; one that is not cached yet is looked up (created a
+        moment ago: it exists, but enrols nobody here until the next refresh)."""
+        if name in self.experiments:
+            return True
+        if self._redis is None:
+            return False
+        return bool(await self._redis.hexists(experiments_key(), name))
+
+    async def refresh(self, redis: aioredis.Redis) -> bool:
+        """Reloads if the version moved; True when it did. Redis errors propagate (the loop logs them)."""
+        raw = await redis.get(experiments_version_key())
+        version = int(raw or 0)
+        if version == self.version:
+            return False
+        experiments = decode(await redis.hgetall(experiments_key()))
+        self.experiments, self.assigner, self.version = experiments, Assigner(experiments.values()), version
+        return True
+
+    async def start(self) -> ExperimentCatalog:
+        """First load now (a failure raises: the service must not start blind), then refresh in the background."""
+        redis = aioredis.Redis.from_url(self._redis_url)
+        try:
+            await self.refresh(redis)
+        except BaseException:
+            await redis.aclose()
+            raise
+        self._redis = redis
+        self._task = asyncio.get_running_loop().create_task(self._refresh_forever(redis))
+        return self
+
+    async def _refresh_forever(self, redis: aioredis.Redis) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self._refresh_seconds)
+                try:
+                    await self.refresh(redis)
+                except (RedisError, OSError) as exc:
+                    # Keep assigning from the last catalogue: assignment must not fail with storage.
+                    log.warning("experiment catalogue refresh failed: %s", exc)
+        finally:
+            self._redis = None
+            await redis.aclose()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
