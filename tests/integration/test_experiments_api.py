@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,14 +12,26 @@ from typing import Any
 import grpc
 import pytest
 import redis.asyncio as aioredis
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from rewardloop.state.experiment_metrics import read_stats
 from rewardloop.state.experiments import ExperimentCatalog
-from rewardloop.v1 import admin_pb2_grpc, assigner_pb2, assigner_pb2_grpc, common_pb2
+from rewardloop.v1 import (
+    admin_pb2_grpc,
+    assigner_pb2,
+    assigner_pb2_grpc,
+    common_pb2,
+    feedback_pb2,
+    feedback_pb2_grpc,
+    recommender_pb2,
+    recommender_pb2_grpc,
+)
 from rewardloop.v1 import experiments_pb2 as xp
 
 pytestmark = pytest.mark.cluster
 
 USERS = [f"xp-user-{i}" for i in range(1000)]
+CLICK, SKIP = feedback_pb2.SIGNAL_CLICK, feedback_pb2.SIGNAL_SKIP
 
 
 def _spec(name: str, **fields: Any) -> xp.ExperimentSpec:
@@ -229,3 +242,56 @@ async def test_the_catalogue_is_durable(admin: admin_pb2_grpc.AdminStub, service
     assert [catalog.assigner.assign(u, only={name}) for u in USERS[:300]] == [
         service.catalog.assigner.assign(u, only={name}) for u in USERS[:300]
     ]
+
+
+def _event(event_id: str, user: str, item: str, signal: int, **fields: Any) -> feedback_pb2.FeedbackEvent:
+    return feedback_pb2.FeedbackEvent(
+        event_id=event_id, user_id=user, item_id=item, signal=signal, value=1, surface="ucb", **fields
+    )
+
+
+async def test_exposures_and_metrics_stream_into_variant_sums(
+    admin: admin_pb2_grpc.AdminStub, channel: grpc.aio.Channel, service: Any
+) -> None:
+    """Recommend and Assign expose (once per user), feedback after the exposure moves the variant's
+    sums (once per event, once per converting user), and the user's own values add up to them."""
+    name = _name()
+    spec = _spec(
+        name, surfaces=["ucb"], primary_metric=xp.Metric(source="click"),
+        guardrails=[xp.Metric(source="skip", aggregate="count", lower_is_better=True)],
+    )  # fmt: skip
+    await admin.CreateExperiment(xp.CreateExperimentRequest(spec=spec), timeout=5)
+    await admin.StartExperiment(xp.ExperimentRequest(name=name), timeout=5)
+    users = [f"{name}-u{i}" for i in range(40)]
+    await _until_assigned(channel, name, users, 1.0)  # also the first exposure of each
+    recommender = recommender_pb2_grpc.RecommenderStub(channel)
+    feedback = feedback_pb2_grpc.FeedbackStub(channel)
+    variant_of, clicked, skips = {}, {"control": 0, "treatment": 0}, {"control": 0, "treatment": 0}
+    for i, user in enumerate(users):
+        rec = await recommender.Recommend(recommender_pb2.RecommendRequest(user_id=user, surface="ucb"), timeout=5)
+        (variant_of[user],) = [a.variant for a in rec.assignments if a.experiment == name]
+        item = rec.items[0].item_id
+        events = []
+        if variant_of[user] == "treatment" or i % 3 == 0:
+            clicked[variant_of[user]] += 1
+            # Two clicks, one a retry: the user converts once; the retry is not an event.
+            for event_id in (f"{user}-c1", f"{user}-c1", f"{user}-c2"):
+                events.append(feedback_pb2.FeedbackEvent(
+                    event_id=event_id, user_id=user, decision_id=rec.decision_id, item_id=item, signal=CLICK, value=1
+                ))  # fmt: skip
+        if i % 4 == 0:
+            skips[variant_of[user]] += 1
+            events.append(_event(f"{user}-s", user, item, SKIP))
+        # Before the exposure: not the variant's doing.
+        old = Timestamp()
+        old.FromMilliseconds(int(time.time() * 1000) - 3_600_000)
+        events.append(_event(f"{user}-old", user, item, SKIP, occurred_at=old))
+        for event in events:
+            await feedback.Record(event, timeout=5)
+    async with aioredis.Redis.from_url(service.redis_url) as redis:
+        sums = await read_stats(redis, name)
+    counts = {v: sum(1 for u in users if variant_of[u] == v) for v in ("control", "treatment")}
+    assert {v: sums[v].n for v in counts} == counts
+    for variant in counts:
+        assert sums[variant].metrics["click_conversion"] == pytest.approx((clicked[variant], clicked[variant]))
+        assert sums[variant].metrics.get("skip_count", (0.0, 0.0)) == pytest.approx((skips[variant], skips[variant]))

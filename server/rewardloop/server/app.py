@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from rewardloop.server.admin import AdminService
 from rewardloop.server.interceptors import RpcObserver, TokenAuth
-from rewardloop.server.metrics import REDIS_STATS, TRAINER_STATS, publish_heap
+from rewardloop.server.metrics import EXPERIMENTS, REDIS_STATS, TRAINER_STATS, publish_heap
 from rewardloop.server.routing import ShardRouter
 from rewardloop.server.services import AssignerService, FeedbackService, RecommenderService
 from rewardloop.server.streams import OpenStreams
@@ -210,6 +210,9 @@ class Service:
             while self.router is not None:
                 await self.router.sample_stats()
                 await _sample_trainers(self.trainers)
+                if self.catalog is not None:
+                    for status, count in self.catalog.counts().items():
+                        EXPERIMENTS.labels(status).set(count)
                 if self.heap is not None:
                     publish_heap("front", self.heap.stats())
                 await _sample_redis(client)

@@ -17,6 +17,12 @@ RPC_LATENCY = Histogram(
 )
 RPC_TOTAL = Counter("rewardloop_rpc_total", "rewardloop RPCs handled", ["method", "code"])
 FEEDBACK_EVENTS = Counter("rewardloop_feedback_events_total", "Feedback events by outcome", ["outcome"])
+EXPOSURES = Counter(
+    "rewardloop_experiment_exposures_total",
+    "Assignments answered from the experiment catalogue, by outcome (first exposure, repeat, or lost: storage down)",
+    ["outcome"],
+)
+EXPERIMENTS = Gauge("rewardloop_experiments", "Experiments in the catalogue, by status", ["status"])
 SHARD_BATCH_SIZE = Histogram(
     "rewardloop_shard_batch_size",
     "Requests per call from the front to a shard (adaptive micro-batching)",

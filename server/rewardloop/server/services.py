@@ -6,6 +6,7 @@ Servicers raise `ServiceError`; `interceptors.RpcObserver` turns it into the sta
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Mapping
 from typing import Any
@@ -16,10 +17,11 @@ from redis.exceptions import RedisError
 
 from rewardloop.learning.experiments import assign_all
 from rewardloop.server import validation
-from rewardloop.server.metrics import FEEDBACK_EVENTS
+from rewardloop.server.metrics import EXPOSURES, FEEDBACK_EVENTS
 from rewardloop.server.routing import ShardRouter
 from rewardloop.server.status import ServiceError, not_found, quote, to_service_error, unavailable
 from rewardloop.state.experiments import ExperimentCatalog
+from rewardloop.state.keys import pseudonymize
 from rewardloop.v1 import (
     assigner_pb2,
     assigner_pb2_grpc,
@@ -33,6 +35,7 @@ from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.messages import Decision, Recorded, Rejected
 
 tracer = trace.get_tracer("rewardloop.server")
+log = logging.getLogger(__name__)
 
 
 def _trace_carrier() -> dict[str, str]:
@@ -59,7 +62,9 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         assignments = assign_all(covering, request.user_id)
         if self._catalog is not None and self._catalog.assigner.covering(call.surface):
             attributes = _attributes(validation.context_features(request.context))
-            assignments += self._catalog.assigner.assign(request.user_id, attributes, surface=call.surface)
+            stored = self._catalog.assigner.assign(request.user_id, attributes, surface=call.surface)
+            await _expose(self._catalog, call.pseudonym, stored)
+            assignments += stored
         return recommender_pb2.RecommendResponse(
             decision_id=decision.decision_id,
             items=[
@@ -135,8 +140,26 @@ class AssignerService(assigner_pb2_grpc.AssignerServicer):
         static = [e for n, e in self._config.experiments.items() if not names or n in names]
         assignments = assign_all(static, request.user_id)
         if self._catalog is not None and (wanted or not names):
-            assignments += self._catalog.assigner.assign(request.user_id, attributes, only=wanted)
+            stored = self._catalog.assigner.assign(request.user_id, attributes, only=wanted)
+            pseudonym = pseudonymize(request.user_id, self._config.pseudonym_key.encode())
+            await _expose(self._catalog, pseudonym, stored)
+            assignments += stored
         return assigner_pb2.AssignResponse(assignments=_assignment_messages(sorted(assignments)))
+
+
+async def _expose(catalog: ExperimentCatalog, pseudonym: str, assignments: list[tuple[str, str]]) -> None:
+    """First exposures are recorded before the answer; with storage down the answer still goes out
+    (assignment is pure) and the loss is counted: the user's metrics then go unattributed."""
+    if not assignments:
+        return
+    try:
+        first = await catalog.expose(pseudonym, assignments, int(time.time() * 1000))
+    except (RedisError, OSError) as exc:
+        EXPOSURES.labels("lost").inc(len(assignments))
+        log.warning("exposures not recorded: %s", exc)
+        return
+    EXPOSURES.labels("first").inc(first)
+    EXPOSURES.labels("repeat").inc(len(assignments) - first)
 
 
 async def _exists(catalog: ExperimentCatalog, name: str) -> bool:

@@ -22,7 +22,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
 from rewardloop.learning.experiments.assigner import Assigner
-from rewardloop.learning.experiments.lifecycle import Experiment
+from rewardloop.learning.experiments.lifecycle import STATUSES, Experiment
+from rewardloop.state.experiment_metrics import Exposures
 from rewardloop.state.keys import experiment_history_key, experiments_key, experiments_version_key
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,11 @@ class ExperimentStore:
                     await pipe.watch(experiments_key())
                     experiments = decode(await pipe.hgetall(experiments_key()))
                     current = experiments.get(name)
-                    if expected_version and (current is None or current.version != expected_version):
-                        found = "no such experiment" if current is None else f"it is at version {current.version}"
-                        raise Conflict(f"expected_version: {expected_version} is not current ({found})")
+                    # A missing experiment is the change's to report (NOT_FOUND), not a conflict.
+                    if expected_version and current is not None and current.version != expected_version:
+                        raise Conflict(
+                            f"expected_version: {expected_version} is not current (it is at version {current.version})"
+                        )
                     if current is None and len(experiments) >= MAX_EXPERIMENTS:
                         raise TooMany(f"the service holds {MAX_EXPERIMENTS} experiments; delete stopped ones")
                     changed = change(experiments)
@@ -129,6 +132,22 @@ class ExperimentCatalog:
         self.version = -1
         self._task: asyncio.Task[None] | None = None
         self._redis: aioredis.Redis | None = None
+        self._exposures: Exposures | None = None
+
+    async def expose(self, pseudonym: str, assignments: list[tuple[str, str]], now_ms: int) -> int:
+        """Records the user's first exposures (`experiment_metrics.Exposures`); how many were first."""
+        if self._redis is None:
+            raise RedisError("the experiment catalogue is not started")
+        if self._exposures is None:
+            self._exposures = Exposures(self._redis)
+        return await self._exposures.expose(pseudonym, assignments, now_ms)
+
+    def counts(self) -> dict[str, int]:
+        """Experiments by status (the catalogue is bounded by `MAX_EXPERIMENTS`)."""
+        out = dict.fromkeys(STATUSES, 0)
+        for experiment in self.experiments.values():
+            out[experiment.status] += 1
+        return out
 
     async def exists(self, name: str) -> bool:
         """Whether ``name`` is an experiment; one that is not cached yet is looked up (created a

@@ -101,6 +101,14 @@ class UserKeys:
         """Hash surface -> the user's open session on that agent surface (``workers/agents.py``)."""
         return self._prefix + "ses"
 
+    @property
+    def experiments(self) -> str:
+        """Hash of the user's experiments: ``x:<experiment>`` -> ``<variant>|<first exposure ms>``
+        (written once, by the front, at the first assignment) and ``m:<experiment>:<metric>`` -> the
+        user's value of that metric (written by the owning shard). Expires when untouched
+        (``state/experiment_metrics.py``)."""
+        return self._prefix + "xp"
+
     def legacy_event(self, event_id: str) -> str:
         """Idempotency marker of one event received before per-day hashes (expires within 7 days)."""
         return self._prefix + "ev:" + event_id
@@ -210,3 +218,9 @@ def experiments_version_key() -> str:
 def experiment_history_key(name: str) -> str:
     """Stream of one experiment's changes (capped), newest last."""
     return f"{KEY_PREFIX}x:history:{name}"
+
+
+def experiment_stats_key(name: str) -> str:
+    """Hash of one experiment's per-variant sums: ``<variant>|n`` (users exposed), and per metric
+    ``<variant>|<metric>|sy`` and ``|syy`` (Σy, Σy² over those users). Bounded by variants times metrics."""
+    return f"{KEY_PREFIX}x:stats:{name}"

@@ -85,6 +85,7 @@ class Ingest:
         decisions: RecentDecisions,
         write_behind: WriteBehind,
         on_session_end: Callable[[UserState, str, str, int], Awaitable[bool]] | None = None,
+        on_learned: Callable[[list[FeedbackRecord]], Awaitable[None]] | None = None,
     ):
         self._config = config
         self._surfaces: Mapping[str, SurfaceConfig] = config.surfaces
@@ -98,6 +99,8 @@ class Ingest:
         self._locks = UserLocks()
         # An agent surface's end signal (``agents.AgentSurface.end``): (user, surface, decision, now).
         self._on_session_end = on_session_end
+        # Caller events just learned, for experiment metrics (``experiment_metrics.ExperimentAttribution``).
+        self._on_learned = on_learned
 
     async def record(self, calls: Sequence[FeedbackCall]) -> list[Recorded | Rejected]:
         """Callers' events: each joined to its decision, then ingested; in the calls' order."""
@@ -141,6 +144,7 @@ class Ingest:
         now_ms = int(time.time() * 1000)
         records = [r if r.window_close else self._assess(users[r.pseudonym], r, now_ms) for r in records]
         outcomes: list[Recorded] = []
+        learned: list[FeedbackRecord] = []
         # ``users`` are held (users.py): after an error here, they are rebuilt from Redis.
         stream_ids = await self._store.record_feedback(records)
         # The last await before learning: the entries stored apart that learning needs come back.
@@ -158,7 +162,11 @@ class Ingest:
             else:
                 applied = self._learn(state, record.appended(logged))
                 outcomes.append(Recorded(duplicate=False, reward=applied.reward, flag=applied.flag))
+                if not (record.window_close or record.flag or applied.flag):
+                    learned.append(record)
         self._write_behind.schedule()
+        if self._on_learned is not None:
+            await self._on_learned(learned)
         if self._on_session_end is not None:
             # After learning, so the session's last step takes its reward. A retry ends it too (the
             # original may have been logged by a shard that died before ending it); ending is idempotent.

@@ -41,6 +41,7 @@ from rewardloop.workers.agents import EXPIRE_BATCH, AgentSurface, LocalPolicy, P
 from rewardloop.workers.agents import expiry_key as agent_expiry_key
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.decisions import RecentDecisions
+from rewardloop.workers.experiment_metrics import ExperimentAttribution
 from rewardloop.workers.feedback import Ingest
 from rewardloop.workers.kinds import KINDS, SurfaceKind
 from rewardloop.workers.messages import Decision, FeedbackCall, RecommendCall, Recorded, Rejected
@@ -58,6 +59,7 @@ DECISIONS_SHARE = 0.1
 IDLE_SWEEP_SECONDS = 5.0
 # How often agent sessions idle past their timeout are closed.
 SESSION_SWEEP_SECONDS = 1.0
+EXPERIMENTS_REFRESH_SECONDS = 1.0
 AGENT_STATS = ("cached_sessions", "transitions", "ended", "expired")
 
 
@@ -108,15 +110,17 @@ class ShardCore:
         )  # fmt: skip
         horizon_ms = longest_window_ms(self.surfaces.values())
         self.decisions = RecentDecisions(self.store, int(budget * DECISIONS_SHARE), horizon_ms)
+        self.experiments = ExperimentAttribution(redis_url, self.store.redis)
         self.ingest = Ingest(
             config, self.policies, self.priors, self.store, self._held, self.decisions, self.write_behind,
-            on_session_end=self._end_session,
+            on_session_end=self._end_session, on_learned=self.experiments.observe,
         )  # fmt: skip
         self.windows = RewardWindows(self.store, self.ingest, shard_index, config.shards)
         self._prior_task: asyncio.Task[None] | None = None
         self._idle_task: asyncio.Task[None] | None = None
         self._window_task: asyncio.Task[None] | None = None
         self._session_task: asyncio.Task[None] | None = None
+        self._experiments_task: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None
 
     # -- requests ---------------------------------------------------------------------
@@ -229,6 +233,7 @@ class ShardCore:
             await self.priors.restore(self.store.redis)
             self._prior_task = loop.create_task(self._refresh_priors_forever())
         self._idle_task = loop.create_task(self._snapshot_idle_forever())
+        self._experiments_task = loop.create_task(self._refresh_experiments_forever())
         if self.agents:
             self._session_task = loop.create_task(self._expire_sessions_forever())
         self._window_task = loop.create_task(self.windows.run())
@@ -241,7 +246,7 @@ class ShardCore:
 
     async def stop_background(self) -> None:
         """Cancel the prior refresh, idle snapshots and window closes, and wait for them to end."""
-        background = (self._prior_task, self._idle_task, self._session_task, self._window_task)
+        background = (self._prior_task, self._idle_task, self._session_task, self._experiments_task, self._window_task)
         tasks = [t for t in background if t is not None]
         for task in tasks:
             task.cancel()
@@ -250,6 +255,15 @@ class ShardCore:
     async def refresh_priors(self) -> None:
         """Publish this shard's population statistics and merge everyone's, now."""
         await self.priors.refresh(self.store.redis)
+
+    async def _refresh_experiments_forever(self) -> None:
+        """The experiment catalogue attribution reads, within a second of a change (as the front's)."""
+        while True:
+            try:
+                await self.experiments.refresh()
+            except (RedisError, OSError) as exc:
+                log.warning("shard %d: experiment catalogue refresh failed: %s", self.shard_index, exc)
+            await asyncio.sleep(EXPERIMENTS_REFRESH_SECONDS)
 
     async def _refresh_priors_forever(self) -> None:
         while True:

@@ -1,0 +1,109 @@
+"""Exposures and streaming metric sums in Redis (the pure rules are `learning/experiments/attribution.py`).
+
+- `expose`: the front, for every assignment it answers, sets the user's exposure field if it is not
+  set yet and, in the same script, counts the user in the variant's n: a first exposure is counted
+  exactly once however many fronts answer at once, and the user's variant is recorded as it was
+  first given.
+- `record_updates`: the shard that owns the user, after feedback is durable, writes the user's new
+  metric values and adds the variant sums' deltas in one transaction.
+- `read_stats`: an experiment's sums, for the stats engine.
+
+The user's hash expires `USER_TTL_SECONDS` after its last write, so exposures of users who left
+do not pile up; the sums keep counting them (they were exposed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from rewardloop.learning.experiments.attribution import EXPOSURE_PREFIX, Update, exposure_value
+from rewardloop.state.keys import UserKeys, experiment_stats_key
+
+USER_TTL_SECONDS = 180 * 86_400
+
+# KEYS[1]: the user's hash; KEYS[2..]: each experiment's stats. ARGV[1]: ttl, then per experiment
+# (field, variant, exposure value). Returns how many exposures were new.
+_EXPOSE = """
+local new = 0
+for i = 2, #KEYS do
+  local at = 2 + (i - 2) * 3
+  if redis.call('HSETNX', KEYS[1], ARGV[at], ARGV[at + 2]) == 1 then
+    redis.call('HINCRBY', KEYS[i], ARGV[at + 1] .. '|n', 1)
+    new = new + 1
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return new
+"""
+
+
+class Exposures:
+    """The front's side: record first exposures (one script call per answered Assign/Recommend)."""
+
+    def __init__(self, redis: aioredis.Redis):
+        self._script = redis.register_script(_EXPOSE)
+
+    async def expose(self, pseudonym: str, assignments: Sequence[tuple[str, str]], now_ms: int) -> int:
+        """Records the user's assignments as exposures; the number that were first exposures."""
+        if not assignments:
+            return 0
+        keys = [UserKeys(pseudonym).experiments, *(experiment_stats_key(e) for e, _ in assignments)]
+        args: list[Any] = [USER_TTL_SECONDS]
+        for experiment, variant in assignments:
+            args += [EXPOSURE_PREFIX + experiment, variant, exposure_value(variant, now_ms)]
+        return int(await self._script(keys=keys, args=args))
+
+
+async def read_users(redis: aioredis.Redis, pseudonyms: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Each user's experiment hash (empty for users never exposed)."""
+    pipe = redis.pipeline(transaction=False)
+    for pseudonym in pseudonyms:
+        pipe.hgetall(UserKeys(pseudonym).experiments)
+    raw = await pipe.execute()
+    return {p: {k.decode(): v.decode() for k, v in fields.items()} for p, fields in zip(pseudonyms, raw, strict=True)}
+
+
+async def record_updates(redis: aioredis.Redis, updates: Mapping[str, Update]) -> None:
+    """Users' new values and the sums' deltas, atomically (MULTI)."""
+    if not any(u.values for u in updates.values()):
+        return
+    pipe = redis.pipeline(transaction=True)
+    for pseudonym, update in updates.items():
+        if not update.values:
+            continue
+        key = UserKeys(pseudonym).experiments
+        pipe.hset(key, mapping={k: repr(v) for k, v in update.values.items()})
+        pipe.expire(key, USER_TTL_SECONDS)
+        for (experiment, variant, metric), (dy, dyy) in update.sums.items():
+            stats = experiment_stats_key(experiment)
+            pipe.hincrbyfloat(stats, f"{variant}|{metric}|sy", dy)
+            pipe.hincrbyfloat(stats, f"{variant}|{metric}|syy", dyy)
+    await pipe.execute()
+
+
+@dataclass
+class VariantSums:
+    n: int = 0
+    metrics: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+async def read_stats(redis: aioredis.Redis, name: str) -> dict[str, VariantSums]:
+    """Variant -> its exposed users and, per metric, (Σy, Σy²)."""
+    raw: Any = await redis.hgetall(experiment_stats_key(name))
+    out: dict[str, VariantSums] = {}
+    sums: dict[tuple[str, str], dict[str, float]] = {}
+    for key, value in raw.items():
+        parts = key.decode().split("|")
+        variant = parts[0]
+        sums_of = out.setdefault(variant, VariantSums())
+        if len(parts) == 2:
+            sums_of.n = int(value)
+        else:
+            sums.setdefault((variant, parts[1]), {})[parts[2]] = float(value)
+    for (variant, metric), got in sums.items():
+        out.setdefault(variant, VariantSums()).metrics[metric] = (got.get("sy", 0.0), got.get("syy", 0.0))
+    return out

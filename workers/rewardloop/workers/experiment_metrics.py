@@ -1,0 +1,70 @@
+"""A shard's part in experiment metrics: after its users' feedback is durable and learned, attribute it
+to the experiments they were exposed to (`learning/experiments/attribution.py`, stored by
+`state/experiment_metrics.py`).
+
+The shard owns its users, so it is the one writer of their metric values: a read of their
+experiment hashes, the pure update, one transaction. Attribution follows the ack of the events it
+counts; a shard that dies between the two loses those events' contribution (not the events), and
+`failed` counts what storage refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from rewardloop.learning.experiments.attribution import VALUE_PREFIX, Event, Update, attribute, parse_exposures
+from rewardloop.learning.rewards.signals import Signal
+from rewardloop.state.experiment_metrics import read_users, record_updates
+from rewardloop.state.experiments import ExperimentCatalog
+from rewardloop.state.records import FeedbackRecord
+
+log = logging.getLogger(__name__)
+
+
+class ExperimentAttribution:
+    def __init__(self, redis_url: str, redis: aioredis.Redis):
+        self.catalog = ExperimentCatalog(redis_url)
+        self._redis = redis
+        self.attributed = 0
+        self.failed = 0
+
+    async def refresh(self) -> None:
+        await self.catalog.refresh(self._redis)
+
+    async def observe(self, records: Sequence[FeedbackRecord]) -> None:
+        """Attribute newly learned caller events (not duplicates, window closes or flagged ones)."""
+        if not records:
+            return
+        try:
+            if not self.catalog.experiments:
+                await self.refresh()  # one GET: the first experiment may have started a moment ago
+                if not self.catalog.experiments:
+                    return
+            users = sorted({r.pseudonym for r in records})
+            hashes = await read_users(self._redis, users)
+            exposed = {p: parse_exposures(hashes[p]) for p in users}
+            if any(name not in self.catalog.experiments for e in exposed.values() for name in e):
+                # Exposed by a front that saw the experiment start before this shard's next refresh.
+                await self.refresh()
+            specs = {n: e.spec for n, e in self.catalog.experiments.items() if e.holds_buckets}
+            updates: dict[str, Update] = {}
+            for pseudonym in users:
+                exposures = exposed[pseudonym]
+                if not exposures:
+                    continue
+                values = {k: float(v) for k, v in hashes[pseudonym].items() if k.startswith(VALUE_PREFIX)}
+                events = [_event(r) for r in records if r.pseudonym == pseudonym]
+                updates[pseudonym] = attribute(specs, exposures, values, events)
+            await record_updates(self._redis, updates)
+            self.attributed += len(records)
+        except (RedisError, OSError) as exc:
+            self.failed += len(records)
+            log.warning("experiment metrics of %d events not attributed: %s", len(records), exc)
+
+
+def _event(record: FeedbackRecord) -> Event:
+    return Event(Signal(record.signal).key, record.value, record.reward, record.surface, record.occurred_at_ms)
