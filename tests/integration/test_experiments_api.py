@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from rewardloop.state.experiment_metrics import read_stats
 from rewardloop.state.experiments import ExperimentCatalog
+from rewardloop.state.keys import UserKeys, pseudonymize
 from rewardloop.v1 import (
     admin_pb2_grpc,
     assigner_pb2,
@@ -295,3 +296,22 @@ async def test_exposures_and_metrics_stream_into_variant_sums(
     for variant in counts:
         assert sums[variant].metrics["click_conversion"] == pytest.approx((clicked[variant], clicked[variant]))
         assert sums[variant].metrics.get("skip_count", (0.0, 0.0)) == pytest.approx((skips[variant], skips[variant]))
+    # Deleted: its sums go with it, and a user's next event drops the user's fields of it (while
+    # some experiment runs: with none, the shard reads no user's hash and the fields expire).
+    other = _name()
+    await admin.CreateExperiment(xp.CreateExperimentRequest(spec=_spec(other)), timeout=5)
+    await admin.StartExperiment(xp.ExperimentRequest(name=other), timeout=5)
+    await admin.StopExperiment(xp.StopExperimentRequest(name=name), timeout=5)
+    await admin.DeleteExperiment(xp.ExperimentRequest(name=name), timeout=5)
+    user = users[0]
+    key = UserKeys(pseudonymize(user, service.config.pseudonym_key.encode())).experiments
+    async with aioredis.Redis.from_url(service.redis_url) as redis:
+        assert any(name.encode() in f for f in await redis.hkeys(key))
+        assert await read_stats(redis, name) == {}
+        for attempt in range(50):
+            await feedback.Record(_event(f"{user}-after-{attempt}", user, "item-000", SKIP), timeout=5)
+            if not any(name.encode() in f for f in await redis.hkeys(key)):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the deleted experiment's fields stayed in the user's hash")

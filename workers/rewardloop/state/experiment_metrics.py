@@ -67,11 +67,17 @@ async def read_users(redis: aioredis.Redis, pseudonyms: Sequence[str]) -> dict[s
     return {p: {k.decode(): v.decode() for k, v in fields.items()} for p, fields in zip(pseudonyms, raw, strict=True)}
 
 
-async def record_updates(redis: aioredis.Redis, updates: Mapping[str, Update]) -> None:
-    """Users' new values and the sums' deltas, atomically (MULTI)."""
-    if not any(u.values for u in updates.values()):
+async def record_updates(
+    redis: aioredis.Redis, updates: Mapping[str, Update], stale: Mapping[str, list[str]] | None = None
+) -> None:
+    """Users' new values and the sums' deltas, atomically (MULTI); ``stale``: fields of deleted
+    experiments to drop from users' hashes on the way."""
+    stale = {p: fields for p, fields in (stale or {}).items() if fields}
+    if not stale and not any(u.values for u in updates.values()):
         return
     pipe = redis.pipeline(transaction=True)
+    for pseudonym, fields in stale.items():
+        pipe.hdel(UserKeys(pseudonym).experiments, *fields)
     for pseudonym, update in updates.items():
         if not update.values:
             continue

@@ -24,7 +24,12 @@ from redis.exceptions import RedisError, WatchError
 from rewardloop.learning.experiments.assigner import Assigner
 from rewardloop.learning.experiments.lifecycle import STATUSES, Experiment
 from rewardloop.state.experiment_metrics import Exposures
-from rewardloop.state.keys import experiment_history_key, experiments_key, experiments_version_key
+from rewardloop.state.keys import (
+    experiment_history_key,
+    experiment_stats_key,
+    experiments_key,
+    experiments_version_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +113,7 @@ class ExperimentStore:
 def _write(pipe: Any, name: str, action: str, changed: Experiment | None) -> None:
     if changed is None:
         pipe.hdel(experiments_key(), name)
-        pipe.delete(experiment_history_key(name))
+        pipe.delete(experiment_history_key(name), experiment_stats_key(name))
     else:
         record = json.dumps(changed.to_dict(), separators=(",", ":"))
         pipe.hset(experiments_key(), name, record)

@@ -11,18 +11,28 @@ counts; a shard that dies between the two loses those events' contribution (not 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from rewardloop.learning.experiments.attribution import VALUE_PREFIX, Event, Update, attribute, parse_exposures
+from rewardloop.learning.experiments.attribution import (
+    EXPOSURE_PREFIX,
+    VALUE_PREFIX,
+    Event,
+    Update,
+    attribute,
+    parse_exposures,
+)
 from rewardloop.learning.rewards.signals import Signal
 from rewardloop.state.experiment_metrics import read_users, record_updates
 from rewardloop.state.experiments import ExperimentCatalog
 from rewardloop.state.records import FeedbackRecord
 
 log = logging.getLogger(__name__)
+
+EMPTY_RECHECK_SECONDS = 0.1
 
 
 class ExperimentAttribution:
@@ -31,6 +41,7 @@ class ExperimentAttribution:
         self._redis = redis
         self.attributed = 0
         self.failed = 0
+        self._checked = 0.0
 
     async def refresh(self) -> None:
         await self.catalog.refresh(self._redis)
@@ -41,7 +52,12 @@ class ExperimentAttribution:
             return
         try:
             if not self.catalog.experiments:
-                await self.refresh()  # one GET: the first experiment may have started a moment ago
+                # The first experiment may have started since the last refresh: one GET, at most
+                # every `EMPTY_RECHECK_SECONDS` (a service without experiments pays next to nothing).
+                now = time.monotonic()
+                if now - self._checked >= EMPTY_RECHECK_SECONDS:
+                    self._checked = now
+                    await self.refresh()
                 if not self.catalog.experiments:
                     return
             users = sorted({r.pseudonym for r in records})
@@ -51,19 +67,33 @@ class ExperimentAttribution:
                 # Exposed by a front that saw the experiment start before this shard's next refresh.
                 await self.refresh()
             specs = {n: e.spec for n, e in self.catalog.experiments.items() if e.holds_buckets}
+            known = self.catalog.experiments
+            # Fields of deleted experiments go, or every event of these users would refresh again.
+            stale = {
+                p: [f for f in hashes[p] if (e := _experiment_of(f)) is not None and e not in known] for p in users
+            }
             updates: dict[str, Update] = {}
             for pseudonym in users:
-                exposures = exposed[pseudonym]
+                exposures = {n: e for n, e in exposed[pseudonym].items() if n in known}
                 if not exposures:
                     continue
                 values = {k: float(v) for k, v in hashes[pseudonym].items() if k.startswith(VALUE_PREFIX)}
                 events = [_event(r) for r in records if r.pseudonym == pseudonym]
                 updates[pseudonym] = attribute(specs, exposures, values, events)
-            await record_updates(self._redis, updates)
+            await record_updates(self._redis, updates, stale)
             self.attributed += len(records)
         except (RedisError, OSError) as exc:
             self.failed += len(records)
             log.warning("experiment metrics of %d events not attributed: %s", len(records), exc)
+
+
+def _experiment_of(field: str) -> str | None:
+    """The experiment a field of the user's hash is about (``x:<e>`` or ``m:<e>:<metric>``)."""
+    if field.startswith(EXPOSURE_PREFIX):
+        return field[len(EXPOSURE_PREFIX) :]
+    if field.startswith(VALUE_PREFIX):
+        return field[len(VALUE_PREFIX) :].rpartition(":")[0]
+    return None
 
 
 def _event(record: FeedbackRecord) -> Event:
