@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 export PYTHONHASHSEED ?= 0
 
-.PHONY: run test test-all protos protos-check lint fmt typecheck demo train-agent drive-agent bench bench-recommend bench-agents bench-feedback fuzz soak clean
+.PHONY: run test test-all protos protos-check lint fmt typecheck demo train-agent drive-agent bench bench-recommend bench-assign bench-agents bench-feedback fuzz soak clean
 
 # Two `make` calls can find the venv missing or stale at once (CI steps, an editor's test
 # runner, a terminal); two pips installing into one venv break each other. So the build runs
@@ -87,6 +87,10 @@ train-agent: $(STAMP)
 ##   return per 200 sessions and the versions that served them (options through DRIVE_ARGS)
 drive-agent: $(STAMP)
 	$(PY) -m rewardloop.demo.agent_driver $(DRIVE_ARGS)
+
+## bench-assign: Assign across 50 experiments, in-process and through gRPC, next to dictionary baselines
+bench-assign: $(STAMP)
+	$(PY) bench/assign.py
 
 ## bench-agents: DQN gradient steps/s next to a bare torch loop on the same network
 bench-agents: $(STAMP)
