@@ -14,6 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from rewardloop.learning.experiments.moments import Moments
+from rewardloop.learning.experiments.stats import compare_proportions
 from rewardloop.state.experiment_metrics import read_stats
 from rewardloop.state.experiments import ExperimentCatalog
 from rewardloop.state.keys import UserKeys, pseudonymize
@@ -188,6 +190,8 @@ ERRORS = [
     ("RampExperiment", xp.RampExperimentRequest(name="t-missing", coverage=3), "INVALID_ARGUMENT", "coverage"),
     ("GetExperimentHistory", xp.ExperimentHistoryRequest(name="t-missing", limit=5000), "INVALID_ARGUMENT", "limit"),
     ("GetExperiment", xp.ExperimentRequest(name="t-missing"), "NOT_FOUND", "name"),
+    ("GetExperimentResults", xp.ExperimentRequest(name="t-missing"), "NOT_FOUND", "name"),
+    ("GetExperimentResults", xp.ExperimentRequest(name="color"), "FAILED_PRECONDITION", "name"),
 ]  # fmt: skip
 
 
@@ -296,6 +300,16 @@ async def test_exposures_and_metrics_stream_into_variant_sums(
     for variant in counts:
         assert sums[variant].metrics["click_conversion"] == pytest.approx((clicked[variant], clicked[variant]))
         assert sums[variant].metrics.get("skip_count", (0.0, 0.0)) == pytest.approx((skips[variant], skips[variant]))
+    # The results read those sums: the same counts, the engine's test on them.
+    results = await admin.GetExperimentResults(xp.ExperimentRequest(name=name), timeout=5)
+    assert {v.variant: v.users for v in results.variants} == counts
+    (primary,) = [c for c in results.comparisons if c.role == "primary"]
+    expected = compare_proportions(
+        Moments(counts["control"], clicked["control"], clicked["control"]),
+        Moments(counts["treatment"], clicked["treatment"], clicked["treatment"]),
+    )
+    assert (primary.test, primary.p_value) == ("two_proportion_z", pytest.approx(expected.p_value))
+    assert primary.verdict in ("better", "inconclusive") and results.planning.users_per_day > 0
     # Deleted: its sums go with it, and a user's next event drops the user's fields of it (while
     # some experiment runs: with none, the shard reads no user's hash and the fields expire).
     other = _name()

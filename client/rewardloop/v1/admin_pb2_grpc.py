@@ -97,6 +97,11 @@ class AdminStub:
                 request_serializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentHistoryRequest.SerializeToString,
                 response_deserializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentHistoryResponse.FromString,
                 _registered_method=True)
+        self.GetExperimentResults = channel.unary_unary(
+                '/rewardloop.v1.Admin/GetExperimentResults',
+                request_serializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentRequest.SerializeToString,
+                response_deserializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentResults.FromString,
+                _registered_method=True)
         self.DeleteExperiment = channel.unary_unary(
                 '/rewardloop.v1.Admin/DeleteExperiment',
                 request_serializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentRequest.SerializeToString,
@@ -231,8 +236,18 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetExperimentResults(self, request, context):
+        """Per-variant exposed users, every treatment against control on every
+        metric with Holm-adjusted decisions and consistent intervals, the
+        sample-ratio check, and the planning answer (days to detect the MDE at
+        the traffic seen). Read from sums kept as feedback arrives: O(1).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteExperiment(self, request, context):
-        """Only a draft or a stopped experiment; its history goes with it.
+        """Only a draft or a stopped experiment; its history and sums go with it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -300,6 +315,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetExperimentHistory,
                     request_deserializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentHistoryRequest.FromString,
                     response_serializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentHistoryResponse.SerializeToString,
+            ),
+            'GetExperimentResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExperimentResults,
+                    request_deserializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentRequest.FromString,
+                    response_serializer=rewardloop_dot_v1_dot_experiments__pb2.ExperimentResults.SerializeToString,
             ),
             'DeleteExperiment': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteExperiment,
@@ -633,6 +653,33 @@ class Admin:
             '/rewardloop.v1.Admin/GetExperimentHistory',
             rewardloop_dot_v1_dot_experiments__pb2.ExperimentHistoryRequest.SerializeToString,
             rewardloop_dot_v1_dot_experiments__pb2.ExperimentHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExperimentResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rewardloop.v1.Admin/GetExperimentResults',
+            rewardloop_dot_v1_dot_experiments__pb2.ExperimentRequest.SerializeToString,
+            rewardloop_dot_v1_dot_experiments__pb2.ExperimentResults.FromString,
             options,
             channel_credentials,
             insecure,

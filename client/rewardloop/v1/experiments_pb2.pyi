@@ -238,3 +238,85 @@ class ExperimentHistoryResponse(_message.Message):
 class DeleteExperimentResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class VariantUsers(_message.Message):
+    __slots__ = ("variant", "users", "expected_share")
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    variant: str
+    users: int
+    expected_share: float
+    def __init__(self, variant: _Optional[str] = ..., users: _Optional[int] = ..., expected_share: _Optional[float] = ...) -> None: ...
+
+class MetricComparison(_message.Message):
+    __slots__ = ("metric", "role", "variant", "test", "control_mean", "variant_mean", "difference", "ci_low", "ci_high", "relative", "relative_ci_low", "relative_ci_high", "p_value", "adjusted_p_value", "confidence", "effect_size", "verdict")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    TEST_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_MEAN_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_MEAN_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    ADJUSTED_P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    role: str
+    variant: str
+    test: str
+    control_mean: float
+    variant_mean: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    relative: float
+    relative_ci_low: float
+    relative_ci_high: float
+    p_value: float
+    adjusted_p_value: float
+    confidence: float
+    effect_size: float
+    verdict: str
+    def __init__(self, metric: _Optional[str] = ..., role: _Optional[str] = ..., variant: _Optional[str] = ..., test: _Optional[str] = ..., control_mean: _Optional[float] = ..., variant_mean: _Optional[float] = ..., difference: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., relative: _Optional[float] = ..., relative_ci_low: _Optional[float] = ..., relative_ci_high: _Optional[float] = ..., p_value: _Optional[float] = ..., adjusted_p_value: _Optional[float] = ..., confidence: _Optional[float] = ..., effect_size: _Optional[float] = ..., verdict: _Optional[str] = ...) -> None: ...
+
+class ExperimentPlanning(_message.Message):
+    __slots__ = ("users_per_variant", "users_per_day", "days_needed", "days_elapsed", "feasible", "message")
+    USERS_PER_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    USERS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    DAYS_NEEDED_FIELD_NUMBER: _ClassVar[int]
+    DAYS_ELAPSED_FIELD_NUMBER: _ClassVar[int]
+    FEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    users_per_variant: float
+    users_per_day: float
+    days_needed: float
+    days_elapsed: float
+    feasible: bool
+    message: str
+    def __init__(self, users_per_variant: _Optional[float] = ..., users_per_day: _Optional[float] = ..., days_needed: _Optional[float] = ..., days_elapsed: _Optional[float] = ..., feasible: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ExperimentResults(_message.Message):
+    __slots__ = ("experiment", "computed_at_ms", "variants", "sample_ratio_p_value", "sample_ratio_mismatch", "comparisons", "planning")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    COMPUTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATIO_P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATIO_MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    COMPARISONS_FIELD_NUMBER: _ClassVar[int]
+    PLANNING_FIELD_NUMBER: _ClassVar[int]
+    experiment: Experiment
+    computed_at_ms: int
+    variants: _containers.RepeatedCompositeFieldContainer[VariantUsers]
+    sample_ratio_p_value: float
+    sample_ratio_mismatch: bool
+    comparisons: _containers.RepeatedCompositeFieldContainer[MetricComparison]
+    planning: ExperimentPlanning
+    def __init__(self, experiment: _Optional[_Union[Experiment, _Mapping]] = ..., computed_at_ms: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[VariantUsers, _Mapping]]] = ..., sample_ratio_p_value: _Optional[float] = ..., sample_ratio_mismatch: _Optional[bool] = ..., comparisons: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ..., planning: _Optional[_Union[ExperimentPlanning, _Mapping]] = ...) -> None: ...

@@ -65,6 +65,10 @@ class ExperimentStore:
     def __init__(self, redis: aioredis.Redis):
         self._redis = redis
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._redis
+
     async def load(self) -> dict[str, Experiment]:
         return decode(await self._redis.hgetall(experiments_key()))
 

@@ -1,0 +1,100 @@
+"""Results from sums: Holm decisions with consistent intervals, SRM, planning — against statsmodels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import NormalIndPower
+
+from rewardloop.learning.experiments.moments import Moments
+from rewardloop.learning.experiments.results import analyse, holm_levels
+from rewardloop.learning.experiments.spec import spec_from_dict
+from rewardloop.learning.experiments.stats import compare_proportions
+
+SPEC = spec_from_dict(
+    "e",
+    {
+        "variants": {"control": 1, "b": 1, "c": 1},
+        "primary_metric": {"source": "click"},
+        "guardrails": [{"source": "skip", "aggregate": "count", "higher_is_better": False, "tolerance": 0.05}],
+        "mde": 0.05,
+        "planned_days": 7,
+    },
+)
+THIRDS = {"control": 1 / 3, "b": 1 / 3, "c": 1 / 3}
+
+
+@settings(max_examples=100, derandomize=True, deadline=None)
+@given(p=st.lists(st.floats(0, 1), min_size=1, max_size=12), alpha=st.floats(0.001, 0.2))
+def test_holm_matches_statsmodels_and_intervals_agree_with_decisions(p: list[float], alpha: float) -> None:
+    adjusted, levels = holm_levels(p, alpha)
+    reject, expected, _, _ = multipletests(p, alpha=alpha, method="holm")
+    assert adjusted == pytest.approx(list(expected), rel=1e-12, abs=1e-15)
+    # An interval at `level` excludes the null exactly when p <= level: that must be Holm's decision.
+    assert [pi <= level for pi, level in zip(p, levels, strict=True)] == list(reject)
+
+
+def _sums(rng: np.random.Generator, n: dict[str, int], click: dict[str, float]) -> tuple[dict, dict]:
+    sums = {}
+    for v, users in n.items():
+        clicks = float(rng.binomial(users, click[v]))
+        skips = rng.poisson(2.0, users).astype(float)
+        sums[v] = {"click_conversion": (clicks, clicks), "skip_count": (skips.sum(), (skips**2).sum())}
+    return n, sums
+
+
+def test_comparisons_are_the_engines_on_the_sums() -> None:
+    rng = np.random.default_rng(1)
+    users, sums = _sums(rng, {"control": 5000, "b": 5000, "c": 5000}, {"control": 0.10, "b": 0.13, "c": 0.10})
+    found = analyse(SPEC, users, sums, THIRDS, days_elapsed=2.0)
+    primary = {r.variant: r for r in found.metrics if r.role == "primary"}
+    control, b = (Moments(5000, *sums[v]["click_conversion"]) for v in ("control", "b"))
+    direct = compare_proportions(control, b)
+    assert primary["b"].comparison is not None
+    assert primary["b"].comparison.p_value == pytest.approx(direct.p_value, rel=1e-12)
+    raw = [primary[v].comparison.p_value for v in "bc"]  # type: ignore[union-attr]
+    assert [primary[v].adjusted_p_value for v in "bc"] == pytest.approx(list(multipletests(raw, method="holm")[1]))
+    assert primary["b"].verdict == "better" and primary["c"].verdict == "inconclusive"
+    assert {r.verdict for r in found.metrics if r.role == "guardrail"} == {"ok"}
+    assert not found.srm_mismatch
+
+
+def test_a_guardrail_regression_is_flagged() -> None:
+    rng = np.random.default_rng(2)
+    users = {"control": 4000, "b": 4000, "c": 4000}
+    sums = {v: {"click_conversion": (400.0, 400.0)} for v in users}
+    for v, rate in (("control", 2.0), ("b", 2.0), ("c", 2.4)):
+        skips = rng.poisson(rate, users[v]).astype(float)
+        sums[v]["skip_count"] = (skips.sum(), (skips**2).sum())
+    found = analyse(SPEC, users, sums, THIRDS, days_elapsed=1.0)
+    verdicts = {r.variant: r.verdict for r in found.metrics if r.role == "guardrail"}
+    assert verdicts == {"b": "ok", "c": "regression"}
+
+
+def test_sample_ratio_mismatch() -> None:
+    halves = {"control": 0.5, "b": 0.5}
+    spec = spec_from_dict("s", {"variants": {"control": 1, "b": 1}, "primary_metric": {"source": "click"}})
+    skewed = analyse(spec, {"control": 5200, "b": 4800}, {}, halves, 1.0)
+    assert skewed.srm_mismatch and skewed.srm_p_value < 1e-4
+    rng = np.random.default_rng(3)
+    alarms = 0
+    for _ in range(1000):
+        a = int(rng.binomial(10_000, 0.5))
+        alarms += analyse(spec, {"control": a, "b": 10_000 - a}, {}, halves, 1.0).srm_mismatch
+    assert alarms / 1000 <= 0.001 + 3 * np.sqrt(0.001 * 0.999 / 1000)
+
+
+def test_planning_matches_statsmodels_power() -> None:
+    users = {"control": 3000, "b": 3000, "c": 3000}
+    sums = {v: {"click_conversion": (300.0, 300.0)} for v in users}
+    found = analyse(SPEC, users, sums, THIRDS, days_elapsed=3.0)
+    sd = np.sqrt(0.1 * 0.9 * 3000 / 2999)
+    expected = NormalIndPower().solve_power(effect_size=0.05 * 0.1 / sd, alpha=0.05, power=0.8, ratio=1.0)
+    # statsmodels adds the far tail's tiny power; the planner's normal formula leaves it out.
+    assert found.planning.users_per_variant == pytest.approx(expected, rel=1e-5)
+    assert found.planning.users_per_day == pytest.approx(3000.0)
+    assert found.planning.days_needed == pytest.approx(expected / 1000, rel=1e-5)
+    assert not found.planning.feasible and "beyond its planned 7" in found.planning.message
