@@ -43,6 +43,8 @@ async def test_the_cli_runs_an_experiment_from_a_spec_file(
     assert code == 0 and "coverage now: 100.0%" in ramped
     code, listed = await _cli(service, "list", "--status", "running")
     assert code == 0 and any(line.split()[:2] == [name, "running"] for line in listed.splitlines())
+    code, results = await _cli(service, "results", name)
+    assert code == 0 and "click_conversion  primary  treatment" in results and "sample ratio: p = " in results
     code, stopped = await _cli(service, "stop", name, "--winner", "treatment", "--reason", "won")
     assert code == 0 and "winner: treatment" in stopped and "reason: won" in stopped
     code, history = await _cli(service, "history", name)

@@ -6,6 +6,7 @@
     rewardloop-experiments ramp ranker_v2 [--coverage 0.5]
     rewardloop-experiments show ranker_v2
     rewardloop-experiments history ranker_v2
+    rewardloop-experiments results ranker_v2         # the comparison table, SRM, planning
     rewardloop-experiments stop ranker_v2 --winner treatment --reason "won on clicks"
 
 ``--target`` (or ``REWARDLOOP_TARGET``) names the service, ``--token`` (or ``REWARDLOOP_ADMIN_TOKEN``)
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=f"{name} from an ExperimentSpec JSON file ('-': stdin)")
         command.add_argument("spec")
         command.add_argument("--expected-version", type=int, default=0)
-    for name in ("show", "start", "pause", "delete", "history"):
+    for name in ("show", "results", "start", "pause", "delete", "history"):
         command = commands.add_parser(name)
         command.add_argument("name")
         command.add_argument("--expected-version", type=int, default=0)
@@ -102,6 +103,31 @@ def describe(experiment: xp.Experiment, out: TextIO) -> None:
         out.write("  metrics: " + ", ".join(m.name or f"{m.source}_{m.aggregate}" for m in metrics) + "\n")
 
 
+def _number(value: float, digits: int = 4) -> str:
+    return "-" if value != value else f"{value:.{digits}g}"  # NaN: not computed yet
+
+
+def show_results(results: xp.ExperimentResults, out: TextIO) -> None:
+    """The results table: users per variant, each comparison, the sample-ratio check, planning."""
+    describe(results.experiment, out)
+    _table([["variant", "users", "expected share"]]
+           + [[v.variant, str(v.users), f"{v.expected_share:.1%}"] for v in results.variants], out)  # fmt: skip
+    rows = [
+        ["metric", "role", "variant", "control", "variant mean", "lift", "interval (lift)", "p", "p adj", "verdict"]
+    ]
+    for c in results.comparisons:
+        interval = f"[{c.relative_ci_low:+.2%}, {c.relative_ci_high:+.2%}] at {c.confidence:.1%}" if c.test else "-"
+        rows.append([
+            c.metric, c.role, c.variant, _number(c.control_mean), _number(c.variant_mean),
+            f"{c.relative:+.2%}" if c.test else "-", interval, _number(c.p_value, 3),
+            _number(c.adjusted_p_value, 3), c.verdict,
+        ])  # fmt: skip
+    _table(rows, out)
+    srm = "MISMATCH: do not trust the comparisons" if results.sample_ratio_mismatch else "ok"
+    out.write(f"sample ratio: p = {results.sample_ratio_p_value:.3g} ({srm})\n")
+    out.write(f"planning: {results.planning.message}\n")
+
+
 def _spec(path: str) -> xp.ExperimentSpec:
     text = sys.stdin.read() if path == "-" else Path(path).read_text()
     return json_format.Parse(text, xp.ExperimentSpec())
@@ -147,8 +173,11 @@ def run(args: argparse.Namespace, stub: Any, out: TextIO, metadata: Sequence[tup
         stub.DeleteExperiment(xp.ExperimentRequest(name=args.name, expected_version=version), **call)
         out.write(f"deleted {args.name}\n")
     else:
-        method = {"show": stub.GetExperiment, "start": stub.StartExperiment, "pause": stub.PauseExperiment}
         request = xp.ExperimentRequest(name=args.name, expected_version=version, reason=args.reason)
+        if args.command == "results":
+            show_results(stub.GetExperimentResults(request, **call), out)
+            return
+        method = {"show": stub.GetExperiment, "start": stub.StartExperiment, "pause": stub.PauseExperiment}
         describe(method[args.command](request, **call), out)
 
 
