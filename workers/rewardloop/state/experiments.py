@@ -173,7 +173,7 @@ class ExperimentCatalog:
         version = int(raw or 0)
         if version == self.version:
             return False
-        experiments = decode(await redis.hgetall(experiments_key()))
+        experiments = await ExperimentStore(redis).load()
         self.experiments, self.assigner, self.version = experiments, Assigner(experiments.values()), version
         return True
 

@@ -18,11 +18,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from rewardloop.learning.experiments.attribution import (
-    EXPOSURE_PREFIX,
     VALUE_PREFIX,
     Event,
     Update,
     attribute,
+    experiment_of,
     parse_exposures,
 )
 from rewardloop.learning.rewards.signals import Signal
@@ -69,9 +69,7 @@ class ExperimentAttribution:
             specs = {n: e.spec for n, e in self.catalog.experiments.items() if e.holds_buckets}
             known = self.catalog.experiments
             # Fields of deleted experiments go, or every event of these users would refresh again.
-            stale = {
-                p: [f for f in hashes[p] if (e := _experiment_of(f)) is not None and e not in known] for p in users
-            }
+            stale = {p: [f for f in hashes[p] if (e := experiment_of(f)) is not None and e not in known] for p in users}
             updates: dict[str, Update] = {}
             for pseudonym in users:
                 exposures = {n: e for n, e in exposed[pseudonym].items() if n in known}
@@ -85,15 +83,6 @@ class ExperimentAttribution:
         except (RedisError, OSError) as exc:
             self.failed += len(records)
             log.warning("experiment metrics of %d events not attributed: %s", len(records), exc)
-
-
-def _experiment_of(field: str) -> str | None:
-    """The experiment a field of the user's hash is about (``x:<e>`` or ``m:<e>:<metric>``)."""
-    if field.startswith(EXPOSURE_PREFIX):
-        return field[len(EXPOSURE_PREFIX) :]
-    if field.startswith(VALUE_PREFIX):
-        return field[len(VALUE_PREFIX) :].rpartition(":")[0]
-    return None
 
 
 def _event(record: FeedbackRecord) -> Event:

@@ -21,7 +21,7 @@ from rewardloop.learning.experiments.buckets import BUCKETS
 from rewardloop.learning.experiments.lifecycle import Experiment, LifecycleError, layer_free
 from rewardloop.learning.experiments.results import MetricResult, analyse
 from rewardloop.learning.experiments.spec import ExperimentSpec, spec_from_dict
-from rewardloop.learning.params import ConfigError
+from rewardloop.learning.params import ConfigError, check_name
 from rewardloop.learning.rewards.signals import Signal
 from rewardloop.server.status import ServiceError, failed_precondition, invalid, not_found, quote, unavailable
 from rewardloop.state.experiment_metrics import VariantSums, read_stats
@@ -234,7 +234,7 @@ def _check_name(name: str) -> None:
     if not name:
         raise invalid("name", "is required")
     try:
-        spec_from_dict(name, {"variants": {"a": 1, "b": 1}, "primary_metric": {"source": "click"}})
+        check_name("name", name)
     except ConfigError as exc:
         raise invalid("name", str(exc).removeprefix("name: ")) from None
 

@@ -65,6 +65,15 @@ def parse_exposures(fields: Mapping[str, str]) -> dict[str, tuple[str, int]]:
     return out
 
 
+def experiment_of(field: str) -> str | None:
+    """The experiment a field of the user's hash is about (``x:<e>`` or ``m:<e>:<metric>``)."""
+    if field.startswith(EXPOSURE_PREFIX):
+        return field[len(EXPOSURE_PREFIX) :]
+    if field.startswith(VALUE_PREFIX):
+        return field[len(VALUE_PREFIX) :].rpartition(":")[0]
+    return None
+
+
 def _contribution(metric: Metric, event: Event) -> float | None:
     """The event's value for ``metric``, or None when it is not about the metric."""
     if metric.surface and metric.surface != event.surface:
