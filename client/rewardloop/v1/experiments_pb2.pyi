@@ -55,15 +55,17 @@ class TargetingCondition(_message.Message):
     def __init__(self, attribute: _Optional[str] = ..., operator: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RampStep(_message.Message):
-    __slots__ = ("coverage", "hold_hours")
+    __slots__ = ("coverage", "hold_hours", "min_users")
     COVERAGE_FIELD_NUMBER: _ClassVar[int]
     HOLD_HOURS_FIELD_NUMBER: _ClassVar[int]
+    MIN_USERS_FIELD_NUMBER: _ClassVar[int]
     coverage: float
     hold_hours: float
-    def __init__(self, coverage: _Optional[float] = ..., hold_hours: _Optional[float] = ...) -> None: ...
+    min_users: int
+    def __init__(self, coverage: _Optional[float] = ..., hold_hours: _Optional[float] = ..., min_users: _Optional[int] = ...) -> None: ...
 
 class ExperimentSpec(_message.Message):
-    __slots__ = ("name", "description", "variants", "layer", "coverage", "targeting", "surfaces", "primary_metric", "guardrails", "mde", "mde_absolute", "alpha", "power", "planned_days", "ramp", "salt", "metadata")
+    __slots__ = ("name", "description", "variants", "layer", "coverage", "targeting", "surfaces", "primary_metric", "guardrails", "mde", "mde_absolute", "alpha", "power", "planned_days", "ramp", "salt", "metadata", "no_auto_stop")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +90,7 @@ class ExperimentSpec(_message.Message):
     RAMP_FIELD_NUMBER: _ClassVar[int]
     SALT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    NO_AUTO_STOP_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     variants: _containers.RepeatedCompositeFieldContainer[Variant]
@@ -105,7 +108,8 @@ class ExperimentSpec(_message.Message):
     ramp: _containers.RepeatedCompositeFieldContainer[RampStep]
     salt: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., layer: _Optional[str] = ..., coverage: _Optional[float] = ..., targeting: _Optional[_Iterable[_Union[TargetingCondition, _Mapping]]] = ..., surfaces: _Optional[_Iterable[str]] = ..., primary_metric: _Optional[_Union[Metric, _Mapping]] = ..., guardrails: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., mde: _Optional[float] = ..., mde_absolute: _Optional[bool] = ..., alpha: _Optional[float] = ..., power: _Optional[float] = ..., planned_days: _Optional[float] = ..., ramp: _Optional[_Iterable[_Union[RampStep, _Mapping]]] = ..., salt: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    no_auto_stop: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., layer: _Optional[str] = ..., coverage: _Optional[float] = ..., targeting: _Optional[_Iterable[_Union[TargetingCondition, _Mapping]]] = ..., surfaces: _Optional[_Iterable[str]] = ..., primary_metric: _Optional[_Union[Metric, _Mapping]] = ..., guardrails: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., mde: _Optional[float] = ..., mde_absolute: _Optional[bool] = ..., alpha: _Optional[float] = ..., power: _Optional[float] = ..., planned_days: _Optional[float] = ..., ramp: _Optional[_Iterable[_Union[RampStep, _Mapping]]] = ..., salt: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., no_auto_stop: _Optional[bool] = ...) -> None: ...
 
 class VariantAllocation(_message.Message):
     __slots__ = ("variant", "weight", "coverage")
@@ -118,7 +122,7 @@ class VariantAllocation(_message.Message):
     def __init__(self, variant: _Optional[str] = ..., weight: _Optional[float] = ..., coverage: _Optional[float] = ...) -> None: ...
 
 class Experiment(_message.Message):
-    __slots__ = ("spec", "status", "version", "coverage", "ramp_step", "allocation", "retired_coverage", "created_at_ms", "updated_at_ms", "started_at_ms", "stopped_at_ms", "reason", "winner", "source")
+    __slots__ = ("spec", "status", "version", "coverage", "ramp_step", "allocation", "retired_coverage", "created_at_ms", "updated_at_ms", "started_at_ms", "stopped_at_ms", "reason", "winner", "source", "stepped_at_ms", "changed_by")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +137,8 @@ class Experiment(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     WINNER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    STEPPED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_BY_FIELD_NUMBER: _ClassVar[int]
     spec: ExperimentSpec
     status: ExperimentStatus
     version: int
@@ -147,7 +153,9 @@ class Experiment(_message.Message):
     reason: str
     winner: str
     source: str
-    def __init__(self, spec: _Optional[_Union[ExperimentSpec, _Mapping]] = ..., status: _Optional[_Union[ExperimentStatus, str]] = ..., version: _Optional[int] = ..., coverage: _Optional[float] = ..., ramp_step: _Optional[int] = ..., allocation: _Optional[_Iterable[_Union[VariantAllocation, _Mapping]]] = ..., retired_coverage: _Optional[float] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., stopped_at_ms: _Optional[int] = ..., reason: _Optional[str] = ..., winner: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+    stepped_at_ms: int
+    changed_by: str
+    def __init__(self, spec: _Optional[_Union[ExperimentSpec, _Mapping]] = ..., status: _Optional[_Union[ExperimentStatus, str]] = ..., version: _Optional[int] = ..., coverage: _Optional[float] = ..., ramp_step: _Optional[int] = ..., allocation: _Optional[_Iterable[_Union[VariantAllocation, _Mapping]]] = ..., retired_coverage: _Optional[float] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., stopped_at_ms: _Optional[int] = ..., reason: _Optional[str] = ..., winner: _Optional[str] = ..., source: _Optional[str] = ..., stepped_at_ms: _Optional[int] = ..., changed_by: _Optional[str] = ...) -> None: ...
 
 class CreateExperimentRequest(_message.Message):
     __slots__ = ("spec",)
@@ -304,7 +312,7 @@ class ExperimentPlanning(_message.Message):
     def __init__(self, users_per_variant: _Optional[float] = ..., users_per_day: _Optional[float] = ..., days_needed: _Optional[float] = ..., days_elapsed: _Optional[float] = ..., feasible: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ExperimentResults(_message.Message):
-    __slots__ = ("experiment", "computed_at_ms", "variants", "sample_ratio_p_value", "sample_ratio_mismatch", "comparisons", "planning")
+    __slots__ = ("experiment", "computed_at_ms", "variants", "sample_ratio_p_value", "sample_ratio_mismatch", "comparisons", "planning", "sequential", "timeline")
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     COMPUTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
@@ -312,6 +320,8 @@ class ExperimentResults(_message.Message):
     SAMPLE_RATIO_MISMATCH_FIELD_NUMBER: _ClassVar[int]
     COMPARISONS_FIELD_NUMBER: _ClassVar[int]
     PLANNING_FIELD_NUMBER: _ClassVar[int]
+    SEQUENTIAL_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_FIELD_NUMBER: _ClassVar[int]
     experiment: Experiment
     computed_at_ms: int
     variants: _containers.RepeatedCompositeFieldContainer[VariantUsers]
@@ -319,4 +329,78 @@ class ExperimentResults(_message.Message):
     sample_ratio_mismatch: bool
     comparisons: _containers.RepeatedCompositeFieldContainer[MetricComparison]
     planning: ExperimentPlanning
-    def __init__(self, experiment: _Optional[_Union[Experiment, _Mapping]] = ..., computed_at_ms: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[VariantUsers, _Mapping]]] = ..., sample_ratio_p_value: _Optional[float] = ..., sample_ratio_mismatch: _Optional[bool] = ..., comparisons: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ..., planning: _Optional[_Union[ExperimentPlanning, _Mapping]] = ...) -> None: ...
+    sequential: SequentialResults
+    timeline: _containers.RepeatedCompositeFieldContainer[EffectPoint]
+    def __init__(self, experiment: _Optional[_Union[Experiment, _Mapping]] = ..., computed_at_ms: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[VariantUsers, _Mapping]]] = ..., sample_ratio_p_value: _Optional[float] = ..., sample_ratio_mismatch: _Optional[bool] = ..., comparisons: _Optional[_Iterable[_Union[MetricComparison, _Mapping]]] = ..., planning: _Optional[_Union[ExperimentPlanning, _Mapping]] = ..., sequential: _Optional[_Union[SequentialResults, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[EffectPoint, _Mapping]]] = ...) -> None: ...
+
+class PrimaryReading(_message.Message):
+    __slots__ = ("variant", "looks", "information_fraction", "z", "boundary", "verdict", "decided_look")
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    LOOKS_FIELD_NUMBER: _ClassVar[int]
+    INFORMATION_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    Z_FIELD_NUMBER: _ClassVar[int]
+    BOUNDARY_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_LOOK_FIELD_NUMBER: _ClassVar[int]
+    variant: str
+    looks: int
+    information_fraction: float
+    z: float
+    boundary: float
+    verdict: str
+    decided_look: int
+    def __init__(self, variant: _Optional[str] = ..., looks: _Optional[int] = ..., information_fraction: _Optional[float] = ..., z: _Optional[float] = ..., boundary: _Optional[float] = ..., verdict: _Optional[str] = ..., decided_look: _Optional[int] = ...) -> None: ...
+
+class GuardrailReading(_message.Message):
+    __slots__ = ("metric", "variant", "p_value", "alpha", "ci_low", "ci_high", "regression")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    REGRESSION_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    variant: str
+    p_value: float
+    alpha: float
+    ci_low: float
+    ci_high: float
+    regression: bool
+    def __init__(self, metric: _Optional[str] = ..., variant: _Optional[str] = ..., p_value: _Optional[float] = ..., alpha: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., regression: _Optional[bool] = ...) -> None: ...
+
+class SequentialResults(_message.Message):
+    __slots__ = ("looked_at_ms", "planned_users_per_variant", "primary", "guardrails", "sample_ratio_p_value", "sample_ratio_mismatch")
+    LOOKED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_USERS_PER_VARIANT_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    GUARDRAILS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATIO_P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATIO_MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    looked_at_ms: int
+    planned_users_per_variant: float
+    primary: _containers.RepeatedCompositeFieldContainer[PrimaryReading]
+    guardrails: _containers.RepeatedCompositeFieldContainer[GuardrailReading]
+    sample_ratio_p_value: float
+    sample_ratio_mismatch: bool
+    def __init__(self, looked_at_ms: _Optional[int] = ..., planned_users_per_variant: _Optional[float] = ..., primary: _Optional[_Iterable[_Union[PrimaryReading, _Mapping]]] = ..., guardrails: _Optional[_Iterable[_Union[GuardrailReading, _Mapping]]] = ..., sample_ratio_p_value: _Optional[float] = ..., sample_ratio_mismatch: _Optional[bool] = ...) -> None: ...
+
+class EffectPoint(_message.Message):
+    __slots__ = ("at_ms", "metric", "variant", "users", "control_users", "relative", "relative_ci_low", "relative_ci_high")
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_USERS_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    at_ms: int
+    metric: str
+    variant: str
+    users: int
+    control_users: int
+    relative: float
+    relative_ci_low: float
+    relative_ci_high: float
+    def __init__(self, at_ms: _Optional[int] = ..., metric: _Optional[str] = ..., variant: _Optional[str] = ..., users: _Optional[int] = ..., control_users: _Optional[int] = ..., relative: _Optional[float] = ..., relative_ci_low: _Optional[float] = ..., relative_ci_high: _Optional[float] = ...) -> None: ...

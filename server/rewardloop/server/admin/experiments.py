@@ -19,12 +19,10 @@ from rewardloop.learning.experiments import lifecycle
 from rewardloop.learning.experiments.assignment import ExperimentConfig
 from rewardloop.learning.experiments.buckets import BUCKETS
 from rewardloop.learning.experiments.lifecycle import Experiment, LifecycleError, layer_free
-from rewardloop.learning.experiments.results import MetricResult, analyse
-from rewardloop.learning.experiments.spec import ExperimentSpec, spec_from_dict
+from rewardloop.learning.experiments.spec import DEFAULT_MIN_USERS, ExperimentSpec, spec_from_dict
 from rewardloop.learning.params import ConfigError, check_name
 from rewardloop.learning.rewards.signals import Signal
 from rewardloop.server.status import ServiceError, failed_precondition, invalid, not_found, quote, unavailable
-from rewardloop.state.experiment_metrics import VariantSums, read_stats
 from rewardloop.state.experiments import Conflict, ExperimentStore, TooMany, now_ms
 from rewardloop.v1 import experiments_pb2
 from rewardloop.workers.config import ServiceConfig
@@ -78,7 +76,11 @@ def spec_of(message: experiments_pb2.ExperimentSpec, config: ServiceConfig) -> E
         "surfaces": list(message.surfaces),
         "guardrails": [_metric_dict(g) for g in message.guardrails],
         "mde_relative": not message.mde_absolute,
-        "ramp": [{"coverage": s.coverage, "hold_hours": s.hold_hours or 24.0} for s in message.ramp],
+        "ramp": [
+            {"coverage": s.coverage, "hold_hours": s.hold_hours or 24.0, "min_users": s.min_users or DEFAULT_MIN_USERS}
+            for s in message.ramp
+        ],
+        "auto_stop": not message.no_auto_stop,
         "salt": message.salt,
         "metadata": dict(message.metadata),
     }  # fmt: skip
@@ -133,6 +135,8 @@ def experiment_message(experiment: Experiment) -> experiments_pb2.Experiment:
         reason=experiment.reason,
         winner=experiment.winner,
         source="api",
+        stepped_at_ms=experiment.stepped_ms,
+        changed_by=experiment.changed_by,
     )
 
 
@@ -154,8 +158,9 @@ def spec_message(spec: ExperimentSpec) -> experiments_pb2.ExperimentSpec:
         guardrails=[_metric_message(g) for g in spec.guardrails],
         mde=spec.mde, mde_absolute=not spec.mde_relative, alpha=spec.alpha, power=spec.power,
         planned_days=spec.planned_days,
-        ramp=[experiments_pb2.RampStep(coverage=s.coverage, hold_hours=s.hold_hours) for s in spec.ramp],
-        salt=spec.salt, metadata=spec.metadata,
+        ramp=[experiments_pb2.RampStep(coverage=s.coverage, hold_hours=s.hold_hours, min_users=s.min_users)
+              for s in spec.ramp],
+        salt=spec.salt, metadata=spec.metadata, no_auto_stop=not spec.auto_stop,
     )  # fmt: skip
 
 
@@ -175,62 +180,7 @@ def config_experiment_message(experiment: ExperimentConfig) -> experiments_pb2.E
     )  # fmt: skip
 
 
-def results_message(
-    experiment: Experiment, sums: dict[str, VariantSums], at_ms: int
-) -> experiments_pb2.ExperimentResults:
-    spec = experiment.spec
-    shares = experiment.allocation.shares() if experiment.allocation.enrolled() else {
-        v: w / sum(w for _, w in spec.variants) for v, w in spec.variants
-    }  # fmt: skip
-    end = experiment.stopped_ms or at_ms
-    days = max(0.0, (end - experiment.started_ms) / 86_400_000) if experiment.started_ms else 0.0
-    found = analyse(
-        spec,
-        {v: s.n for v, s in sums.items()},
-        {v: s.metrics for v, s in sums.items()},
-        shares,
-        days,
-    )
-    planning = found.planning
-    return experiments_pb2.ExperimentResults(
-        experiment=experiment_message(experiment),
-        computed_at_ms=at_ms,
-        variants=[
-            experiments_pb2.VariantUsers(variant=v, users=found.users[v], expected_share=shares.get(v, 0.0))
-            for v in spec.variant_names
-        ],
-        sample_ratio_p_value=found.srm_p_value,
-        sample_ratio_mismatch=found.srm_mismatch,
-        comparisons=[_comparison_message(r) for r in found.metrics],
-        planning=experiments_pb2.ExperimentPlanning(
-            users_per_variant=planning.users_per_variant,
-            users_per_day=planning.users_per_day,
-            days_needed=planning.days_needed,
-            days_elapsed=planning.days_elapsed,
-            feasible=planning.feasible,
-            message=planning.message,
-        ),
-    )
-
-
-def _comparison_message(result: MetricResult) -> experiments_pb2.MetricComparison:
-    message = experiments_pb2.MetricComparison(
-        metric=result.metric, role=result.role, variant=result.variant,
-        adjusted_p_value=result.adjusted_p_value, verdict=result.verdict,
-    )  # fmt: skip
-    c = result.comparison
-    if c is not None:
-        message.test = "two_proportion_z" if c.metric == "proportion" else "welch_t"
-        message.control_mean, message.variant_mean, message.difference = c.control_mean, c.treatment_mean, c.estimate
-        message.ci_low, message.ci_high, message.p_value = c.ci_low, c.ci_high, c.p_value
-        message.relative, message.relative_ci_low, message.relative_ci_high = (
-            c.relative, c.relative_ci_low, c.relative_ci_high,
-        )  # fmt: skip
-        message.confidence, message.effect_size = 1 - c.alpha, c.effect_size
-    return message
-
-
-def _check_name(name: str) -> None:
+def check_experiment_name(name: str) -> None:
     if not name:
         raise invalid("name", "is required")
     try:
@@ -305,7 +255,7 @@ class ExperimentsAdmin:
     async def StartExperiment(
         self, request: experiments_pb2.ExperimentRequest, context: grpc.aio.ServicerContext
     ) -> experiments_pb2.Experiment:
-        _check_name(request.name)
+        check_experiment_name(request.name)
 
         def start(experiments: dict[str, Experiment], current: Experiment) -> Experiment:
             free = layer_free(experiments, current.spec.layer_key, excluding=current.name)
@@ -316,7 +266,7 @@ class ExperimentsAdmin:
     async def PauseExperiment(
         self, request: experiments_pb2.ExperimentRequest, context: grpc.aio.ServicerContext
     ) -> experiments_pb2.Experiment:
-        _check_name(request.name)
+        check_experiment_name(request.name)
         reason = _reason(request.reason)
         changed = await self._apply(
             request.name,
@@ -329,7 +279,7 @@ class ExperimentsAdmin:
     async def StopExperiment(
         self, request: experiments_pb2.StopExperimentRequest, context: grpc.aio.ServicerContext
     ) -> experiments_pb2.Experiment:
-        _check_name(request.name)
+        check_experiment_name(request.name)
         reason = _reason(request.reason)
 
         def stop(_: dict[str, Experiment], current: Experiment) -> Experiment:
@@ -342,7 +292,7 @@ class ExperimentsAdmin:
     async def RampExperiment(
         self, request: experiments_pb2.RampExperimentRequest, context: grpc.aio.ServicerContext
     ) -> experiments_pb2.Experiment:
-        _check_name(request.name)
+        check_experiment_name(request.name)
         coverage = request.coverage or None
         if coverage is not None and not (np.isfinite(coverage) and 0 < coverage <= 1):
             raise invalid("coverage", f"must be in (0, 1], got {coverage}")
@@ -356,7 +306,7 @@ class ExperimentsAdmin:
     async def GetExperiment(
         self, request: experiments_pb2.ExperimentRequest, context: grpc.aio.ServicerContext
     ) -> experiments_pb2.Experiment:
-        _check_name(request.name)
+        check_experiment_name(request.name)
         if request.name in self._config.experiments:
             return config_experiment_message(self._config.experiments[request.name])
         found = await self._store_call(lambda store: store.get(request.name))
@@ -370,7 +320,7 @@ class ExperimentsAdmin:
         if request.status and request.status not in STATUS_NAME:
             raise invalid("status", f"unknown status {request.status}")
         if request.layer:
-            _check_name(request.layer)
+            check_experiment_name(request.layer)
         stored: dict[str, Experiment] = await self._store_call(lambda store: store.load())
         listed = [
             experiment_message(e)
@@ -386,7 +336,7 @@ class ExperimentsAdmin:
     async def GetExperimentHistory(
         self, request: experiments_pb2.ExperimentHistoryRequest, context: grpc.aio.ServicerContext
     ) -> experiments_pb2.ExperimentHistoryResponse:
-        _check_name(request.name)
+        check_experiment_name(request.name)
         limit = request.limit or DEFAULT_HISTORY
         if limit > MAX_HISTORY:
             raise invalid("limit", f"must be at most {MAX_HISTORY}, got {limit}")
@@ -402,28 +352,10 @@ class ExperimentsAdmin:
             ]
         )
 
-    async def GetExperimentResults(
-        self, request: experiments_pb2.ExperimentRequest, context: grpc.aio.ServicerContext
-    ) -> experiments_pb2.ExperimentResults:
-        _check_name(request.name)
-        if request.name in self._config.experiments:
-            raise failed_precondition(
-                f"name: {quote(request.name)} is a config-file experiment; it collects no metrics"
-            )
-
-        async def read(store: ExperimentStore) -> tuple[Experiment | None, dict[str, VariantSums]]:
-            found = await store.get(request.name)
-            return found, await read_stats(store.redis, request.name)
-
-        experiment, sums = await self._store_call(read)
-        if experiment is None:
-            raise not_found(f"name: no experiment {quote(request.name)}")
-        return results_message(experiment, sums, now_ms())
-
     async def DeleteExperiment(
         self, request: experiments_pb2.ExperimentRequest, context: grpc.aio.ServicerContext
     ) -> experiments_pb2.DeleteExperimentResponse:
-        _check_name(request.name)
+        check_experiment_name(request.name)
 
         def delete(_: dict[str, Experiment], current: Experiment) -> None:
             if current.holds_buckets:

@@ -29,6 +29,7 @@ from rewardloop.learning.experiments.spec import ExperimentSpec, spec_from_dict,
 
 DRAFT, RUNNING, PAUSED, STOPPED = "draft", "running", "paused", "stopped"
 STATUSES = (DRAFT, RUNNING, PAUSED, STOPPED)
+API, MONITOR = "api", "monitor"
 # What may not change once users were enrolled: it would re-hash or re-label them.
 FROZEN_WHEN_STARTED = ("layer", "salt")
 
@@ -51,6 +52,9 @@ class Experiment:
     stopped_ms: int = 0
     reason: str = ""
     winner: str = ""
+    stepped_ms: int = 0  # when the current ramp step (or the start) was reached
+    changed_by: str = API  # who made the last change: API (an operator) or MONITOR
+
 
     @property
     def name(self) -> str:
@@ -66,6 +70,7 @@ class Experiment:
             "allocation": self.allocation.to_dict(), "coverage": self.coverage, "ramp_step": self.ramp_step,
             "created_ms": self.created_ms, "updated_ms": self.updated_ms, "started_ms": self.started_ms,
             "stopped_ms": self.stopped_ms, "reason": self.reason, "winner": self.winner,
+            "stepped_ms": self.stepped_ms, "changed_by": self.changed_by,
         }  # fmt: skip
 
     @classmethod
@@ -83,8 +88,8 @@ def layer_free(experiments: Mapping[str, Experiment], layer: str, excluding: str
     return free
 
 
-def _changed(experiment: Experiment, now_ms: int, **changes: Any) -> Experiment:
-    return replace(experiment, version=experiment.version + 1, updated_ms=now_ms, **changes)
+def _changed(experiment: Experiment, now_ms: int, by: str = API, **changes: Any) -> Experiment:
+    return replace(experiment, version=experiment.version + 1, updated_ms=now_ms, changed_by=by, **changes)
 
 
 def create(spec: ExperimentSpec, now_ms: int) -> Experiment:
@@ -127,7 +132,7 @@ def start(experiment: Experiment, free: np.ndarray, now_ms: int) -> Experiment:
         raise LifecycleError(f"layer {spec.layer!r} has no free traffic: its other experiments hold all of it")
     return _changed(
         experiment, now_ms, status=RUNNING, allocation=allocation, coverage=coverage,
-        ramp_step=0 if spec.ramp else -1, started_ms=now_ms, reason="",
+        ramp_step=0 if spec.ramp else -1, started_ms=now_ms, stepped_ms=now_ms, reason="",
     )  # fmt: skip
 
 
@@ -137,16 +142,18 @@ def pause(experiment: Experiment, now_ms: int, reason: str = "") -> Experiment:
     return _changed(experiment, now_ms, status=PAUSED, reason=reason)
 
 
-def stop(experiment: Experiment, now_ms: int, reason: str = "", winner: str = "") -> Experiment:
+def stop(experiment: Experiment, now_ms: int, reason: str = "", winner: str = "", by: str = API) -> Experiment:
     """Ends enrolment for good and frees the buckets; ``winner`` records the decision (may be "")."""
     if experiment.status == STOPPED:
         raise LifecycleError(f"experiment {experiment.name!r} is already stopped")
     if winner and winner not in experiment.spec.variant_names:
         raise LifecycleError(f"winner: {winner!r} is not a variant of {experiment.name!r}")
-    return _changed(experiment, now_ms, status=STOPPED, stopped_ms=now_ms, reason=reason, winner=winner)
+    return _changed(experiment, now_ms, by, status=STOPPED, stopped_ms=now_ms, reason=reason, winner=winner)
 
 
-def ramp(experiment: Experiment, free: np.ndarray, now_ms: int, coverage: float | None = None) -> Experiment:
+def ramp(
+    experiment: Experiment, free: np.ndarray, now_ms: int, coverage: float | None = None, by: str = API
+) -> Experiment:
     """Raise (or lower) coverage: to ``coverage``, or else to the ramp schedule's next step."""
     if experiment.status not in (RUNNING, PAUSED):
         raise LifecycleError(f"experiment {experiment.name!r} is {experiment.status}; only a started one ramps")
@@ -160,4 +167,4 @@ def ramp(experiment: Experiment, free: np.ndarray, now_ms: int, coverage: float 
     elif not 0 < coverage <= spec.coverage:
         raise LifecycleError(f"coverage must be in (0, {spec.coverage:g}] (the spec's coverage), got {coverage:g}")
     allocation = resize(experiment.allocation, dict(spec.variants), coverage, free)
-    return _changed(experiment, now_ms, allocation=allocation, coverage=coverage, ramp_step=step)
+    return _changed(experiment, now_ms, by, allocation=allocation, coverage=coverage, ramp_step=step, stepped_ms=now_ms)

@@ -38,6 +38,7 @@ MAX_RAMP_STEPS = 10
 MAX_VALUES = 100
 MAX_DESCRIPTION = 2000
 MAX_DAYS = 365.0
+DEFAULT_MIN_USERS = 100
 
 
 def _number(where: str, value: Any, low: float, high: float, *, open_low: bool = False) -> float:
@@ -126,14 +127,19 @@ class Condition:
 
 @dataclass(frozen=True)
 class RampStep:
-    """Raise coverage to ``coverage`` once the previous step has run ``hold_hours`` and its gates pass."""
+    """Raise coverage to ``coverage`` once the previous step has run ``hold_hours`` and its gates
+    pass: every variant has ``min_users`` exposed users, no sample-ratio mismatch, no guardrail
+    regression (the experiment monitor takes the step)."""
 
     coverage: float
     hold_hours: float = 24.0
+    min_users: int = DEFAULT_MIN_USERS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "coverage", _number("coverage", self.coverage, 0.0, 1.0, open_low=True))
         object.__setattr__(self, "hold_hours", _number("hold_hours", self.hold_hours, 0.0, MAX_DAYS * 24))
+        if isinstance(self.min_users, bool) or not isinstance(self.min_users, int) or not 0 <= self.min_users <= 10**9:
+            raise ConfigError(f"min_users must be an integer in [0, 1e9], got {self.min_users!r}")
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,8 @@ class ExperimentSpec:
     ``layer``: experiments in one layer never share a user; "" gives the experiment a layer of its
     own. ``coverage``: the share of the layer's users it may enrol (the ramp raises it).
     ``mde``: the smallest effect on the primary metric worth detecting, relative to the control's
-    mean (0.02 = 2%) unless ``mde_relative`` is false.
+    mean (0.02 = 2%) unless ``mde_relative`` is false. ``auto_stop``: the monitor stops the
+    experiment on a guardrail regression or sample-ratio mismatch (else it only reports them).
     """
 
     name: str
@@ -163,6 +170,7 @@ class ExperimentSpec:
     ramp: tuple[RampStep, ...] = ()
     salt: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    auto_stop: bool = True
 
     def __post_init__(self) -> None:
         check_name("name", self.name)
@@ -194,6 +202,8 @@ class ExperimentSpec:
             isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()
         ):
             raise ConfigError("metadata must map at most 50 strings to strings")
+        if not isinstance(self.auto_stop, bool):
+            raise ConfigError(f"auto_stop must be true or false, got {self.auto_stop!r}")
 
     def _check_variants(self) -> None:
         if not 2 <= len(self.variants) <= MAX_VARIANTS:
@@ -239,7 +249,7 @@ class ExperimentSpec:
 
 SPEC_KEYS = {
     "variants", "primary_metric", "description", "layer", "coverage", "targeting", "surfaces", "guardrails",
-    "mde", "mde_relative", "alpha", "power", "planned_days", "ramp", "salt", "metadata",
+    "mde", "mde_relative", "alpha", "power", "planned_days", "ramp", "salt", "metadata", "auto_stop",
 }  # fmt: skip
 
 
@@ -273,10 +283,14 @@ def _condition(where: str, raw: Any) -> Condition:
 
 def _ramp_step(where: str, raw: Any) -> RampStep:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must be a table with coverage and hold_hours")
-    reject_unknown(where, raw, {"coverage", "hold_hours"})
+        raise ConfigError(f"{where} must be a table with coverage, hold_hours and min_users")
+    reject_unknown(where, raw, {"coverage", "hold_hours", "min_users"})
     try:
-        return RampStep(raw.get("coverage"), raw.get("hold_hours", 24.0))  # type: ignore[arg-type]
+        return RampStep(
+            raw.get("coverage"),  # type: ignore[arg-type]
+            raw.get("hold_hours", 24.0),
+            raw.get("min_users", DEFAULT_MIN_USERS),
+        )
     except ConfigError as exc:
         raise within(where, exc) from exc
 

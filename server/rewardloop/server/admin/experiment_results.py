@@ -1,0 +1,101 @@
+"""Admin, experiments area: an experiment's results (`GetExperimentResults`).
+
+The fixed-horizon table (`learning/experiments/results.py`) from the streaming sums, beside the
+experiment monitor's sequential reading and the effect-over-time timeline it records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from rewardloop.learning.experiments.lifecycle import Experiment
+from rewardloop.learning.experiments.results import MetricResult, analyse
+from rewardloop.server.admin.experiments import check_experiment_name, experiment_message
+from rewardloop.server.status import failed_precondition, not_found, quote
+from rewardloop.state.experiment_metrics import VariantSums, read_stats
+from rewardloop.state.experiments import ExperimentStore, now_ms
+from rewardloop.v1 import experiments_pb2
+from rewardloop.workers.config import ServiceConfig
+
+
+def results_message(
+    experiment: Experiment, sums: dict[str, VariantSums], at_ms: int
+) -> experiments_pb2.ExperimentResults:
+    spec = experiment.spec
+    shares = experiment.allocation.shares() if experiment.allocation.enrolled() else {
+        v: w / sum(w for _, w in spec.variants) for v, w in spec.variants
+    }  # fmt: skip
+    end = experiment.stopped_ms or at_ms
+    days = max(0.0, (end - experiment.started_ms) / 86_400_000) if experiment.started_ms else 0.0
+    found = analyse(
+        spec,
+        {v: s.n for v, s in sums.items()},
+        {v: s.metrics for v, s in sums.items()},
+        shares,
+        days,
+    )
+    planning = found.planning
+    return experiments_pb2.ExperimentResults(
+        experiment=experiment_message(experiment),
+        computed_at_ms=at_ms,
+        variants=[
+            experiments_pb2.VariantUsers(variant=v, users=found.users[v], expected_share=shares.get(v, 0.0))
+            for v in spec.variant_names
+        ],
+        sample_ratio_p_value=found.srm_p_value,
+        sample_ratio_mismatch=found.srm_mismatch,
+        comparisons=[_comparison_message(r) for r in found.metrics],
+        planning=experiments_pb2.ExperimentPlanning(
+            users_per_variant=planning.users_per_variant,
+            users_per_day=planning.users_per_day,
+            days_needed=planning.days_needed,
+            days_elapsed=planning.days_elapsed,
+            feasible=planning.feasible,
+            message=planning.message,
+        ),
+    )
+
+
+def _comparison_message(result: MetricResult) -> experiments_pb2.MetricComparison:
+    message = experiments_pb2.MetricComparison(
+        metric=result.metric, role=result.role, variant=result.variant,
+        adjusted_p_value=result.adjusted_p_value, verdict=result.verdict,
+    )  # fmt: skip
+    c = result.comparison
+    if c is not None:
+        message.test = "two_proportion_z" if c.metric == "proportion" else "welch_t"
+        message.control_mean, message.variant_mean, message.difference = c.control_mean, c.treatment_mean, c.estimate
+        message.ci_low, message.ci_high, message.p_value = c.ci_low, c.ci_high, c.p_value
+        message.relative, message.relative_ci_low, message.relative_ci_high = (
+            c.relative, c.relative_ci_low, c.relative_ci_high,
+        )  # fmt: skip
+        message.confidence, message.effect_size = 1 - c.alpha, c.effect_size
+    return message
+
+
+class ExperimentResultsAdmin:
+    """`GetExperimentResults`; `AdminService` mixes it in (with `ExperimentsAdmin`'s store access)."""
+
+    _config: ServiceConfig
+    _store_call: Callable[[Callable[[ExperimentStore], Any]], Awaitable[Any]]
+
+    async def GetExperimentResults(
+        self, request: experiments_pb2.ExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> experiments_pb2.ExperimentResults:
+        check_experiment_name(request.name)
+        if request.name in self._config.experiments:
+            raise failed_precondition(
+                f"name: {quote(request.name)} is a config-file experiment; it collects no metrics"
+            )
+
+        async def read(store: ExperimentStore) -> tuple[Experiment | None, dict[str, VariantSums]]:
+            found = await store.get(request.name)
+            return found, await read_stats(store.redis, request.name)
+
+        experiment, sums = await self._store_call(read)
+        if experiment is None:
+            raise not_found(f"name: no experiment {quote(request.name)}")
+        return results_message(experiment, sums, now_ms())
