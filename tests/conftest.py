@@ -202,7 +202,7 @@ async def service(
 ) -> AsyncIterator[object]:
     from rewardloop.server.app import Service
 
-    svc = Service(service_config, redis_server.url, "127.0.0.1:0", traces=f"file:{traces_file}")
+    svc = Service(service_config, redis_server.url, "127.0.0.1:0", traces=f"file:{traces_file}", monitor_seconds=0.5)
     await svc.start()
     yield svc
     await svc.stop(grace=1.0)

@@ -370,20 +370,22 @@ class GuardrailReading(_message.Message):
     def __init__(self, metric: _Optional[str] = ..., variant: _Optional[str] = ..., p_value: _Optional[float] = ..., alpha: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., regression: _Optional[bool] = ...) -> None: ...
 
 class SequentialResults(_message.Message):
-    __slots__ = ("looked_at_ms", "planned_users_per_variant", "primary", "guardrails", "sample_ratio_p_value", "sample_ratio_mismatch")
+    __slots__ = ("looked_at_ms", "planned_users_per_variant", "primary", "guardrails", "sample_ratio_p_value", "sample_ratio_mismatch", "ramp_gate")
     LOOKED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     PLANNED_USERS_PER_VARIANT_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_FIELD_NUMBER: _ClassVar[int]
     GUARDRAILS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATIO_P_VALUE_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATIO_MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    RAMP_GATE_FIELD_NUMBER: _ClassVar[int]
     looked_at_ms: int
     planned_users_per_variant: float
     primary: _containers.RepeatedCompositeFieldContainer[PrimaryReading]
     guardrails: _containers.RepeatedCompositeFieldContainer[GuardrailReading]
     sample_ratio_p_value: float
     sample_ratio_mismatch: bool
-    def __init__(self, looked_at_ms: _Optional[int] = ..., planned_users_per_variant: _Optional[float] = ..., primary: _Optional[_Iterable[_Union[PrimaryReading, _Mapping]]] = ..., guardrails: _Optional[_Iterable[_Union[GuardrailReading, _Mapping]]] = ..., sample_ratio_p_value: _Optional[float] = ..., sample_ratio_mismatch: _Optional[bool] = ...) -> None: ...
+    ramp_gate: str
+    def __init__(self, looked_at_ms: _Optional[int] = ..., planned_users_per_variant: _Optional[float] = ..., primary: _Optional[_Iterable[_Union[PrimaryReading, _Mapping]]] = ..., guardrails: _Optional[_Iterable[_Union[GuardrailReading, _Mapping]]] = ..., sample_ratio_p_value: _Optional[float] = ..., sample_ratio_mismatch: _Optional[bool] = ..., ramp_gate: _Optional[str] = ...) -> None: ...
 
 class EffectPoint(_message.Message):
     __slots__ = ("at_ms", "metric", "variant", "users", "control_users", "relative", "relative_ci_low", "relative_ci_high")

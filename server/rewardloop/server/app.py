@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from rewardloop.server.admin import AdminService
 from rewardloop.server.interceptors import RpcObserver, TokenAuth
-from rewardloop.server.metrics import EXPERIMENTS, REDIS_STATS, TRAINER_STATS, publish_heap
+from rewardloop.server.metrics import EXPERIMENTS, MONITOR_ACTIONS, REDIS_STATS, TRAINER_STATS, publish_heap
 from rewardloop.server.routing import ShardRouter
 from rewardloop.server.services import AssignerService, FeedbackService, RecommenderService
 from rewardloop.server.streams import OpenStreams
@@ -39,6 +39,7 @@ from rewardloop.v1 import (
 )
 from rewardloop.workers.cluster import start_agents, start_fitter, start_shards, stop_agents, stop_fitter, stop_shards
 from rewardloop.workers.config import ServiceConfig
+from rewardloop.workers.experiment_monitor import MONITOR_SECONDS, ExperimentMonitor
 from rewardloop.workers.heap import Heap
 from rewardloop.workers.tracing import tracing_on
 
@@ -151,6 +152,7 @@ class Service:
         shard_prefix: str = "shard",
         admin_tokens: Sequence[str] = (),
         heap: Heap | None = None,
+        monitor_seconds: float = MONITOR_SECONDS,
     ):
         self.config = config
         # The front process's collector (workers/heap.py), published with the shards' stats; None
@@ -172,6 +174,8 @@ class Service:
         self._streams = OpenStreams()
         self._sampler: asyncio.Task[None] | None = None
         self.catalog: ExperimentCatalog | None = None
+        self.monitor: ExperimentMonitor | None = None
+        self.monitor_seconds = monitor_seconds
 
     @property
     def target(self) -> str:
@@ -198,6 +202,7 @@ class Service:
             self.catalog,
         )
         await self._server.start()
+        self.monitor = await ExperimentMonitor(self.redis_url, self.monitor_seconds).start()
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._sampler = asyncio.get_running_loop().create_task(self._sample_stats_forever())
@@ -213,6 +218,9 @@ class Service:
                 if self.catalog is not None:
                     for status, count in self.catalog.counts().items():
                         EXPERIMENTS.labels(status).set(count)
+                if self.monitor is not None:
+                    for action, count in (*self.monitor.actions.items(), ("looks", self.monitor.looks)):
+                        MONITOR_ACTIONS.labels(action).set(count)
                 if self.heap is not None:
                     publish_heap("front", self.heap.stats())
                 await _sample_redis(client)
@@ -235,6 +243,9 @@ class Service:
         self._streams.end_all()
         if self._server is not None:
             await self._server.stop(grace)
+        if self.monitor is not None:
+            await self.monitor.stop()
+            self.monitor = None
         if self.catalog is not None:
             await self.catalog.stop()
             self.catalog = None

@@ -23,6 +23,12 @@ EXPOSURES = Counter(
     ["outcome"],
 )
 EXPERIMENTS = Gauge("rewardloop_experiments", "Experiments in the catalogue, by status", ["status"])
+MONITOR_ACTIONS = Gauge(
+    "rewardloop_experiment_monitor_actions",
+    "What this front's experiment monitor did since it started: stop, ramp, conflict (an operator's change"
+    " came first), failed (storage did not answer), looks",
+    ["action"],
+)
 SHARD_BATCH_SIZE = Histogram(
     "rewardloop_shard_batch_size",
     "Requests per call from the front to a shard (adaptive micro-batching)",

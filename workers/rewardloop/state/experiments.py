@@ -26,7 +26,9 @@ from rewardloop.learning.experiments.lifecycle import STATUSES, Experiment
 from rewardloop.state.experiment_metrics import Exposures
 from rewardloop.state.keys import (
     experiment_history_key,
+    experiment_monitor_key,
     experiment_stats_key,
+    experiment_timeline_key,
     experiments_key,
     experiments_version_key,
 )
@@ -117,7 +119,12 @@ class ExperimentStore:
 def _write(pipe: Any, name: str, action: str, changed: Experiment | None) -> None:
     if changed is None:
         pipe.hdel(experiments_key(), name)
-        pipe.delete(experiment_history_key(name), experiment_stats_key(name))
+        pipe.delete(
+            experiment_history_key(name),
+            experiment_stats_key(name),
+            experiment_monitor_key(name),
+            experiment_timeline_key(name),
+        )
     else:
         record = json.dumps(changed.to_dict(), separators=(",", ":"))
         pipe.hset(experiments_key(), name, record)

@@ -224,3 +224,20 @@ def experiment_stats_key(name: str) -> str:
     """Hash of one experiment's per-variant sums: ``<variant>|n`` (users exposed), and per metric
     ``<variant>|<metric>|sy`` and ``|syy`` (Σy, Σy² over those users). Bounded by variants times metrics."""
     return f"{KEY_PREFIX}x:stats:{name}"
+
+
+def experiment_monitor_key(name: str) -> str:
+    """String: the experiment monitor's state of one experiment (JSON: its sequential tests between
+    looks; `learning/experiments/monitor.py`). A few hundred bytes per metric and variant."""
+    return f"{KEY_PREFIX}x:monitor:{name}"
+
+
+def experiment_timeline_key(name: str) -> str:
+    """Stream of one experiment's recorded looks (capped): the users and sums at each, from which
+    the effect-over-time plot is drawn."""
+    return f"{KEY_PREFIX}x:timeline:{name}"
+
+
+def experiment_monitor_lease_key() -> str:
+    """String: which front's experiment monitor acts (SET NX with an expiry; renewed each look)."""
+    return f"{KEY_PREFIX}x:monitor-lease"

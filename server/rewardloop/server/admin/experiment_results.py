@@ -6,23 +6,30 @@ experiment monitor's sequential reading and the effect-over-time timeline it rec
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
 
 from rewardloop.learning.experiments.lifecycle import Experiment
-from rewardloop.learning.experiments.results import MetricResult, analyse
+from rewardloop.learning.experiments.monitor import MonitorState
+from rewardloop.learning.experiments.results import MetricResult, analyse, effect_timeline
 from rewardloop.server.admin.experiments import check_experiment_name, experiment_message
 from rewardloop.server.status import failed_precondition, not_found, quote
 from rewardloop.state.experiment_metrics import VariantSums, read_stats
+from rewardloop.state.experiment_monitor import MonitorStore, Point
 from rewardloop.state.experiments import ExperimentStore, now_ms
 from rewardloop.v1 import experiments_pb2
 from rewardloop.workers.config import ServiceConfig
 
 
 def results_message(
-    experiment: Experiment, sums: dict[str, VariantSums], at_ms: int
+    experiment: Experiment,
+    sums: dict[str, VariantSums],
+    at_ms: int,
+    monitor: MonitorState | None = None,
+    timeline: Sequence[Point] = (),
 ) -> experiments_pb2.ExperimentResults:
     spec = experiment.spec
     shares = experiment.allocation.shares() if experiment.allocation.enrolled() else {
@@ -56,7 +63,45 @@ def results_message(
             feasible=planning.feasible,
             message=planning.message,
         ),
+        sequential=sequential_message(monitor or MonitorState()),
+        timeline=[
+            experiments_pb2.EffectPoint(
+                at_ms=p.at_ms,
+                metric=p.metric,
+                variant=p.variant,
+                users=p.users,
+                control_users=p.control_users,
+                relative=p.comparison.relative if p.comparison else math.nan,
+                relative_ci_low=p.comparison.relative_ci_low if p.comparison else math.nan,
+                relative_ci_high=p.comparison.relative_ci_high if p.comparison else math.nan,
+            )
+            for p in effect_timeline(spec, timeline)
+        ],
     )
+
+
+def sequential_message(state: MonitorState) -> experiments_pb2.SequentialResults:
+    return experiments_pb2.SequentialResults(
+        looked_at_ms=state.looked_ms,
+        planned_users_per_variant=state.planned_users,
+        primary=[
+            experiments_pb2.PrimaryReading(
+                variant=v, looks=len(p.fractions), information_fraction=p.fractions[-1] if p.fractions else 0.0,
+                z=p.z[-1] if p.z else 0.0, boundary=p.boundary, verdict=p.verdict, decided_look=p.decided_look,
+            )
+            for v, p in sorted(state.primary.items())
+        ],
+        guardrails=[
+            experiments_pb2.GuardrailReading(
+                metric=key.split("|")[0], variant=key.split("|")[1], p_value=g.test.p_value, alpha=g.alpha,
+                ci_low=g.test.low, ci_high=g.test.high, regression=g.regression,
+            )
+            for key, g in sorted(state.guardrails.items())
+        ],
+        sample_ratio_p_value=state.srm_p_value,
+        sample_ratio_mismatch=state.srm,
+        ramp_gate=state.gate,
+    )  # fmt: skip
 
 
 def _comparison_message(result: MetricResult) -> experiments_pb2.MetricComparison:
@@ -91,11 +136,17 @@ class ExperimentResultsAdmin:
                 f"name: {quote(request.name)} is a config-file experiment; it collects no metrics"
             )
 
-        async def read(store: ExperimentStore) -> tuple[Experiment | None, dict[str, VariantSums]]:
+        async def read(store: ExperimentStore) -> tuple[Any, ...]:
             found = await store.get(request.name)
-            return found, await read_stats(store.redis, request.name)
+            monitors = MonitorStore(store.redis)
+            return (
+                found,
+                await read_stats(store.redis, request.name),
+                await monitors.load(request.name),
+                await monitors.timeline(request.name),
+            )
 
-        experiment, sums = await self._store_call(read)
+        experiment, sums, monitor, timeline = await self._store_call(read)
         if experiment is None:
             raise not_found(f"name: no experiment {quote(request.name)}")
-        return results_message(experiment, sums, now_ms())
+        return results_message(experiment, sums, now_ms(), monitor, timeline)

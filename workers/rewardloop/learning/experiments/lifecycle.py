@@ -55,7 +55,6 @@ class Experiment:
     stepped_ms: int = 0  # when the current ramp step (or the start) was reached
     changed_by: str = API  # who made the last change: API (an operator) or MONITOR
 
-
     @property
     def name(self) -> str:
         return self.spec.name

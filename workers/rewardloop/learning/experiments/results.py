@@ -183,3 +183,35 @@ def _planning(spec: ExperimentSpec, counts: Mapping[str, int], control: Moments,
         f" ({'within' if feasible else 'beyond'} its planned {spec.planned_days:g})"
     )
     return Planning(needed, per_day, days_needed, days, feasible, message)
+
+
+@dataclass(frozen=True)
+class EffectPoint:
+    at_ms: int
+    metric: str
+    variant: str
+    users: int
+    control_users: int
+    comparison: Comparison | None  # None: too few users at that look
+
+
+def effect_timeline(
+    spec: ExperimentSpec,
+    points: Sequence[tuple[int, Mapping[str, int], Mapping[str, Mapping[str, tuple[float, float]]]]],
+) -> list[EffectPoint]:
+    """Each metric's effect per treatment at each recorded look ``(at_ms, users, sums)``: the
+    fixed-horizon comparison at ``spec.alpha`` (two-sided), pointwise: for plots of the effect over
+    time, not for deciding (the sequential tests decide)."""
+    out = []
+    for at_ms, users, sums in points:
+        counts = {v: int(users.get(v, 0)) for v in spec.variant_names}
+        for metric in spec.metrics:
+            sy, syy = sums.get(spec.control, {}).get(metric.name, (0.0, 0.0))
+            control = Moments(float(counts[spec.control]), sy, syy)
+            for variant in spec.variant_names[1:]:
+                sy, syy = sums.get(variant, {}).get(metric.name, (0.0, 0.0))
+                treatment = Moments(float(counts[variant]), sy, syy)
+                usable = min(control.n, treatment.n) >= MIN_USERS and _varies(control, treatment)
+                comparison = _compare(metric, control, treatment, spec.alpha, "two-sided") if usable else None
+                out.append(EffectPoint(at_ms, metric.name, variant, counts[variant], counts[spec.control], comparison))
+    return out
