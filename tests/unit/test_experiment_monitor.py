@@ -11,6 +11,7 @@ import pytest
 
 from rewardloop.learning.experiments import lifecycle
 from rewardloop.learning.experiments.buckets import BUCKETS
+from rewardloop.learning.experiments.moments import Moments
 from rewardloop.learning.experiments.monitor import (
     DAY_MS,
     MIN_USERS,
@@ -23,7 +24,6 @@ from rewardloop.learning.experiments.monitor import (
 from rewardloop.learning.experiments.results import effect_timeline
 from rewardloop.learning.experiments.spec import spec_from_dict
 from rewardloop.learning.experiments.stats import compare_proportions
-from rewardloop.learning.experiments.moments import Moments
 
 HOUR_MS = 3_600_000
 
