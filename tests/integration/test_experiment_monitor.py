@@ -5,15 +5,19 @@ schedule is stepped once its gates pass, without moving anyone."""
 from __future__ import annotations
 
 import asyncio
+import io
 import math
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
+import matplotlib.image
 import numpy as np
 import pytest
 
+from rewardloop.client.experiments_cli import main
 from rewardloop.v1 import admin_pb2_grpc, assigner_pb2, assigner_pb2_grpc, feedback_pb2, feedback_pb2_grpc
 from rewardloop.v1 import experiments_pb2 as xp
 
@@ -89,10 +93,11 @@ async def _until(admin: admin_pb2_grpc.AdminStub, name: str, done: Any, seconds:
 
 
 async def test_a_guardrail_regression_is_stopped_by_the_monitor(
-    admin: admin_pb2_grpc.AdminStub, channel: grpc.aio.Channel
+    admin: admin_pb2_grpc.AdminStub, channel: grpc.aio.Channel, service: Any, tmp_path: Path
 ) -> None:
     name = f"t-mon-{uuid.uuid4().hex[:8]}"
-    await admin.CreateExperiment(xp.CreateExperimentRequest(spec=_spec(name)), timeout=5)
+    # A short planned duration: the monitor records a timeline point at every look (>= 1 s apart).
+    await admin.CreateExperiment(xp.CreateExperimentRequest(spec=_spec(name, planned_days=0.001)), timeout=5)
     started = await admin.StartExperiment(xp.ExperimentRequest(name=name), timeout=5)
     # The treatment's users click a third as often: the click guardrail regresses.
     users = [f"{name}-u{i}" for i in range(600)]
@@ -113,7 +118,21 @@ async def test_a_guardrail_regression_is_stopped_by_the_monitor(
     assert (guardrail.metric, guardrail.variant, guardrail.regression) == ("click_conversion", "treatment", True)
     assert guardrail.p_value <= guardrail.alpha and guardrail.ci_high < 0 and math.isinf(guardrail.ci_low)
     assert not results.sequential.sample_ratio_mismatch and results.sequential.looked_at_ms > 0
-    assert results.timeline and {p.metric for p in results.timeline} == {"purchase_conversion", "click_conversion"}
+    assert {p.metric for p in results.timeline} == {"purchase_conversion", "click_conversion"}
+    clicks = [p for p in results.timeline if p.metric == "click_conversion" and not math.isnan(p.relative)]
+    assert len(clicks) >= 2 and clicks[-1].relative < 0 and clicks[-1].relative_ci_high < 0
+    assert clicks[-1].users + clicks[-1].control_users > clicks[0].users + clicks[0].control_users
+    # The CLI shows the monitor's reading, and plots the effect over time.
+    out = io.StringIO()
+    assert await asyncio.to_thread(main, ["--target", service.target, "results", name], out) == 0
+    assert "click_conversion  treatment  " in out.getvalue() and "YES" in out.getvalue()
+    assert "sample ratio (sequential): p = " in out.getvalue()
+    png = tmp_path / "effect.png"
+    assert (
+        await asyncio.to_thread(main, ["--target", service.target, "plot", name, "--out", str(png)], io.StringIO()) == 0
+    )
+    image = matplotlib.image.imread(png)
+    assert image.shape[0] > 200 and image.shape[1] > 200 and image[..., :3].std() > 0.05  # drawn, not blank
     # Stopped: its users are back to the default experience.
     assigner = assigner_pb2_grpc.AssignerStub(channel)
     await asyncio.sleep(1.2)

@@ -6,7 +6,8 @@
     rewardloop-experiments ramp ranker_v2 [--coverage 0.5]
     rewardloop-experiments show ranker_v2
     rewardloop-experiments history ranker_v2
-    rewardloop-experiments results ranker_v2         # the comparison table, SRM, planning
+    rewardloop-experiments results ranker_v2         # the comparison table, SRM, planning, monitor
+    rewardloop-experiments plot ranker_v2 --out effect.png   # effect over time (needs matplotlib)
     rewardloop-experiments stop ranker_v2 --winner treatment --reason "won on clicks"
 
 ``--target`` (or ``REWARDLOOP_TARGET``) names the service, ``--token`` (or ``REWARDLOOP_ADMIN_TOKEN``)
@@ -26,6 +27,7 @@ from typing import Any, TextIO
 import grpc
 from google.protobuf import json_format
 
+from rewardloop.client.experiment_plot import PlotUnavailable, plot_effects
 from rewardloop.v1 import admin_pb2_grpc
 from rewardloop.v1 import experiments_pb2 as xp
 
@@ -51,11 +53,13 @@ def _parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=f"{name} from an ExperimentSpec JSON file ('-': stdin)")
         command.add_argument("spec")
         command.add_argument("--expected-version", type=int, default=0)
-    for name in ("show", "results", "start", "pause", "delete", "history"):
+    for name in ("show", "results", "start", "pause", "delete", "history", "plot"):
         command = commands.add_parser(name)
         command.add_argument("name")
         command.add_argument("--expected-version", type=int, default=0)
         command.add_argument("--reason", default="")
+        if name == "plot":
+            command.add_argument("--out", default="", help="the PNG to write; default: <name>-effect.png")
     stop = commands.add_parser("stop")
     stop.add_argument("name")
     stop.add_argument("--expected-version", type=int, default=0)
@@ -126,6 +130,32 @@ def show_results(results: xp.ExperimentResults, out: TextIO) -> None:
     srm = "MISMATCH: do not trust the comparisons" if results.sample_ratio_mismatch else "ok"
     out.write(f"sample ratio: p = {results.sample_ratio_p_value:.3g} ({srm})\n")
     out.write(f"planning: {results.planning.message}\n")
+    show_sequential(results.sequential, out)
+
+
+def show_sequential(reading: xp.SequentialResults, out: TextIO) -> None:
+    """The monitor's reading: the tests that stay valid however often they are read."""
+    if not reading.looked_at_ms:
+        out.write("monitor: not looked at yet\n")
+        return
+    out.write(f"monitor (last look {_time(reading.looked_at_ms)}; valid at any look):\n")
+    if reading.primary:
+        planned = reading.planned_users_per_variant
+        rows = [["primary", "looks", "information", "z", "boundary", "verdict"]]
+        rows += [[p.variant, str(p.looks), f"{p.information_fraction:.0%} of {planned:,.0f}", f"{p.z:+.2f}",
+                  f"±{p.boundary:.2f}", p.verdict + (f" (look {p.decided_look})" if p.decided_look else "")]
+                 for p in reading.primary]  # fmt: skip
+        _table(rows, out)
+    if reading.guardrails:
+        rows = [["guardrail", "variant", "always-valid p", "level", "difference bound", "regression"]]
+        rows += [[g.metric, g.variant, _number(g.p_value, 3), _number(g.alpha, 3),
+                  f"< {g.ci_high:.4g}" if g.ci_high != float("inf") else f"> {g.ci_low:.4g}",
+                  "YES" if g.regression else "no"] for g in reading.guardrails]  # fmt: skip
+        _table(rows, out)
+    srm = "MISMATCH" if reading.sample_ratio_mismatch else "ok"
+    out.write(f"sample ratio (sequential): p = {reading.sample_ratio_p_value:.3g} ({srm})\n")
+    if reading.ramp_gate:
+        out.write(f"ramp: {reading.ramp_gate}\n")
 
 
 def _spec(path: str) -> xp.ExperimentSpec:
@@ -177,6 +207,10 @@ def run(args: argparse.Namespace, stub: Any, out: TextIO, metadata: Sequence[tup
         if args.command == "results":
             show_results(stub.GetExperimentResults(request, **call), out)
             return
+        if args.command == "plot":
+            path = plot_effects(stub.GetExperimentResults(request, **call), args.out or f"{args.name}-effect.png")
+            out.write(f"wrote {path}\n")
+            return
         method = {"show": stub.GetExperiment, "start": stub.StartExperiment, "pause": stub.PauseExperiment}
         describe(method[args.command](request, **call), out)
 
@@ -190,7 +224,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         except grpc.RpcError as err:
             print(f"{err.code().name}: {err.details()}", file=sys.stderr)
             return 1
-        except (OSError, json_format.ParseError) as err:
+        except (OSError, json_format.ParseError, PlotUnavailable) as err:
             print(f"{args.command}: {err}", file=sys.stderr)
             return 1
     return 0

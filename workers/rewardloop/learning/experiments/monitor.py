@@ -56,7 +56,7 @@ MIN_USERS = 100
 SRM_ALPHA = 0.001
 MAX_LOOKS = 100
 TIMELINE_POINTS = 200  # effect-over-time points recorded over the planned duration
-MIN_POINT_SECONDS = 10.0
+MIN_POINT_SECONDS = 1.0
 DAY_MS = 86_400_000
 STOP, RAMP = "stop", "ramp"
 
@@ -163,7 +163,8 @@ def look(experiment: Experiment, users: Users, sums: Sums, state: MonitorState, 
     if point:
         state = replace(state, point_ms=now_ms)
     if spec.auto_stop and (state.srm or state.regressions()):
-        return Outcome(state, STOP, _stop_reason(experiment, counts, sums, state), point)
+        # The look that acted is always on the timeline: it is the one a reader looks for.
+        return Outcome(replace(state, point_ms=now_ms), STOP, _stop_reason(experiment, counts, sums, state), True)
     gate = _ramp_gate(experiment, counts, state, now_ms)
     state = replace(state, gate=gate or "")
     if gate is None:
@@ -173,7 +174,7 @@ def look(experiment: Experiment, users: Users, sums: Sums, state: MonitorState, 
             f"{step.hold_hours:g} h, every variant has >= {step.min_users} users, no sample-ratio "
             "mismatch, no guardrail regression"
         )
-        return Outcome(state, RAMP, reason, point)
+        return Outcome(replace(state, point_ms=now_ms), RAMP, reason, True)
     return Outcome(state, point=point)
 
 
