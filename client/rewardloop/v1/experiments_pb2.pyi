@@ -65,7 +65,7 @@ class RampStep(_message.Message):
     def __init__(self, coverage: _Optional[float] = ..., hold_hours: _Optional[float] = ..., min_users: _Optional[int] = ...) -> None: ...
 
 class ExperimentSpec(_message.Message):
-    __slots__ = ("name", "description", "variants", "layer", "coverage", "targeting", "surfaces", "primary_metric", "guardrails", "mde", "mde_absolute", "alpha", "power", "planned_days", "ramp", "salt", "metadata", "no_auto_stop")
+    __slots__ = ("name", "description", "variants", "layer", "coverage", "targeting", "surfaces", "primary_metric", "guardrails", "mde", "mde_absolute", "alpha", "power", "planned_days", "ramp", "salt", "metadata", "no_auto_stop", "baseline_mean", "baseline_sd", "expected_daily_users", "refuse_infeasible")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,10 @@ class ExperimentSpec(_message.Message):
     SALT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     NO_AUTO_STOP_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_MEAN_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_SD_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_DAILY_USERS_FIELD_NUMBER: _ClassVar[int]
+    REFUSE_INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     variants: _containers.RepeatedCompositeFieldContainer[Variant]
@@ -109,7 +113,11 @@ class ExperimentSpec(_message.Message):
     salt: str
     metadata: _containers.ScalarMap[str, str]
     no_auto_stop: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., layer: _Optional[str] = ..., coverage: _Optional[float] = ..., targeting: _Optional[_Iterable[_Union[TargetingCondition, _Mapping]]] = ..., surfaces: _Optional[_Iterable[str]] = ..., primary_metric: _Optional[_Union[Metric, _Mapping]] = ..., guardrails: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., mde: _Optional[float] = ..., mde_absolute: _Optional[bool] = ..., alpha: _Optional[float] = ..., power: _Optional[float] = ..., planned_days: _Optional[float] = ..., ramp: _Optional[_Iterable[_Union[RampStep, _Mapping]]] = ..., salt: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., no_auto_stop: _Optional[bool] = ...) -> None: ...
+    baseline_mean: float
+    baseline_sd: float
+    expected_daily_users: float
+    refuse_infeasible: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., layer: _Optional[str] = ..., coverage: _Optional[float] = ..., targeting: _Optional[_Iterable[_Union[TargetingCondition, _Mapping]]] = ..., surfaces: _Optional[_Iterable[str]] = ..., primary_metric: _Optional[_Union[Metric, _Mapping]] = ..., guardrails: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., mde: _Optional[float] = ..., mde_absolute: _Optional[bool] = ..., alpha: _Optional[float] = ..., power: _Optional[float] = ..., planned_days: _Optional[float] = ..., ramp: _Optional[_Iterable[_Union[RampStep, _Mapping]]] = ..., salt: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., no_auto_stop: _Optional[bool] = ..., baseline_mean: _Optional[float] = ..., baseline_sd: _Optional[float] = ..., expected_daily_users: _Optional[float] = ..., refuse_infeasible: _Optional[bool] = ...) -> None: ...
 
 class VariantAllocation(_message.Message):
     __slots__ = ("variant", "weight", "coverage")
@@ -122,7 +130,7 @@ class VariantAllocation(_message.Message):
     def __init__(self, variant: _Optional[str] = ..., weight: _Optional[float] = ..., coverage: _Optional[float] = ...) -> None: ...
 
 class Experiment(_message.Message):
-    __slots__ = ("spec", "status", "version", "coverage", "ramp_step", "allocation", "retired_coverage", "created_at_ms", "updated_at_ms", "started_at_ms", "stopped_at_ms", "reason", "winner", "source", "stepped_at_ms", "changed_by")
+    __slots__ = ("spec", "status", "version", "coverage", "ramp_step", "allocation", "retired_coverage", "created_at_ms", "updated_at_ms", "started_at_ms", "stopped_at_ms", "reason", "winner", "source", "stepped_at_ms", "changed_by", "planning")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +147,7 @@ class Experiment(_message.Message):
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     STEPPED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     CHANGED_BY_FIELD_NUMBER: _ClassVar[int]
+    PLANNING_FIELD_NUMBER: _ClassVar[int]
     spec: ExperimentSpec
     status: ExperimentStatus
     version: int
@@ -155,7 +164,8 @@ class Experiment(_message.Message):
     source: str
     stepped_at_ms: int
     changed_by: str
-    def __init__(self, spec: _Optional[_Union[ExperimentSpec, _Mapping]] = ..., status: _Optional[_Union[ExperimentStatus, str]] = ..., version: _Optional[int] = ..., coverage: _Optional[float] = ..., ramp_step: _Optional[int] = ..., allocation: _Optional[_Iterable[_Union[VariantAllocation, _Mapping]]] = ..., retired_coverage: _Optional[float] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., stopped_at_ms: _Optional[int] = ..., reason: _Optional[str] = ..., winner: _Optional[str] = ..., source: _Optional[str] = ..., stepped_at_ms: _Optional[int] = ..., changed_by: _Optional[str] = ...) -> None: ...
+    planning: ExperimentPlanning
+    def __init__(self, spec: _Optional[_Union[ExperimentSpec, _Mapping]] = ..., status: _Optional[_Union[ExperimentStatus, str]] = ..., version: _Optional[int] = ..., coverage: _Optional[float] = ..., ramp_step: _Optional[int] = ..., allocation: _Optional[_Iterable[_Union[VariantAllocation, _Mapping]]] = ..., retired_coverage: _Optional[float] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., stopped_at_ms: _Optional[int] = ..., reason: _Optional[str] = ..., winner: _Optional[str] = ..., source: _Optional[str] = ..., stepped_at_ms: _Optional[int] = ..., changed_by: _Optional[str] = ..., planning: _Optional[_Union[ExperimentPlanning, _Mapping]] = ...) -> None: ...
 
 class CreateExperimentRequest(_message.Message):
     __slots__ = ("spec",)

@@ -60,6 +60,8 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         assert isinstance(decision, Decision)
         covering = [e for e in self._config.experiments.values() if call.surface in e.surfaces]
         assignments = assign_all(covering, request.user_id)
+        if self._catalog is not None:
+            self._catalog.traffic.note(call.surface, call.pseudonym)
         if self._catalog is not None and self._catalog.assigner.covering(call.surface):
             attributes = _attributes(validation.context_features(request.context))
             stored = self._catalog.assigner.assign(request.user_id, attributes, surface=call.surface)

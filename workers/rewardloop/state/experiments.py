@@ -32,6 +32,7 @@ from rewardloop.state.keys import (
     experiments_key,
     experiments_version_key,
 )
+from rewardloop.state.traffic import TrafficCounter
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,8 @@ class ExperimentCatalog:
         self._task: asyncio.Task[None] | None = None
         self._redis: aioredis.Redis | None = None
         self._exposures: Exposures | None = None
+        # Distinct users per surface, for planning (the front notes them; flushed with each refresh).
+        self.traffic = TrafficCounter()
 
     async def expose(self, pseudonym: str, assignments: list[tuple[str, str]], now_ms: int) -> int:
         """Records the user's first exposures (`experiment_metrics.Exposures`); how many were first."""
@@ -202,6 +205,7 @@ class ExperimentCatalog:
                 await asyncio.sleep(self._refresh_seconds)
                 try:
                     await self.refresh(redis)
+                    await self.traffic.flush(redis)
                 except (RedisError, OSError) as exc:
                     # Keep assigning from the last catalogue: assignment must not fail with storage.
                     log.warning("experiment catalogue refresh failed: %s", exc)

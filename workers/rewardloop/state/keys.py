@@ -241,3 +241,9 @@ def experiment_timeline_key(name: str) -> str:
 def experiment_monitor_lease_key() -> str:
     """String: which front's experiment monitor acts (SET NX with an expiry; renewed each look)."""
     return f"{KEY_PREFIX}x:monitor-lease"
+
+
+def surface_traffic_key(surface_name: str, day: str) -> str:
+    """HyperLogLog of the distinct users a surface decided for on one UTC day (``YYYYMMDD``), for
+    planning experiments (`state/traffic.py`). 12 KB at most, expires after `TRAFFIC_TTL_SECONDS`."""
+    return f"{KEY_PREFIX}traffic:{surface_name}:{day}"

@@ -8,6 +8,7 @@ it atomically with its history. Config-file experiments are listed (read-only) b
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict, replace
 from typing import Any
 
 import grpc
@@ -19,11 +20,13 @@ from rewardloop.learning.experiments import lifecycle
 from rewardloop.learning.experiments.assignment import ExperimentConfig
 from rewardloop.learning.experiments.buckets import BUCKETS
 from rewardloop.learning.experiments.lifecycle import Experiment, LifecycleError, layer_free
+from rewardloop.learning.experiments.results import plan_at_creation
 from rewardloop.learning.experiments.spec import DEFAULT_MIN_USERS, ExperimentSpec, spec_from_dict
 from rewardloop.learning.params import ConfigError, check_name
 from rewardloop.learning.rewards.signals import Signal
 from rewardloop.server.status import ServiceError, failed_precondition, invalid, not_found, quote, unavailable
 from rewardloop.state.experiments import Conflict, ExperimentStore, TooMany, now_ms
+from rewardloop.state.traffic import daily_users
 from rewardloop.v1 import experiments_pb2
 from rewardloop.workers.config import ServiceConfig
 
@@ -86,9 +89,13 @@ def spec_of(message: experiments_pb2.ExperimentSpec, config: ServiceConfig) -> E
     }  # fmt: skip
     if message.HasField("primary_metric"):
         raw["primary_metric"] = _metric_dict(message.primary_metric)
-    for key in ("coverage", "mde", "alpha", "power", "planned_days"):
+    for key in ("coverage", "mde", "alpha", "power", "planned_days", "expected_daily_users"):
         if getattr(message, key):
             raw[key] = getattr(message, key)
+    for key in ("baseline_mean", "baseline_sd"):
+        if message.HasField(key):
+            raw[key] = getattr(message, key)
+    raw["refuse_infeasible"] = message.refuse_infeasible
     if len(raw["variants"]) != len(message.variants):
         raise invalid("spec.variants", "each variant must be named once")
     try:
@@ -137,6 +144,7 @@ def experiment_message(experiment: Experiment) -> experiments_pb2.Experiment:
         source="api",
         stepped_at_ms=experiment.stepped_ms,
         changed_by=experiment.changed_by,
+        planning=experiments_pb2.ExperimentPlanning(**experiment.planning) if experiment.planning else None,
     )
 
 
@@ -161,6 +169,8 @@ def spec_message(spec: ExperimentSpec) -> experiments_pb2.ExperimentSpec:
         ramp=[experiments_pb2.RampStep(coverage=s.coverage, hold_hours=s.hold_hours, min_users=s.min_users)
               for s in spec.ramp],
         salt=spec.salt, metadata=spec.metadata, no_auto_stop=not spec.auto_stop,
+        baseline_mean=spec.baseline_mean, baseline_sd=spec.baseline_sd,
+        expected_daily_users=spec.expected_daily_users, refuse_infeasible=spec.refuse_infeasible,
     )  # fmt: skip
 
 
@@ -233,10 +243,12 @@ class ExperimentsAdmin:
         if spec.name in self._config.experiments:
             raise _already_exists(f"spec.name: {quote(spec.name)} is an experiment of the config file")
 
+        planning = await self._plan(spec)
+
         def create(experiments: dict[str, Experiment]) -> Experiment:
             if spec.name in experiments:
                 raise _already_exists(f"spec.name: experiment {quote(spec.name)} exists")
-            return lifecycle.create(spec, now_ms())
+            return replace(lifecycle.create(spec, now_ms()), planning=planning)
 
         created = await self._store_call(lambda store: store.apply(spec.name, "create", create))
         return experiment_message(created)
@@ -245,10 +257,11 @@ class ExperimentsAdmin:
         self, request: experiments_pb2.UpdateExperimentRequest, context: grpc.aio.ServicerContext
     ) -> experiments_pb2.Experiment:
         spec = spec_of(request.spec, self._config)
+        planning = await self._plan(spec)
 
         def update(experiments: dict[str, Experiment], current: Experiment) -> Experiment:
             free = layer_free(experiments, spec.layer_key, excluding=spec.name)
-            return lifecycle.update(current, spec, free, now_ms())
+            return replace(lifecycle.update(current, spec, free, now_ms()), planning=planning)
 
         return self._answer(await self._apply(spec.name, "update", update, request.expected_version))
 
@@ -256,10 +269,13 @@ class ExperimentsAdmin:
         self, request: experiments_pb2.ExperimentRequest, context: grpc.aio.ServicerContext
     ) -> experiments_pb2.Experiment:
         check_experiment_name(request.name)
+        found = await self._store_call(lambda store: store.get(request.name))
+        planning = await self._plan(found.spec) if found is not None else {}
 
         def start(experiments: dict[str, Experiment], current: Experiment) -> Experiment:
             free = layer_free(experiments, current.spec.layer_key, excluding=current.name)
-            return lifecycle.start(current, free, now_ms())
+            started = lifecycle.start(current, free, now_ms())
+            return replace(started, planning=planning) if current.spec == found.spec else started
 
         return self._answer(await self._apply(request.name, "start", start, request.expected_version))
 
@@ -364,6 +380,18 @@ class ExperimentsAdmin:
 
         await self._apply(request.name, "delete", delete, request.expected_version)
         return experiments_pb2.DeleteExperimentResponse()
+
+    async def _plan(self, spec: ExperimentSpec) -> dict[str, Any]:
+        """The planning answer at the traffic of the spec's surfaces (all when it names none);
+        FAILED_PRECONDITION when the spec refuses an infeasible plan."""
+        surfaces = spec.surfaces or tuple(self._config.surfaces)
+        daily = await self._store_call(lambda store: daily_users(store.redis, surfaces))
+        planning = plan_at_creation(spec, daily)
+        if spec.refuse_infeasible and not planning.feasible:
+            raise failed_precondition(
+                f"spec.planned_days: {planning.message}; raise the MDE, the coverage or the planned days"
+            )
+        return asdict(planning)
 
     @staticmethod
     def _answer(experiment: Experiment | None) -> experiments_pb2.Experiment:

@@ -54,6 +54,8 @@ class Experiment:
     winner: str = ""
     stepped_ms: int = 0  # when the current ramp step (or the start) was reached
     changed_by: str = API  # who made the last change: API (an operator) or MONITOR
+    # The planning answer when last created, updated or started (`results.Planning` as a dict).
+    planning: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -69,7 +71,7 @@ class Experiment:
             "allocation": self.allocation.to_dict(), "coverage": self.coverage, "ramp_step": self.ramp_step,
             "created_ms": self.created_ms, "updated_ms": self.updated_ms, "started_ms": self.started_ms,
             "stopped_ms": self.stopped_ms, "reason": self.reason, "winner": self.winner,
-            "stepped_ms": self.stepped_ms, "changed_by": self.changed_by,
+            "stepped_ms": self.stepped_ms, "changed_by": self.changed_by, "planning": dict(self.planning),
         }  # fmt: skip
 
     @classmethod

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from scipy import stats as sps
 
@@ -170,19 +170,53 @@ def _planning(spec: ExperimentSpec, counts: Mapping[str, int], control: Moments,
     per_day = total / days if days > 0 else 0.0
     if control.n < MIN_USERS or not control.variance > 0:
         return Planning(math.nan, per_day, math.nan, days, True, "too few users to size the experiment yet")
-    effect = spec.mde * abs(control.mean) if spec.mde_relative else spec.mde
+    smallest = min(c / total for c in counts.values()) if total and min(counts.values()) > 0 else 1 / len(counts)
+    return plan(spec, control.mean, control.variance, per_day, smallest, days)
+
+
+def plan(
+    spec: ExperimentSpec, mean: float, variance: float, per_day: float, smallest_share: float, days: float = 0.0
+) -> Planning:
+    """Users per variant for the MDE at the spec's alpha and power (two-sided normal approximation,
+    the control's ``variance`` in both arms), and the days that takes when ``per_day`` users enrol
+    and the smallest variant gets ``smallest_share`` of them (every enrolled user counted as new)."""
+    effect = spec.mde * abs(mean) if spec.mde_relative else spec.mde
     if effect == 0:
         return Planning(math.inf, per_day, math.inf, days, False, "the control's mean is 0: a relative MDE is 0")
     z = sps.norm.isf(spec.alpha / 2) + sps.norm.isf(1 - spec.power)
-    needed = 2 * z**2 * control.variance / effect**2
-    smallest = min(c / total for c in counts.values()) if total and min(counts.values()) > 0 else 1 / len(counts)
-    days_needed = needed / (per_day * smallest) if per_day > 0 else math.inf
-    feasible = days_needed <= spec.planned_days
+    needed = float(2 * z**2 * variance / effect**2)
+    days_needed = needed / (per_day * smallest_share) if per_day > 0 else math.inf
+    feasible = bool(days_needed <= spec.planned_days)
     message = (
         f"at {per_day:,.0f} users a day this experiment detects the MDE in {days_needed:.1f} days"
         f" ({'within' if feasible else 'beyond'} its planned {spec.planned_days:g})"
     )
     return Planning(needed, per_day, days_needed, days, feasible, message)
+
+
+def plan_at_creation(spec: ExperimentSpec, daily_users: float) -> Planning:
+    """The plan before any data: the spec's baseline (mean, and sd for count and sum metrics) and
+    ``daily_users`` of its surfaces (``spec.expected_daily_users`` when given), of whom ``coverage``
+    enrol. Without a baseline there is nothing to size from: the plan says so (feasible)."""
+    if spec.expected_daily_users:
+        daily_users = spec.expected_daily_users
+    if spec.baseline_mean is None:
+        return Planning(
+            math.nan, daily_users, math.nan, 0.0, True, "no plan: give baseline_mean to size the experiment"
+        )
+    if spec.primary_metric.binary:
+        variance = spec.baseline_mean * (1 - spec.baseline_mean)
+    elif spec.baseline_sd is None:
+        return Planning(math.nan, daily_users, math.nan, 0.0, True,
+                        f"no plan: give baseline_sd for a {spec.primary_metric.aggregate} metric")  # fmt: skip
+    else:
+        variance = spec.baseline_sd**2
+    total = sum(w for _, w in spec.variants)
+    smallest = min(w for _, w in spec.variants) / total
+    found = plan(spec, spec.baseline_mean, variance, daily_users * spec.coverage, smallest)
+    if daily_users <= 0:
+        return replace(found, message="no traffic measured yet on its surfaces: give expected_daily_users to plan")
+    return found
 
 
 @dataclass(frozen=True)

@@ -171,6 +171,10 @@ class ExperimentSpec:
     salt: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     auto_stop: bool = True
+    baseline_mean: float | None = None
+    baseline_sd: float | None = None
+    expected_daily_users: float = 0.0
+    refuse_infeasible: bool = False
 
     def __post_init__(self) -> None:
         check_name("name", self.name)
@@ -202,8 +206,21 @@ class ExperimentSpec:
             isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()
         ):
             raise ConfigError("metadata must map at most 50 strings to strings")
-        if not isinstance(self.auto_stop, bool):
-            raise ConfigError(f"auto_stop must be true or false, got {self.auto_stop!r}")
+        self._check_planning()
+
+    def _check_planning(self) -> None:
+        for name in ("auto_stop", "refuse_infeasible"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.baseline_mean is not None:
+            high = 1.0 if self.primary_metric.binary else 1e12
+            low = 0.0 if self.primary_metric.binary else -1e12
+            object.__setattr__(self, "baseline_mean", _number("baseline_mean", self.baseline_mean, low, high))
+        if self.baseline_sd is not None:
+            object.__setattr__(self, "baseline_sd", _number("baseline_sd", self.baseline_sd, 0.0, 1e12, open_low=True))
+        object.__setattr__(
+            self, "expected_daily_users", _number("expected_daily_users", self.expected_daily_users, 0.0, 1e12)
+        )
 
     def _check_variants(self) -> None:
         if not 2 <= len(self.variants) <= MAX_VARIANTS:
@@ -250,6 +267,7 @@ class ExperimentSpec:
 SPEC_KEYS = {
     "variants", "primary_metric", "description", "layer", "coverage", "targeting", "surfaces", "guardrails",
     "mde", "mde_relative", "alpha", "power", "planned_days", "ramp", "salt", "metadata", "auto_stop",
+    "baseline_mean", "baseline_sd", "expected_daily_users", "refuse_infeasible",
 }  # fmt: skip
 
 
