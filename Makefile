@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 export PYTHONHASHSEED ?= 0
 
-.PHONY: run test test-all protos protos-check lint fmt typecheck demo train-agent drive-agent bench bench-recommend bench-assign bench-agents bench-feedback fuzz soak clean
+.PHONY: run test test-all protos protos-check lint fmt typecheck demo train-agent drive-agent bench bench-recommend bench-assign bench-experiments bench-agents bench-feedback fuzz soak clean
 
 # Two `make` calls can find the venv missing or stale at once (CI steps, an editor's test
 # runner, a terminal); two pips installing into one venv break each other. So the build runs
@@ -91,6 +91,11 @@ drive-agent: $(STAMP)
 ## bench-assign: Assign across 50 experiments, in-process and through gRPC, next to dictionary baselines
 bench-assign: $(STAMP)
 	$(PY) bench/assign.py
+
+## bench-experiments: sequential tests by simulation: A/A false positives under daily and continuous looks
+##   (next to the naively peeked fixed test), power within 7 days, SRM alarms
+bench-experiments: $(STAMP)
+	$(PY) bench/experiments_sequential.py
 
 ## bench-agents: DQN gradient steps/s next to a bare torch loop on the same network
 bench-agents: $(STAMP)
