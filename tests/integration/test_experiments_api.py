@@ -337,3 +337,31 @@ async def test_exposures_and_metrics_stream_into_variant_sums(
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("the deleted experiment's fields stayed in the user's hash")
+
+
+async def test_a_holdout_keeps_its_users_out_of_other_experiments(
+    admin: admin_pb2_grpc.AdminStub, channel: grpc.aio.Channel
+) -> None:
+    hold, other = _name(), _name()
+    holdout = _spec(hold, layer="", holdout=True,
+                    variants=[xp.Variant(name="held", weight=1), xp.Variant(name="exposed", weight=1)])  # fmt: skip
+    await admin.CreateExperiment(xp.CreateExperimentRequest(spec=holdout), timeout=5)
+    await admin.CreateExperiment(xp.CreateExperimentRequest(spec=_spec(other)), timeout=5)
+    for name in (hold, other):
+        await admin.StartExperiment(xp.ExperimentRequest(name=name), timeout=5)
+    users = USERS[:300]
+    in_hold = await _until_assigned(channel, hold, users, 1.0)
+    stub = assigner_pb2_grpc.AssignerStub(channel)
+    for user in users:
+        reply = await stub.Assign(assigner_pb2.AssignRequest(user_id=user, experiments=[hold, other]), timeout=5)
+        got = {a.experiment: a.variant for a in reply.assignments}
+        if in_hold[user] == "held":
+            assert got == {hold: "held"}
+        else:
+            assert got[hold] == "exposed" and other in got
+    assert 0.35 < sum(v == "held" for v in in_hold.values()) / len(users) < 0.65
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await admin.CreateExperiment(
+            xp.CreateExperimentRequest(spec=_spec(_name(), layer="shared", holdout=True)), timeout=5
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and bad.value.details().startswith("spec.holdout")

@@ -276,3 +276,39 @@ def test_pause_keeps_users_for_when_it_resumes() -> None:
     resumed = Assigner([lifecycle.start(paused, free, 3)])
     assert [resumed.assign(u) for u in USERS[:3000]] == before
     assert (paused.version, paused.reason) == (3, "investigating")
+
+
+def test_a_holdouts_first_variant_gets_no_other_experiment() -> None:
+    catalog: dict[str, Experiment] = {}
+    _started(catalog, "hold", holdout=True, variants={"held": 1, "exposed": 9}, coverage=0.5)
+    _started(catalog, "a", layer="ranking")
+    _started(catalog, "b", layer="ui", coverage=0.5)
+    _started(catalog, "c", targeting=[{"attribute": "country", "operator": "eq", "values": ["de"]}])
+    assigner = Assigner(catalog.values())
+    without = Assigner([e for e in catalog.values() if e.name != "hold"])
+    held = 0
+    for user in USERS[:5000]:
+        got = dict(assigner.assign(user, {"country": "de"}))
+        if got.get("hold") == "held":
+            held += 1
+            assert got == {"hold": "held"}, "a held-out user was given another experiment"
+            assert assigner.assign(user, {"country": "de"}, only={"a"}) == []
+        else:
+            # Everyone else is assigned exactly as if there were no holdout.
+            assert {k: v for k, v in got.items() if k != "hold"} == dict(without.assign(user, {"country": "de"}))
+    assert held / 5000 == pytest.approx(0.05, abs=0.01)  # 10% of half the users
+
+
+def test_a_holdout_holds_out_only_the_users_it_targets() -> None:
+    catalog: dict[str, Experiment] = {}
+    _started(catalog, "hold", holdout=True, targeting=[{"attribute": "country", "operator": "eq", "values": ["de"]}])
+    _started(catalog, "a", layer="ranking")
+    assigner = Assigner(catalog.values())
+    user = next(u for u in USERS if dict(assigner.assign(u, {"country": "de"})).get("hold") == "control")
+    assert [e for e, _ in assigner.assign(user, {"country": "fr"})] == ["a"]
+    assert [e for e, _ in assigner.assign(user, {"country": "de"})] == ["hold"]
+
+
+def test_a_holdout_needs_its_own_layer() -> None:
+    with pytest.raises(ConfigError, match="holdout: a holdout needs a layer of its own"):
+        spec_from_dict("h", _spec(holdout=True, layer="ranking"))

@@ -65,7 +65,7 @@ class RampStep(_message.Message):
     def __init__(self, coverage: _Optional[float] = ..., hold_hours: _Optional[float] = ..., min_users: _Optional[int] = ...) -> None: ...
 
 class ExperimentSpec(_message.Message):
-    __slots__ = ("name", "description", "variants", "layer", "coverage", "targeting", "surfaces", "primary_metric", "guardrails", "mde", "mde_absolute", "alpha", "power", "planned_days", "ramp", "salt", "metadata", "no_auto_stop", "baseline_mean", "baseline_sd", "expected_daily_users", "refuse_infeasible")
+    __slots__ = ("name", "description", "variants", "layer", "coverage", "targeting", "surfaces", "primary_metric", "guardrails", "mde", "mde_absolute", "alpha", "power", "planned_days", "ramp", "salt", "metadata", "no_auto_stop", "baseline_mean", "baseline_sd", "expected_daily_users", "refuse_infeasible", "holdout")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class ExperimentSpec(_message.Message):
     BASELINE_SD_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_DAILY_USERS_FIELD_NUMBER: _ClassVar[int]
     REFUSE_INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     variants: _containers.RepeatedCompositeFieldContainer[Variant]
@@ -117,7 +118,8 @@ class ExperimentSpec(_message.Message):
     baseline_sd: float
     expected_daily_users: float
     refuse_infeasible: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., layer: _Optional[str] = ..., coverage: _Optional[float] = ..., targeting: _Optional[_Iterable[_Union[TargetingCondition, _Mapping]]] = ..., surfaces: _Optional[_Iterable[str]] = ..., primary_metric: _Optional[_Union[Metric, _Mapping]] = ..., guardrails: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., mde: _Optional[float] = ..., mde_absolute: _Optional[bool] = ..., alpha: _Optional[float] = ..., power: _Optional[float] = ..., planned_days: _Optional[float] = ..., ramp: _Optional[_Iterable[_Union[RampStep, _Mapping]]] = ..., salt: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., no_auto_stop: _Optional[bool] = ..., baseline_mean: _Optional[float] = ..., baseline_sd: _Optional[float] = ..., expected_daily_users: _Optional[float] = ..., refuse_infeasible: _Optional[bool] = ...) -> None: ...
+    holdout: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., layer: _Optional[str] = ..., coverage: _Optional[float] = ..., targeting: _Optional[_Iterable[_Union[TargetingCondition, _Mapping]]] = ..., surfaces: _Optional[_Iterable[str]] = ..., primary_metric: _Optional[_Union[Metric, _Mapping]] = ..., guardrails: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., mde: _Optional[float] = ..., mde_absolute: _Optional[bool] = ..., alpha: _Optional[float] = ..., power: _Optional[float] = ..., planned_days: _Optional[float] = ..., ramp: _Optional[_Iterable[_Union[RampStep, _Mapping]]] = ..., salt: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., no_auto_stop: _Optional[bool] = ..., baseline_mean: _Optional[float] = ..., baseline_sd: _Optional[float] = ..., expected_daily_users: _Optional[float] = ..., refuse_infeasible: _Optional[bool] = ..., holdout: _Optional[bool] = ...) -> None: ...
 
 class VariantAllocation(_message.Message):
     __slots__ = ("variant", "weight", "coverage")

@@ -5,6 +5,9 @@ user's assignments cost one hash per layer and a list lookup, whatever the numbe
 (bench/assign.py: 50 experiments in well under 0.1 ms). Targeting is checked only for the
 experiment whose bucket the user falls in.
 
+Holdouts: a user in the first variant of a running holdout experiment gets that assignment (and
+other holdouts') and no other; every other user is assigned as if there were no holdout.
+
 >>> from rewardloop.learning.experiments.lifecycle import create, start
 >>> from rewardloop.learning.experiments.spec import spec_from_dict
 >>> spec = spec_from_dict("e", {"variants": {"a": 1, "b": 1}, "primary_metric": {"source": "click"}})
@@ -58,6 +61,11 @@ class Assigner:
                 self._owner[row * BUCKETS + experiment.allocation.buckets(variant)] = len(slots)
                 slots.append(_Slot(spec.name, variant, spec.targeting, spec.surfaces))
         self._slots = tuple(slots)
+        holdouts = {e.name for e in running if e.spec.holdout}
+        self._holding = frozenset(
+            i for i, s in enumerate(slots) if s.experiment in holdouts and s.variant == _control(running, s.experiment)
+        )
+        self._holdout_slots = frozenset(i for i, s in enumerate(slots) if s.experiment in holdouts)
         self._pairs = tuple((s.experiment, s.variant) for s in slots)
         self._plain = not any(s.targeting for s in slots)
         self.names = frozenset(e.name for e in running)
@@ -78,6 +86,8 @@ class Assigner:
             return []
         hits = self._owner[self._offsets + buckets_of(self._salts, user_id)]
         indices = np.sort(hits[hits >= 0]).tolist()
+        if self._holding and not self._holding.isdisjoint(indices) and self._held(indices, attributes):
+            indices = [i for i in indices if i in self._holdout_slots]
         if self._plain and not only and not surface:
             return [self._pairs[i] for i in indices]
         out = []
@@ -91,9 +101,19 @@ class Assigner:
                 out.append(self._pairs[index])
         return out
 
+    def _held(self, indices: list[int], attributes: Mapping[str, str]) -> bool:
+        """Whether a holdout whose first variant holds the user's bucket also targets the user."""
+        return any(
+            all(c.matches(attributes) for c in self._slots[i].targeting) for i in indices if i in self._holding
+        )
+
     def covering(self, surface: str) -> bool:
         """Whether any running experiment covers ``surface`` (Recommend skips hashing when none does)."""
         return surface in self._surfaces
+
+
+def _control(running: list[Experiment], name: str) -> str:
+    return next(e.spec.control for e in running if e.name == name)
 
 
 def _salt(layer: str, members: list[Experiment]) -> str:

@@ -151,6 +151,9 @@ class ExperimentSpec:
     ``mde``: the smallest effect on the primary metric worth detecting, relative to the control's
     mean (0.02 = 2%) unless ``mde_relative`` is false. ``auto_stop``: the monitor stops the
     experiment on a guardrail regression or sample-ratio mismatch (else it only reports them).
+    ``holdout``: the users of the first variant get no other experiment (`assigner.py`).
+    ``baseline_mean`` / ``baseline_sd`` / ``expected_daily_users``: what the plan at creation is
+    sized from (`results.plan_at_creation`); ``refuse_infeasible`` refuses an infeasible plan.
     """
 
     name: str
@@ -175,6 +178,7 @@ class ExperimentSpec:
     baseline_sd: float | None = None
     expected_daily_users: float = 0.0
     refuse_infeasible: bool = False
+    holdout: bool = False
 
     def __post_init__(self) -> None:
         check_name("name", self.name)
@@ -209,7 +213,7 @@ class ExperimentSpec:
         self._check_planning()
 
     def _check_planning(self) -> None:
-        for name in ("auto_stop", "refuse_infeasible"):
+        for name in ("auto_stop", "refuse_infeasible", "holdout"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.baseline_mean is not None:
@@ -221,6 +225,8 @@ class ExperimentSpec:
         object.__setattr__(
             self, "expected_daily_users", _number("expected_daily_users", self.expected_daily_users, 0.0, 1e12)
         )
+        if self.holdout and self.layer:
+            raise ConfigError(f"holdout: a holdout needs a layer of its own (leave layer empty), got {self.layer!r}")
 
     def _check_variants(self) -> None:
         if not 2 <= len(self.variants) <= MAX_VARIANTS:
@@ -267,7 +273,7 @@ class ExperimentSpec:
 SPEC_KEYS = {
     "variants", "primary_metric", "description", "layer", "coverage", "targeting", "surfaces", "guardrails",
     "mde", "mde_relative", "alpha", "power", "planned_days", "ramp", "salt", "metadata", "auto_stop",
-    "baseline_mean", "baseline_sd", "expected_daily_users", "refuse_infeasible",
+    "baseline_mean", "baseline_sd", "expected_daily_users", "refuse_infeasible", "holdout",
 }  # fmt: skip
 
 
