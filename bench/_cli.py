@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from _report import progress
 
@@ -57,3 +58,17 @@ def run_main(main: Callable[[], Awaitable[object]]) -> None:
     except KeyboardInterrupt:
         progress("interrupted: load processes, servers, Ray and redis-server were stopped")
         sys.exit(130)
+
+
+@contextlib.asynccontextmanager
+async def running_service(config: Any, redis_url: str, prefix: str) -> AsyncIterator[Any]:
+    """The service (a real front, shards on the local Ray, the given Redis) for one measurement."""
+    from rewardloop.server.app import Service
+
+    service = Service(config, redis_url, "127.0.0.1:0", shard_prefix=prefix)
+    try:
+        await service.start()
+        yield service
+    finally:
+        # No snapshot flush: nothing was learned, and a stop must not wait on it.
+        await service.stop(grace=1.0, flush=False)

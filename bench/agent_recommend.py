@@ -50,12 +50,11 @@ import _report
 import grpc
 import psutil
 import redis.asyncio as aioredis
-from _cli import argument_parser, int_list, run_main, start_ray
+from _cli import argument_parser, int_list, run_main, running_service, start_ray
 from _load import RPC_TIMEOUT_SECONDS, Call, LoadClients, LoadResult, LoadSpec
 from _measure import CpuTime, Level, Probe, Stopwatch, histogram_probe, measure
 from _report import fmt, print_environment, print_profile, progress, progress_level, table, write_json
 from _workload import NO_BURST_LIMIT, PSEUDONYM_KEY, user_ids
-from recommend import running_service
 
 from rewardloop.demo.agent_driver import CONTEXT, surface_spec
 from rewardloop.learning.surface import SurfaceConfig

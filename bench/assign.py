@@ -21,13 +21,12 @@ from collections.abc import Callable
 import grpc
 import numpy as np
 import redis.asyncio as aioredis
-from _cli import run_main, start_ray
+from _cli import run_main, running_service, start_ray
 from _report import environment, progress, table
 
 from rewardloop.learning.experiments import ExperimentConfig, assign_all, lifecycle
 from rewardloop.learning.experiments.assigner import Assigner
 from rewardloop.learning.experiments.spec import spec_from_dict
-from rewardloop.server.app import Service
 from rewardloop.state.experiments import ExperimentStore, now_ms
 from rewardloop.v1 import assigner_pb2, assigner_pb2_grpc, common_pb2
 from rewardloop.workers.config import ServiceConfig
@@ -140,14 +139,10 @@ async def through_grpc(args: argparse.Namespace, catalog: dict[str, lifecycle.Ex
                 await store.apply(name, "start", lambda c, n=name: lifecycle.start(
                     c[n], lifecycle.layer_free(c, c[n].spec.layer_key, n), now_ms()))  # fmt: skip
         config = ServiceConfig.from_dict({"shards": 1, "surfaces": {"s": {"algorithm": "ucb1", "items": ["a", "b"]}}})
-        service = Service(config, redis_server.url, "127.0.0.1:0", shard_prefix="assign-bench")
-        await service.start()
-        try:
+        async with running_service(config, redis_server.url, "assign-bench") as service:
             progress("service: Assign through the front (first-exposure script included)")
             first = await timed_grpc(service.target, users)
             repeat = await timed_grpc(service.target, users)
-        finally:
-            await service.stop(grace=1.0, flush=False)
     return [
         row("plain grpc.aio, dict answer (baseline)", baseline, None),
         row("rewardloop Assign, first exposures", first, baseline),

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import redis.asyncio as aioredis
-from _cli import argument_parser, int_list, run_main, start_ray
+from _cli import argument_parser, int_list, run_main, running_service, start_ray
 from _load import LoadClients, LoadSpec
 from _measure import ROLES, CpuTime, Level, Probe, Stopwatch, histogram_probe, measure
 from _report import (
@@ -45,7 +45,6 @@ from _report import (
 from _workload import SURFACE, service_config
 
 from rewardloop.learning.bandits import PolicyState, make_policy
-from rewardloop.server.app import Service
 from rewardloop.v1 import recommender_pb2, recommender_pb2_grpc
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.redis_server import EmbeddedRedis
@@ -112,17 +111,6 @@ async def baseline_server(config: ServiceConfig) -> AsyncIterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         await server.stop(grace=1.0)
-
-
-@contextlib.asynccontextmanager
-async def running_service(config: ServiceConfig, redis_url: str, prefix: str) -> AsyncIterator[Service]:
-    service = Service(config, redis_url, "127.0.0.1:0", shard_prefix=prefix)
-    try:
-        await service.start()
-        yield service
-    finally:
-        # No snapshot flush: nothing was learned, and a stop must not wait on it.
-        await service.stop(grace=1.0, flush=False)
 
 
 @dataclass
