@@ -365,3 +365,37 @@ async def test_a_holdout_keeps_its_users_out_of_other_experiments(
             xp.CreateExperimentRequest(spec=_spec(_name(), layer="shared", holdout=True)), timeout=5
         )
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and bad.value.details().startswith("spec.holdout")
+
+
+async def test_repeat_exposures_skip_redis_and_the_cache_is_bounded(
+    admin: admin_pb2_grpc.AdminStub, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rewardloop.state.experiments as experiments_module
+
+    name = _name()
+    await admin.CreateExperiment(xp.CreateExperimentRequest(spec=_spec(name)), timeout=5)
+    await admin.StartExperiment(xp.ExperimentRequest(name=name), timeout=5)
+    catalog = await ExperimentCatalog(service.redis_url).start()
+    calls = 0
+    try:
+        assert name in catalog.experiments
+        original = experiments_module.Exposures.expose
+
+        async def counted(self: Any, *args: Any) -> int:
+            nonlocal calls
+            calls += 1
+            return await original(self, *args)
+
+        monkeypatch.setattr(experiments_module.Exposures, "expose", counted)
+        monkeypatch.setattr(experiments_module, "EXPOSED_CACHE", 5)
+        users = [f"{name}-cache-{i}" for i in range(8)]
+        firsts = [await catalog.expose(u, catalog.assigner.assign(u, only={name}), 1) for u in users]
+        assert firsts == [1] * 8 and calls == 8 and len(catalog.exposed) == 5
+        # The last five are remembered: no Redis call; the first three were evicted: one call each,
+        # and Redis still knows them (not first exposures).
+        repeats = [await catalog.expose(u, catalog.assigner.assign(u, only={name}), 2) for u in users[3:]]
+        assert repeats == [0] * 5 and calls == 8
+        evicted = [await catalog.expose(u, catalog.assigner.assign(u, only={name}), 3) for u in users[:3]]
+        assert evicted == [0] * 3 and calls == 11 and len(catalog.exposed) == 5
+    finally:
+        await catalog.stop()

@@ -21,7 +21,14 @@ from redis.exceptions import RedisError
 
 from rewardloop.server.admin import AdminService
 from rewardloop.server.interceptors import RpcObserver, TokenAuth
-from rewardloop.server.metrics import EXPERIMENTS, MONITOR_ACTIONS, REDIS_STATS, TRAINER_STATS, publish_heap
+from rewardloop.server.metrics import (
+    EXPERIMENTS,
+    EXPOSURE_CACHE,
+    MONITOR_ACTIONS,
+    REDIS_STATS,
+    TRAINER_STATS,
+    publish_heap,
+)
 from rewardloop.server.routing import ShardRouter
 from rewardloop.server.services import AssignerService, FeedbackService, RecommenderService
 from rewardloop.server.streams import OpenStreams
@@ -218,6 +225,7 @@ class Service:
                 if self.catalog is not None:
                     for status, count in self.catalog.counts().items():
                         EXPERIMENTS.labels(status).set(count)
+                    EXPOSURE_CACHE.set(len(self.catalog.exposed))
                 if self.monitor is not None:
                     for action, count in (*self.monitor.actions.items(), ("looks", self.monitor.looks)):
                         MONITOR_ACTIONS.labels(action).set(count)

@@ -23,6 +23,10 @@ EXPOSURES = Counter(
     ["outcome"],
 )
 EXPERIMENTS = Gauge("rewardloop_experiments", "Experiments in the catalogue, by status", ["status"])
+EXPOSURE_CACHE = Gauge(
+    "rewardloop_experiment_exposure_cache_entries",
+    "Exposures the front remembers recording (bounded LRU: repeat calls skip Redis)",
+)
 MONITOR_ACTIONS = Gauge(
     "rewardloop_experiment_monitor_actions",
     "What this front's experiment monitor did since it started: stop, ramp, conflict (an operator's change"

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 MAX_EXPERIMENTS = 1_000
 HISTORY_ENTRIES = 1_000
 REFRESH_SECONDS = 1.0
+EXPOSED_CACHE = 50_000  # ~250 B each: ~12 MB at most
 _WATCH_RETRIES = 20
 
 
@@ -150,16 +152,36 @@ class ExperimentCatalog:
         self._task: asyncio.Task[None] | None = None
         self._redis: aioredis.Redis | None = None
         self._exposures: Exposures | None = None
+        # Exposures recorded lately: (pseudonym, experiment, variant, started_ms), LRU.
+        self.exposed: OrderedDict[tuple[str, str, str, int], None] = OrderedDict()
+        self._started: dict[str, int] = {}
         # Distinct users per surface, for planning (the front notes them; flushed with each refresh).
         self.traffic = TrafficCounter()
 
     async def expose(self, pseudonym: str, assignments: list[tuple[str, str]], now_ms: int) -> int:
-        """Records the user's first exposures (`experiment_metrics.Exposures`); how many were first."""
+        """Records the user's first exposures (`experiment_metrics.Exposures`); how many were first.
+
+        Exposures this process recorded lately are skipped (`EXPOSED_CACHE` entries, least recently
+        used first out): a user's repeat calls cost no Redis round trip. An entry is keyed by the
+        experiment's start time too, so a deleted and re-created experiment exposes afresh."""
         if self._redis is None:
             raise RedisError("the experiment catalogue is not started")
         if self._exposures is None:
             self._exposures = Exposures(self._redis)
-        return await self._exposures.expose(pseudonym, assignments, now_ms)
+        keys = [(pseudonym, e, v, self._started.get(e, 0)) for e, v in assignments]
+        fresh = [(e, v) for (e, v), key in zip(assignments, keys, strict=True) if not self._seen(key)]
+        first = await self._exposures.expose(pseudonym, fresh, now_ms) if fresh else 0
+        for key in keys:
+            self.exposed[key] = None
+        while len(self.exposed) > EXPOSED_CACHE:
+            self.exposed.popitem(last=False)
+        return first
+
+    def _seen(self, key: tuple[str, str, str, int]) -> bool:
+        if key in self.exposed:
+            self.exposed.move_to_end(key)
+            return True
+        return False
 
     def counts(self) -> dict[str, int]:
         """Experiments by status (the catalogue is bounded by `MAX_EXPERIMENTS`)."""
@@ -185,6 +207,7 @@ class ExperimentCatalog:
             return False
         experiments = await ExperimentStore(redis).load()
         self.experiments, self.assigner, self.version = experiments, Assigner(experiments.values()), version
+        self._started = {name: e.started_ms for name, e in experiments.items()}
         return True
 
     async def start(self) -> ExperimentCatalog:

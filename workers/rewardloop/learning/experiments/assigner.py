@@ -103,9 +103,7 @@ class Assigner:
 
     def _held(self, indices: list[int], attributes: Mapping[str, str]) -> bool:
         """Whether a holdout whose first variant holds the user's bucket also targets the user."""
-        return any(
-            all(c.matches(attributes) for c in self._slots[i].targeting) for i in indices if i in self._holding
-        )
+        return any(all(c.matches(attributes) for c in self._slots[i].targeting) for i in indices if i in self._holding)
 
     def covering(self, surface: str) -> bool:
         """Whether any running experiment covers ``surface`` (Recommend skips hashing when none does)."""
