@@ -82,3 +82,21 @@ def test_sums_always_equal_the_users_values(batches: list[list[tuple[str, float,
         ys = [v.get(value_field("e", metric), 0.0) for v in values.values()]
         assert sy == pytest.approx(sum(ys), rel=1e-9, abs=1e-6)
         assert syy == pytest.approx(sum(y * y for y in ys), rel=1e-9, abs=1e-6)
+
+
+def test_the_pre_period_value_counts_only_the_days_before_exposure() -> None:
+    from rewardloop.learning.experiments.attribution import DAY_MS, pre_period_value
+    from rewardloop.learning.experiments.spec import Metric
+
+    exposed = 100 * DAY_MS
+    events = [
+        Event("purchase", 5.0, 0.0, "home", exposed - 15 * DAY_MS),  # before the window
+        Event("purchase", 2.0, 0.0, "home", exposed - 3 * DAY_MS),
+        Event("click", 1.0, 0.0, "home", exposed - 2 * DAY_MS),
+        Event("purchase", 4.0, 0.0, "shop", exposed - 1),
+        Event("purchase", 7.0, 0.0, "home", exposed),  # at the exposure: the variant's
+    ]
+    assert pre_period_value(Metric("purchase", "sum"), events, exposed, 14) == 6.0
+    assert pre_period_value(Metric("purchase", "count", surface="home"), events, exposed, 14) == 1.0
+    assert pre_period_value(Metric("purchase", "conversion"), events, exposed, 14) == 1.0
+    assert pre_period_value(Metric("purchase", "sum"), events, exposed, 0) == 0.0

@@ -234,3 +234,21 @@ def test_the_timeline_is_the_fixed_horizon_comparison_at_each_point():
     assert points[0].comparison.relative == pytest.approx(expected.relative, rel=1e-12)
     assert points[0].comparison.relative_ci_low == pytest.approx(expected.relative_ci_low, rel=1e-12)
     assert points[1].comparison is None and points[2].comparison is None  # no variance; too few users
+
+
+def test_re_weighting_suspends_the_sample_ratio_test_instead_of_stopping() -> None:
+    experiment = running(guardrails=[])
+    users = {"control": 5_000, "treatment": 5_000}
+    state = look(experiment, users, {}, MonitorState(), now_ms=60_000).state
+    assert state.srm_shares == {"control": 0.5, "treatment": 0.5} and not state.srm
+    reweighted = lifecycle.update(
+        experiment,
+        spec_from_dict("e", {"variants": {"control": 1, "treatment": 3}, "primary_metric": {"source": "click"}}),
+        np.zeros(BUCKETS, dtype=bool),
+        now_ms=120_000,
+    )
+    outcome = look(reweighted, {"control": 5_100, "treatment": 5_300}, {}, state, now_ms=180_000)
+    assert outcome.action == "" and outcome.state.srm_suspended and not outcome.state.srm
+    # Suspended for good: even a wild split no longer stops it.
+    later = look(reweighted, {"control": 9_000, "treatment": 5_300}, {}, outcome.state, now_ms=240_000)
+    assert later.action == "" and later.state.srm_suspended

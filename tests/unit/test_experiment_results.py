@@ -98,3 +98,38 @@ def test_planning_matches_statsmodels_power() -> None:
     assert found.planning.users_per_day == pytest.approx(3000.0)
     assert found.planning.days_needed == pytest.approx(expected / 1000, rel=1e-5)
     assert not found.planning.feasible and "beyond its planned 7" in found.planning.message
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.7])
+def test_cuped_on_the_primary_removes_the_variance_theory_predicts(rho: float) -> None:
+    """Pre-exposure x and outcome y with correlation rho: the primary's interval narrows by the
+    factor sqrt(1 - rho**2), its estimate is the adjusted means' difference (statsmodels OLS of y
+    on the variant and centred x gives the same effect)."""
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(int(rho * 10))
+    spec = spec_from_dict(
+        "e", {"variants": {"control": 1, "b": 1}, "primary_metric": {"source": "purchase", "aggregate": "sum"}}
+    )
+    n = 20_000
+    x = rng.normal(10.0, 2.0, size=2 * n)
+    y = 5.0 + rho * (x - 10.0) / 2.0 * 3.0 + np.sqrt(1 - rho**2) * 3.0 * rng.normal(size=2 * n)
+    y[n:] += 0.1  # the treatment's effect
+    users = {"control": n, "b": n}
+    parts = {"control": slice(0, n), "b": slice(n, 2 * n)}
+    sums = {v: {"purchase_sum": (float(y[s].sum()), float((y[s] ** 2).sum()))} for v, s in parts.items()}
+    covariates = {
+        v: {"purchase_sum": (float(x[s].sum()), float((x[s] ** 2).sum()), float((x[s] * y[s]).sum()))}
+        for v, s in parts.items()
+    }
+    plain = analyse(spec, users, sums, {"control": 0.5, "b": 0.5}, 1.0)
+    adjusted = analyse(spec, users, sums, {"control": 0.5, "b": 0.5}, 1.0, covariates)
+    (before,), (after,) = plain.metrics, adjusted.metrics
+    assert before.variance_reduction == 0.0
+    assert after.variance_reduction == pytest.approx(rho**2, abs=0.02)
+    assert after.comparison is not None and before.comparison is not None
+    assert (after.comparison.se / before.comparison.se) ** 2 == pytest.approx(1 - rho**2, abs=0.02)
+    treated = np.r_[np.zeros(n), np.ones(n)]
+    ols = sm.OLS(y, sm.add_constant(np.c_[treated, x - x.mean()])).fit()
+    assert after.comparison.estimate == pytest.approx(ols.params[1], rel=1e-6)
+    assert after.comparison.ci_low < 0.1 < after.comparison.ci_high

@@ -128,6 +128,8 @@ def show_results(results: xp.ExperimentResults, out: TextIO) -> None:
         ])  # fmt: skip
     _table(rows, out)
     srm = "MISMATCH: do not trust the comparisons" if results.sample_ratio_mismatch else "ok"
+    if results.sequential.sample_ratio_suspended:
+        srm = "not checked: the split changed while running"
     out.write(f"sample ratio: p = {results.sample_ratio_p_value:.3g} ({srm})\n")
     out.write(f"planning: {results.planning.message}\n")
     show_sequential(results.sequential, out)
@@ -153,6 +155,8 @@ def show_sequential(reading: xp.SequentialResults, out: TextIO) -> None:
                   "YES" if g.regression else "no"] for g in reading.guardrails]  # fmt: skip
         _table(rows, out)
     srm = "MISMATCH" if reading.sample_ratio_mismatch else "ok"
+    if reading.sample_ratio_suspended:
+        srm = "not checked since the split changed"
     out.write(f"sample ratio (sequential): p = {reading.sample_ratio_p_value:.3g} ({srm})\n")
     if reading.ramp_gate:
         out.write(f"ramp: {reading.ramp_gate}\n")

@@ -65,7 +65,7 @@ class RampStep(_message.Message):
     def __init__(self, coverage: _Optional[float] = ..., hold_hours: _Optional[float] = ..., min_users: _Optional[int] = ...) -> None: ...
 
 class ExperimentSpec(_message.Message):
-    __slots__ = ("name", "description", "variants", "layer", "coverage", "targeting", "surfaces", "primary_metric", "guardrails", "mde", "mde_absolute", "alpha", "power", "planned_days", "ramp", "salt", "metadata", "no_auto_stop", "baseline_mean", "baseline_sd", "expected_daily_users", "refuse_infeasible", "holdout")
+    __slots__ = ("name", "description", "variants", "layer", "coverage", "targeting", "surfaces", "primary_metric", "guardrails", "mde", "mde_absolute", "alpha", "power", "planned_days", "ramp", "salt", "metadata", "no_auto_stop", "baseline_mean", "baseline_sd", "expected_daily_users", "refuse_infeasible", "holdout", "cuped_days", "no_cuped")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,8 @@ class ExperimentSpec(_message.Message):
     EXPECTED_DAILY_USERS_FIELD_NUMBER: _ClassVar[int]
     REFUSE_INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
     HOLDOUT_FIELD_NUMBER: _ClassVar[int]
+    CUPED_DAYS_FIELD_NUMBER: _ClassVar[int]
+    NO_CUPED_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     variants: _containers.RepeatedCompositeFieldContainer[Variant]
@@ -119,7 +121,9 @@ class ExperimentSpec(_message.Message):
     expected_daily_users: float
     refuse_infeasible: bool
     holdout: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., layer: _Optional[str] = ..., coverage: _Optional[float] = ..., targeting: _Optional[_Iterable[_Union[TargetingCondition, _Mapping]]] = ..., surfaces: _Optional[_Iterable[str]] = ..., primary_metric: _Optional[_Union[Metric, _Mapping]] = ..., guardrails: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., mde: _Optional[float] = ..., mde_absolute: _Optional[bool] = ..., alpha: _Optional[float] = ..., power: _Optional[float] = ..., planned_days: _Optional[float] = ..., ramp: _Optional[_Iterable[_Union[RampStep, _Mapping]]] = ..., salt: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., no_auto_stop: _Optional[bool] = ..., baseline_mean: _Optional[float] = ..., baseline_sd: _Optional[float] = ..., expected_daily_users: _Optional[float] = ..., refuse_infeasible: _Optional[bool] = ..., holdout: _Optional[bool] = ...) -> None: ...
+    cuped_days: float
+    no_cuped: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., layer: _Optional[str] = ..., coverage: _Optional[float] = ..., targeting: _Optional[_Iterable[_Union[TargetingCondition, _Mapping]]] = ..., surfaces: _Optional[_Iterable[str]] = ..., primary_metric: _Optional[_Union[Metric, _Mapping]] = ..., guardrails: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., mde: _Optional[float] = ..., mde_absolute: _Optional[bool] = ..., alpha: _Optional[float] = ..., power: _Optional[float] = ..., planned_days: _Optional[float] = ..., ramp: _Optional[_Iterable[_Union[RampStep, _Mapping]]] = ..., salt: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., no_auto_stop: _Optional[bool] = ..., baseline_mean: _Optional[float] = ..., baseline_sd: _Optional[float] = ..., expected_daily_users: _Optional[float] = ..., refuse_infeasible: _Optional[bool] = ..., holdout: _Optional[bool] = ..., cuped_days: _Optional[float] = ..., no_cuped: _Optional[bool] = ...) -> None: ...
 
 class VariantAllocation(_message.Message):
     __slots__ = ("variant", "weight", "coverage")
@@ -270,7 +274,7 @@ class VariantUsers(_message.Message):
     def __init__(self, variant: _Optional[str] = ..., users: _Optional[int] = ..., expected_share: _Optional[float] = ...) -> None: ...
 
 class MetricComparison(_message.Message):
-    __slots__ = ("metric", "role", "variant", "test", "control_mean", "variant_mean", "difference", "ci_low", "ci_high", "relative", "relative_ci_low", "relative_ci_high", "p_value", "adjusted_p_value", "confidence", "effect_size", "verdict")
+    __slots__ = ("metric", "role", "variant", "test", "control_mean", "variant_mean", "difference", "ci_low", "ci_high", "relative", "relative_ci_low", "relative_ci_high", "p_value", "adjusted_p_value", "confidence", "effect_size", "verdict", "cuped", "variance_reduction")
     METRIC_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
@@ -288,6 +292,8 @@ class MetricComparison(_message.Message):
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     EFFECT_SIZE_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
+    CUPED_FIELD_NUMBER: _ClassVar[int]
+    VARIANCE_REDUCTION_FIELD_NUMBER: _ClassVar[int]
     metric: str
     role: str
     variant: str
@@ -305,7 +311,9 @@ class MetricComparison(_message.Message):
     confidence: float
     effect_size: float
     verdict: str
-    def __init__(self, metric: _Optional[str] = ..., role: _Optional[str] = ..., variant: _Optional[str] = ..., test: _Optional[str] = ..., control_mean: _Optional[float] = ..., variant_mean: _Optional[float] = ..., difference: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., relative: _Optional[float] = ..., relative_ci_low: _Optional[float] = ..., relative_ci_high: _Optional[float] = ..., p_value: _Optional[float] = ..., adjusted_p_value: _Optional[float] = ..., confidence: _Optional[float] = ..., effect_size: _Optional[float] = ..., verdict: _Optional[str] = ...) -> None: ...
+    cuped: bool
+    variance_reduction: float
+    def __init__(self, metric: _Optional[str] = ..., role: _Optional[str] = ..., variant: _Optional[str] = ..., test: _Optional[str] = ..., control_mean: _Optional[float] = ..., variant_mean: _Optional[float] = ..., difference: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., relative: _Optional[float] = ..., relative_ci_low: _Optional[float] = ..., relative_ci_high: _Optional[float] = ..., p_value: _Optional[float] = ..., adjusted_p_value: _Optional[float] = ..., confidence: _Optional[float] = ..., effect_size: _Optional[float] = ..., verdict: _Optional[str] = ..., cuped: _Optional[bool] = ..., variance_reduction: _Optional[float] = ...) -> None: ...
 
 class ExperimentPlanning(_message.Message):
     __slots__ = ("users_per_variant", "users_per_day", "days_needed", "days_elapsed", "feasible", "message")
@@ -382,7 +390,7 @@ class GuardrailReading(_message.Message):
     def __init__(self, metric: _Optional[str] = ..., variant: _Optional[str] = ..., p_value: _Optional[float] = ..., alpha: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., regression: _Optional[bool] = ...) -> None: ...
 
 class SequentialResults(_message.Message):
-    __slots__ = ("looked_at_ms", "planned_users_per_variant", "primary", "guardrails", "sample_ratio_p_value", "sample_ratio_mismatch", "ramp_gate")
+    __slots__ = ("looked_at_ms", "planned_users_per_variant", "primary", "guardrails", "sample_ratio_p_value", "sample_ratio_mismatch", "ramp_gate", "sample_ratio_suspended")
     LOOKED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     PLANNED_USERS_PER_VARIANT_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_FIELD_NUMBER: _ClassVar[int]
@@ -390,6 +398,7 @@ class SequentialResults(_message.Message):
     SAMPLE_RATIO_P_VALUE_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATIO_MISMATCH_FIELD_NUMBER: _ClassVar[int]
     RAMP_GATE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATIO_SUSPENDED_FIELD_NUMBER: _ClassVar[int]
     looked_at_ms: int
     planned_users_per_variant: float
     primary: _containers.RepeatedCompositeFieldContainer[PrimaryReading]
@@ -397,7 +406,8 @@ class SequentialResults(_message.Message):
     sample_ratio_p_value: float
     sample_ratio_mismatch: bool
     ramp_gate: str
-    def __init__(self, looked_at_ms: _Optional[int] = ..., planned_users_per_variant: _Optional[float] = ..., primary: _Optional[_Iterable[_Union[PrimaryReading, _Mapping]]] = ..., guardrails: _Optional[_Iterable[_Union[GuardrailReading, _Mapping]]] = ..., sample_ratio_p_value: _Optional[float] = ..., sample_ratio_mismatch: _Optional[bool] = ..., ramp_gate: _Optional[str] = ...) -> None: ...
+    sample_ratio_suspended: bool
+    def __init__(self, looked_at_ms: _Optional[int] = ..., planned_users_per_variant: _Optional[float] = ..., primary: _Optional[_Iterable[_Union[PrimaryReading, _Mapping]]] = ..., guardrails: _Optional[_Iterable[_Union[GuardrailReading, _Mapping]]] = ..., sample_ratio_p_value: _Optional[float] = ..., sample_ratio_mismatch: _Optional[bool] = ..., ramp_gate: _Optional[str] = ..., sample_ratio_suspended: _Optional[bool] = ...) -> None: ...
 
 class EffectPoint(_message.Message):
     __slots__ = ("at_ms", "metric", "variant", "users", "control_users", "relative", "relative_ci_low", "relative_ci_high")

@@ -20,24 +20,61 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from rewardloop.learning.experiments.attribution import EXPOSURE_PREFIX, Update, exposure_value
+from rewardloop.learning.experiments.attribution import (
+    EXPOSURE_PREFIX,
+    Update,
+    covariate_field,
+    exposure_value,
+    value_field,
+)
 from rewardloop.state.keys import UserKeys, experiment_stats_key
 
 USER_TTL_SECONDS = 180 * 86_400
 
 # KEYS[1]: the user's hash; KEYS[2..]: each experiment's stats. ARGV[1]: ttl, then per experiment
-# (field, variant, exposure value). Returns how many exposures were new.
+# (field, variant, exposure value). Returns per experiment 1 if the exposure was new, else 0.
 _EXPOSE = """
-local new = 0
+local new = {}
 for i = 2, #KEYS do
   local at = 2 + (i - 2) * 3
   if redis.call('HSETNX', KEYS[1], ARGV[at], ARGV[at + 2]) == 1 then
     redis.call('HINCRBY', KEYS[i], ARGV[at + 1] .. '|n', 1)
-    new = new + 1
+    new[#new + 1] = 1
+  else
+    new[#new + 1] = 0
   end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return new
+"""
+
+# CUPED's covariate, set once. KEYS[1]: the user's hash, KEYS[2]: the experiment's stats. ARGV:
+# covariate field, x, the primary metric's value field, "<variant>|<metric>|", ttl. The user's y so
+# far joins Σxy here; later changes of y add x·Δy (`record_updates`): both run atomically, so
+# whichever comes first, Σxy ends as x·y.
+_COVARIATE = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+  return 0
+end
+local x = tonumber(ARGV[2])
+local y = tonumber(redis.call('HGET', KEYS[1], ARGV[3]) or '0')
+redis.call('HINCRBYFLOAT', KEYS[2], ARGV[4] .. 'sx', x)
+redis.call('HINCRBYFLOAT', KEYS[2], ARGV[4] .. 'sxx', x * x)
+if y ~= 0 then
+  redis.call('HINCRBYFLOAT', KEYS[2], ARGV[4] .. 'sxy', x * y)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+# Within `record_updates`' transaction: KEYS[1] the user's hash, KEYS[2] the stats; ARGV: the
+# covariate field, the Σxy field, Δy. Adds x·Δy when the user's covariate is set.
+_COVARIATE_DELTA = """
+local x = redis.call('HGET', KEYS[1], ARGV[1])
+if x then
+  redis.call('HINCRBYFLOAT', KEYS[2], ARGV[2], tonumber(x) * tonumber(ARGV[3]))
+end
+return 0
 """
 
 
@@ -46,16 +83,24 @@ class Exposures:
 
     def __init__(self, redis: aioredis.Redis):
         self._script = redis.register_script(_EXPOSE)
+        self._covariate = redis.register_script(_COVARIATE)
 
-    async def expose(self, pseudonym: str, assignments: Sequence[tuple[str, str]], now_ms: int) -> int:
-        """Records the user's assignments as exposures; the number that were first exposures."""
+    async def expose(self, pseudonym: str, assignments: Sequence[tuple[str, str]], now_ms: int) -> list[bool]:
+        """Records the user's assignments as exposures; for each, whether it was the first."""
         if not assignments:
-            return 0
+            return []
         keys = [UserKeys(pseudonym).experiments, *(experiment_stats_key(e) for e, _ in assignments)]
         args: list[Any] = [USER_TTL_SECONDS]
         for experiment, variant in assignments:
             args += [EXPOSURE_PREFIX + experiment, variant, exposure_value(variant, now_ms)]
-        return int(await self._script(keys=keys, args=args))
+        return [bool(flag) for flag in await self._script(keys=keys, args=args)]
+
+    async def set_covariate(self, pseudonym: str, experiment: str, variant: str, metric: str, x: float) -> bool:
+        """Sets the user's CUPED covariate for ``experiment`` (once) and adds it to the sums."""
+        keys = [UserKeys(pseudonym).experiments, experiment_stats_key(experiment)]
+        args: list[Any] = [covariate_field(experiment), repr(float(x)), value_field(experiment, metric),
+                           f"{variant}|{metric}|", USER_TTL_SECONDS]  # fmt: skip
+        return bool(await self._covariate(keys=keys, args=args))
 
 
 async def read_users(redis: aioredis.Redis, pseudonyms: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -68,13 +113,19 @@ async def read_users(redis: aioredis.Redis, pseudonyms: Sequence[str]) -> dict[s
 
 
 async def record_updates(
-    redis: aioredis.Redis, updates: Mapping[str, Update], stale: Mapping[str, list[str]] | None = None
+    redis: aioredis.Redis,
+    updates: Mapping[str, Update],
+    stale: Mapping[str, list[str]] | None = None,
+    cuped: Mapping[str, str] | None = None,
 ) -> None:
     """Users' new values and the sums' deltas, atomically (MULTI); ``stale``: fields of deleted
-    experiments to drop from users' hashes on the way."""
+    experiments to drop from users' hashes on the way; ``cuped``: experiment -> the metric whose
+    Σxy follows its users' covariates."""
     stale = {p: fields for p, fields in (stale or {}).items() if fields}
     if not stale and not any(u.values for u in updates.values()):
         return
+    cuped = cuped or {}
+    delta = redis.register_script(_COVARIATE_DELTA)
     pipe = redis.pipeline(transaction=True)
     for pseudonym, fields in stale.items():
         pipe.hdel(UserKeys(pseudonym).experiments, *fields)
@@ -88,13 +139,18 @@ async def record_updates(
             stats = experiment_stats_key(experiment)
             pipe.hincrbyfloat(stats, f"{variant}|{metric}|sy", dy)
             pipe.hincrbyfloat(stats, f"{variant}|{metric}|syy", dyy)
+            if cuped.get(experiment) == metric:
+                # Queued in the transaction (awaiting only queues it).
+                await delta(keys=[key, stats], args=[covariate_field(experiment), f"{variant}|{metric}|sxy", dy],
+                            client=pipe)  # fmt: skip
     await pipe.execute()
 
 
 @dataclass
 class VariantSums:
     n: int = 0
-    metrics: dict[str, tuple[float, float]] = field(default_factory=dict)
+    metrics: dict[str, tuple[float, float]] = field(default_factory=dict)  # (Σy, Σy²)
+    covariates: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # (Σx, Σx², Σxy)
 
 
 async def read_stats(redis: aioredis.Redis, name: str) -> dict[str, VariantSums]:
@@ -111,5 +167,8 @@ async def read_stats(redis: aioredis.Redis, name: str) -> dict[str, VariantSums]
         else:
             sums.setdefault((variant, parts[1]), {})[parts[2]] = float(value)
     for (variant, metric), got in sums.items():
-        out.setdefault(variant, VariantSums()).metrics[metric] = (got.get("sy", 0.0), got.get("syy", 0.0))
+        variant_sums = out.setdefault(variant, VariantSums())
+        variant_sums.metrics[metric] = (got.get("sy", 0.0), got.get("syy", 0.0))
+        if "sx" in got:
+            variant_sums.covariates[metric] = (got["sx"], got.get("sxx", 0.0), got.get("sxy", 0.0))
     return out

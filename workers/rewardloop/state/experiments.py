@@ -24,6 +24,7 @@ from redis.exceptions import RedisError, WatchError
 
 from rewardloop.learning.experiments.assigner import Assigner
 from rewardloop.learning.experiments.lifecycle import STATUSES, Experiment
+from rewardloop.state.covariates import Covariates
 from rewardloop.state.experiment_metrics import Exposures
 from rewardloop.state.keys import (
     experiment_history_key,
@@ -152,6 +153,7 @@ class ExperimentCatalog:
         self._task: asyncio.Task[None] | None = None
         self._redis: aioredis.Redis | None = None
         self._exposures: Exposures | None = None
+        self.covariates: Covariates | None = None
         # Exposures recorded lately: (pseudonym, experiment, variant, started_ms), LRU.
         self.exposed: OrderedDict[tuple[str, str, str, int], None] = OrderedDict()
         self._started: dict[str, int] = {}
@@ -170,12 +172,16 @@ class ExperimentCatalog:
             self._exposures = Exposures(self._redis)
         keys = [(pseudonym, e, v, self._started.get(e, 0)) for e, v in assignments]
         fresh = [(e, v) for (e, v), key in zip(assignments, keys, strict=True) if not self._seen(key)]
-        first = await self._exposures.expose(pseudonym, fresh, now_ms) if fresh else 0
+        flags = await self._exposures.expose(pseudonym, fresh, now_ms) if fresh else []
+        for (experiment, variant), new in zip(fresh, flags, strict=True):
+            found = self.experiments.get(experiment)
+            if new and found is not None and self.covariates is not None:
+                self.covariates.exposed(pseudonym, experiment, variant, found.spec, now_ms)
         for key in keys:
             self.exposed[key] = None
         while len(self.exposed) > EXPOSED_CACHE:
             self.exposed.popitem(last=False)
-        return first
+        return sum(flags)
 
     def _seen(self, key: tuple[str, str, str, int]) -> bool:
         if key in self.exposed:
@@ -219,6 +225,7 @@ class ExperimentCatalog:
             await redis.aclose()
             raise
         self._redis = redis
+        self.covariates = Covariates(redis).start()
         self._task = asyncio.get_running_loop().create_task(self._refresh_forever(redis))
         return self
 
@@ -237,6 +244,8 @@ class ExperimentCatalog:
             await redis.aclose()
 
     async def stop(self) -> None:
+        if self.covariates is not None:
+            await self.covariates.stop()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

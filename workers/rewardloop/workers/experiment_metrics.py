@@ -19,13 +19,12 @@ from redis.exceptions import RedisError
 
 from rewardloop.learning.experiments.attribution import (
     VALUE_PREFIX,
-    Event,
     Update,
     attribute,
     experiment_of,
     parse_exposures,
 )
-from rewardloop.learning.rewards.signals import Signal
+from rewardloop.state.covariates import event_of
 from rewardloop.state.experiment_metrics import read_users, record_updates
 from rewardloop.state.experiments import ExperimentCatalog
 from rewardloop.state.records import FeedbackRecord
@@ -76,14 +75,11 @@ class ExperimentAttribution:
                 if not exposures:
                     continue
                 values = {k: float(v) for k, v in hashes[pseudonym].items() if k.startswith(VALUE_PREFIX)}
-                events = [_event(r) for r in records if r.pseudonym == pseudonym]
+                events = [event_of(r) for r in records if r.pseudonym == pseudonym]
                 updates[pseudonym] = attribute(specs, exposures, values, events)
-            await record_updates(self._redis, updates, stale)
+            cuped = {n: s.primary_metric.name for n, s in specs.items() if s.cuped_days > 0}
+            await record_updates(self._redis, updates, stale, cuped)
             self.attributed += len(records)
         except (RedisError, OSError) as exc:
             self.failed += len(records)
             log.warning("experiment metrics of %d events not attributed: %s", len(records), exc)
-
-
-def _event(record: FeedbackRecord) -> Event:
-    return Event(Signal(record.signal).key, record.value, record.reward, record.surface, record.occurred_at_ms)

@@ -43,8 +43,10 @@ def results_message(
         {v: s.metrics for v, s in sums.items()},
         shares,
         days,
+        {v: s.covariates for v, s in sums.items()},
     )
     planning = found.planning
+    suspended = monitor is not None and monitor.srm_suspended
     return experiments_pb2.ExperimentResults(
         experiment=experiment_message(experiment),
         computed_at_ms=at_ms,
@@ -52,8 +54,8 @@ def results_message(
             experiments_pb2.VariantUsers(variant=v, users=found.users[v], expected_share=shares.get(v, 0.0))
             for v in spec.variant_names
         ],
-        sample_ratio_p_value=found.srm_p_value,
-        sample_ratio_mismatch=found.srm_mismatch,
+        sample_ratio_p_value=math.nan if suspended else found.srm_p_value,
+        sample_ratio_mismatch=found.srm_mismatch and not suspended,
         comparisons=[_comparison_message(r) for r in found.metrics],
         planning=experiments_pb2.ExperimentPlanning(
             users_per_variant=planning.users_per_variant,
@@ -101,6 +103,7 @@ def sequential_message(state: MonitorState) -> experiments_pb2.SequentialResults
         sample_ratio_p_value=state.srm_p_value,
         sample_ratio_mismatch=state.srm,
         ramp_gate=state.gate,
+        sample_ratio_suspended=state.srm_suspended,
     )  # fmt: skip
 
 
@@ -108,6 +111,7 @@ def _comparison_message(result: MetricResult) -> experiments_pb2.MetricCompariso
     message = experiments_pb2.MetricComparison(
         metric=result.metric, role=result.role, variant=result.variant,
         adjusted_p_value=result.adjusted_p_value, verdict=result.verdict,
+        cuped=result.variance_reduction > 0, variance_reduction=result.variance_reduction,
     )  # fmt: skip
     c = result.comparison
     if c is not None:

@@ -97,6 +97,7 @@ def spec_of(message: experiments_pb2.ExperimentSpec, config: ServiceConfig) -> E
             raw[key] = getattr(message, key)
     raw["refuse_infeasible"] = message.refuse_infeasible
     raw["holdout"] = message.holdout
+    raw["cuped_days"] = 0.0 if message.no_cuped else (message.cuped_days or 14.0)
     if len(raw["variants"]) != len(message.variants):
         raise invalid("spec.variants", "each variant must be named once")
     try:
@@ -172,7 +173,7 @@ def spec_message(spec: ExperimentSpec) -> experiments_pb2.ExperimentSpec:
         salt=spec.salt, metadata=spec.metadata, no_auto_stop=not spec.auto_stop,
         baseline_mean=spec.baseline_mean, baseline_sd=spec.baseline_sd,
         expected_daily_users=spec.expected_daily_users, refuse_infeasible=spec.refuse_infeasible,
-        holdout=spec.holdout,
+        holdout=spec.holdout, cuped_days=spec.cuped_days, no_cuped=spec.cuped_days == 0,
     )  # fmt: skip
 
 

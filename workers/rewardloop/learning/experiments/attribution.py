@@ -9,6 +9,10 @@ then O(1) to read at any moment, and users with no event count with y = 0 as the
 Only events that occurred at or after the user's exposure count (what the user did before cannot
 be the variant's doing), and only while the experiment is running or paused.
 
+CUPED's covariate: the user's value of the primary metric over the ``cuped_days`` before the first
+exposure (``pre_period_value``), fixed once computed. Per variant the service adds Σx, Σx² and Σxy;
+an event that moves y by Δy moves Σxy by x·Δy.
+
 >>> from rewardloop.learning.experiments.spec import spec_from_dict
 >>> spec = spec_from_dict("e", {"variants": {"a": 1, "b": 1},
 ...                             "primary_metric": {"source": "click", "aggregate": "count"}})
@@ -26,6 +30,8 @@ from rewardloop.learning.experiments.spec import ExperimentSpec, Metric
 
 EXPOSURE_PREFIX = "x:"
 VALUE_PREFIX = "m:"
+COVARIATE_PREFIX = "c:"
+DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,10 @@ def value_field(experiment: str, metric: str) -> str:
     return f"{VALUE_PREFIX}{experiment}:{metric}"
 
 
+def covariate_field(experiment: str) -> str:
+    return f"{COVARIATE_PREFIX}{experiment}"
+
+
 def exposure_value(variant: str, at_ms: int) -> str:
     return f"{variant}|{at_ms}"
 
@@ -67,7 +77,7 @@ def parse_exposures(fields: Mapping[str, str]) -> dict[str, tuple[str, int]]:
 
 def experiment_of(field: str) -> str | None:
     """The experiment a field of the user's hash is about (``x:<e>`` or ``m:<e>:<metric>``)."""
-    if field.startswith(EXPOSURE_PREFIX):
+    if field.startswith((EXPOSURE_PREFIX, COVARIATE_PREFIX)):
         return field[len(EXPOSURE_PREFIX) :]
     if field.startswith(VALUE_PREFIX):
         return field[len(VALUE_PREFIX) :].rpartition(":")[0]
@@ -122,3 +132,15 @@ def attribute(
                 dy, dyy = update.sums.get(sums_key, (0.0, 0.0))
                 update.sums[sums_key] = (dy + after - before, dyy + after * after - before * before)
     return update
+
+
+def pre_period_value(metric: Metric, events: Iterable[Event], exposed_ms: int, days: float) -> float:
+    """The user's value of ``metric`` over the ``days`` before ``exposed_ms``: CUPED's covariate."""
+    start = exposed_ms - days * DAY_MS
+    y = 0.0
+    for event in events:
+        if start <= event.occurred_at_ms < exposed_ms:
+            value = _contribution(metric, event)
+            if value is not None:
+                y = _next(metric, y, value)
+    return y

@@ -11,7 +11,9 @@ tests that are safe at any number of looks, each in the role the issue gives it:
   control's mean, frozen at the first usable look; the tolerance margin follows the control's
   mean (an approximation: the margin is estimated, not known).
 - **Sample ratio**: the Dirichlet-multinomial sequential test of the exposed users against the
-  allocation's shares, at ``SRM_ALPHA``.
+  allocation's shares, at ``SRM_ALPHA``. Ramps keep the shares; a re-weighting changes them, and
+  the counts then mix two splits (with users of old buckets mostly exposed already, new exposures
+  come mostly from new buckets): the test is suspended for good rather than raise false alarms.
 - **Primary metric**: a group-sequential design (Lan-DeMets O'Brien-Fleming, `sequential.py`)
   with looks scheduled daily over the planned duration (at least one look: the final one at the
   planned end). The planned sample per variant is the fixed-horizon sample for the MDE at
@@ -102,6 +104,10 @@ class MonitorState:
     primary: Mapping[str, PrimaryLooks] = field(default_factory=dict)
     guardrails: Mapping[str, Guardrail] = field(default_factory=dict)  # "<metric>|<variant>"
     srm_p_value: float = 1.0
+    # The split the SRM test checks (the allocation's shares at the first look); once the shares
+    # change (re-weighting) the exposure counts mix two splits and the test no longer applies.
+    srm_shares: Mapping[str, float] = field(default_factory=dict)
+    srm_suspended: bool = False
     point_ms: int = 0  # the last timeline point
     gate: str = ""  # what the ramp's next step waits for, as of the last look
 
@@ -113,6 +119,7 @@ class MonitorState:
             "guardrails": {k: {"tau": g.tau, "alpha": g.alpha, "test": g.test.to_dict()}
                            for k, g in self.guardrails.items()},
             "srm_p_value": self.srm_p_value, "point_ms": self.point_ms, "gate": self.gate,
+            "srm_shares": dict(self.srm_shares), "srm_suspended": self.srm_suspended,
         }  # fmt: skip
 
     @classmethod
@@ -128,12 +135,13 @@ class MonitorState:
         }
         return cls(
             raw.get("looked_ms", 0), raw.get("looks_taken", 0), raw.get("planned_users", 0.0), primary,
-            guardrails, raw.get("srm_p_value", 1.0), raw.get("point_ms", 0), raw.get("gate", ""),
+            guardrails, raw.get("srm_p_value", 1.0), raw.get("srm_shares", {}), raw.get("srm_suspended", False),
+            raw.get("point_ms", 0), raw.get("gate", ""),
         )  # fmt: skip
 
     @property
     def srm(self) -> bool:
-        return self.srm_p_value <= SRM_ALPHA
+        return self.srm_p_value <= SRM_ALPHA and not self.srm_suspended
 
     def regressions(self) -> list[str]:
         return [key for key, g in self.guardrails.items() if g.regression]
@@ -199,6 +207,12 @@ def _difference(control: Moments, treatment: Moments) -> tuple[float, float]:
 
 def _sample_ratio(experiment: Experiment, counts: Mapping[str, int], state: MonitorState) -> MonitorState:
     shares = experiment.allocation.shares()
+    if state.srm_suspended:
+        return state
+    if not state.srm_shares:
+        state = replace(state, srm_shares=shares)
+    elif any(abs(shares.get(v, 0.0) - state.srm_shares.get(v, 0.0)) > 1e-9 for v in counts):
+        return replace(state, srm_suspended=True)
     if sum(counts.values()) == 0 or any(shares.get(v, 0.0) <= 0 for v in counts):
         return state
     test = SampleRatioTest(tuple(shares[v] for v in counts), alpha=SRM_ALPHA)

@@ -10,8 +10,11 @@ the sample-ratio check, and how long the experiment needs at its traffic.
 - Planning: users per variant for the MDE at alpha and power (normal approximation, the control's
   variance), and the days that takes at the traffic seen so far.
 
-This is the fixed-horizon reading; the sequential designs that make repeated looks safe come with
-the experiment monitor.
+- CUPED: when the users' pre-exposure values of the primary metric vary, the primary is compared
+  on ``y - theta (x - mean x)`` (Welch), which removes about the squared correlation of the variance.
+
+This is the fixed-horizon reading; the sequential designs that make repeated looks safe are the
+experiment monitor's (`monitor.py`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from scipy import stats as sps
 
 from rewardloop.learning.experiments.moments import Moments
 from rewardloop.learning.experiments.spec import ExperimentSpec, Metric
-from rewardloop.learning.experiments.stats import Comparison, at_level, compare_means, compare_proportions
+from rewardloop.learning.experiments.stats import (
+    Comparison,
+    CupedAdjustment,
+    at_level,
+    compare_means,
+    compare_proportions,
+    cuped_adjustment,
+)
 
 SRM_ALPHA = 0.001
 MIN_USERS = 2
@@ -38,6 +48,7 @@ class MetricResult:
     comparison: Comparison | None  # None: too few users yet
     adjusted_p_value: float
     verdict: str  # primary: better / worse / inconclusive; guardrail: regression / ok / inconclusive
+    variance_reduction: float = 0.0  # CUPED's (primary only): 1 - adjusted variance / unadjusted
 
 
 @dataclass(frozen=True)
@@ -104,16 +115,20 @@ def analyse(
     sums: Mapping[str, Mapping[str, tuple[float, float]]],
     shares: Mapping[str, float],
     days_elapsed: float,
+    covariates: Mapping[str, Mapping[str, tuple[float, float, float]]] | None = None,
 ) -> Results:
     """``users``: exposed users per variant; ``sums``: variant -> metric -> (Σy, Σy²); ``shares``: the
-    allocation's split of enrolled users (what SRM expects)."""
+    allocation's split of enrolled users (what SRM expects); ``covariates``: variant -> metric ->
+    (Σx, Σx², Σxy) of CUPED's pre-exposure values, which adjust the primary metric when they vary."""
+    covariates = covariates or {}
     variants = spec.variant_names
     counts = {v: int(users.get(v, 0)) for v in variants}
     srm_p = _srm(counts, shares)
 
     def moments(variant: str, metric: Metric) -> Moments:
         sy, syy = sums.get(variant, {}).get(metric.name, (0.0, 0.0))
-        return Moments(float(counts[variant]), sy, syy)
+        sx, sxx, sxy = covariates.get(variant, {}).get(metric.name, (0.0, 0.0, 0.0))
+        return Moments(float(counts[variant]), sy, syy, sx, sxx, sxy)
 
     treatments = [v for v in variants if v != spec.control]
     results: list[MetricResult] = []
@@ -123,26 +138,37 @@ def analyse(
     ):
         pairs = [(m, v) for m in metrics for v in treatments]
         compared: list[Comparison | None] = []
+        reductions: list[float] = []
         for metric, variant in pairs:
             control, treatment = moments(spec.control, metric), moments(variant, metric)
+            reductions.append(0.0)
             if min(control.n, treatment.n) < MIN_USERS or not _varies(control, treatment):
                 compared.append(None)
+            elif role == "primary" and (cuped := _cuped(control, treatment)) is not None:
+                compared.append(compare_means(cuped.control, cuped.treatment, alpha=spec.alpha))
+                reductions[-1] = cuped.correlation**2
             elif role == "primary":
                 compared.append(_compare(metric, control, treatment, spec.alpha, alternative))
             else:
                 compared.append(_guardrail(metric, control, treatment, spec.alpha))
         p_values = [c.p_value if c is not None else 1.0 for c in compared]
         adjusted, levels = holm_levels(p_values, spec.alpha)
-        for (metric, variant), comparison, p_adj, level in zip(pairs, compared, adjusted, levels, strict=True):
+        for (metric, variant), comparison, p_adj, level, reduction in zip(
+            pairs, compared, adjusted, levels, reductions, strict=True
+        ):
             if comparison is not None:
                 comparison = at_level(comparison, level)
-            results.append(
-                MetricResult(
-                    metric.name, role, variant, comparison, p_adj, _verdict(role, comparison, p_adj, spec.alpha)
-                )
-            )
+            verdict = _verdict(role, comparison, p_adj, spec.alpha)
+            results.append(MetricResult(metric.name, role, variant, comparison, p_adj, verdict, reduction))
     return Results(counts, dict(shares), srm_p, srm_p <= SRM_ALPHA, tuple(results),
                    _planning(spec, counts, moments(spec.control, spec.primary_metric), days_elapsed))  # fmt: skip
+
+
+def _cuped(control: Moments, treatment: Moments) -> CupedAdjustment | None:
+    """CUPED's adjustment when the pre-exposure values vary within the variants; else None."""
+    if control.variance_x > 0 or treatment.variance_x > 0:
+        return cuped_adjustment(control, treatment)
+    return None
 
 
 def _varies(control: Moments, treatment: Moments) -> bool:

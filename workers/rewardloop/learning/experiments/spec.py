@@ -152,6 +152,7 @@ class ExperimentSpec:
     mean (0.02 = 2%) unless ``mde_relative`` is false. ``auto_stop``: the monitor stops the
     experiment on a guardrail regression or sample-ratio mismatch (else it only reports them).
     ``holdout``: the users of the first variant get no other experiment (`assigner.py`).
+    ``cuped_days``: the pre-exposure days whose primary-metric value is CUPED's covariate (0: none).
     ``baseline_mean`` / ``baseline_sd`` / ``expected_daily_users``: what the plan at creation is
     sized from (`results.plan_at_creation`); ``refuse_infeasible`` refuses an infeasible plan.
     """
@@ -179,6 +180,7 @@ class ExperimentSpec:
     expected_daily_users: float = 0.0
     refuse_infeasible: bool = False
     holdout: bool = False
+    cuped_days: float = 14.0
 
     def __post_init__(self) -> None:
         check_name("name", self.name)
@@ -225,6 +227,7 @@ class ExperimentSpec:
         object.__setattr__(
             self, "expected_daily_users", _number("expected_daily_users", self.expected_daily_users, 0.0, 1e12)
         )
+        object.__setattr__(self, "cuped_days", _number("cuped_days", self.cuped_days, 0.0, MAX_DAYS))
         if self.holdout and self.layer:
             raise ConfigError(f"holdout: a holdout needs a layer of its own (leave layer empty), got {self.layer!r}")
 
@@ -274,6 +277,7 @@ SPEC_KEYS = {
     "variants", "primary_metric", "description", "layer", "coverage", "targeting", "surfaces", "guardrails",
     "mde", "mde_relative", "alpha", "power", "planned_days", "ramp", "salt", "metadata", "auto_stop",
     "baseline_mean", "baseline_sd", "expected_daily_users", "refuse_infeasible", "holdout",
+    "cuped_days",
 }  # fmt: skip
 
 
