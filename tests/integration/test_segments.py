@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,7 +22,8 @@ from rewardloop.learning.surface import DEFAULT_STRENGTH
 from rewardloop.server.app import Service
 from rewardloop.simulator import Population
 from rewardloop.state.keys import pseudonymize
-from rewardloop.v1 import admin_pb2, admin_pb2_grpc
+from rewardloop.v1 import admin_pb2, admin_pb2_grpc, assigner_pb2, assigner_pb2_grpc
+from rewardloop.v1 import experiments_pb2 as xp
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.redis_server import EmbeddedRedis
 from tests.integration.test_recovery import _incarnation, _restarted
@@ -64,6 +66,37 @@ GROUPS = np.array([POPULATION.segment_of(u) for u in range(POPULATION.n_users)])
 
 async def _refresh(service: Service) -> None:
     await asyncio.gather(*(a.refresh_priors.remote() for a in service.actors))
+
+
+async def _segment_targeting(channel: grpc.aio.Channel, stub: admin_pb2_grpc.AdminStub, hard: dict[str, int]) -> None:
+    """An experiment targeting one learned segment enrols exactly the users the segment holds."""
+    target = Counter(hard.values()).most_common(1)[0][0]
+    spec = xp.ExperimentSpec(
+        name="seg-targeted", primary_metric=xp.Metric(source="click"),
+        variants=[xp.Variant(name="control", weight=1), xp.Variant(name="treatment", weight=1)],
+        targeting=[xp.TargetingCondition(attribute="segment.seg", operator="in", values=[str(target)])],
+    )  # fmt: skip
+    await stub.CreateExperiment(xp.CreateExperimentRequest(spec=spec))
+    await stub.StartExperiment(xp.ExperimentRequest(name="seg-targeted"))
+    assigner = assigner_pb2_grpc.AssignerStub(channel)
+    previous: set[str] = set()
+    for _ in range(40):  # the front's catalogue refreshes every second: two polls in a row must agree
+        replies = [
+            await assigner.Assign(assigner_pb2.AssignRequest(user_id=u, experiments=["seg-targeted"])) for u in USERS
+        ]
+        enrolled = {u for u, r in zip(USERS, replies, strict=True) if r.assignments}
+        if enrolled and enrolled == previous:
+            break
+        previous = enrolled
+        await asyncio.sleep(0.25)
+    assert enrolled == {u for u in USERS if hard[u] == target}
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        spec.name, spec.targeting[0].attribute = "seg-bad", "segment.seg_off"
+        await stub.CreateExperiment(xp.CreateExperimentRequest(spec=spec))
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad.value.details().startswith("spec.targeting[0].attribute: 'seg_off' is not a surface that learns")
+    await stub.StopExperiment(xp.StopExperimentRequest(name="seg-targeted"))
+    await stub.DeleteExperiment(xp.ExperimentRequest(name="seg-targeted"))
 
 
 async def _memberships(stub: admin_pb2_grpc.AdminStub) -> dict[str, dict[int, float]]:
@@ -117,6 +150,8 @@ async def test_segments_are_learned_listed_served_and_survive_restarts(
 
             # A refit of unchanged samples keeps the version.
             assert await service.fitter.fit_now.remote() == {"seg": 1}
+
+            await _segment_targeting(channel, stub, dict(zip(USERS, hard, strict=True)))
 
             # A killed shard rebuilds the same memberships from the user's state and the stored model.
             incarnation = await _incarnation(service, 0)

@@ -312,3 +312,19 @@ def test_a_holdout_holds_out_only_the_users_it_targets() -> None:
 def test_a_holdout_needs_its_own_layer() -> None:
     with pytest.raises(ConfigError, match="holdout: a holdout needs a layer of its own"):
         spec_from_dict("h", _spec(holdout=True, layer="ranking"))
+
+
+def test_segment_targeting_asks_for_segments_only_when_the_users_bucket_needs_them() -> None:
+    catalog: dict[str, Experiment] = {}
+    _started(catalog, "seg", coverage=0.5,
+             targeting=[{"attribute": "segment.home", "operator": "in", "values": ["2"]}])  # fmt: skip
+    _started(catalog, "plain", layer="other")
+    assigner = Assigner(catalog.values())
+    needs = [bool(assigner.segments_needed(u)) for u in USERS[:4000]]
+    assert sum(needs) / 4000 == pytest.approx(0.5, abs=0.03)  # the users whose bucket "seg" holds
+    user = USERS[needs.index(True)]
+    assert assigner.segments_needed(user) == ("home",)
+    assert [e for e, _ in assigner.assign(user, {"segment.home": "2"})] == ["plain", "seg"]
+    assert [e for e, _ in assigner.assign(user, {"segment.home": "1"})] == ["plain"]
+    assert [e for e, _ in assigner.assign(user)] == ["plain"]  # segment unknown: not targeted
+    assert Assigner([catalog["plain"]]).segments_needed(user) == ()

@@ -108,7 +108,7 @@ def create_server(
     )
     recommender_pb2_grpc.add_RecommenderServicer_to_server(RecommenderService(config, router, catalog), server)
     feedback_pb2_grpc.add_FeedbackServicer_to_server(FeedbackService(config, router), server)
-    assigner_pb2_grpc.add_AssignerServicer_to_server(AssignerService(config, catalog), server)
+    assigner_pb2_grpc.add_AssignerServicer_to_server(AssignerService(config, catalog, router), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(config, redis_url, router), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 import grpc
 from opentelemetry import propagate, trace
+from ray.exceptions import RayError
 from redis.exceptions import RedisError
 
 from rewardloop.learning.experiments import assign_all
+from rewardloop.learning.experiments.assigner import SEGMENT_PREFIX
 from rewardloop.server import validation
 from rewardloop.server.metrics import EXPOSURES, FEEDBACK_EVENTS
 from rewardloop.server.routing import ShardRouter
@@ -64,6 +66,8 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
             self._catalog.traffic.note(call.surface, call.pseudonym)
         if self._catalog is not None and self._catalog.assigner.covering(call.surface):
             attributes = _attributes(validation.context_features(request.context))
+            needed = self._catalog.assigner.segments_needed(request.user_id)
+            attributes.update(await segment_attributes(self._router, call.pseudonym, needed))
             stored = self._catalog.assigner.assign(request.user_id, attributes, surface=call.surface)
             await _expose(self._catalog, call.pseudonym, stored)
             assignments += stored
@@ -125,9 +129,12 @@ class FeedbackService(feedback_pb2_grpc.FeedbackServicer):
 class AssignerService(assigner_pb2_grpc.AssignerServicer):
     """Config-file experiments (their own hashing) and those of the catalogue (sticky buckets)."""
 
-    def __init__(self, config: ServiceConfig, catalog: ExperimentCatalog | None = None):
+    def __init__(
+        self, config: ServiceConfig, catalog: ExperimentCatalog | None = None, router: ShardRouter | None = None
+    ):
         self._config = config
         self._catalog = catalog
+        self._router = router
 
     async def Assign(
         self, request: assigner_pb2.AssignRequest, context: grpc.aio.ServicerContext
@@ -142,8 +149,10 @@ class AssignerService(assigner_pb2_grpc.AssignerServicer):
         static = [e for n, e in self._config.experiments.items() if not names or n in names]
         assignments = assign_all(static, request.user_id)
         if self._catalog is not None and (wanted or not names):
-            stored = self._catalog.assigner.assign(request.user_id, attributes, only=wanted)
             pseudonym = pseudonymize(request.user_id, self._config.pseudonym_key.encode())
+            needed = self._catalog.assigner.segments_needed(request.user_id)
+            attributes.update(await segment_attributes(self._router, pseudonym, needed))
+            stored = self._catalog.assigner.assign(request.user_id, attributes, only=wanted)
             await _expose(self._catalog, pseudonym, stored)
             assignments += stored
         return assigner_pb2.AssignResponse(assignments=_assignment_messages(sorted(assignments)))
@@ -162,6 +171,24 @@ async def _expose(catalog: ExperimentCatalog, pseudonym: str, assignments: list[
         return
     EXPOSURES.labels("first").inc(first)
     EXPOSURES.labels("repeat").inc(len(assignments) - first)
+
+
+async def segment_attributes(router: ShardRouter | None, pseudonym: str, surfaces: Sequence[str]) -> dict[str, str]:
+    """``segment.<surface>`` -> the id of the user's most likely segment there, asked of the user's
+    shard. A surface with no segments yet, or a shard that does not answer, leaves the attribute
+    out (the user then matches only ``ne`` / ``not_in`` conditions on it): assignment never fails."""
+    out: dict[str, str] = {}
+    if router is None:
+        return out
+    for surface in surfaces:
+        try:
+            answer = await router.membership(pseudonym, surface)
+        except (ServiceError, RayError, KeyError) as exc:
+            log.warning("segment of a user on %s not known: %s", surface, exc)
+            continue
+        if answer["memberships"]:
+            out[SEGMENT_PREFIX + surface] = str(answer["memberships"][0][0])
+    return out
 
 
 async def _exists(catalog: ExperimentCatalog, name: str) -> bool:

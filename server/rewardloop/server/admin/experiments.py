@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from rewardloop.learning.experiments import lifecycle
+from rewardloop.learning.experiments.assigner import segment_surface
 from rewardloop.learning.experiments.assignment import ExperimentConfig
 from rewardloop.learning.experiments.buckets import BUCKETS
 from rewardloop.learning.experiments.lifecycle import Experiment, LifecycleError, layer_free
@@ -26,6 +27,7 @@ from rewardloop.learning.params import ConfigError, check_name
 from rewardloop.learning.rewards.signals import Signal
 from rewardloop.server.status import ServiceError, failed_precondition, invalid, not_found, quote, unavailable
 from rewardloop.state.experiments import Conflict, ExperimentStore, TooMany, now_ms
+from rewardloop.state.segment_priors import segment_surfaces
 from rewardloop.state.traffic import daily_users
 from rewardloop.v1 import experiments_pb2
 from rewardloop.workers.config import ServiceConfig
@@ -112,6 +114,15 @@ def _check_known(spec: ExperimentSpec, config: ServiceConfig) -> None:
     for i, surface in enumerate(spec.surfaces):
         if surface not in config.surfaces:
             raise invalid(f"spec.surfaces[{i}]", f"unknown surface {quote(surface)}")
+    learning = segment_surfaces(config.surfaces)
+    for i, condition in enumerate(spec.targeting):
+        segmented = segment_surface(condition.attribute)
+        if segmented is not None and segmented not in learning:
+            raise invalid(
+                f"spec.targeting[{i}].attribute",
+                f"{quote(segmented)} is not a surface that learns behaviour segments"
+                f" ({', '.join(sorted(learning)) or 'none does'})",
+            )
     for where, metric in (("primary_metric", spec.primary_metric),
                           *((f"guardrails[{i}]", g) for i, g in enumerate(spec.guardrails))):  # fmt: skip
         if metric.source not in SOURCES:

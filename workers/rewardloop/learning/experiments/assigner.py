@@ -5,6 +5,11 @@ user's assignments cost one hash per layer and a list lookup, whatever the numbe
 (bench/assign.py: 50 experiments in well under 0.1 ms). Targeting is checked only for the
 experiment whose bucket the user falls in.
 
+Segment targeting: a condition on ``segment.<surface>`` tests the user's behaviour segment on that
+surface (the id of the segment the user most likely belongs to, as text). Finding it asks the
+user's shard, so the caller does so only for users whose buckets fall in such an experiment
+(`segments_needed`) and passes it among the attributes.
+
 Holdouts: a user in the first variant of a running holdout experiment gets that assignment (and
 other holdouts') and no other; every other user is assigned as if there were no holdout.
 
@@ -28,6 +33,12 @@ from rewardloop.learning.experiments.lifecycle import RUNNING, Experiment
 from rewardloop.learning.experiments.spec import Condition
 
 NO_ATTRIBUTES: Mapping[str, str] = {}
+SEGMENT_PREFIX = "segment."
+
+
+def segment_surface(attribute: str) -> str | None:
+    """The surface a ``segment.<surface>`` targeting attribute is about; None for request attributes."""
+    return attribute[len(SEGMENT_PREFIX) :] if attribute.startswith(SEGMENT_PREFIX) else None
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,11 @@ class Assigner:
             i for i, s in enumerate(slots) if s.experiment in holdouts and s.variant == _control(running, s.experiment)
         )
         self._holdout_slots = frozenset(i for i, s in enumerate(slots) if s.experiment in holdouts)
+        self._segments = {
+            i: needed
+            for i, s in enumerate(slots)
+            if (needed := tuple(sorted({n for c in s.targeting if (n := segment_surface(c.attribute))})))
+        }
         self._pairs = tuple((s.experiment, s.variant) for s in slots)
         self._plain = not any(s.targeting for s in slots)
         self.names = frozenset(e.name for e in running)
@@ -100,6 +116,13 @@ class Assigner:
             if not slot.targeting or all(c.matches(attributes) for c in slot.targeting):
                 out.append(self._pairs[index])
         return out
+
+    def segments_needed(self, user_id: str) -> tuple[str, ...]:
+        """The surfaces whose segment the user's assignment depends on (usually none: then free)."""
+        if not self._segments:
+            return ()
+        hits = self._owner[self._offsets + buckets_of(self._salts, user_id)]
+        return tuple(sorted({s for i in hits[hits >= 0].tolist() for s in self._segments.get(i, ())}))
 
     def _held(self, indices: list[int], attributes: Mapping[str, str]) -> bool:
         """Whether a holdout whose first variant holds the user's bucket also targets the user."""
