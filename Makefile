@@ -93,9 +93,11 @@ bench-assign: $(STAMP)
 	$(PY) bench/assign.py
 
 ## bench-experiments: sequential tests by simulation: A/A false positives under daily and continuous looks
-##   (next to the naively peeked fixed test), power within 7 days, SRM alarms
+##   (next to the naively peeked fixed test), power within 7 days, SRM alarms; the monitor's auto-stop:
+##   minutes to stop injected guardrail regressions, false stops on A/A
 bench-experiments: $(STAMP)
 	$(PY) bench/experiments_sequential.py
+	$(PY) bench/experiments_monitor.py
 
 ## bench-agents: DQN gradient steps/s next to a bare torch loop on the same network
 bench-agents: $(STAMP)

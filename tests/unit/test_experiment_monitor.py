@@ -252,3 +252,27 @@ def test_re_weighting_suspends_the_sample_ratio_test_instead_of_stopping() -> No
     # Suspended for good: even a wild split no longer stops it.
     later = look(reweighted, {"control": 9_000, "treatment": 5_300}, {}, outcome.state, now_ms=240_000)
     assert later.action == "" and later.state.srm_suspended
+
+
+@pytest.mark.parametrize("alternative", ["less", "greater"])
+def test_the_averaged_guardrail_test_agrees_with_its_components(alternative: str) -> None:
+    """One scale: the same p-value and bound as MixtureSPRT; several: the average's evidence, a bound
+    where it reaches 1/alpha."""
+    from rewardloop.learning.experiments.always_valid import AlwaysValidState, MixtureSPRT
+    from rewardloop.learning.experiments.monitor import _averaged_update, _log_ratio
+
+    sign = -1 if alternative == "less" else 1
+    single = [MixtureSPRT(tau=0.02, alpha=0.05, alternative=alternative, null=0.0)]
+    state = AlwaysValidState()
+    reference = AlwaysValidState()
+    for estimate in (sign * 0.01, sign * 0.03, sign * 0.05):
+        state = _averaged_update(single, state, estimate, 1e-4)
+        reference = single[0].update(reference, estimate, 1e-4)
+        assert state.p_value == pytest.approx(reference.p_value, rel=1e-9)
+        assert (state.low, state.high) == pytest.approx((reference.low, reference.high), rel=1e-7)
+    several = [MixtureSPRT(tau=t, alpha=0.05, alternative=alternative) for t in (0.01, 0.05, 0.2)]
+    logs = [float(t.log_likelihood_ratio(sign * 0.05, 1e-4)) for t in several]
+    assert _log_ratio(several, sign * 0.05, 1e-4, 0.0) == pytest.approx(np.log(np.mean(np.exp(logs))), rel=1e-9)
+    ended = _averaged_update(several, AlwaysValidState(), sign * 0.05, 1e-4)
+    edge = ended.high if alternative == "less" else ended.low
+    assert _log_ratio(several, sign * 0.05, 1e-4, edge) == pytest.approx(np.log(20), abs=1e-6)
