@@ -52,10 +52,7 @@ def surface_named(config: ServiceConfig, name: str, field: str = "surface") -> S
     return surface
 
 
-def recommend_call(
-    req: recommender_pb2.RecommendRequest, config: ServiceConfig
-) -> tuple[RecommendCall, dict[str, float | str]]:
-    """The shard's call, and the request's validated context (experiment targeting reads it)."""
+def recommend_call(req: recommender_pb2.RecommendRequest, config: ServiceConfig) -> RecommendCall:
     check_user_id(req.user_id)
     surface = surface_named(config, req.surface)
     candidates = tuple(req.candidates)
@@ -82,7 +79,7 @@ def recommend_call(
             raise invalid(exc.field, str(exc).removeprefix(f"{exc.field}: ")) from None
         segment_feature = surface.cold_start.segment_feature
         segment = str(context.get(segment_feature, "")) if segment_feature else ""
-    call = RecommendCall(
+    return RecommendCall(
         pseudonym=pseudonymize(req.user_id, config.pseudonym_key.encode()),
         surface=surface.name,
         n=n,
@@ -90,7 +87,6 @@ def recommend_call(
         features=features,
         segment=segment,
     )
-    return call, context
 
 
 def context_features(context: object) -> dict[str, float | str]:
