@@ -8,7 +8,6 @@ import asyncio
 import io
 import math
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +23,6 @@ from rewardloop.v1 import experiments_pb2 as xp
 pytestmark = pytest.mark.cluster
 
 CLICK = feedback_pb2.SIGNAL_CLICK
-
-
-@pytest.fixture
-async def admin(channel: grpc.aio.Channel) -> AsyncIterator[admin_pb2_grpc.AdminStub]:
-    stub = admin_pb2_grpc.AdminStub(channel)
-    made: list[str] = []
-    yield stub  # type: ignore[misc]
-    listed = await stub.ListExperiments(xp.ListExperimentsRequest(), timeout=5)
-    for experiment in listed.experiments:
-        if experiment.source == "api" and experiment.spec.name.startswith("t-mon-"):
-            if experiment.status in (xp.EXPERIMENT_STATUS_RUNNING, xp.EXPERIMENT_STATUS_PAUSED):
-                await stub.StopExperiment(xp.StopExperimentRequest(name=experiment.spec.name), timeout=5)
-            await stub.DeleteExperiment(xp.ExperimentRequest(name=experiment.spec.name), timeout=5)
-    del made
 
 
 def _spec(name: str, **fields: Any) -> xp.ExperimentSpec:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import uuid
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -19,18 +18,6 @@ from rewardloop.v1 import admin_pb2_grpc, recommender_pb2, recommender_pb2_grpc
 from rewardloop.v1 import experiments_pb2 as xp
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-async def admin(channel: grpc.aio.Channel) -> AsyncIterator[admin_pb2_grpc.AdminStub]:
-    stub = admin_pb2_grpc.AdminStub(channel)
-    yield stub
-    listed = await stub.ListExperiments(xp.ListExperimentsRequest(), timeout=5)
-    for experiment in listed.experiments:
-        if experiment.source == "api" and experiment.spec.name.startswith("t-plan-"):
-            if experiment.status in (xp.EXPERIMENT_STATUS_RUNNING, xp.EXPERIMENT_STATUS_PAUSED):
-                await stub.StopExperiment(xp.StopExperimentRequest(name=experiment.spec.name), timeout=5)
-            await stub.DeleteExperiment(xp.ExperimentRequest(name=experiment.spec.name), timeout=5)
 
 
 def _spec(name: str, **fields: object) -> xp.ExperimentSpec:

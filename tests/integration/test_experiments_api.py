@@ -6,7 +6,6 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -46,20 +45,6 @@ def _spec(name: str, **fields: Any) -> xp.ExperimentSpec:
         "layer": f"test-{name}",
     }
     return xp.ExperimentSpec(**{**base, **fields})
-
-
-@pytest.fixture
-async def admin(channel: grpc.aio.Channel) -> AsyncIterator[admin_pb2_grpc.AdminStub]:
-    """The Admin stub; every experiment a test made is stopped and deleted after it, so the session's
-    other tests (Assign of every running experiment) never see them."""
-    stub = admin_pb2_grpc.AdminStub(channel)
-    yield stub
-    listed = await stub.ListExperiments(xp.ListExperimentsRequest(), timeout=5)
-    for experiment in listed.experiments:
-        if experiment.source == "api" and experiment.spec.name.startswith("t-"):
-            if experiment.status in (xp.EXPERIMENT_STATUS_RUNNING, xp.EXPERIMENT_STATUS_PAUSED):
-                await stub.StopExperiment(xp.StopExperimentRequest(name=experiment.spec.name), timeout=5)
-            await stub.DeleteExperiment(xp.ExperimentRequest(name=experiment.spec.name), timeout=5)
 
 
 def _name() -> str:

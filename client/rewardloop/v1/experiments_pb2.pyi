@@ -21,12 +21,36 @@ EXPERIMENT_STATUS_PAUSED: ExperimentStatus
 EXPERIMENT_STATUS_STOPPED: ExperimentStatus
 
 class Variant(_message.Message):
-    __slots__ = ("name", "weight")
+    __slots__ = ("name", "weight", "policies")
+    class PoliciesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: SurfacePolicy
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SurfacePolicy, _Mapping]] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
     name: str
     weight: float
-    def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+    policies: _containers.MessageMap[str, SurfacePolicy]
+    def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ..., policies: _Optional[_Mapping[str, SurfacePolicy]] = ...) -> None: ...
+
+class SurfacePolicy(_message.Message):
+    __slots__ = ("algorithm", "params")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    algorithm: str
+    params: _containers.ScalarMap[str, float]
+    def __init__(self, algorithm: _Optional[str] = ..., params: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Metric(_message.Message):
     __slots__ = ("source", "aggregate", "surface", "lower_is_better", "tolerance", "name")

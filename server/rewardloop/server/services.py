@@ -6,6 +6,7 @@ Servicers raise `ServiceError`; `interceptors.RpcObserver` turns it into the sta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Mapping, Sequence
@@ -55,8 +56,16 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
     async def Recommend(
         self, request: recommender_pb2.RecommendRequest, context: grpc.aio.ServicerContext
     ) -> recommender_pb2.RecommendResponse:
-        call = validation.recommend_call(request, self._config)
+        call, context = validation.recommend_call(request, self._config)
         trace.get_current_span().set_attribute("rewardloop.user", call.pseudonym)
+        stored: list[tuple[str, str]] = []
+        if self._catalog is not None and self._catalog.assigner.covering(call.surface):
+            attributes = _attributes(context)
+            needed = self._catalog.assigner.segments_needed(request.user_id)
+            attributes.update(await segment_attributes(self._router, call.pseudonym, needed))
+            stored = self._catalog.assigner.assign(request.user_id, attributes, surface=call.surface)
+            # Assigned before deciding: a variant with a policy for the surface decides it (policy experiments).
+            call = dataclasses.replace(call, assignments=tuple(stored))
         call = _with_trace(call)
         decision = _unwrap(await self._router.recommend(call))
         assert isinstance(decision, Decision)
@@ -64,11 +73,6 @@ class RecommenderService(recommender_pb2_grpc.RecommenderServicer):
         assignments = assign_all(covering, request.user_id)
         if self._catalog is not None:
             self._catalog.traffic.note(call.surface, call.pseudonym)
-        if self._catalog is not None and self._catalog.assigner.covering(call.surface):
-            attributes = _attributes(validation.context_features(request.context))
-            needed = self._catalog.assigner.segments_needed(request.user_id)
-            attributes.update(await segment_attributes(self._router, call.pseudonym, needed))
-            stored = self._catalog.assigner.assign(request.user_id, attributes, surface=call.surface)
             await _expose(self._catalog, call.pseudonym, stored)
             assignments += stored
         return recommender_pb2.RecommendResponse(

@@ -52,7 +52,10 @@ def surface_named(config: ServiceConfig, name: str, field: str = "surface") -> S
     return surface
 
 
-def recommend_call(req: recommender_pb2.RecommendRequest, config: ServiceConfig) -> RecommendCall:
+def recommend_call(
+    req: recommender_pb2.RecommendRequest, config: ServiceConfig
+) -> tuple[RecommendCall, dict[str, float | str]]:
+    """The shard's call, and the request's validated context (experiment targeting reads it)."""
     check_user_id(req.user_id)
     surface = surface_named(config, req.surface)
     candidates = tuple(req.candidates)
@@ -79,7 +82,7 @@ def recommend_call(req: recommender_pb2.RecommendRequest, config: ServiceConfig)
             raise invalid(exc.field, str(exc).removeprefix(f"{exc.field}: ")) from None
         segment_feature = surface.cold_start.segment_feature
         segment = str(context.get(segment_feature, "")) if segment_feature else ""
-    return RecommendCall(
+    call = RecommendCall(
         pseudonym=pseudonymize(req.user_id, config.pseudonym_key.encode()),
         surface=surface.name,
         n=n,
@@ -87,6 +90,7 @@ def recommend_call(req: recommender_pb2.RecommendRequest, config: ServiceConfig)
         features=features,
         segment=segment,
     )
+    return call, context
 
 
 def context_features(context: object) -> dict[str, float | str]:

@@ -18,6 +18,7 @@ rewardloop.learning.params.ConfigError: items: duplicate item id 'a'
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -197,6 +198,15 @@ class SurfaceConfig:
 
     def item_feature_matrix(self) -> np.ndarray | None:
         return None if self.item_features is None else np.array(self.item_features, dtype=np.float64)
+
+    def deciding_with(self, key: str, policy_config: PolicyConfig) -> SurfaceConfig:
+        """This surface deciding with another policy (a policy experiment's variant,
+        ``experiments/policies.py``), its users' states of it kept under ``key``. ConfigError when
+        the surface cannot host it (real-time features need a contextual algorithm, time decay one
+        with additive statistics); the fingerprint is the new policy's."""
+        derived = dataclasses.replace(self, policy_config=policy_config)
+        object.__setattr__(derived, "name", key)  # not a surface name: no configured surface can take it
+        return derived
 
     @functools.cached_property
     def fingerprint(self) -> str:

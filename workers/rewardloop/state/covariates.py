@@ -88,6 +88,9 @@ class Covariates:
             except (RedisError, OSError) as exc:
                 self.dropped += 1
                 log.warning("CUPED covariate not computed: %s", exc)
+            except Exception:  # one user's odd log must not end the covariates of everyone after
+                self.dropped += 1
+                log.exception("CUPED covariate of an exposure to %s failed", job[1])
 
     async def _compute(self, pseudonym: str, experiment: str, variant: str, spec: ExperimentSpec, at_ms: int) -> None:
         start = int(at_ms - spec.cuped_days * DAY_MS)
@@ -106,9 +109,12 @@ class Covariates:
         while len(events) < MAX_EVENTS:
             page: Any = await self._redis.xrange(key, min=low, max=f"{end_ms}-{2**63 - 1}", count=PAGE)
             for raw_id, fields in page:
-                record = FeedbackRecord.from_fields(pseudonym, raw_id.decode(), fields)
-                if counts(record):
-                    events.append(event_of(record))
+                try:
+                    record = FeedbackRecord.from_fields(pseudonym, raw_id.decode(), fields)
+                    if counts(record):
+                        events.append(event_of(record))
+                except (KeyError, ValueError) as exc:  # an entry this version cannot read: not counted
+                    log.warning("feedback log entry %s not read for a covariate: %r", raw_id, exc)
             if len(page) < PAGE:
                 break
             low = "(" + page[-1][0].decode()

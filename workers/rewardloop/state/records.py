@@ -74,6 +74,13 @@ class FeedbackRecord:
     closes: tuple[tuple[str, float], ...] = ()
     # The entry's feedback-log id once appended; "" before.
     stream_id: str = ""
+    # The policy state its decision was made with (``DecisionRecord.policy_key``); "": the surface's.
+    policy_key: str = ""
+
+    @property
+    def state_key(self) -> str:
+        """The key of the policy state the entry trains (``UserState.policies``)."""
+        return self.policy_key or self.surface
 
     def fields(self) -> list[str | bytes]:
         """The stream encoding: flat field/value pairs (``k`` only on a window close, ``c`` on one
@@ -86,6 +93,8 @@ class FeedbackRecord:
         ]  # fmt: skip
         if self.closes:
             fields += ["c", json.dumps([list(c) for c in self.closes], separators=(",", ":"))]
+        if self.policy_key:
+            fields += ["pk", self.policy_key]
         return [*fields, "k", WINDOW_CLOSE] if self.window_close else fields
 
     @classmethod
@@ -109,6 +118,7 @@ class FeedbackRecord:
             window_close=f.get(b"k") == WINDOW_CLOSE.encode(),
             closes=tuple((str(item), float(p)) for item, p in json.loads(f[b"c"])) if b"c" in f else (),
             stream_id=stream_id,
+            policy_key=f.get(b"pk", b"").decode(),
         )
 
     def appended(self, stream_id: str) -> FeedbackRecord:
@@ -159,6 +169,13 @@ class DecisionRecord:
     segment: str = ""
     # When the decision's reward window closes (Unix ms); 0: unknown (records before windows).
     closes_at_ms: int = 0
+    # The user's policy state that decided, when not the surface's own: a policy experiment
+    # variant's (``learning/experiments/policies.policy_key``); feedback joined to the decision trains it.
+    policy_key: str = ""
+
+    @property
+    def state_key(self) -> str:
+        return self.policy_key or self.surface
 
     def feature_bytes(self) -> bytes:
         """The feature vector as the feedback log stores it (float64, little-endian)."""
@@ -178,6 +195,8 @@ class DecisionRecord:
         }  # fmt: skip
         for key in ("d",) if keyed else ():
             del record[key]
+        if self.policy_key:
+            record["k"] = self.policy_key
         for key in ("x", "sg"):
             if not record[key]:
                 del record[key]
@@ -200,4 +219,5 @@ class DecisionRecord:
             features=tuple(d.get("x", ())),
             segment=d.get("sg", ""),
             closes_at_ms=int(d.get("w", 0)),
+            policy_key=d.get("k", ""),
         )

@@ -55,7 +55,7 @@ class Wanted:
     """A decision-item whose ledger entry an ingest needs, and what its decision says of it."""
 
     pseudonym: str
-    surface: str
+    surface: str  # the policy state's key (``DecisionRecord.state_key``): a surface's, or a variant's
     decision_id: str
     item_id: str
     decided_at_ms: int
@@ -130,13 +130,13 @@ def wanted(state: UserState, r: FeedbackRecord, surfaces: Mapping[str, SurfaceCo
     """The decision-items of a joined event (or each item of a window close) whose entries may be in
     Redis only."""
     items = r.closing() if r.window_close else ((r.item_id, r.propensity),)
-    return _wanted(state, surfaces, r.surface, r.decision_id, r.decided_at_ms, r.features, r.segment, items)
+    return _wanted(state, surfaces, r.state_key, r.decision_id, r.decided_at_ms, r.features, r.segment, items)
 
 
 def wanted_items(state: UserState, d: DecisionRecord, surfaces: Mapping[str, SurfaceConfig]) -> list[Wanted]:
     """The items of a decision whose entries may be in Redis only."""
     items = zip(d.items, d.propensities, strict=True)
-    return _wanted(state, surfaces, d.surface, d.decision_id, d.decided_at_ms, d.feature_bytes(), d.segment, items)
+    return _wanted(state, surfaces, d.state_key, d.decision_id, d.decided_at_ms, d.feature_bytes(), d.segment, items)
 
 
 def _wanted(
@@ -182,9 +182,11 @@ async def fetch(
         if not pending:
             return restored
         generations = {p: state.ledger.generation for p, state in users.items()}
+        # Read now: a policy-experiment variant's surface may leave ``surfaces`` during the round trip.
+        configs = {w.surface: surfaces[w.surface] for w in pending}
         async with redis.pipeline(transaction=False) as pipe:
             for w in pending:
-                keys, key, surface = UserKeys(w.pseudonym), item_key(w.decision_id, w.item_id), surfaces[w.surface]
+                keys, key, surface = UserKeys(w.pseudonym), item_key(w.decision_id, w.item_id), configs[w.surface]
                 pipe.hget(keys.settled, field(surface, key))
                 pipe.hget(keys.settled, defaults_field(surface, w.decision_id))
                 pipe.hget(keys.day_settled(day_of(w.decided_at_ms)), day_field(surface, key))
@@ -192,7 +194,7 @@ async def fetch(
         if any(state.ledger.generation != generations[p] for p, state in users.items()):
             continue
         for w, own, defaults, by_day in zip(pending, raw[::3], raw[1::3], raw[2::3], strict=True):
-            surface = surfaces[w.surface]
+            surface = configs[w.surface]
             arm = surface.index.get(w.item_id)
             value = None if arm is None else _stored_value(own, defaults, arm, by_day)
             if arm is not None and value is not None:

@@ -15,6 +15,11 @@ detector's recent action times and the user's RNG state (``rng``; absent before 
 starts from the seed). A surface whose configuration changed since (other catalogue,
 hyper-parameters or reward rules) is rebuilt from the (retained) log instead. Version 1
 snapshots (before reward fusion) are read as stale for every surface.
+
+A policy-experiment variant's state (``user_state`` docstring) is stored like a surface's, under
+its key, while the shard serves the variant (``policies`` and ``surfaces`` hold the key); one the
+shard no longer serves is left out, and one the snapshot lacks starts empty and learns from the log
+after the snapshot (it did not exist before it), so it is never rebuilt from the whole log.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import struct
 from collections.abc import Iterable, Mapping
 
 from rewardloop.learning.bandits import Policy
+from rewardloop.learning.experiments.policies import is_variant_key
 from rewardloop.learning.rewards import BurstDetector
 from rewardloop.learning.rewards.quality import DEFAULT_QUALITY, QualityConfig
 from rewardloop.learning.surface import SurfaceConfig, longest_window_ms
@@ -36,6 +42,7 @@ _PREAMBLE = struct.Struct("<4sHI")
 
 
 def encode_snapshot(state: UserState, policies: Mapping[str, Policy], surfaces: Mapping[str, SurfaceConfig]) -> bytes:
+    state.forget_unserved(policies)
     blobs = [(name, policies[name].dump_state(s)) for name, s in sorted(state.policies.items())]
     offsets, position = {}, 0
     for name, blob in blobs:
@@ -99,8 +106,8 @@ def restore_from_snapshot(
     if rng is not None:
         state.restore_rng(rng)  # an evicted user decides on as if never evicted
     state.last_id = header["last_id"]
-    if stale:
-        state.stale = frozenset(stale)
+    # A variant's state the snapshot lacks (or holds under another fingerprint) starts anew (docstring).
+    state.stale = frozenset(name for name in stale if not is_variant_key(name))
     return state
 
 
@@ -119,7 +126,7 @@ def replay(
             state.observe_action(r)  # the snapshot's detector has seen the rest
             if r.positive:  # since_positive, beyond the horizon too
                 state.activity.last_positive_ms = max(state.activity.last_positive_ms, r.occurred_at_ms)
-        if key > covered or r.surface in state.stale:
+        if key > covered or r.state_key in state.stale:
             state.learn(policies, surfaces, r)
         if key > last:
             last, state.last_id = key, r.stream_id

@@ -4,6 +4,13 @@ A ``UserState`` holds, per surface, the user's policy state, its reward ledger
 (``learning/rewards/ledger.py``: how feedback trains, time decay) and its decay epoch, plus the
 burst detector and real-time activity; ``state/snapshots.py`` stores and rebuilds it.
 
+**Policy experiments** (``learning/experiments/policies.py``): a user in a variant that decides a
+surface with another policy has a second state for that surface, under the variant's key
+(``surface@experiment/variant/created``), made at its first decision or learned event; the
+feedback to that policy's decisions trains it (``FeedbackRecord.state_key``), the surface's own
+state is left alone. A variant's state the shard no longer serves (its experiment stopped or was
+deleted) is dropped at the user's next touch or snapshot (``forget_unserved``).
+
 **Real-time activity** (``realtime.py``; kept only when a surface uses real-time features): every
 decision and every feedback event the ingest did not flag, the latter positive when its own reward
 is > 0. It is not replayed from the snapshot's position: the shard rebuilds it on load from the
@@ -23,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from rewardloop.learning.bandits import Policy, PolicyState
+from rewardloop.learning.experiments.policies import is_variant_key
 from rewardloop.learning.features.realtime import ActivityEvent, RealtimeFeatures, UserActivity
 from rewardloop.learning.rewards import BurstDetector, Signal, counts_toward_burst
 from rewardloop.learning.rewards.decay import decay_weight, epoch_for_update, present_factor
@@ -94,11 +102,33 @@ class UserState:
     def rest(self, policies: Mapping[str, Policy]) -> None:
         """Pack every policy state to the arm rows it learned (``PolicyState``) and the RNG to its
         state: between requests a user costs what they did, not the catalogue; the next read
-        unpacks them bit for bit."""
+        unpacks them bit for bit. A variant's state no longer served is dropped (``forget_unserved``)."""
+        self.forget_unserved(policies)
         for name, state in self.policies.items():
             policies[name].rest(state)
         if self._rng is not None:
             self._rng_at_rest, self._rng = _pack_state(self._rng.bit_generator.state), None
+
+    def forget_unserved(self, policies: Mapping[str, Policy]) -> bool:
+        """Drop the policy states (and their ledgers, epochs, memberships) of policy-experiment
+        variants that ``policies`` no longer holds; whether any went (the state is then dirty)."""
+        gone = [name for name in self.policies if name not in policies and is_variant_key(name)]
+        gone += [name for name in self.ledger.items if name not in policies and is_variant_key(name)]
+        for name in gone:
+            self.policies.pop(name, None)
+            self.ledger.items.pop(name, None)
+            self.epochs.pop(name, None)
+            self.memberships.pop(name, None)
+        if gone:
+            self.dirty = True
+        return bool(gone)
+
+    def own(self, name: str, policy: Policy) -> PolicyState:
+        """The policy state under ``name``; a variant's starts empty at its first use."""
+        state = self.policies.get(name)
+        if state is None:
+            state = self.policies[name] = policy.new_state()
+        return state
 
     def observe_decision(self, realtime: RealtimeFeatures, decided_at_ms: int, item_id: str) -> None:
         realtime.observe(self.activity, ActivityEvent(decided_at_ms, "decision", item_id=item_id))
@@ -126,7 +156,7 @@ class UserState:
         """The surface's state as of ``now_ms``, to decide with: under time decay, every observation
         weighs ``2 ** -((now - t) / half_life)``; otherwise the state itself (an unpacked copy when
         it is at rest, so deciding leaves it packed)."""
-        state = self.policies[surface.name].dense()
+        state = self.own(surface.name, policy).dense()
         factor = present_factor(self.epochs.get(surface.name), now_ms, surface.reward.half_life_seconds)
         return state if factor is None else policy.scale(state, factor)
 
@@ -140,16 +170,17 @@ class UserState:
         """Apply one logged event through the surface's ledger (``RewardLedger.ingest``); None when it
         cannot train.
 
-        It cannot when the surface or item is no longer configured, or when a contextual
-        policy would need the decision's features and the event was never joined to its
-        decision (such events stay in the log for analysis; they train nothing).
+        It cannot when the surface or item is no longer configured (or the policy-experiment
+        variant whose decision it is no longer served), or when a contextual policy would need the
+        decision's features and the event was never joined to its decision (such events stay in
+        the log for analysis; they train nothing). ``r.state_key`` names the policy state it trains.
         """
-        surface = surfaces.get(r.surface)
-        if surface is None:
+        key = r.state_key
+        surface, policy = surfaces.get(key), policies.get(key)
+        if surface is None or policy is None:
             return None
-        policy = policies[r.surface]
         weight = functools.partial(self.weight, policy, surface)
-        return self.ledger.ingest(r, policy, surface, self.policies[r.surface], weight)
+        return self.ledger.ingest(r, policy, surface, self.own(key, policy), weight)
 
 
 def new_user_state(
@@ -157,7 +188,7 @@ def new_user_state(
 ) -> UserState:
     return UserState(
         pseudonym=pseudonym,
-        policies={name: policy.new_state() for name, policy in policies.items()},
+        policies={name: policy.new_state() for name, policy in policies.items() if not is_variant_key(name)},
         _rng=np.random.default_rng([seed, user_seed(pseudonym)]),
         bursts=BurstDetector(quality),
         ledger=RewardLedger(horizon_ms=quality.max_age_ms),

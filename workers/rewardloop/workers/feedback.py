@@ -86,9 +86,11 @@ class Ingest:
         write_behind: WriteBehind,
         on_session_end: Callable[[UserState, str, str, int], Awaitable[bool]] | None = None,
         on_learned: Callable[[list[FeedbackRecord]], Awaitable[None]] | None = None,
+        surfaces: Mapping[str, SurfaceConfig] | None = None,
     ):
         self._config = config
-        self._surfaces: Mapping[str, SurfaceConfig] = config.surfaces
+        # The configured surfaces, and the policy-experiment variants' the shard serves (by their key).
+        self._surfaces: Mapping[str, SurfaceConfig] = config.surfaces if surfaces is None else surfaces
         self._policies = policies
         self._priors = priors
         self._store = store
@@ -128,7 +130,7 @@ class Ingest:
             closes = [
                 close
                 for decision in decisions
-                if decision.surface in self._surfaces
+                if decision.state_key in self._surfaces  # configured, or a variant still served
                 and (close := self._window_close(users[decision.pseudonym], decision)) is not None
             ]
             if not closes:
@@ -230,7 +232,7 @@ class Ingest:
         closes = tuple(
             (item, propensity)
             for item, propensity in zip(decision.items, decision.propensities, strict=True)
-            if item in surface.index and state.ledger.needs_close(surface.name, decision.decision_id, item)
+            if item in surface.index and state.ledger.needs_close(decision.state_key, decision.decision_id, item)
         )
         if not closes:
             return None
@@ -248,6 +250,7 @@ class Ingest:
             decided_at_ms=decision.decided_at_ms,
             window_close=True,
             closes=closes,
+            policy_key=decision.policy_key,
         )
 
 
@@ -257,7 +260,7 @@ def _retry_outcome(state: UserState, record: FeedbackRecord, seen: Seen) -> tupl
     ledger knows the decision-item's reward so far (``record.reward`` for an event without one)."""
     if seen.flag:
         return 0.0, seen.flag
-    known = state.ledger.outcome_of(record.surface, record.decision_id, record.item_id, record.event_id)
+    known = state.ledger.outcome_of(record.state_key, record.decision_id, record.item_id, record.event_id)
     return (record.reward, "") if known is None else (known.reward, known.flag)
 
 
@@ -266,7 +269,7 @@ def join(
 ) -> FeedbackRecord | Rejected:
     """The caller's event joined to its decision (``None``: not found, or none named), or why it
     cannot be: the decision is unknown, or surface or item do not match it or the configuration."""
-    features, propensity, segment, decided_at_ms = b"", 0.0, "", 0
+    features, propensity, segment, decided_at_ms, policy_key = b"", 0.0, "", 0, ""
     if decision is None:
         if call.decision_id and not call.surface:
             return Rejected(
@@ -289,6 +292,7 @@ def join(
         propensity = decision.propensity_of(call.item_id)
         segment = decision.segment
         decided_at_ms = decision.decided_at_ms
+        policy_key = decision.policy_key
     surface = surfaces.get(surface_name)
     if surface is None:
         return Rejected("NOT_FOUND", f"surface {surface_name!r} is not configured", "surface")
@@ -309,4 +313,5 @@ def join(
         propensity=propensity,
         segment=segment,
         decided_at_ms=decided_at_ms,
+        policy_key=policy_key,
     )

@@ -32,7 +32,9 @@ class SurfaceKind(Protocol):
 
 class Bandit:
     """A bandit surface: the user's (decayed) policy state, shrunk toward the population/segment
-    prior, draws a slate."""
+    prior, draws a slate. A policy-experiment variant's policy on the surface is a ``Bandit`` of its
+    own (``variant_policies.py``): ``surface`` then carries the variant's key as its name, and its
+    states learn per user, without the population prior (which is the surface's policy's statistics)."""
 
     def __init__(self, surface: SurfaceConfig, policy: Policy, priors: Priors):
         self._surface = surface
@@ -57,7 +59,7 @@ class Bandit:
             live = surface.features.realtime_vector(surface.realtime, user.activity, now_ms)
             features = (*features, *live.tolist())
         context = np.array(features) if policy.contextual else None
-        prior = self._priors.prior(call.surface, call.segment, policy_state, user.memberships)
+        prior = self._priors.prior(surface.name, call.segment, policy_state, user.memberships)
         effective = policy.combine(policy_state, *prior) if prior is not None else policy_state
         # Nothing of the user's own to learn from yet: serve what the prior knows (ColdStart).
         exploit = prior is not None and surface.cold_start.exploits_first(policy.name, policy_state.n_updates)
@@ -80,6 +82,7 @@ class Bandit:
             closes_at_ms=now_ms + surface.reward.window_ms,
             features=features,
             segment=call.segment,
+            policy_key=surface.name if surface.name != call.surface else "",
         )
         return decision, record
 

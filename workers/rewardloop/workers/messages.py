@@ -29,6 +29,9 @@ class RecommendCall:
     features: tuple[float, ...] = ()
     # The user's segment for cold-start priors ("" when the surface has none).
     segment: str = ""
+    # The user's (experiment, variant) assignments of the experiments covering the surface, as the
+    # front's Assigner made them: a variant with a policy for the surface decides it (policy experiments).
+    assignments: tuple[tuple[str, str], ...] = ()
     trace: dict[str, str] = field(default_factory=dict)
 
 

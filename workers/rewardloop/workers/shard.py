@@ -8,6 +8,7 @@ it as a Ray actor. It is the facade over its parts:
 
 - ``users.UserCache``: the users in memory, loaded with bounded concurrency;
 - ``kinds``: what decides on each surface (the decision seam, by ``SurfaceConfig.kind``);
+- ``variant_policies.VariantPolicies``: a policy-experiment variant's policy, deciding a surface for its users;
 - ``agents.AgentSurface``: an agent surface's sessions, its policy's decisions, its transitions;
 - ``decisions.RecentDecisions``: the decisions feedback joins to;
 - ``feedback.Ingest``: the one ingest path of feedback events and window closes;
@@ -46,6 +47,7 @@ from rewardloop.workers.feedback import Ingest
 from rewardloop.workers.kinds import KINDS, SurfaceKind
 from rewardloop.workers.messages import Decision, FeedbackCall, RecommendCall, Recorded, Rejected
 from rewardloop.workers.users import UserCache
+from rewardloop.workers.variant_policies import VariantPolicies
 from rewardloop.workers.windows import RewardWindows
 from rewardloop.workers.write_behind import WriteBehind
 
@@ -60,6 +62,8 @@ IDLE_SWEEP_SECONDS = 5.0
 # How often agent sessions idle past their timeout are closed.
 SESSION_SWEEP_SECONDS = 1.0
 EXPERIMENTS_REFRESH_SECONDS = 1.0
+# How often a call naming an experiment the catalogue does not hold yet may refresh it.
+EXPERIMENTS_RECHECK_SECONDS = 0.1
 AGENT_STATS = ("cached_sessions", "transitions", "ended", "expired")
 
 
@@ -111,9 +115,14 @@ class ShardCore:
         horizon_ms = longest_window_ms(self.surfaces.values())
         self.decisions = RecentDecisions(self.store, int(budget * DECISIONS_SHARE), horizon_ms)
         self.experiments = ExperimentAttribution(redis_url, self.store.redis)
+        # Adds and removes the policy-experiment variants' entries of ``self.surfaces`` and ``self.policies``.
+        self.variants = VariantPolicies(
+            config.surfaces, self.surfaces, self.policies, self.priors, self.experiments.catalog
+        )
+        self._experiments_checked = 0.0
         self.ingest = Ingest(
             config, self.policies, self.priors, self.store, self._held, self.decisions, self.write_behind,
-            on_session_end=self._end_session, on_learned=self.experiments.observe,
+            on_session_end=self._end_session, on_learned=self.experiments.observe, surfaces=self.surfaces,
         )  # fmt: skip
         self.windows = RewardWindows(self.store, self.ingest, shard_index, config.shards)
         self._prior_task: asyncio.Task[None] | None = None
@@ -127,6 +136,8 @@ class ShardCore:
 
     async def recommend(self, calls: Sequence[RecommendCall]) -> list[Decision | Rejected]:
         users = await self._users({c.pseudonym for c in calls})
+        if any(self.variants.unknown(c) for c in calls):
+            await self._experiment_started()
         decisions: list[Decision | Rejected | None] = [None] * len(calls)
         # An agent surface's calls go together: one policy call and one Redis transaction for them.
         by_agent: dict[str, list[int]] = {}
@@ -200,6 +211,7 @@ class ShardCore:
         """The users' states; the first call of an incarnation starts its background work."""
         if self._window_task is None:
             await self._start()
+        self.variants.sync()
         return await self.users.get(pseudonyms)
 
     @contextlib.asynccontextmanager
@@ -207,6 +219,7 @@ class ShardCore:
         """``UserCache.held``, the first call of an incarnation starting its background work."""
         if self._window_task is None:
             await self._start()
+        self.variants.sync()
         async with self.users.held(pseudonyms) as users:
             yield users
 
@@ -229,6 +242,15 @@ class ShardCore:
         """Restore this shard's prior contribution, then start the loops (the window loop last:
         it marks the shard started)."""
         loop = asyncio.get_running_loop()
+        # Before any user loads: a variant's states not known to be served would be dropped. Redis
+        # down fails the start (the next call tries again); an unreadable catalogue only logs.
+        try:
+            await self.experiments.refresh()
+        except (RedisError, OSError):
+            raise
+        except Exception:
+            log.exception("shard %d: the experiment catalogue cannot be read", self.shard_index)
+        self.variants.sync()
         if self.priors.surfaces:
             await self.priors.restore(self.store.redis)
             self._prior_task = loop.create_task(self._refresh_priors_forever())
@@ -263,7 +285,21 @@ class ShardCore:
                 await self.experiments.refresh()
             except (RedisError, OSError) as exc:
                 log.warning("shard %d: experiment catalogue refresh failed: %s", self.shard_index, exc)
+            self.variants.sync()
             await asyncio.sleep(EXPERIMENTS_REFRESH_SECONDS)
+
+    async def _experiment_started(self) -> None:
+        """A call names an experiment the catalogue lacks: the front saw it start first. Refresh
+        (at most every ``EXPERIMENTS_RECHECK_SECONDS``), so its variants' policies decide at once."""
+        now = time.monotonic()
+        if now - self._experiments_checked < EXPERIMENTS_RECHECK_SECONDS:
+            return
+        self._experiments_checked = now
+        try:
+            await self.experiments.refresh()
+        except Exception as exc:  # the call is decided all the same, by the surface's own policy
+            log.warning("shard %d: experiment catalogue refresh failed: %s", self.shard_index, exc)
+        self.variants.sync()
 
     async def _refresh_priors_forever(self) -> None:
         while True:
@@ -331,7 +367,8 @@ class ShardCore:
             attributes={"rewardloop.user": call.pseudonym, "rewardloop.surface": call.surface},
         ):
             now_ms = int(time.time() * 1000)
-            decided = await self._kinds[call.surface].decide(call, state, now_ms)
+            kind = self.variants.deciding(call) or self._kinds[call.surface]
+            decided = await kind.decide(call, state, now_ms)
         return decided if isinstance(decided, Rejected) else self._recorded(decided, state)
 
     def _recorded(self, decided: tuple[Decision, DecisionRecord], state: UserState) -> Decision:

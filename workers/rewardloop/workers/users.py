@@ -185,7 +185,7 @@ class UserCache:
         )
         rewards = [r async for r in self._store.logged_rewards(pseudonym, replay_start(state))]
         # Entries the replay needs that the snapshot stored apart (not for surfaces replayed whole).
-        resumed = [r for r in rewards if r.surface not in state.stale]
+        resumed = [r for r in rewards if r.state_key not in state.stale]
         await settled.fetch(
             self._store.redis,
             {pseudonym: state},

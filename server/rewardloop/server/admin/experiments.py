@@ -25,6 +25,7 @@ from rewardloop.learning.experiments.results import plan_at_creation
 from rewardloop.learning.experiments.spec import DEFAULT_MIN_USERS, ExperimentSpec, spec_from_dict
 from rewardloop.learning.params import ConfigError, check_name
 from rewardloop.learning.rewards.signals import Signal
+from rewardloop.server.admin.experiment_policies import check_policies, policies_of, variant_message
 from rewardloop.server.status import ServiceError, failed_precondition, invalid, not_found, quote, unavailable
 from rewardloop.state.experiments import Conflict, ExperimentStore, TooMany, now_ms
 from rewardloop.state.segment_priors import segment_surfaces
@@ -100,6 +101,8 @@ def spec_of(message: experiments_pb2.ExperimentSpec, config: ServiceConfig) -> E
     raw["refuse_infeasible"] = message.refuse_infeasible
     raw["holdout"] = message.holdout
     raw["cuped_days"] = 0.0 if message.no_cuped else (message.cuped_days or 14.0)
+    if policies := policies_of(message, config):
+        raw["policies"] = policies
     if len(raw["variants"]) != len(message.variants):
         raise invalid("spec.variants", "each variant must be named once")
     try:
@@ -129,6 +132,7 @@ def _check_known(spec: ExperimentSpec, config: ServiceConfig) -> None:
             raise invalid(f"spec.{where}.source", f"unknown signal {quote(metric.source)}; known: reward, click, ...")
         if metric.surface and metric.surface not in config.surfaces:
             raise invalid(f"spec.{where}.surface", f"unknown surface {quote(metric.surface)}")
+    check_policies(spec, config)
 
 
 def experiment_message(experiment: Experiment) -> experiments_pb2.Experiment:
@@ -171,7 +175,7 @@ def _metric_message(metric: Any) -> experiments_pb2.Metric:
 def spec_message(spec: ExperimentSpec) -> experiments_pb2.ExperimentSpec:
     return experiments_pb2.ExperimentSpec(
         name=spec.name, description=spec.description,
-        variants=[experiments_pb2.Variant(name=v, weight=w) for v, w in spec.variants],
+        variants=[variant_message(spec, v, w) for v, w in spec.variants],
         layer=spec.layer, coverage=spec.coverage,
         targeting=[experiments_pb2.TargetingCondition(attribute=c.attribute, operator=c.operator, values=c.values)
                    for c in spec.targeting],

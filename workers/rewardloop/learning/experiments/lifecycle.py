@@ -113,6 +113,10 @@ def update(experiment: Experiment, spec: ExperimentSpec, free: np.ndarray, now_m
         raise LifecycleError(f"variants: {removed} cannot be removed once started; give them no traffic by stopping")
     if spec.control != old.control:
         raise LifecycleError(f"variants: the control ({old.control!r}) must stay the first variant")
+    changed = [v for v in old.variant_names if spec.policies.get(v, {}) != old.policies.get(v, {})]
+    if changed:
+        # A variant's arm would then hold the evidence of two policies.
+        raise LifecycleError(f"variants: the policies of {changed} cannot change once the experiment has started")
     coverage = min(experiment.coverage, spec.coverage)
     allocation = resize(experiment.allocation, dict(spec.variants), coverage, free)
     return _changed(experiment, now_ms, spec=spec, allocation=allocation, coverage=coverage)

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from typing import Any
 
+from rewardloop.learning.experiments.policies import SurfacePolicy, surface_policy
 from rewardloop.learning.params import ConfigError, check_name, reject_unknown, within
 
 AGGREGATES = ("conversion", "count", "sum")
@@ -155,6 +156,8 @@ class ExperimentSpec:
     ``cuped_days``: the pre-exposure days whose primary-metric value is CUPED's covariate (0: none).
     ``baseline_mean`` / ``baseline_sd`` / ``expected_daily_users``: what the plan at creation is
     sized from (`results.plan_at_creation`); ``refuse_infeasible`` refuses an infeasible plan.
+    ``policies``: variant -> surface -> the policy deciding that surface for the variant's users
+    (`policies.py`); each surface must be one of ``surfaces``.
     """
 
     name: str
@@ -181,6 +184,7 @@ class ExperimentSpec:
     refuse_infeasible: bool = False
     holdout: bool = False
     cuped_days: float = 14.0
+    policies: Mapping[str, Mapping[str, SurfacePolicy]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_name("name", self.name)
@@ -213,6 +217,30 @@ class ExperimentSpec:
         ):
             raise ConfigError("metadata must map at most 50 strings to strings")
         self._check_planning()
+        self._check_policies()
+
+    def _check_policies(self) -> None:
+        if not isinstance(self.policies, Mapping):
+            raise ConfigError("policies must map variant names to their surfaces' policies")
+        index = {v: i for i, v in enumerate(self.variant_names)}
+        for variant, surfaces in self.policies.items():
+            if variant not in index:
+                raise ConfigError(f"policies: {variant!r} is not a variant ({', '.join(index)})")
+            where = f"variants[{index[variant]}].policies"
+            if not isinstance(surfaces, Mapping):
+                raise ConfigError(f"{where} must map surface names to policies")
+            for surface, policy in surfaces.items():
+                check_name(where, surface)
+                if not isinstance(policy, SurfacePolicy):
+                    raise ConfigError(f"{where}.{surface} must be a SurfacePolicy, got {policy!r}")
+                if surface not in self.surfaces:
+                    raise ConfigError(f"{where}.{surface}: surface {surface!r} must be listed in surfaces")
+        policies = {v: dict(p) for v, p in sorted(self.policies.items(), key=lambda vp: index[vp[0]]) if p}
+        object.__setattr__(self, "policies", policies)
+
+    def policy_of(self, variant: str, surface: str) -> SurfacePolicy | None:
+        """The policy deciding ``surface`` for ``variant``'s users; None: the surface's own."""
+        return self.policies.get(variant, {}).get(surface)
 
     def _check_planning(self) -> None:
         for name in ("auto_stop", "refuse_infeasible", "holdout"):
@@ -277,7 +305,7 @@ SPEC_KEYS = {
     "variants", "primary_metric", "description", "layer", "coverage", "targeting", "surfaces", "guardrails",
     "mde", "mde_relative", "alpha", "power", "planned_days", "ramp", "salt", "metadata", "auto_stop",
     "baseline_mean", "baseline_sd", "expected_daily_users", "refuse_infeasible", "holdout",
-    "cuped_days",
+    "cuped_days", "policies",
 }  # fmt: skip
 
 
@@ -333,7 +361,9 @@ def spec_from_dict(name: str, raw: Mapping[str, Any]) -> ExperimentSpec:
     if "primary_metric" not in raw:
         raise ConfigError("primary_metric is required")
     values = {
-        k: v for k, v in raw.items() if k not in ("variants", "primary_metric", "targeting", "guardrails", "ramp")
+        k: v
+        for k, v in raw.items()
+        if k not in ("variants", "primary_metric", "targeting", "guardrails", "ramp", "policies")
     }
     return ExperimentSpec(
         name=name,
@@ -346,6 +376,7 @@ def spec_from_dict(name: str, raw: Mapping[str, Any]) -> ExperimentSpec:
             _metric(f"guardrails[{i}]", g) for i, g in enumerate(_listed("guardrails", raw.get("guardrails", []), 19))
         ),
         ramp=tuple(_ramp_step(f"ramp[{i}]", s) for i, s in enumerate(_listed("ramp", raw.get("ramp", []), 10))),
+        policies=_policies(list(variants), raw.get("policies", {})),
         **{**values, "surfaces": tuple(values.get("surfaces", ())), "metadata": dict(values.get("metadata", {}))},
     )
 
@@ -357,4 +388,30 @@ def spec_to_dict(spec: ExperimentSpec) -> dict[str, Any]:
     out["variants"] = dict(spec.variants)
     out["targeting"] = [{**c, "values": list(c["values"])} for c in out["targeting"]]
     out["surfaces"] = list(spec.surfaces)
+    out["policies"] = {v: {s: p.to_dict() for s, p in by.items()} for v, by in spec.policies.items()}
+    if not out["policies"]:
+        del out["policies"]  # records as before policy experiments
+    return out
+
+
+def _policies(variants: list[Any], raw: Any) -> dict[str, dict[str, SurfacePolicy]]:
+    """``{variant: {surface: {"algorithm": ..., "params": {...}}}}``; errors name
+    ``variants[<index>].policies.<surface>.<field>``."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("policies must map variant names to their surfaces' policies")
+    out: dict[str, dict[str, SurfacePolicy]] = {}
+    for variant, surfaces in raw.items():
+        if variant not in variants:
+            raise ConfigError(f"policies: {variant!r} is not a variant ({', '.join(map(str, variants))})")
+        where = f"variants[{variants.index(variant)}].policies"
+        if not isinstance(surfaces, Mapping):
+            raise ConfigError(f"{where} must map surface names to policies")
+        for surface, policy in surfaces.items():
+            check_name(where, surface)
+            try:
+                out.setdefault(variant, {})[surface] = surface_policy(policy)
+            except ConfigError as exc:
+                text = str(exc)
+                named = text.startswith(("algorithm", "params"))
+                raise ConfigError(f"{where}.{surface}{'.' if named else ': '}{text}") from exc
     return out

@@ -184,7 +184,7 @@ class RewardLedger:
                 return Applied(r.reward, "", closed)
             at_weight = weight(r.occurred_at_ms)
             policy.update(state, arm, r.reward, context=context, propensity=r.propensity or None, weight=at_weight)
-            change = Change(r.surface, arm, None, r.reward, context, r.propensity, "", r.occurred_at_ms)
+            change = Change(surface.name, arm, None, r.reward, context, r.propensity, "", r.occurred_at_ms)
             return Applied(r.reward, "", (*closed, change))
         return self._fuse(policy, surface, state, weight, arm, r, closed)
 
