@@ -15,7 +15,10 @@ pytestmark = pytest.mark.cluster
 
 
 async def refresh_priors(service: object, round_: int = 0) -> None:
-    await asyncio.gather(*(a.refresh_priors.remote() for a in service.actors))  # type: ignore[attr-defined]
+    """Every shard's prior holds everything learned so far: all publish (and merge what the others
+    had published), then all merge again (a shard merging while another publishes misses it)."""
+    for _ in range(2):
+        await asyncio.gather(*(a.refresh_priors.remote() for a in service.actors))  # type: ignore[attr-defined]
 
 
 async def refresh_and_fit(service: object, round_: int) -> None:

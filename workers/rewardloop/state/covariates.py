@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from rewardloop.learning.experiments.attribution import DAY_MS, Event, pre_period_value
 from rewardloop.learning.experiments.spec import ExperimentSpec
 from rewardloop.learning.rewards.signals import Signal
+from rewardloop.state import loops
 from rewardloop.state.experiment_metrics import Exposures
 from rewardloop.state.keys import UserKeys
 from rewardloop.state.records import FeedbackRecord
@@ -53,14 +54,12 @@ class Covariates:
         self.dropped = 0
 
     def start(self) -> Covariates:
-        self._task = asyncio.get_running_loop().create_task(self._forever())
+        self._task = loops.start(self._forever())
         return self
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await loops.stop(self._task)
+        self._task = None
 
     @property
     def pending(self) -> int:
@@ -81,7 +80,7 @@ class Covariates:
             await self._compute(*self._queue.get_nowait())
 
     async def _forever(self) -> None:
-        while True:
+        while loops.running():
             job = await self._queue.get()
             try:
                 await self._compute(*job)

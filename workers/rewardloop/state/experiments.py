@@ -24,6 +24,7 @@ from redis.exceptions import RedisError, WatchError
 
 from rewardloop.learning.experiments.assigner import Assigner
 from rewardloop.learning.experiments.lifecycle import STATUSES, Experiment
+from rewardloop.state import loops
 from rewardloop.state.covariates import Covariates
 from rewardloop.state.experiment_metrics import Exposures
 from rewardloop.state.keys import (
@@ -226,12 +227,12 @@ class ExperimentCatalog:
             raise
         self._redis = redis
         self.covariates = Covariates(redis).start()
-        self._task = asyncio.get_running_loop().create_task(self._refresh_forever(redis))
+        self._task = loops.start(self._refresh_forever(redis))
         return self
 
     async def _refresh_forever(self, redis: aioredis.Redis) -> None:
         try:
-            while True:
+            while loops.running():
                 await asyncio.sleep(self._refresh_seconds)
                 try:
                     await self.refresh(redis)
@@ -246,7 +247,5 @@ class ExperimentCatalog:
     async def stop(self) -> None:
         if self.covariates is not None:
             await self.covariates.stop()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await loops.stop(self._task)
+        self._task = None

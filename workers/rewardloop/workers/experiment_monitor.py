@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from rewardloop.learning.experiments import lifecycle
 from rewardloop.learning.experiments.lifecycle import MONITOR, Experiment, LifecycleError, layer_free
 from rewardloop.learning.experiments.monitor import STOP, Outcome, look
+from rewardloop.state import loops
 from rewardloop.state.experiment_metrics import read_stats
 from rewardloop.state.experiment_monitor import MonitorStore
 from rewardloop.state.experiments import Conflict, ExperimentStore, now_ms
@@ -43,14 +44,12 @@ class ExperimentMonitor:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> ExperimentMonitor:
-        self._task = asyncio.get_running_loop().create_task(self._forever())
+        self._task = loops.start(self._forever())
         return self
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await loops.stop(self._task)
+        self._task = None
         try:
             async with aioredis.Redis.from_url(self.redis_url) as redis:
                 await MonitorStore(redis).release_lease(self.owner)
@@ -59,7 +58,7 @@ class ExperimentMonitor:
 
     async def _forever(self) -> None:
         async with aioredis.Redis.from_url(self.redis_url) as redis:
-            while True:
+            while loops.running():
                 try:
                     await self.look_once(redis)
                 except (RedisError, OSError) as exc:
