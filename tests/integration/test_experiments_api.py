@@ -375,13 +375,14 @@ async def test_repeat_exposures_skip_redis_and_the_cache_is_bounded(
         monkeypatch.setattr(experiments_module.Exposures, "expose", counted)
         monkeypatch.setattr(experiments_module, "EXPOSED_CACHE", 5)
         users = [f"{name}-cache-{i}" for i in range(8)]
-        firsts = [await catalog.expose(u, catalog.assigner.assign(u, only={name}), 1) for u in users]
+        at = int(time.time() * 1000)
+        firsts = [await catalog.expose(u, catalog.assigner.assign(u, only={name}), at) for u in users]
         assert firsts == [1] * 8 and calls == 8 and len(catalog.exposed) == 5
         # The last five are remembered: no Redis call; the first three were evicted: one call each,
         # and Redis still knows them (not first exposures).
-        repeats = [await catalog.expose(u, catalog.assigner.assign(u, only={name}), 2) for u in users[3:]]
+        repeats = [await catalog.expose(u, catalog.assigner.assign(u, only={name}), at + 1) for u in users[3:]]
         assert repeats == [0] * 5 and calls == 8
-        evicted = [await catalog.expose(u, catalog.assigner.assign(u, only={name}), 3) for u in users[:3]]
+        evicted = [await catalog.expose(u, catalog.assigner.assign(u, only={name}), at + 2) for u in users[:3]]
         assert evicted == [0] * 3 and calls == 11 and len(catalog.exposed) == 5
     finally:
         await catalog.stop()
@@ -437,3 +438,37 @@ async def test_cuped_covariates_come_from_the_users_pre_exposure_history(
     y = np.array([after[u] for u in users], dtype=float)
     assert primary.variance_reduction == pytest.approx(np.corrcoef(x, y)[0, 1] ** 2, abs=0.05)
     assert primary.variance_reduction > 0.5
+
+
+async def test_a_re_created_experiment_exposes_and_measures_its_users_afresh(
+    admin: admin_pb2_grpc.AdminStub, channel: grpc.aio.Channel, service: Any
+) -> None:
+    """Deleted and created again under the same name: the users' fields of the old one (exposure,
+    metric values) do not carry over, they are exposed and counted again."""
+    name = _name()
+    spec = _spec(name, primary_metric=xp.Metric(source="click", aggregate="count"))
+    users = [f"{name}-r{i}" for i in range(20)]
+    feedback = feedback_pb2_grpc.FeedbackStub(channel)
+    for round_ in range(2):
+        await admin.CreateExperiment(xp.CreateExperimentRequest(spec=spec), timeout=5)
+        await admin.StartExperiment(xp.ExperimentRequest(name=name), timeout=5)
+        variant_of = await _until_assigned(channel, name, users, 1.0)
+        for user in users:
+            await feedback.Record(_event(f"{user}-{round_}", user, "item-000", CLICK), timeout=5)
+        async with aioredis.Redis.from_url(service.redis_url) as redis:
+            for _ in range(50):
+                sums = await read_stats(redis, name)
+                clicks = sum(s.metrics.get("click_count", (0.0, 0.0))[0] for s in sums.values())
+                if clicks >= len(users):
+                    break
+                await asyncio.sleep(0.1)
+        counts = {v: list(variant_of.values()).count(v) for v in set(variant_of.values())}
+        assert {v: sums[v].n for v in counts} == counts, f"round {round_}: users counted {sums}"
+        assert clicks == len(users), f"round {round_}: {clicks} clicks attributed"
+        await admin.StopExperiment(xp.StopExperimentRequest(name=name), timeout=5)
+        await admin.DeleteExperiment(xp.ExperimentRequest(name=name), timeout=5)
+        # The front forgets it within a refresh; until then it would answer from the old record.
+        for _ in range(50):
+            if name not in service.catalog.experiments:
+                break
+            await asyncio.sleep(0.1)

@@ -32,12 +32,31 @@ from rewardloop.state.keys import UserKeys, experiment_stats_key
 USER_TTL_SECONDS = 180 * 86_400
 
 # KEYS[1]: the user's hash; KEYS[2..]: each experiment's stats. ARGV[1]: ttl, then per experiment
-# (field, variant, exposure value). Returns per experiment 1 if the exposure was new, else 0.
+# (field, variant, exposure value, the experiment's creation ms). An exposure recorded before the
+# experiment was created belongs to a deleted experiment of the same name: its fields go and the
+# user is exposed afresh. Returns per experiment 1 if the exposure was new, else 0.
 _EXPOSE = """
 local new = {}
 for i = 2, #KEYS do
-  local at = 2 + (i - 2) * 3
-  if redis.call('HSETNX', KEYS[1], ARGV[at], ARGV[at + 2]) == 1 then
+  local at = 2 + (i - 2) * 4
+  local field = ARGV[at]
+  local current = redis.call('HGET', KEYS[1], field)
+  local fresh = not current
+  if current then
+    local since = tonumber(string.match(current, '|(%d+)$'))
+    if since and since < tonumber(ARGV[at + 3]) then
+      local name = string.sub(field, 3)
+      local values = 'm:' .. name .. ':'
+      for _, key in ipairs(redis.call('HKEYS', KEYS[1])) do
+        if key == 'c:' .. name or string.sub(key, 1, #values) == values then
+          redis.call('HDEL', KEYS[1], key)
+        end
+      end
+      fresh = true
+    end
+  end
+  if fresh then
+    redis.call('HSET', KEYS[1], field, ARGV[at + 2])
     redis.call('HINCRBY', KEYS[i], ARGV[at + 1] .. '|n', 1)
     new[#new + 1] = 1
   else
@@ -85,14 +104,27 @@ class Exposures:
         self._script = redis.register_script(_EXPOSE)
         self._covariate = redis.register_script(_COVARIATE)
 
-    async def expose(self, pseudonym: str, assignments: Sequence[tuple[str, str]], now_ms: int) -> list[bool]:
-        """Records the user's assignments as exposures; for each, whether it was the first."""
+    async def expose(
+        self,
+        pseudonym: str,
+        assignments: Sequence[tuple[str, str]],
+        now_ms: int,
+        created_ms: Mapping[str, int] | None = None,
+    ) -> list[bool]:
+        """Records the user's assignments as exposures; for each, whether it was the first.
+        ``created_ms``: each experiment's creation (older exposures are a deleted namesake's)."""
         if not assignments:
             return []
+        created_ms = created_ms or {}
         keys = [UserKeys(pseudonym).experiments, *(experiment_stats_key(e) for e, _ in assignments)]
         args: list[Any] = [USER_TTL_SECONDS]
         for experiment, variant in assignments:
-            args += [EXPOSURE_PREFIX + experiment, variant, exposure_value(variant, now_ms)]
+            args += [
+                EXPOSURE_PREFIX + experiment,
+                variant,
+                exposure_value(variant, now_ms),
+                created_ms.get(experiment, 0),
+            ]
         return [bool(flag) for flag in await self._script(keys=keys, args=args)]
 
     async def set_covariate(self, pseudonym: str, experiment: str, variant: str, metric: str, x: float) -> bool:

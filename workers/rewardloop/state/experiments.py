@@ -158,6 +158,7 @@ class ExperimentCatalog:
         # Exposures recorded lately: (pseudonym, experiment, variant, started_ms), LRU.
         self.exposed: OrderedDict[tuple[str, str, str, int], None] = OrderedDict()
         self._started: dict[str, int] = {}
+        self._created: dict[str, int] = {}
         # Distinct users per surface, for planning (the front notes them; flushed with each refresh).
         self.traffic = TrafficCounter()
 
@@ -173,7 +174,7 @@ class ExperimentCatalog:
             self._exposures = Exposures(self._redis)
         keys = [(pseudonym, e, v, self._started.get(e, 0)) for e, v in assignments]
         fresh = [(e, v) for (e, v), key in zip(assignments, keys, strict=True) if not self._seen(key)]
-        flags = await self._exposures.expose(pseudonym, fresh, now_ms) if fresh else []
+        flags = await self._exposures.expose(pseudonym, fresh, now_ms, self._created) if fresh else []
         for (experiment, variant), new in zip(fresh, flags, strict=True):
             found = self.experiments.get(experiment)
             if new and found is not None and self.covariates is not None:
@@ -215,6 +216,7 @@ class ExperimentCatalog:
         experiments = await ExperimentStore(redis).load()
         self.experiments, self.assigner, self.version = experiments, Assigner(experiments.values()), version
         self._started = {name: e.started_ms for name, e in experiments.items()}
+        self._created = {name: e.created_ms for name, e in experiments.items()}
         return True
 
     async def start(self) -> ExperimentCatalog:

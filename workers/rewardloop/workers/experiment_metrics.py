@@ -71,7 +71,9 @@ class ExperimentAttribution:
             stale = {p: [f for f in hashes[p] if (e := experiment_of(f)) is not None and e not in known] for p in users}
             updates: dict[str, Update] = {}
             for pseudonym in users:
-                exposures = {n: e for n, e in exposed[pseudonym].items() if n in known}
+                # An exposure from before the experiment's creation is a deleted namesake's (the
+                # front replaces it at the user's next assignment).
+                exposures = {n: e for n, e in exposed[pseudonym].items() if n in known and e[1] >= known[n].created_ms}
                 if not exposures:
                     continue
                 values = {k: float(v) for k, v in hashes[pseudonym].items() if k.startswith(VALUE_PREFIX)}
