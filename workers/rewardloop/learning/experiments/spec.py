@@ -22,7 +22,7 @@ rewardloop.learning.params.ConfigError: variants must name at least two variants
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -220,21 +220,12 @@ class ExperimentSpec:
         self._check_policies()
 
     def _check_policies(self) -> None:
-        if not isinstance(self.policies, Mapping):
-            raise ConfigError("policies must map variant names to their surfaces' policies")
+        for _, where, surface, policy in _each_policy(self.variant_names, self.policies):
+            if not isinstance(policy, SurfacePolicy):
+                raise ConfigError(f"{where}.{surface} must be a SurfacePolicy, got {policy!r}")
+            if surface not in self.surfaces:
+                raise ConfigError(f"{where}.{surface}: surface {surface!r} must be listed in surfaces")
         index = {v: i for i, v in enumerate(self.variant_names)}
-        for variant, surfaces in self.policies.items():
-            if variant not in index:
-                raise ConfigError(f"policies: {variant!r} is not a variant ({', '.join(index)})")
-            where = f"variants[{index[variant]}].policies"
-            if not isinstance(surfaces, Mapping):
-                raise ConfigError(f"{where} must map surface names to policies")
-            for surface, policy in surfaces.items():
-                check_name(where, surface)
-                if not isinstance(policy, SurfacePolicy):
-                    raise ConfigError(f"{where}.{surface} must be a SurfacePolicy, got {policy!r}")
-                if surface not in self.surfaces:
-                    raise ConfigError(f"{where}.{surface}: surface {surface!r} must be listed in surfaces")
         policies = {v: dict(p) for v, p in sorted(self.policies.items(), key=lambda vp: index[vp[0]]) if p}
         object.__setattr__(self, "policies", policies)
 
@@ -397,21 +388,29 @@ def spec_to_dict(spec: ExperimentSpec) -> dict[str, Any]:
 def _policies(variants: list[Any], raw: Any) -> dict[str, dict[str, SurfacePolicy]]:
     """``{variant: {surface: {"algorithm": ..., "params": {...}}}}``; errors name
     ``variants[<index>].policies.<surface>.<field>``."""
+    out: dict[str, dict[str, SurfacePolicy]] = {}
+    for variant, where, surface, policy in _each_policy(variants, raw):
+        try:
+            out.setdefault(variant, {})[surface] = surface_policy(policy)
+        except ConfigError as exc:
+            text = str(exc)
+            named = text.startswith(("algorithm", "params"))
+            raise ConfigError(f"{where}.{surface}{'.' if named else ': '}{text}") from exc
+    return out
+
+
+def _each_policy(variants: Sequence[Any], raw: Any) -> Iterator[tuple[str, str, str, Any]]:
+    """``(variant, where, surface, policy)`` of a ``{variant: {surface: policy}}`` map, its shape
+    checked on the way (``where``: ``variants[<index>].policies``, as errors name it)."""
     if not isinstance(raw, Mapping):
         raise ConfigError("policies must map variant names to their surfaces' policies")
-    out: dict[str, dict[str, SurfacePolicy]] = {}
+    names = list(variants)
     for variant, surfaces in raw.items():
-        if variant not in variants:
-            raise ConfigError(f"policies: {variant!r} is not a variant ({', '.join(map(str, variants))})")
-        where = f"variants[{variants.index(variant)}].policies"
+        if variant not in names:
+            raise ConfigError(f"policies: {variant!r} is not a variant ({', '.join(map(str, names))})")
+        where = f"variants[{names.index(variant)}].policies"
         if not isinstance(surfaces, Mapping):
             raise ConfigError(f"{where} must map surface names to policies")
         for surface, policy in surfaces.items():
             check_name(where, surface)
-            try:
-                out.setdefault(variant, {})[surface] = surface_policy(policy)
-            except ConfigError as exc:
-                text = str(exc)
-                named = text.startswith(("algorithm", "params"))
-                raise ConfigError(f"{where}.{surface}{'.' if named else ': '}{text}") from exc
-    return out
+            yield variant, where, surface, policy
