@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import defaultdict
 
 import grpc
 import numpy as np
@@ -30,6 +31,7 @@ from rewardloop.v1 import (
     recommender_pb2,
     recommender_pb2_grpc,
 )
+from rewardloop.v1 import experiments_pb2 as xp
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.redis_server import EmbeddedRedis
 from rewardloop.workers.trainer import checkpoint_key, weights_key
@@ -70,6 +72,7 @@ async def test_sessions_through_the_service_train_versions_that_earn_more(
             assert np.mean(returns[-2:]) > 2.0 * returns[0]
             assert np.mean(returns[-2:]) > 2.16
 
+            await _bandit_against_the_agent(service.target, sdk, client)
             held = await _open_sessions_then_kill_a_shard(service, sdk)
 
             # The trainer killed: Ray restarts its actor, the front's stats sampler restarts its loop
@@ -128,6 +131,59 @@ async def _bad_input_is_named(target: str) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await feedback.Record(wrong_item)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "item_id" in (error.value.details() or "")
+
+
+class _ByVariant(SdkBackend):
+    """The SDK backend, noting each decision's variant of ``experiment`` and the policy that made it."""
+
+    def __init__(self, client: AsyncClient, experiment: str) -> None:
+        super().__init__(client, SURFACE)
+        self.experiment = experiment
+        self.variant_of: dict[str, str] = {}
+        self.policies: dict[str, set[str]] = defaultdict(set)
+        self.decided: dict[str, set[str]] = defaultdict(set)
+
+    async def decide(self, user: str, context: dict[str, float]) -> tuple[str, str, str]:
+        rec = await self.client.recommend(user, self.surface, context=context)
+        variant = rec.assignments[self.experiment]
+        assert self.variant_of.setdefault(user, variant) == variant  # sticky
+        self.policies[variant].add(rec.policy)
+        self.decided[variant].add(rec.decision_id)
+        return rec.decision_id, rec.items[0].item_id, rec.model_version
+
+
+async def _bandit_against_the_agent(target: str, sdk: AsyncClient, client: redis.Redis) -> None:
+    """A policy experiment through the service: its bandit variant's users are decided by lin_ts over
+    the agent's actions (per user), the others' by the agent, each variant's outcomes attributed to
+    it, and the agent's transitions (its training data) take no bandit turn."""
+    name = "bandit-vs-agent"
+    spec = xp.ExperimentSpec(
+        name=name, surfaces=[SURFACE], layer="agent-e2e", no_auto_stop=True, no_cuped=True,
+        variants=[xp.Variant(name="agent", weight=1),
+                  xp.Variant(name="bandit", weight=1, policies={SURFACE: xp.SurfacePolicy(algorithm="lin_ts")})],
+        primary_metric=xp.Metric(source="completion", aggregate="sum"),
+    )  # fmt: skip
+    async with grpc.aio.insecure_channel(target) as channel:
+        admin = admin_pb2_grpc.AdminStub(channel)
+        await admin.CreateExperiment(xp.CreateExperimentRequest(spec=spec), timeout=5)
+        await admin.StartExperiment(xp.ExperimentRequest(name=name), timeout=5)
+        backend = _ByVariant(sdk, name)
+        sessions = await drive(backend, 120, users=20, seed=500)
+        assert dict(backend.policies) == {"agent": {"dqn"}, "bandit": {"lin_ts"}}
+        for _ in range(100):  # the shards log a session's steps once the next one (or its end) is known
+            logged = {r[b"d"].decode() for _, r in client.xrange(transitions_key(SURFACE), "-", "+")}
+            if backend.decided["agent"] <= logged:
+                break
+            await asyncio.sleep(0.1)
+        assert backend.decided["agent"] <= logged and not backend.decided["bandit"] & logged
+        results = await admin.GetExperimentResults(xp.ExperimentRequest(name=name), timeout=10)
+        users = {v: sum(1 for u in backend.variant_of.values() if u == v) for v in ("agent", "bandit")}
+        assert {v.variant: v.users for v in results.variants} == users
+        returns = {v: np.mean([r.ret for r in sessions if backend.variant_of[r.user] == v]) for v in users}
+        (primary,) = [c for c in results.comparisons if c.role == "primary"]
+        means = f"{primary.variant_mean:.2f} (bandit) vs {primary.control_mean:.2f} (agent)"
+        print(f"bandit vs agent: return a session {returns}; completions a user {means}, {primary.verdict}")
+        await admin.StopExperiment(xp.StopExperimentRequest(name=name, winner="agent"), timeout=5)
 
 
 async def _open_sessions_then_kill_a_shard(service: Service, sdk: AsyncClient) -> set[str]:

@@ -18,7 +18,12 @@ import redis.asyncio as aioredis
 
 from rewardloop.client import Signal
 from rewardloop.demo.agent_driver import CONTEXT, drive, surface_spec
+from rewardloop.learning.experiments import lifecycle
+from rewardloop.learning.experiments.buckets import BUCKETS
+from rewardloop.learning.experiments.policies import policy_key
+from rewardloop.learning.experiments.spec import spec_from_dict
 from rewardloop.simulator.agent_env import ACTIONS, SessionMDP
+from rewardloop.state.experiments import ExperimentStore
 from rewardloop.state.keys import UserKeys, pseudonymize
 from rewardloop.state.transitions import TransitionLog
 from rewardloop.workers.agents import LocalPolicy
@@ -265,3 +270,47 @@ async def test_a_decision_that_fails_midway_changes_no_session(url: str) -> None
     finally:
         await shard.close()
         await client.aclose()
+
+
+async def test_a_policy_experiment_sets_a_bandit_against_the_agent(url: str) -> None:
+    """Bandit vs agent (policy experiments): the variant whose policy names lin_ts has its users'
+    turns decided by a contextual bandit over the agent's actions and request features, from their
+    own state, trained by their feedback; the other variant's users are the agent's, and only their
+    turns become the agent's transitions (its training data stays its own)."""
+    name = "bandit-vs-agent"
+    spec = spec_from_dict(name, {
+        "variants": {"agent": 1, "bandit": 1}, "surfaces": [SURFACE], "primary_metric": {"source": "completion"},
+        "policies": {"bandit": {SURFACE: {"algorithm": "lin_ts"}}},
+    })  # fmt: skip
+    client = aioredis.Redis.from_url(url)
+    try:
+        store = ExperimentStore(client)
+        await store.apply(name, "test", lambda _: lifecycle.create(spec, 1))
+        started = await store.apply(
+            name, "test", lambda experiments: lifecycle.start(experiments[name], np.ones(BUCKETS, dtype=bool), 2)
+        )
+    finally:
+        await client.aclose()
+    assert started is not None
+    key = policy_key(SURFACE, name, "bandit", started.created_ms)
+    decided: dict[str, list[Decision]] = {}
+    async with serving(url, config()) as shard:
+        for variant in ("agent", "bandit"):
+            user, decided[variant] = f"{variant}-user", []
+            for _ in range(3):
+                turn = await decide(shard, user, observation(persona=1), assignments=((name, variant),))
+                await record(shard, user, turn.decision_id, turn.items[0].item_id, Signal.COMPLETION, 1.0)
+                decided[variant].append(turn)
+            await record(shard, user, turn.decision_id, turn.items[0].item_id, Signal.SESSION_END, 1.0)
+        assert {d.policy for d in decided["agent"]} == {"dqn"}
+        assert {d.policy for d in decided["bandit"]} == {"lin_ts"}
+        assert shard.stats()["variant_policies"] == 1  # the bandit variant's, on this surface
+        features = tuple(shard.surfaces[SURFACE].features.vector(observation()).tolist())
+        two = RecommendCall(p("bandit-user"), SURFACE, 2, features=features, assignments=((name, "bandit"),))
+        [rejected] = await shard.recommend([two])  # one action a turn, whoever decides it
+        assert isinstance(rejected, Rejected) and rejected.field == "n"
+        assert {t.decision_id for t in await transitions(url)} == {d.decision_id for d in decided["agent"]}
+        bandit_user = await shard.user_state(p("bandit-user"))
+        assert bandit_user[key]["n_updates"] == 3 and bandit_user[SURFACE]["n_updates"] == 0
+        agent_user = await shard.user_state(p("agent-user"))
+        assert key not in agent_user and agent_user[SURFACE]["n_updates"] == 3

@@ -152,8 +152,9 @@ def test_admin_conversion_round_trips_and_resolves_the_surfaces_own_algorithm() 
          "spec.variants[1].policies.home.algorithm", "hybrid_linucb cannot serve surface 'home'"),
         ({"decayed": xp.SurfacePolicy(algorithm="discounted_ucb")},
          "spec.variants[1].policies.decayed.algorithm", "time decay needs"),
-        ({"bot": xp.SurfacePolicy(algorithm="ucb1")},
-         "spec.variants[1].policies.bot", "'bot' is an agent surface; policy experiments cover bandit surfaces"),
+        ({"bot": xp.SurfacePolicy()},
+         "spec.variants[1].policies.bot.algorithm", "'bot' is an agent surface: a variant's policy names a bandit"),
+        ({"bot": xp.SurfacePolicy(algorithm="dqn")}, "spec.variants[1].policies.bot.algorithm", "unknown algorithm"),
         ({"nowhere": xp.SurfacePolicy()}, "spec.variants[1].policies.nowhere", "unknown surface 'nowhere'"),
         ({"nowhere": xp.SurfacePolicy(algorithm="ucb1")}, "spec.surfaces[1]", "unknown surface 'nowhere'"),
     ],
@@ -164,6 +165,15 @@ def test_admin_refuses_policies_the_surface_cannot_take(policies: dict[str, Any]
     assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert refused.value.violations[0].field == field
     assert match in refused.value.message
+
+
+def test_a_bandit_variant_may_decide_an_agent_surface() -> None:
+    """Bandit vs agent: a contextual bandit over the agent's actions and request features."""
+    spec = spec_of(_message(treatment={"bot": xp.SurfacePolicy(algorithm="lin_ts")}), CONFIG)
+    assert spec.policy_of("treatment", "bot") == SurfacePolicy("lin_ts", {})
+    assert spec.policy_of("control", "bot") is None  # the agent decides for the control
+    derived = CONFIG.surfaces["bot"].deciding_with("bot@pe/treatment/1", spec.policies["treatment"]["bot"].config)
+    assert (derived.kind, derived.agent, derived.context_dim) == ("bandit", None, CONFIG.surfaces["bot"].context_dim)
 
 
 def test_admin_lists_a_policy_surface_or_refuses() -> None:

@@ -62,6 +62,11 @@ SHARD_STATS = {
     "segment_version": Gauge(
         "rewardloop_shard_segment_version_max", "Newest segment model version a shard serves from", ["shard"]
     ),
+    "variant_policies": Gauge(
+        "rewardloop_shard_variant_policies",
+        "Policy-experiment variants a shard decides with (one per variant and surface of running experiments)",
+        ["shard"],
+    ),
     "agent_cached_sessions": Gauge(
         "rewardloop_shard_agent_sessions_cached", "Agent sessions a shard keeps in memory (bounded)", ["shard"]
     ),

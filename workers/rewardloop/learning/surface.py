@@ -203,8 +203,10 @@ class SurfaceConfig:
         """This surface deciding with another policy (a policy experiment's variant,
         ``experiments/policies.py``), its users' states of it kept under ``key``. ConfigError when
         the surface cannot host it (real-time features need a contextual algorithm, time decay one
-        with additive statistics); the fingerprint is the new policy's."""
-        derived = dataclasses.replace(self, policy_config=policy_config)
+        with additive statistics); the fingerprint is the new policy's. On an agent surface the
+        variant is a bandit over the same actions and request features, its state per user (bandit
+        vs agent: the turns it decides are not the agent's, nor its training)."""
+        derived = dataclasses.replace(self, policy_config=policy_config, kind="bandit", agent=None)
         object.__setattr__(derived, "name", key)  # not a surface name: no configured surface can take it
         return derived
 

@@ -139,10 +139,11 @@ class ShardCore:
         if any(self.variants.unknown(c) for c in calls):
             await self._experiment_started()
         decisions: list[Decision | Rejected | None] = [None] * len(calls)
-        # An agent surface's calls go together: one policy call and one Redis transaction for them.
+        # An agent surface's calls go together: one policy call and one Redis transaction for them
+        # (but a policy experiment's bandit decides one action for its variant's users).
         by_agent: dict[str, list[int]] = {}
         for i, call in enumerate(calls):
-            if call.surface in self.agents:
+            if call.surface in self.agents and (call.n != 1 or self.variants.deciding(call) is None):
                 by_agent.setdefault(call.surface, []).append(i)
             else:
                 decisions[i] = await self._decide(call, users[call.pseudonym])
@@ -180,6 +181,7 @@ class ShardCore:
             "evictions": self.users.evictions,
             "decisions": len(self.decisions),
             "unsnapshotted": self.write_behind.unsnapshotted,
+            "variant_policies": len(self.variants),
             **self.priors.learned.stats(),
             **{f"agent_{k}": float(sum(a.stats()[k] for a in self.agents.values())) for k in AGENT_STATS},
         }

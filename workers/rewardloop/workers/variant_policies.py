@@ -73,7 +73,7 @@ class VariantPolicies:
             for variant, by_surface in spec.policies.items():
                 for name, chosen in by_surface.items():
                     surface = self._configured.get(name)
-                    if surface is None or surface.kind != "bandit":
+                    if surface is None:
                         continue  # checked at creation; the service's config changed since
                     key = policy_key(name, spec.name, variant, experiment.created_ms)
                     if key not in self._kinds:

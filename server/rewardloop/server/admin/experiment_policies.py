@@ -3,9 +3,10 @@ against the service's surfaces.
 
 A policy takes what EvaluatePolicy takes (``evaluation.py``): an algorithm (empty: the surface's
 own, its parameters overridden by ``params``) and a map of parameters; the spec checks both
-(``learning/experiments/policies.py``), and here the surface must be a bandit surface that can host
-the policy (contexts, item features, real-time features, time decay), every error naming the field
-(``spec.variants[1].policies.home.algorithm``).
+(``learning/experiments/policies.py``), and here the surface must be able to host the policy
+(contexts, item features, real-time features, time decay), every error naming the field
+(``spec.variants[1].policies.home.algorithm``). On an agent surface a variant's policy is a bandit
+over the surface's actions and request features (bandit vs agent); the agent decides for the others.
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ def policies_of(message: experiments_pb2.ExperimentSpec, config: ServiceConfig) 
                 raise invalid(f"spec.variants[{i}].policies", named)
             where = f"spec.variants[{i}].policies.{name}"
             surface = config.surfaces.get(name)
-            if surface is not None and surface.kind != "bandit":
-                raise invalid(
-                    where,
-                    f"{quote(name)} is an {surface.kind} surface; policy experiments cover bandit surfaces"
-                    f" (its policy is shared by all users and trained apart)",
-                )
             algorithm, params = policy.algorithm, dict(policy.params)
+            if surface is not None and surface.kind == "agent" and not algorithm:
+                raise invalid(
+                    f"{where}.algorithm",
+                    f"{quote(name)} is an agent surface: a variant's policy names a bandit algorithm"
+                    f" (the agent itself decides for the variants without one)",
+                )
             if not algorithm:
                 if surface is None:
                     raise invalid(where, f"unknown surface {quote(name)}")
