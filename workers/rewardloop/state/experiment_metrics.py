@@ -21,6 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from rewardloop.learning.experiments.attribution import (
+    ATTRIBUTED_FIELD,
     EXPOSURE_PREFIX,
     Update,
     covariate_field,
@@ -149,10 +150,12 @@ async def record_updates(
     updates: Mapping[str, Update],
     stale: Mapping[str, list[str]] | None = None,
     cuped: Mapping[str, str] | None = None,
+    marks: Mapping[str, str] | None = None,
 ) -> None:
     """Users' new values and the sums' deltas, atomically (MULTI); ``stale``: fields of deleted
     experiments to drop from users' hashes on the way; ``cuped``: experiment -> the metric whose
-    Σxy follows its users' covariates."""
+    Σxy follows its users' covariates; ``marks``: user -> the log id of the last event these
+    updates attribute (``ATTRIBUTED_FIELD``, set with the values it accounts for)."""
     stale = {p: fields for p, fields in (stale or {}).items() if fields}
     if not stale and not any(u.values for u in updates.values()):
         return
@@ -165,7 +168,8 @@ async def record_updates(
         if not update.values:
             continue
         key = UserKeys(pseudonym).experiments
-        pipe.hset(key, mapping={k: repr(v) for k, v in update.values.items()})
+        mark = {ATTRIBUTED_FIELD: marks[pseudonym]} if marks and pseudonym in marks else {}
+        pipe.hset(key, mapping={**{k: repr(v) for k, v in update.values.items()}, **mark})
         pipe.expire(key, USER_TTL_SECONDS)
         for (experiment, variant, metric), (dy, dyy) in update.sums.items():
             stats = experiment_stats_key(experiment)

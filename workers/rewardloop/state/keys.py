@@ -105,8 +105,9 @@ class UserKeys:
     def experiments(self) -> str:
         """Hash of the user's experiments: ``x:<experiment>`` -> ``<variant>|<first exposure ms>``
         (written once, by the front, at the first assignment) and ``m:<experiment>:<metric>`` -> the
-        user's value of that metric (written by the owning shard). Expires when untouched
-        (``state/experiment_metrics.py``)."""
+        user's value of that metric (written by the owning shard), ``c:<experiment>`` -> the CUPED
+        covariate, and ``attributed`` -> the log id of the last event attributed (``ATTRIBUTED_FIELD``).
+        Expires when untouched (``state/experiment_metrics.py``)."""
         return self._prefix + "xp"
 
     def legacy_event(self, event_id: str) -> str:

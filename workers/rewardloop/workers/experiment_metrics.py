@@ -3,9 +3,11 @@ to the experiments they were exposed to (`learning/experiments/attribution.py`, 
 `state/experiment_metrics.py`).
 
 The shard owns its users, so it is the one writer of their metric values: a read of their
-experiment hashes, the pure update, one transaction. Attribution follows the ack of the events it
-counts; a shard that dies between the two loses those events' contribution (not the events), and
-`failed` counts what storage refused.
+experiment hashes, the pure update, one transaction, which also moves the user's mark
+(``ATTRIBUTED_FIELD``: the log id of the last event attributed). The caller's ack follows it. A
+shard that dies after logging an event and before attributing it fails the call; the caller's retry
+finds the event logged (a duplicate) and, as its id is past the user's mark, attributes it then,
+once. ``failed`` counts events whose attribution storage refused (logged and learned, not counted).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from rewardloop.learning.experiments.attribution import (
+    ATTRIBUTED_FIELD,
     VALUE_PREFIX,
     Update,
     attribute,
@@ -27,7 +30,7 @@ from rewardloop.learning.experiments.attribution import (
 from rewardloop.state.covariates import event_of
 from rewardloop.state.experiment_metrics import read_users, record_updates
 from rewardloop.state.experiments import ExperimentCatalog
-from rewardloop.state.records import FeedbackRecord
+from rewardloop.state.records import FeedbackRecord, stream_id_key
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,9 @@ class ExperimentAttribution:
         await self.catalog.refresh(self._redis)
 
     async def observe(self, records: Sequence[FeedbackRecord]) -> None:
-        """Attribute newly learned caller events (not duplicates, window closes or flagged ones)."""
+        """Attribute learned caller events (not window closes or flagged ones; logged: with their
+        ``stream_id``) past their user's mark: the newly logged, and retries of events whose
+        attribution a dead shard did not make."""
         if not records:
             return
         try:
@@ -70,6 +75,7 @@ class ExperimentAttribution:
             # Fields of deleted experiments go, or every event of these users would refresh again.
             stale = {p: [f for f in hashes[p] if (e := experiment_of(f)) is not None and e not in known] for p in users}
             updates: dict[str, Update] = {}
+            marks: dict[str, str] = {}
             for pseudonym in users:
                 # An exposure from before the experiment's creation is a deleted namesake's (the
                 # front replaces it at the user's next assignment).
@@ -77,10 +83,14 @@ class ExperimentAttribution:
                 if not exposures:
                     continue
                 values = {k: float(v) for k, v in hashes[pseudonym].items() if k.startswith(VALUE_PREFIX)}
-                events = [event_of(r) for r in records if r.pseudonym == pseudonym]
-                updates[pseudonym] = attribute(specs, exposures, values, events)
+                mark = stream_id_key(hashes[pseudonym].get(ATTRIBUTED_FIELD, "0-0"))
+                mine = [r for r in records if r.pseudonym == pseudonym and stream_id_key(r.stream_id) > mark]
+                if not mine:
+                    continue
+                updates[pseudonym] = attribute(specs, exposures, values, [event_of(r) for r in mine])
+                marks[pseudonym] = max((r.stream_id for r in mine), key=stream_id_key)
             cuped = {n: s.primary_metric.name for n, s in specs.items() if s.cuped_days > 0}
-            await record_updates(self._redis, updates, stale, cuped)
+            await record_updates(self._redis, updates, stale, cuped, marks)
             self.attributed += len(records)
         except (RedisError, OSError) as exc:
             self.failed += len(records)

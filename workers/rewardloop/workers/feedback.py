@@ -160,12 +160,15 @@ class Ingest:
         for record, logged in zip(records, stream_ids, strict=True):
             state = users[record.pseudonym]
             if isinstance(logged, Seen):  # already logged: a retry, or a close made before a crash
-                outcomes.append(Recorded(True, *_retry_outcome(state, record, logged)))
+                reward, flag = _retry_outcome(state, record, logged)
+                outcomes.append(Recorded(True, reward, flag))
+                if not (record.window_close or flag):  # attributed unless it was (the user's mark)
+                    learned.append(record.appended(logged.stream_id))
             else:
                 applied = self._learn(state, record.appended(logged))
                 outcomes.append(Recorded(duplicate=False, reward=applied.reward, flag=applied.flag))
                 if not (record.window_close or record.flag or applied.flag):
-                    learned.append(record)
+                    learned.append(record.appended(logged))
         self._write_behind.schedule()
         if self._on_learned is not None:
             await self._on_learned(learned)

@@ -31,6 +31,9 @@ from rewardloop.learning.experiments.spec import ExperimentSpec, Metric
 EXPOSURE_PREFIX = "x:"
 VALUE_PREFIX = "m:"
 COVARIATE_PREFIX = "c:"
+ATTRIBUTED_FIELD = "attributed"
+"""The user's hash: the feedback-log id of the last event attributed (a retry at or before it is not
+attributed again; one after it -- its shard died before attributing it -- is)."""
 DAY_MS = 86_400_000
 
 
