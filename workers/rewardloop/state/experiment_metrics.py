@@ -168,8 +168,10 @@ async def record_updates(
         if not update.values:
             continue
         key = UserKeys(pseudonym).experiments
-        mark = {ATTRIBUTED_FIELD: marks[pseudonym]} if marks and pseudonym in marks else {}
-        pipe.hset(key, mapping={**{k: repr(v) for k, v in update.values.items()}, **mark})
+        written = [(k, repr(v)) for k, v in update.values.items()]
+        if marks and pseudonym in marks:
+            written.append((ATTRIBUTED_FIELD, marks[pseudonym]))
+        pipe.hset(key, mapping={k: v for k, v in written})
         pipe.expire(key, USER_TTL_SECONDS)
         for (experiment, variant, metric), (dy, dyy) in update.sums.items():
             stats = experiment_stats_key(experiment)
