@@ -100,5 +100,6 @@ async def test_a_retry_attributes_what_a_dead_shard_did_not_and_nothing_twice(
         [third] = await second.feedback([click("e3")])
         assert isinstance(third, Recorded) and not third.duplicate
         assert await _clicks(url) == (3.0, 9.0)
+        assert second.stats()["attribution_failed"] == 0
     finally:
         await second.close()

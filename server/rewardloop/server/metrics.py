@@ -62,6 +62,11 @@ SHARD_STATS = {
     "segment_version": Gauge(
         "rewardloop_shard_segment_version_max", "Newest segment model version a shard serves from", ["shard"]
     ),
+    "attribution_failed": Gauge(
+        "rewardloop_shard_attribution_failed",
+        "Events learned whose experiment attribution Redis refused, since the shard started (not counted)",
+        ["shard"],
+    ),
     "variant_policies": Gauge(
         "rewardloop_shard_variant_policies",
         "Policy-experiment variants a shard decides with (one per variant and surface of running experiments)",

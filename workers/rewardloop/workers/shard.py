@@ -182,6 +182,7 @@ class ShardCore:
             "decisions": len(self.decisions),
             "unsnapshotted": self.write_behind.unsnapshotted,
             "variant_policies": len(self.variants),
+            "attribution_failed": self.experiments.failed,
             **self.priors.learned.stats(),
             **{f"agent_{k}": float(sum(a.stats()[k] for a in self.agents.values())) for k in AGENT_STATS},
         }
