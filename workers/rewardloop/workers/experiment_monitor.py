@@ -80,7 +80,8 @@ class ExperimentMonitor:
             users = {v: s.n for v, s in stats.items()}
             sums = {v: s.metrics for v, s in stats.items()}
             now = at_ms if at_ms is not None else now_ms()
-            outcome = look(experiment, users, sums, await monitors.load(name), now)
+            covariates = {v: s.covariates for v, s in stats.items()}
+            outcome = look(experiment, users, sums, await monitors.load(name), now, covariates)
             await monitors.save(name, outcome.state, (now, users, sums) if outcome.point else None)
             if outcome.action:
                 await self._act(store, experiment, outcome, now)

@@ -57,6 +57,8 @@ from rewardloop.learning.experiments.moments import Moments
 from rewardloop.learning.experiments.sequential import GroupSequential, inflation_factor
 from rewardloop.learning.experiments.simulation import planned_users
 from rewardloop.learning.experiments.spec import ExperimentSpec, Metric
+from rewardloop.learning.experiments.stats import cuped_if_varies
+from rewardloop.learning.params import ConfigError
 
 MIN_USERS = 100
 # A guardrail's mixture averages scales of harm, relative to the control's mean: the spec's MDE and
@@ -71,6 +73,7 @@ STOP, RAMP = "stop", "ramp"
 
 Users = Mapping[str, int]
 Sums = Mapping[str, Mapping[str, tuple[float, float]]]  # variant -> metric -> (Σy, Σy²)
+Covariates = Mapping[str, Mapping[str, tuple[float, float, float]]]  # variant -> metric -> (Σx, Σx², Σxy)
 
 
 @dataclass(frozen=True)
@@ -163,8 +166,17 @@ class Outcome:
     point: bool = False  # a timeline point is due: record these sums
 
 
-def look(experiment: Experiment, users: Users, sums: Sums, state: MonitorState, now_ms: int) -> Outcome:
-    """One look at a running experiment's sums (``users``: exposed users per variant)."""
+def look(
+    experiment: Experiment,
+    users: Users,
+    sums: Sums,
+    state: MonitorState,
+    now_ms: int,
+    covariates: Covariates | None = None,
+) -> Outcome:
+    """One look at a running experiment's sums (``users``: exposed users per variant; ``covariates``:
+    the primary's CUPED sums, when kept: its looks then test the adjusted difference, as the
+    results table does)."""
     if experiment.status != RUNNING:
         return Outcome(state)
     spec = experiment.spec
@@ -174,7 +186,7 @@ def look(experiment: Experiment, users: Users, sums: Sums, state: MonitorState, 
     ready = min(counts.values()) >= MIN_USERS
     if ready:
         state = _guardrails(spec, counts, sums, state)
-        state = _primary(experiment, counts, sums, state, now_ms)
+        state = _primary(experiment, counts, sums, covariates or {}, state, now_ms)
     point = now_ms - state.point_ms >= _point_spacing_ms(spec)
     if point:
         state = replace(state, point_ms=now_ms)
@@ -296,7 +308,12 @@ def _relative_mde(spec: ExperimentSpec) -> float:
     return spec.mde if spec.mde_relative else 0.05
 
 
-def _primary(experiment: Experiment, counts: Users, sums: Sums, state: MonitorState, now_ms: int) -> MonitorState:
+def _primary(
+    experiment: Experiment, counts: Users, sums: Sums, covariates: Covariates, state: MonitorState, now_ms: int
+) -> MonitorState:
+    """The primary's group-sequential look, if one is due. The planned sample is sized from the
+    control's unadjusted variance: CUPED's smaller variance makes each look's information larger than
+    its fraction says, which only makes the boundaries conservative."""
     spec = experiment.spec
     looks = scheduled_looks(spec)
     due = min(looks, int((now_ms - experiment.started_ms) * looks // max(1.0, spec.planned_days * DAY_MS)))
@@ -319,7 +336,7 @@ def _primary(experiment: Experiment, counts: Users, sums: Sums, state: MonitorSt
         if history.done:
             continue
         treatment = _moments(counts, sums, variant, spec.primary_metric)
-        estimate, variance = _difference(control, treatment)
+        estimate, variance = _difference(*_cuped(covariates, spec, control, variant, treatment))
         z = estimate / math.sqrt(variance) if variance > 0 else 0.0
         fraction = min(1.0, (control.n + treatment.n) / 2 / planned)
         if history.fractions:
@@ -337,6 +354,22 @@ def _primary(experiment: Experiment, counts: Users, sums: Sums, state: MonitorSt
             verdict = "inconclusive"
         primary[variant] = PrimaryLooks(fractions, zs, boundary, verdict, decided)
     return replace(state, looks_taken=due, planned_users=planned, primary=primary)
+
+
+def _cuped(
+    covariates: Covariates, spec: ExperimentSpec, control: Moments, variant: str, treatment: Moments
+) -> tuple[Moments, Moments]:
+    """The primary's moments of control and ``variant``, CUPED-adjusted when covariates vary."""
+
+    def with_x(moments: Moments, name: str) -> Moments:
+        sx, sxx, sxy = covariates.get(name, {}).get(spec.primary_metric.name, (0.0, 0.0, 0.0))
+        return replace(moments, sum_x=sx, sum_x2=sxx, sum_xy=sxy)
+
+    try:
+        adjusted = cuped_if_varies(with_x(control, spec.control), with_x(treatment, variant))
+    except ConfigError:  # fewer than two users in a variant
+        adjusted = None
+    return (control, treatment) if adjusted is None else (adjusted.control, adjusted.treatment)
 
 
 def _ramp_gate(experiment: Experiment, counts: Users, state: MonitorState, now_ms: int) -> str | None:

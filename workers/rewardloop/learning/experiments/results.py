@@ -29,11 +29,10 @@ from rewardloop.learning.experiments.moments import Moments
 from rewardloop.learning.experiments.spec import ExperimentSpec, Metric
 from rewardloop.learning.experiments.stats import (
     Comparison,
-    CupedAdjustment,
     at_level,
     compare_means,
     compare_proportions,
-    cuped_adjustment,
+    cuped_if_varies,
 )
 
 SRM_ALPHA = 0.001
@@ -144,7 +143,7 @@ def analyse(
             reductions.append(0.0)
             if min(control.n, treatment.n) < MIN_USERS or not _varies(control, treatment):
                 compared.append(None)
-            elif role == "primary" and (cuped := _cuped(control, treatment)) is not None:
+            elif role == "primary" and (cuped := cuped_if_varies(control, treatment)) is not None:
                 compared.append(compare_means(cuped.control, cuped.treatment, alpha=spec.alpha))
                 reductions[-1] = cuped.correlation**2
             elif role == "primary":
@@ -162,13 +161,6 @@ def analyse(
             results.append(MetricResult(metric.name, role, variant, comparison, p_adj, verdict, reduction))
     return Results(counts, dict(shares), srm_p, srm_p <= SRM_ALPHA, tuple(results),
                    _planning(spec, counts, moments(spec.control, spec.primary_metric), days_elapsed))  # fmt: skip
-
-
-def _cuped(control: Moments, treatment: Moments) -> CupedAdjustment | None:
-    """CUPED's adjustment when the pre-exposure values vary within the variants; else None."""
-    if control.variance_x > 0 or treatment.variance_x > 0:
-        return cuped_adjustment(control, treatment)
-    return None
 
 
 def _varies(control: Moments, treatment: Moments) -> bool:

@@ -209,6 +209,14 @@ def cuped_adjustment(control: Moments, treatment: Moments) -> CupedAdjustment:
     return CupedAdjustment(theta, _adjusted(control, theta, center), _adjusted(treatment, theta, center), correlation)
 
 
+def cuped_if_varies(control: Moments, treatment: Moments) -> CupedAdjustment | None:
+    """CUPED's adjustment when the pre-exposure values vary within the variants; else None (no
+    covariates kept, or all alike: nothing to adjust with)."""
+    if control.variance_x > 0 or treatment.variance_x > 0:
+        return cuped_adjustment(control, treatment)
+    return None
+
+
 def at_level(comparison: Comparison, alpha: float) -> Comparison:
     """``comparison`` with its intervals (absolute and relative) at confidence ``1 - alpha``."""
     alpha = _alpha(alpha)
