@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from rewardloop.learning.experiments import lifecycle
 from rewardloop.learning.experiments.buckets import BUCKETS
@@ -51,7 +52,7 @@ async def _started_and_exposed(url: str, user: str) -> None:
 
 async def _clicks(url: str) -> tuple[float, float]:
     async with aioredis.Redis.from_url(url) as redis:
-        return (await read_stats(redis, NAME))["treatment"].metrics["click_count"]
+        return (await read_stats(redis, NAME))["treatment"].metrics.get("click_count", (0.0, 0.0))
 
 
 async def test_a_retry_attributes_what_a_dead_shard_did_not_and_nothing_twice(
@@ -103,3 +104,36 @@ async def test_a_retry_attributes_what_a_dead_shard_did_not_and_nothing_twice(
         assert second.stats()["attribution_failed"] == 0
     finally:
         await second.close()
+
+
+async def test_an_attribution_redis_refuses_fails_the_call_and_its_retry_counts_it(
+    redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rewardloop.workers.experiment_metrics as attribution
+
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{DB}"
+    user = pseudonymize("refused-user", b"k")
+    await _started_and_exposed(url, user)
+    shard = ShardCore(ServiceConfig.from_dict(CONFIG), url)
+    try:
+        [decision] = await shard.recommend([RecommendCall(user, "s", 1)])
+        assert isinstance(decision, Decision)
+        call = FeedbackCall(user, "r1", decision.items[0].item_id, Signal.CLICK.value, 1.0, int(time.time() * 1000),
+                            decision_id=decision.decision_id)  # fmt: skip
+        original = attribution.record_updates
+
+        async def refused(*args: Any, **kwargs: Any) -> None:
+            monkeypatch.setattr(attribution, "record_updates", original)  # once
+            raise RedisError("OOM command not allowed when used memory > 'maxmemory'")
+
+        monkeypatch.setattr(attribution, "record_updates", refused)
+        with pytest.raises(attribution.AttributionFailed) as failed:
+            await shard.feedback([call])
+        assert "OOM" not in str(failed.value)  # the event was logged: not "nothing was applied"
+        assert shard.stats()["attribution_failed"] == 1
+        assert (await _clicks(url)) == (0.0, 0.0)
+        [retried] = await shard.feedback([call])
+        assert isinstance(retried, Recorded) and retried.duplicate
+        assert await _clicks(url) == (1.0, 1.0)
+    finally:
+        await shard.close()

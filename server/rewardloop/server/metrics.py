@@ -64,7 +64,7 @@ SHARD_STATS = {
     ),
     "attribution_failed": Gauge(
         "rewardloop_shard_attribution_failed",
-        "Events learned whose experiment attribution Redis refused, since the shard started (not counted)",
+        "Events whose experiment attribution Redis refused since the shard started (each call failed, for a retry)",
         ["shard"],
     ),
     "variant_policies": Gauge(

@@ -7,7 +7,8 @@ experiment hashes, the pure update, one transaction, which also moves the user's
 (``ATTRIBUTED_FIELD``: the log id of the last event attributed). The caller's ack follows it. A
 shard that dies after logging an event and before attributing it fails the call; the caller's retry
 finds the event logged (a duplicate) and, as its id is past the user's mark, attributes it then,
-once. ``failed`` counts events whose attribution storage refused (logged and learned, not counted).
+once. Should Redis refuse the attribution itself, the call fails the same way (``AttributionFailed``,
+``UNAVAILABLE`` to the caller) and the retry attributes the events; ``failed`` counts them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ from rewardloop.state.records import FeedbackRecord, stream_id_key
 log = logging.getLogger(__name__)
 
 EMPTY_RECHECK_SECONDS = 0.1
+
+
+class AttributionFailed(RedisError):
+    """The events were logged and learned, their experiment attribution refused: the call fails so
+    that the caller retries, and the retry (a duplicate of each) attributes them."""
 
 
 class ExperimentAttribution:
@@ -94,4 +100,7 @@ class ExperimentAttribution:
             self.attributed += len(records)
         except (RedisError, OSError) as exc:
             self.failed += len(records)
-            log.warning("experiment metrics of %d events not attributed: %s", len(records), exc)
+            log.warning("experiment metrics of %d events not attributed (the call fails, for a retry): %s",
+                        len(records), exc)  # fmt: skip
+            # Not the storage's own words: an OOM here must not read as "nothing was applied".
+            raise AttributionFailed(f"experiment attribution refused ({type(exc).__name__})") from exc
