@@ -72,7 +72,10 @@ async def test_sessions_through_the_service_train_versions_that_earn_more(
             assert np.mean(returns[-2:]) > 2.0 * returns[0]
             assert np.mean(returns[-2:]) > 2.16
 
-            await _bandit_against_the_agent(service.target, sdk, client)
+            appended = await _transitions_appended(service)
+            agent_turns, bandit_turns = await _bandit_against_the_agent(service.target, sdk)
+            # The agent's training data took each of its own users' turns, and none of the bandit's.
+            assert await _transitions_appended(service) - appended == len(agent_turns) > 0
             held = await _open_sessions_then_kill_a_shard(service, sdk)
 
             # The trainer killed: Ray restarts its actor, the front's stats sampler restarts its loop
@@ -94,6 +97,7 @@ async def test_sessions_through_the_service_train_versions_that_earn_more(
         await trainer.checkpoint_now.remote()
         _, extra = loads(client.get(checkpoint_key(SURFACE)))  # type: ignore[arg-type]
         assert held <= set(extra["seen"])
+        assert not bandit_turns & set(extra["seen"])
     finally:
         await service.stop(grace=1.0)
         client.close()
@@ -133,6 +137,12 @@ async def _bad_input_is_named(target: str) -> None:
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "item_id" in (error.value.details() or "")
 
 
+async def _transitions_appended(service: Service) -> int:
+    """Agent transitions the shards appended (every session of the experiment has ended)."""
+    stats = await asyncio.gather(*(a.stats.remote() for a in service.actors))
+    return int(sum(s["agent_transitions"] for s in stats))
+
+
 class _ByVariant(SdkBackend):
     """The SDK backend, noting each decision's variant of ``experiment`` and the policy that made it."""
 
@@ -152,10 +162,10 @@ class _ByVariant(SdkBackend):
         return rec.decision_id, rec.items[0].item_id, rec.model_version
 
 
-async def _bandit_against_the_agent(target: str, sdk: AsyncClient, client: redis.Redis) -> None:
+async def _bandit_against_the_agent(target: str, sdk: AsyncClient) -> tuple[set[str], set[str]]:
     """A policy experiment through the service: its bandit variant's users are decided by lin_ts over
     the agent's actions (per user), the others' by the agent, each variant's outcomes attributed to
-    it, and the agent's transitions (its training data) take no bandit turn."""
+    it. The decisions of each variant (the trainer must learn from the agent's only)."""
     name = "bandit-vs-agent"
     spec = xp.ExperimentSpec(
         name=name, surfaces=[SURFACE], layer="agent-e2e", no_auto_stop=True, no_cuped=True,
@@ -167,15 +177,10 @@ async def _bandit_against_the_agent(target: str, sdk: AsyncClient, client: redis
         admin = admin_pb2_grpc.AdminStub(channel)
         await admin.CreateExperiment(xp.CreateExperimentRequest(spec=spec), timeout=5)
         await admin.StartExperiment(xp.ExperimentRequest(name=name), timeout=5)
+        await asyncio.sleep(1.5)  # the front's catalogue refreshes every second
         backend = _ByVariant(sdk, name)
         sessions = await drive(backend, 120, users=20, seed=500)
         assert dict(backend.policies) == {"agent": {"dqn"}, "bandit": {"lin_ts"}}
-        for _ in range(100):  # the shards log a session's steps once the next one (or its end) is known
-            logged = {r[b"d"].decode() for _, r in client.xrange(transitions_key(SURFACE), "-", "+")}
-            if backend.decided["agent"] <= logged:
-                break
-            await asyncio.sleep(0.1)
-        assert backend.decided["agent"] <= logged and not backend.decided["bandit"] & logged
         results = await admin.GetExperimentResults(xp.ExperimentRequest(name=name), timeout=10)
         users = {v: sum(1 for u in backend.variant_of.values() if u == v) for v in ("agent", "bandit")}
         assert {v.variant: v.users for v in results.variants} == users
@@ -184,6 +189,8 @@ async def _bandit_against_the_agent(target: str, sdk: AsyncClient, client: redis
         means = f"{primary.variant_mean:.2f} (bandit) vs {primary.control_mean:.2f} (agent)"
         print(f"bandit vs agent: return a session {returns}; completions a user {means}, {primary.verdict}")
         await admin.StopExperiment(xp.StopExperimentRequest(name=name, winner="agent"), timeout=5)
+    await asyncio.sleep(1.5)  # every catalogue knows it stopped: the users are all the agent's again
+    return backend.decided["agent"], backend.decided["bandit"]
 
 
 async def _open_sessions_then_kill_a_shard(service: Service, sdk: AsyncClient) -> set[str]:
