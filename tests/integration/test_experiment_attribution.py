@@ -33,7 +33,10 @@ CONFIG = {
 }
 
 
-async def _started_and_exposed(url: str, user: str) -> None:
+async def _started_and_exposed(redis_server: EmbeddedRedis, name: str) -> tuple[str, str]:
+    """A fresh database with the experiment running and the user exposed to its treatment: (url, user)."""
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{DB}"
+    user = pseudonymize(name, b"k")
     spec = spec_from_dict(NAME, {
         "variants": {"control": 1, "treatment": 1}, "surfaces": ["s"],
         "primary_metric": {"source": "click", "aggregate": "count"},
@@ -48,6 +51,7 @@ async def _started_and_exposed(url: str, user: str) -> None:
         assert started is not None
         now_ms = int(time.time() * 1000)
         assert await Exposures(redis).expose(user, [(NAME, "treatment")], now_ms, {NAME: started.created_ms}) == [True]
+    return url, user
 
 
 async def _clicks(url: str) -> tuple[float, float]:
@@ -58,9 +62,7 @@ async def _clicks(url: str) -> tuple[float, float]:
 async def test_a_retry_attributes_what_a_dead_shard_did_not_and_nothing_twice(
     redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{DB}"
-    user = pseudonymize("attributed-user", b"k")
-    await _started_and_exposed(url, user)
+    url, user = await _started_and_exposed(redis_server, "attributed-user")
     config = ServiceConfig.from_dict(CONFIG)
 
     first = ShardCore(config, url)
@@ -111,9 +113,7 @@ async def test_an_attribution_redis_refuses_fails_the_call_and_its_retry_counts_
 ) -> None:
     import rewardloop.workers.experiment_metrics as attribution
 
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{DB}"
-    user = pseudonymize("refused-user", b"k")
-    await _started_and_exposed(url, user)
+    url, user = await _started_and_exposed(redis_server, "refused-user")
     shard = ShardCore(ServiceConfig.from_dict(CONFIG), url)
     try:
         [decision] = await shard.recommend([RecommendCall(user, "s", 1)])
