@@ -6,7 +6,9 @@ shards' samples of each surface's users (``state/segment_priors.py``), fits segm
 surface's ``cold_start.max_segments``), keeps the ids of the segments it found again
 (``versions.next_version``) and writes the new version to the surface's model hash, the previous
 one beside it. Shards load a new version within their next prior refresh. A fit runs only when the
-samples changed; fitting runs in a thread, so the actor still answers while it fits.
+samples changed; fitting runs in a thread, so the actor still answers while it fits, and at the lowest
+CPU priority (``FIT_NICENESS``), so fits use what the serving path leaves: at full priority, a fit's
+seconds of CPU every minute were the soak's periodic p99 spikes (issue 10).
 ``SegmentFitter`` is plain asyncio, testable without Ray; ``workers.cluster`` hosts it as an actor
 that Ray restarts after a crash (it resumes from the version in Redis: the models are the durable
 state, fitting again is cheap).
@@ -18,15 +20,21 @@ lost a race (an old incarnation still finishing) does not overwrite a newer vers
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import functools
 import hashlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
+from threadpoolctl import threadpool_limits
 
 from rewardloop.learning.bandits.ridge import RidgeConfig
 from rewardloop.learning.segments import fit_segments
@@ -52,7 +60,26 @@ from rewardloop.workers.config import ServiceConfig
 log = logging.getLogger(__name__)
 
 MAX_DUTY = 0.1
-"""Share of its time the fitter may spend fitting (fits are seconds of CPU each, on a box that serves)."""
+"""Share of a core the fitter may spend fitting (fits are seconds of CPU each, on a box that serves)."""
+FIT_NICENESS = 19
+"""Niceness of the fitting thread (Linux sets it per thread): the lowest, as for Redis' rewrite child."""
+
+T = TypeVar("T")
+
+
+def _lower_priority() -> None:
+    """The fitting thread's initializer: run at ``FIT_NICENESS`` (where the OS allows)."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FIT_NICENESS)
+
+
+def _single_threaded(fn: Callable[[], T]) -> tuple[T, float]:
+    """``fn()`` with BLAS and OpenMP kept to this (niced) thread: their pools are not niced. Returns its
+    result and the CPU seconds it took."""
+    started = time.thread_time()
+    with threadpool_limits(limits=1):
+        result = fn()
+    return result, time.thread_time() - started
 
 
 class SegmentFitter:
@@ -66,7 +93,10 @@ class SegmentFitter:
         self._task: asyncio.Task[None] | None = None
         self.fits = 0
         self.every = float(config.segment_fit_seconds)
-        self.last_fit_seconds = 0.0
+        self.last_fit_seconds = 0.0  # wall time of the last round of fits
+        self.last_fit_cpu_seconds = 0.0  # and the CPU it took
+        self._cpu_seconds = 0.0  # CPU of fits so far
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, "segment-fit", initializer=_lower_priority)
 
     def start(self) -> None:
         if self._task is None and (self.surfaces or self.linear) and self.every > 0:
@@ -77,20 +107,29 @@ class SegmentFitter:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self._pool.shutdown(wait=False, cancel_futures=True)
         await self.redis.aclose()
+
+    async def _in_background(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on the low-priority fitting thread; its CPU time is counted."""
+        result, cpu = await asyncio.get_running_loop().run_in_executor(self._pool, _single_threaded, fn)
+        self._cpu_seconds += cpu
+        return result
 
     async def _fit_forever(self) -> None:
         pause = self.every
         while True:
             await asyncio.sleep(pause)
-            started = time.monotonic()
+            started, cpu_before = time.monotonic(), self._cpu_seconds
             try:
                 await self.fit()
             except RedisError as exc:
                 log.warning("segment fit failed: %s", exc)
-            # Fitting takes at most MAX_DUTY of a core, however many surfaces and users there are.
+            # Fitting takes at most MAX_DUTY of a core, however many surfaces and users there are
+            # (counted in CPU: a niced fit on a busy box takes longer, not more).
             self.last_fit_seconds = time.monotonic() - started
-            pause = max(self.every, self.last_fit_seconds * (1.0 - MAX_DUTY) / MAX_DUTY)
+            self.last_fit_cpu_seconds = self._cpu_seconds - cpu_before
+            pause = max(self.every, self.last_fit_cpu_seconds * (1.0 - MAX_DUTY) / MAX_DUTY)
 
     async def fit(self, now_ms: int | None = None) -> dict[str, int]:
         """Fit every surface whose samples changed; the current version number of each surface."""
@@ -120,7 +159,7 @@ class SegmentFitter:
             grams[i, arms], xrs[i, arms] = gram, xr
         config = surface.policy_config
         ridge = config.ridge if isinstance(config, RidgeConfig) else 1.0
-        strength = await asyncio.to_thread(linear_strength, grams, xrs, ridge)
+        strength = await self._in_background(functools.partial(linear_strength, grams, xrs, ridge))
         self._fitted[name] = digest
         if strength is None:
             return previous
@@ -139,7 +178,8 @@ class SegmentFitter:
         if digest == self._fitted.get(name):
             return None if previous is None else previous.version
         seed = 1 if previous is None else previous.version + 1
-        model = await asyncio.to_thread(fit_segments, plays, sums, seed, max_segments=surface.cold_start.max_segments)
+        fit = functools.partial(fit_segments, plays, sums, seed, max_segments=surface.cold_start.max_segments)
+        model = await self._in_background(fit)
         self._fitted[name] = digest
         if model is None:
             return None if previous is None else previous.version
