@@ -1,4 +1,4 @@
-"""The segment fitter fits at the lowest CPU priority, on one thread, and counts the CPU it takes."""
+"""The segment fitter fits in the idle scheduling class, on one thread, and counts the CPU it takes."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import time
 from threadpoolctl import threadpool_info
 
 from rewardloop.workers.config import ServiceConfig
-from rewardloop.workers.segments import FIT_NICENESS, SegmentFitter
+from rewardloop.workers.segments import SegmentFitter
 
 
-def _niceness() -> int:
-    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+def _priority() -> tuple[int, int]:
+    """This thread's scheduling class and niceness."""
+    tid = threading.get_native_id()
+    return os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)
 
 
 def _busy(seconds: float) -> float:
@@ -27,9 +29,9 @@ async def test_fits_run_niced_single_threaded_and_are_counted() -> None:
     config = ServiceConfig.from_dict({"surfaces": {"feed": {"items": ["a", "b"], "algorithm": "thompson"}}})
     fitter = SegmentFitter(config, "redis://127.0.0.1:1/0")  # never connects
     try:
-        before = _niceness()
-        assert await fitter._in_background(_niceness) == FIT_NICENESS
-        assert _niceness() == before  # the actor's own thread keeps its priority
+        before = _priority()
+        assert await fitter._in_background(_priority) == (os.SCHED_IDLE, 19)
+        assert _priority() == before  # the actor's own thread keeps its priority
         pools = await fitter._in_background(threadpool_info)
         assert pools and all(pool["num_threads"] == 1 for pool in pools)  # numpy's BLAS at least
         assert await fitter._in_background(lambda: _busy(0.05)) == 0.05

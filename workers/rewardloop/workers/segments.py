@@ -7,7 +7,7 @@ surface's ``cold_start.max_segments``), keeps the ids of the segments it found a
 (``versions.next_version``) and writes the new version to the surface's model hash, the previous
 one beside it. Shards load a new version within their next prior refresh. A fit runs only when the
 samples changed; fitting runs in a thread, so the actor still answers while it fits, and at the lowest
-CPU priority (``FIT_NICENESS``), so fits use what the serving path leaves: at full priority, a fit's
+CPU priority (``_lower_priority``), so fits use what the serving path leaves: at full priority, a fit's
 seconds of CPU every minute were the soak's periodic p99 spikes (issue 10).
 ``SegmentFitter`` is plain asyncio, testable without Ray; ``workers.cluster`` hosts it as an actor
 that Ray restarts after a crash (it resumes from the version in Redis: the models are the durable
@@ -61,20 +61,23 @@ log = logging.getLogger(__name__)
 
 MAX_DUTY = 0.1
 """Share of a core the fitter may spend fitting (fits are seconds of CPU each, on a box that serves)."""
-FIT_NICENESS = 19
-"""Niceness of the fitting thread (Linux sets it per thread): the lowest, as for Redis' rewrite child."""
-
 T = TypeVar("T")
 
 
 def _lower_priority() -> None:
-    """The fitting thread's initializer: run at ``FIT_NICENESS`` (where the OS allows)."""
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FIT_NICENESS)
+    """The fitting thread's initializer: Linux's SCHED_IDLE (per thread), else niceness 19. Niceness alone
+    is not enough: the scheduler counts a core running a niced thread as busy and queues the serving
+    path's wake-ups elsewhere, while an idle-class thread leaves its core to any of them (measured: at
+    nice 19 a fit still took half a core and every fit still spiked the soak's p99)."""
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, tid, 19)
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
 
 
 def _single_threaded(fn: Callable[[], T]) -> tuple[T, float]:
-    """``fn()`` with BLAS and OpenMP kept to this (niced) thread: their pools are not niced. Returns its
+    """``fn()`` with BLAS and OpenMP kept to this (idle-class) thread: their pools are not. Returns its
     result and the CPU seconds it took."""
     started = time.thread_time()
     with threadpool_limits(limits=1):
