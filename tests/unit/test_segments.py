@@ -8,6 +8,7 @@ from scipy.stats import betabinom
 from sklearn.metrics import adjusted_rand_score
 
 from rewardloop.learning.segments import SegmentModel, beta_prior, fit_segments, pooled_strength
+from rewardloop.learning.segments.model import _Cells, _log_evidence
 from rewardloop.simulator import Population
 
 
@@ -138,3 +139,27 @@ def test_fitting_is_deterministic_and_needs_enough_active_users() -> None:
     assert np.array_equal(first.means, again.means) and np.array_equal(first.weights, again.weights)
     assert fit_segments(plays[:9], clicks[:9], seed=3) is None
     assert fit_segments(np.ones((50, 12)) * 0.2, np.zeros((50, 12)), seed=3) is None  # 2.4 plays each < 5
+
+
+@pytest.mark.parametrize("fractional", [False, True])
+def test_the_likelihood_of_distinct_cells_is_that_of_every_cell(fractional: bool) -> None:
+    """Fits compute the Beta-binomial terms once per distinct (arm, plays, rewards): the same numbers as
+    cell by cell (``SegmentModel.log_evidence`` of each user), over all cells or only some."""
+    rng = np.random.default_rng(5)
+    plays = rng.poisson(1.5, size=(200, 12)).astype(float)
+    sums = rng.binomial(plays.astype(int), 0.2).astype(float)
+    if fractional:
+        sums = sums * rng.random(sums.shape)
+    model = SegmentModel(
+        means=rng.uniform(0.05, 0.5, size=(3, 12)),
+        plays=np.full((3, 12), 50.0),
+        strengths=np.array([5.0, 20.0, 80.0]),
+        weights=np.array([0.5, 0.3, 0.2]),
+    )
+    where = rng.random(plays.shape) < 0.3
+    cells = _Cells.of(plays, sums)
+    assert len(cells.plays) < len(cells.rows)  # cells repeat
+    every = np.array([model.log_evidence(n, x) for n, x in zip(plays, sums, strict=True)])
+    np.testing.assert_allclose(_log_evidence(model, cells), every, rtol=1e-12, atol=1e-12)
+    some = np.array([model.log_evidence(n * w, x * w) for n, x, w in zip(plays, sums, where, strict=True)])
+    np.testing.assert_allclose(_log_evidence(model, _Cells.of(plays, sums, where)), some, rtol=1e-12, atol=1e-12)
