@@ -25,7 +25,7 @@ def _busy(seconds: float) -> float:
     return seconds
 
 
-async def test_fits_run_niced_single_threaded_and_are_counted() -> None:
+async def test_fits_run_idle_class_single_threaded_and_are_counted() -> None:
     config = ServiceConfig.from_dict({"surfaces": {"feed": {"items": ["a", "b"], "algorithm": "thompson"}}})
     fitter = SegmentFitter(config, "redis://127.0.0.1:1/0")  # never connects
     try:

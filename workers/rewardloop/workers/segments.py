@@ -97,7 +97,6 @@ class SegmentFitter:
         self.fits = 0
         self.every = float(config.segment_fit_seconds)
         self.last_fit_seconds = 0.0  # wall time of the last round of fits
-        self.last_fit_cpu_seconds = 0.0  # and the CPU it took
         self._cpu_seconds = 0.0  # CPU of fits so far
         self._pool = concurrent.futures.ThreadPoolExecutor(1, "segment-fit", initializer=_lower_priority)
 
@@ -129,10 +128,9 @@ class SegmentFitter:
             except RedisError as exc:
                 log.warning("segment fit failed: %s", exc)
             # Fitting takes at most MAX_DUTY of a core, however many surfaces and users there are
-            # (counted in CPU: a niced fit on a busy box takes longer, not more).
+            # (counted in CPU: an idle-class fit on a busy box takes longer, not more).
             self.last_fit_seconds = time.monotonic() - started
-            self.last_fit_cpu_seconds = self._cpu_seconds - cpu_before
-            pause = max(self.every, self.last_fit_cpu_seconds * (1.0 - MAX_DUTY) / MAX_DUTY)
+            pause = max(self.every, (self._cpu_seconds - cpu_before) * (1.0 - MAX_DUTY) / MAX_DUTY)
 
     async def fit(self, now_ms: int | None = None) -> dict[str, int]:
         """Fit every surface whose samples changed; the current version number of each surface."""
