@@ -41,7 +41,7 @@ from rewardloop.learning.segments import fit_segments
 from rewardloop.learning.segments.linear_prior import linear_strength
 from rewardloop.learning.segments.versions import SegmentVersion, decode, encode, next_version
 from rewardloop.learning.surface import SurfaceConfig
-from rewardloop.state import keys
+from rewardloop.state import keys, loops
 from rewardloop.state.segment_priors import (
     CREATED_FIELD,
     MODEL_FIELD,
@@ -102,13 +102,11 @@ class SegmentFitter:
 
     def start(self) -> None:
         if self._task is None and (self.surfaces or self.linear) and self.every > 0:
-            self._task = asyncio.get_running_loop().create_task(self._fit_forever())
+            self._task = loops.start(self._fit_forever())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await loops.stop(self._task)  # a cancellation a Redis reply absorbs is repeated
+        self._task = None
         self._pool.shutdown(wait=False, cancel_futures=True)
         await self.redis.aclose()
 
@@ -120,7 +118,7 @@ class SegmentFitter:
 
     async def _fit_forever(self) -> None:
         pause = self.every
-        while True:
+        while loops.running():
             await asyncio.sleep(pause)
             started, cpu_before = time.monotonic(), self._cpu_seconds
             try:

@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from rewardloop.learning.bandits import Policy, make_policy
 from rewardloop.learning.surface import SurfaceConfig, longest_window_ms
+from rewardloop.state import loops
 from rewardloop.state.keys import windows_key
 from rewardloop.state.priors import Priors
 from rewardloop.state.records import DecisionRecord
@@ -270,12 +271,11 @@ class ShardCore:
         await self.store.close()
 
     async def stop_background(self) -> None:
-        """Cancel the prior refresh, idle snapshots and window closes, and wait for them to end."""
+        """Stop the prior refresh, idle snapshots, session expiry, catalogue refresh and window closes, and
+        wait for them to end (``loops.stop``: a cancellation a Redis reply absorbs is repeated)."""
         background = (self._prior_task, self._idle_task, self._session_task, self._experiments_task, self._window_task)
         tasks = [t for t in background if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(loops.stop(t) for t in tasks))
 
     async def refresh_priors(self) -> None:
         """Publish this shard's population statistics and merge everyone's, now."""
@@ -283,7 +283,7 @@ class ShardCore:
 
     async def _refresh_experiments_forever(self) -> None:
         """The experiment catalogue attribution reads, within a second of a change (as the front's)."""
-        while True:
+        while loops.running():
             try:
                 await self.experiments.refresh()
             except (RedisError, OSError) as exc:
@@ -305,7 +305,7 @@ class ShardCore:
         self.variants.sync()
 
     async def _refresh_priors_forever(self) -> None:
-        while True:
+        while loops.running():
             await asyncio.sleep(PRIOR_REFRESH_SECONDS)
             try:
                 await self.priors.refresh(self.store.redis)
@@ -313,12 +313,12 @@ class ShardCore:
                 log.warning("shard %d: prior refresh failed: %s", self.shard_index, exc)
 
     async def _snapshot_idle_forever(self) -> None:
-        while True:
+        while loops.running():
             await asyncio.sleep(IDLE_SWEEP_SECONDS)
             self.write_behind.snapshot_idle()
 
     async def _expire_sessions_forever(self) -> None:
-        while True:
+        while loops.running():
             await asyncio.sleep(SESSION_SWEEP_SECONDS)
             try:
                 await self.expire_sessions()

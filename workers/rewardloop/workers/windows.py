@@ -12,6 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from rewardloop.state import loops
 from rewardloop.state.keys import shard_for, windows_key
 from rewardloop.state.store import Store
 
@@ -35,8 +36,8 @@ class RewardWindows:
         self.key = windows_key(shard_index)
 
     async def run(self) -> None:
-        """Close due windows forever (the shard's background task)."""
-        while True:
+        """Close due windows until stopped (the shard's background task, ``loops.stop``)."""
+        while loops.running():
             await asyncio.sleep(WINDOW_CLOSE_SECONDS)
             try:
                 await self.close_due()
