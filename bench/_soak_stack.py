@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,12 +49,15 @@ class Endpoints:
 class ServerProcess:
     """`python -m rewardloop.server` on 127.0.0.1, a free port, a data dir of this run's own."""
 
-    def __init__(self, data_dir: Path, log_path: Path, config: str | None, redis_url: str | None):
+    def __init__(
+        self, data_dir: Path, log_path: Path, config: str | None, redis_url: str | None, extra: Sequence[str] = ()
+    ):
         self.data_dir = data_dir
         self.log_path = log_path
         self.metrics_port = free_port()
         self._config = config
         self._redis_url = redis_url
+        self._extra = list(extra)  # more of the server's arguments
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,7 +81,7 @@ class ServerProcess:
             command += ["--config", self._config]
         if self._redis_url:
             command += ["--redis-url", self._redis_url]
-        return command
+        return command + self._extra
 
     def start(self, timeout: float = 240.0) -> Endpoints:
         """Start it and wait for its "serving" line; raises with the log's tail if it fails."""

@@ -278,11 +278,17 @@ def _clean(output: str) -> None:
     assert not [line for line in output.splitlines() if re.search(r"\bERROR\b", line)], output
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+# The front on each of its event loops (``--event-loop``; uvloop by default), once each.
+@pytest.mark.parametrize(
+    ("stop_signal", "event_loop"),
+    [(signal.SIGTERM, "uvloop"), (signal.SIGINT, "asyncio")],
+    ids=["SIGTERM-uvloop", "SIGINT-asyncio"],
+)
 def test_a_signal_to_the_group_drains_flushes_and_leaves_nothing(
-    launch: Callable[..., Launched], stop_signal: signal.Signals
+    launch: Callable[..., Launched], stop_signal: signal.Signals, event_loop: str
 ) -> None:
-    launched = launch()
+    launched = launch(REWARDLOOP_EVENT_LOOP=event_loop)
+    assert f"event loop: {event_loop})" in launched.output, launched.output
     _serve_some_traffic(launched.target)
     embedded = EMBEDDED_REDIS.search(launched.output)
     assert embedded, launched.output

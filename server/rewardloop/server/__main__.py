@@ -30,6 +30,8 @@ from rewardloop.workers.lifetime import set_parent_death_signal
 log = logging.getLogger("rewardloop.server")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# The front's event loop: libuv's (uvloop, as Ray's async actors use) or the standard library's.
+EVENT_LOOPS = ("uvloop", "asyncio")
 # A stop signal that arrives before the event loop's handlers are installed.
 _stop_requested = threading.Event()
 
@@ -58,6 +60,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="Prometheus metrics on 127.0.0.1; 0 disables them",
     )
     parser.add_argument("--traces", default=os.environ.get("REWARDLOOP_TRACES", ""))
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default=os.environ.get("REWARDLOOP_EVENT_LOOP", "uvloop"),
+        help="the front's asyncio event loop (bench/event_loop.py measures both; default uvloop)",
+    )
     return parser.parse_args(argv)
 
 
@@ -116,7 +124,9 @@ async def serve(args: argparse.Namespace) -> None:
             if args.metrics_port:
                 start_http_server(args.metrics_port, addr="127.0.0.1")
             metrics = f"http://127.0.0.1:{args.metrics_port}/metrics" if args.metrics_port else "off"
-            print(f"rewardloop serving gRPC on {service.target} (metrics: {metrics})", flush=True)
+            event_loop = type(asyncio.get_running_loop()).__module__.split(".")[0]  # uvloop or asyncio
+            print(f"rewardloop serving gRPC on {service.target} (metrics: {metrics}, event loop: {event_loop})",
+                  flush=True)  # fmt: skip
             await stopping.wait()
         print("rewardloop: shutting down gracefully", flush=True)
     finally:
@@ -155,7 +165,12 @@ def main() -> None:
             sys.exit(1)
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda *_: _stop_requested.set())
-    asyncio.run(serve(args))
+    if args.event_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(serve(args))
+    else:
+        asyncio.run(serve(args))
     # Everything that needs an orderly stop has stopped. The interpreter's own teardown
     # with Ray loaded is a full garbage collection of its modules: 2-4 s of CPU measured
     # on a busy 2-core box, for nothing.
