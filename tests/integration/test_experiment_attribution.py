@@ -137,3 +137,40 @@ async def test_an_attribution_redis_refuses_fails_the_call_and_its_retry_counts_
         assert await _clicks(url) == (1.0, 1.0)
     finally:
         await shard.close()
+
+
+async def test_a_shard_that_saw_the_experiment_as_a_draft_still_counts_its_first_events(
+    redis_server: EmbeddedRedis,
+) -> None:
+    """The shard's catalogue refresh came between the experiment's creation and its start; the front
+    exposed the user since. The user's first click is attributed (it was skipped, the mark moved past it)."""
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{DB}"
+    user = pseudonymize("drafted-user", b"k")
+    spec = spec_from_dict(NAME, {
+        "variants": {"control": 1, "treatment": 1}, "surfaces": ["s"],
+        "primary_metric": {"source": "click", "aggregate": "count"},
+    })  # fmt: skip
+    async with aioredis.Redis.from_url(url) as redis:
+        await redis.flushdb()
+        await ExperimentStore(redis).apply(NAME, "test", lambda _: lifecycle.create(spec, 1))
+    shard = ShardCore(ServiceConfig.from_dict(CONFIG), url)
+    try:
+        [decision] = await shard.recommend([RecommendCall(user, "s", 1)])  # its catalogue: the draft
+        assert isinstance(decision, Decision)
+        assert shard.experiments.catalog.experiments[NAME].status == lifecycle.DRAFT
+        async with aioredis.Redis.from_url(url) as redis:
+            started = await ExperimentStore(redis).apply(
+                NAME, "test", lambda experiments: lifecycle.start(experiments[NAME], np.ones(BUCKETS, dtype=bool), 2)
+            )
+            assert started is not None
+            now_ms = int(time.time() * 1000)
+            assert await Exposures(redis).expose(user, [(NAME, "treatment")], now_ms, {NAME: started.created_ms}) == [
+                True
+            ]
+        call = FeedbackCall(user, "d1", decision.items[0].item_id, Signal.CLICK.value, 1.0, int(time.time() * 1000),
+                            decision_id=decision.decision_id)  # fmt: skip
+        [recorded] = await shard.feedback([call])
+        assert isinstance(recorded, Recorded) and not recorded.duplicate
+        assert await _clicks(url) == (1.0, 1.0)
+    finally:
+        await shard.close()

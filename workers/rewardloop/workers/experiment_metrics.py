@@ -28,6 +28,7 @@ from rewardloop.learning.experiments.attribution import (
     experiment_of,
     parse_exposures,
 )
+from rewardloop.learning.experiments.lifecycle import DRAFT
 from rewardloop.state.covariates import event_of
 from rewardloop.state.experiment_metrics import read_users, record_updates
 from rewardloop.state.experiments import ExperimentCatalog
@@ -54,6 +55,13 @@ class ExperimentAttribution:
     async def refresh(self) -> None:
         await self.catalog.refresh(self._redis)
 
+    def _behind(self, name: str) -> bool:
+        """Whether a user's exposure to ``name`` shows this shard's catalogue behind the front's: the
+        experiment is unknown here, or known only as a draft (the refresh came between its creation
+        and its start). Its events would otherwise be skipped and the user's mark moved past them."""
+        experiment = self.catalog.experiments.get(name)
+        return experiment is None or experiment.status == DRAFT
+
     async def observe(self, records: Sequence[FeedbackRecord]) -> None:
         """Attribute learned caller events (not window closes or flagged ones; logged: with their
         ``stream_id``) past their user's mark: the newly logged, and retries of events whose
@@ -73,7 +81,7 @@ class ExperimentAttribution:
             users = sorted({r.pseudonym for r in records})
             hashes = await read_users(self._redis, users)
             exposed = {p: parse_exposures(hashes[p]) for p in users}
-            if any(name not in self.catalog.experiments for e in exposed.values() for name in e):
+            if any(self._behind(name) for e in exposed.values() for name in e):
                 # Exposed by a front that saw the experiment start before this shard's next refresh.
                 await self.refresh()
             specs = {n: e.spec for n, e in self.catalog.experiments.items() if e.holds_buckets}
