@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from rewardloop.learning.experiments import lifecycle
 from rewardloop.learning.experiments.buckets import BUCKETS
-from rewardloop.learning.experiments.spec import spec_from_dict
+from rewardloop.learning.experiments.spec import ExperimentSpec, spec_from_dict
 from rewardloop.learning.rewards import Signal
 from rewardloop.state.experiment_metrics import Exposures, read_stats
 from rewardloop.state.experiments import ExperimentStore
@@ -33,14 +33,18 @@ CONFIG = {
 }
 
 
+def _spec() -> ExperimentSpec:
+    return spec_from_dict(NAME, {
+        "variants": {"control": 1, "treatment": 1}, "surfaces": ["s"],
+        "primary_metric": {"source": "click", "aggregate": "count"},
+    })  # fmt: skip
+
+
 async def _started_and_exposed(redis_server: EmbeddedRedis, name: str) -> tuple[str, str]:
     """A fresh database with the experiment running and the user exposed to its treatment: (url, user)."""
     url = redis_server.url.rsplit("/", 1)[0] + f"/{DB}"
     user = pseudonymize(name, b"k")
-    spec = spec_from_dict(NAME, {
-        "variants": {"control": 1, "treatment": 1}, "surfaces": ["s"],
-        "primary_metric": {"source": "click", "aggregate": "count"},
-    })  # fmt: skip
+    spec = _spec()
     async with aioredis.Redis.from_url(url) as redis:
         await redis.flushdb()
         store = ExperimentStore(redis)
@@ -146,10 +150,7 @@ async def test_a_shard_that_saw_the_experiment_as_a_draft_still_counts_its_first
     exposed the user since. The user's first click is attributed (it was skipped, the mark moved past it)."""
     url = redis_server.url.rsplit("/", 1)[0] + f"/{DB}"
     user = pseudonymize("drafted-user", b"k")
-    spec = spec_from_dict(NAME, {
-        "variants": {"control": 1, "treatment": 1}, "surfaces": ["s"],
-        "primary_metric": {"source": "click", "aggregate": "count"},
-    })  # fmt: skip
+    spec = _spec()
     async with aioredis.Redis.from_url(url) as redis:
         await redis.flushdb()
         await ExperimentStore(redis).apply(NAME, "test", lambda _: lifecycle.create(spec, 1))
