@@ -105,6 +105,16 @@ async def test_a_transition_appended_twice_is_learned_once(redis: aioredis.Redis
     assert await redis.exists(checkpoint_key("agent-dup"))
 
 
+async def test_checkpoints_asked_for_at_once_publish_successive_versions(redis: aioredis.Redis) -> None:
+    trainer = Trainer(redis, "agent-twice", new_agent, checkpoint_every=100)
+    await trainer.start()
+    await TransitionLog(redis, "agent-twice").append(logged_sessions(40, seed=3))
+    await trainer.step(64)
+    # The loop's own checkpoint and an operator's checkpoint_now, both awaiting Redis at once.
+    assert await asyncio.gather(trainer.checkpoint(), trainer.checkpoint()) == [1, 2]
+    assert int((await redis.hgetall(weights_key("agent-twice")))[b"version"]) == 2
+
+
 @pytest.mark.cluster
 async def test_the_trainer_actor_killed_mid_training_resumes_exactly(
     ray_cluster: None, redis: aioredis.Redis, redis_server: EmbeddedRedis

@@ -91,6 +91,9 @@ class Trainer:
         self.since_checkpoint = 0
         self.learned = 0
         self.checkpointed_at = time.monotonic()
+        # One checkpoint at a time: a checkpoint asked for (``checkpoint_now``) while the loop's own
+        # is awaiting Redis would otherwise take the same version number.
+        self._checkpointing = asyncio.Lock()
 
     async def start(self) -> None:
         """Resume from the checkpoint if there is one."""
@@ -144,6 +147,10 @@ class Trainer:
 
     async def checkpoint(self) -> int:
         """Save and publish the next version atomically, then trim the stream behind the cursor."""
+        async with self._checkpointing:
+            return await self._checkpoint()
+
+    async def _checkpoint(self) -> int:
         version = self.version + 1
         extra = {"cursor": self.cursor, "version": version, "seen": list(self.seen)}
         pipe = self.redis.pipeline(transaction=True)
