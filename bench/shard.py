@@ -71,7 +71,7 @@ class Pairs:
         self.shard = shard
         self.users = users
         self.rng = random.Random(seed)
-        self.done = 0
+        self.ticking = False
 
     async def pair(self) -> None:
         pseudonym = f"{self.rng.randrange(self.users):032x}"
@@ -82,34 +82,36 @@ class Pairs:
         now_ms = int(time.time() * 1000)
         event = FeedbackCall(pseudonym, uuid.uuid4().hex, item, 1, click, now_ms, decision.decision_id, SURFACE)
         await self.shard.feedback([event])
-        self.done += 1
 
     async def run(self, pairs: int, rate: float, in_flight: int) -> None:
-        """``pairs`` more pairs, open loop at ``rate`` or closed loop, with the windows' tick."""
-        target = self.done + pairs
-        ticking = asyncio.get_running_loop().create_task(self._tick(target))
-        if rate:
-            await self._open_loop(target, rate)
-        else:
-            await asyncio.gather(*(self._closed_loop(target) for _ in range(in_flight)))
-        await ticking
+        """``pairs`` more pairs (exactly), open loop at ``rate`` or closed loop, with the windows' tick."""
+        self.ticking = True
+        ticking = asyncio.get_running_loop().create_task(self._tick())
+        try:
+            if rate:
+                await self._open_loop(pairs, rate)
+            else:
+                left = [pairs]
+                await asyncio.gather(*(self._closed_loop(left) for _ in range(in_flight)))
+        finally:
+            self.ticking = False
+            await ticking
 
-    async def _open_loop(self, target: int, rate: float) -> None:
-        start, sent, running = time.perf_counter(), 0, set()
-        while self.done + len(running) < target:
-            sent += 1
+    async def _open_loop(self, pairs: int, rate: float) -> None:
+        start, tasks = time.perf_counter(), []
+        for sent in range(1, pairs + 1):
             await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
-            task = asyncio.get_running_loop().create_task(self.pair())
-            running.add(task)
-            task.add_done_callback(running.discard)
-        await asyncio.gather(*running)
+            tasks.append(asyncio.get_running_loop().create_task(self.pair()))
+        await asyncio.gather(*tasks)
 
-    async def _closed_loop(self, target: int) -> None:
-        while self.done < target:
+    async def _closed_loop(self, left: list[int]) -> None:
+        while left[0] > 0:
+            left[0] -= 1
             await self.pair()
 
-    async def _tick(self, target: int) -> None:
-        while self.done < target:
+    async def _tick(self) -> None:
+        # Until the load is done (a flag, not a count of pairs: a pair that fails must end the run).
+        while self.ticking:
             await asyncio.sleep(WINDOW_CLOSE_SECONDS)
             await self.shard.close_due_windows(int(time.time() * 1000) + 61_000)
 
