@@ -44,12 +44,13 @@ run: $(STAMP)
 	$(PY) -m rewardloop.server
 
 ## test: unit + integration tests (real Redis, real Ray, real gRPC); slow ones excluded.
-##   Prints line coverage (Ray actors included) and fails below [tool.coverage.report] fail_under.
+##   Prints line coverage (Ray actors included) and fails below [tool.coverage.report] fail_under,
+##   and the 30 slowest tests (where the suite's time goes).
 # Coverage data goes to a directory of this run's own: the files of concurrent runs would
 # mix, and none stay in the tree.
 test: $(STAMP)
 	@covdir=$$(mktemp -d "$${TMPDIR:-/tmp}/rewardloop-coverage.XXXXXX") && trap 'rm -rf "$$covdir"' EXIT && \
-	COVERAGE_FILE="$$covdir/.coverage" $(PY) -m pytest -m "not slow" --cov --cov-report=term
+	COVERAGE_FILE="$$covdir/.coverage" $(PY) -m pytest -m "not slow" --durations=30 --cov --cov-report=term
 
 ## test-all: everything, slow tests included
 test-all: $(STAMP)

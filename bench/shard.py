@@ -6,7 +6,9 @@ Pairs as the soak sends them (a Recommend of 10 on home_feed for one of --users 
 with its decision_id on one of the items shown, value 1 with probability 0.1), each decision's
 window closed 0.25 s later (the windows' tick, with its clock 61 s ahead), after --warmup pairs
 that fill the users' ledgers. Open loop at --rate pairs/s (the soak's 70% sends ~90 per shard), or
-closed loop with --in-flight pairs under way (as its calibration) when --rate is 0.
+closed loop with --in-flight pairs under way (as its calibration) when --rate is 0. ``--batch B``
+sends B pairs of distinct users per call (B Recommends in one call, then their B Records in one), as
+the front's batcher does under load: the difference from ``--batch 1`` is what a batch itself costs.
 
 The measured blocks of --pairs pairs alternate between the service as it is and the baselines it
 is compared with, in the same process (so the box's noise falls on all of them alike):
@@ -20,6 +22,7 @@ blocks). ``--profile PATH`` writes a cProfile (CPU time) of the service's blocks
 
     .venv/bin/python bench/shard.py                       # open loop at 90 pairs/s
     .venv/bin/python bench/shard.py --rate 0 --in-flight 8
+    .venv/bin/python bench/shard.py --batch 4             # the same pairs, 4 per call
 """
 
 from __future__ import annotations
@@ -67,24 +70,33 @@ def variants() -> dict[str, Callable[[bool], None]]:
 class Pairs:
     """The soak's pairs against one shard, and the windows' tick."""
 
-    def __init__(self, shard: ShardCore, users: int, seed: int):
+    def __init__(self, shard: ShardCore, users: int, seed: int, batch: int = 1):
         self.shard = shard
+        self.batch = batch
         self.users = users
         self.rng = random.Random(seed)
         self.ticking = False
 
     async def pair(self) -> None:
-        pseudonym = f"{self.rng.randrange(self.users):032x}"
-        [decision] = await self.shard.recommend([RecommendCall(pseudonym, SURFACE, 10)])
-        assert isinstance(decision, Decision), decision
-        item = self.rng.choice(decision.items).item_id
-        click = float(self.rng.random() < 0.1)
-        now_ms = int(time.time() * 1000)
-        event = FeedbackCall(pseudonym, uuid.uuid4().hex, item, 1, click, now_ms, decision.decision_id, SURFACE)
-        await self.shard.feedback([event])
+        """``batch`` pairs of distinct users: their Recommends in one call, then their Records in one."""
+        pseudonyms = [f"{u:032x}" for u in self.rng.sample(range(self.users), self.batch)]
+        decisions = await self.shard.recommend([RecommendCall(p, SURFACE, 10) for p in pseudonyms])
+        events = []
+        for pseudonym, decision in zip(pseudonyms, decisions, strict=True):
+            assert isinstance(decision, Decision), decision
+            item = self.rng.choice(decision.items).item_id
+            click = float(self.rng.random() < 0.1)
+            now_ms = int(time.time() * 1000)
+            events.append(
+                FeedbackCall(pseudonym, uuid.uuid4().hex, item, 1, click, now_ms, decision.decision_id, SURFACE)
+            )
+        await self.shard.feedback(events)
 
     async def run(self, pairs: int, rate: float, in_flight: int) -> None:
-        """``pairs`` more pairs (exactly), open loop at ``rate`` or closed loop, with the windows' tick."""
+        """``pairs`` more pairs (rounded up to whole batches), open loop at ``rate`` pairs/s or closed
+        loop, with the windows' tick."""
+        pairs = -(-pairs // self.batch)  # batches from here on
+        rate /= self.batch
         self.ticking = True
         ticking = asyncio.get_running_loop().create_task(self._tick())
         try:
@@ -129,7 +141,8 @@ async def measured(block: Callable[[], Awaitable[None]], profile: cProfile.Profi
 
 async def main(args: argparse.Namespace) -> None:
     config = ServiceConfig.load(SOAK_CONFIG)
-    load = f"open loop, {args.rate:g} pairs/s" if args.rate else f"closed loop, {args.in_flight} pairs in flight"
+    load = f"open loop, {args.rate:g} pairs/s" if args.rate else f"closed loop, {args.in_flight} batches in flight"
+    load += f", {args.batch} pair{'s' if args.batch > 1 else ''} per call"
     print_environment({"config": str(SOAK_CONFIG), "load": f"{load}, {args.users:,} users, one shard in-process"})
     switches = variants()
     cpu: dict[str, list[float]] = {name: [] for name in switches}
@@ -138,7 +151,8 @@ async def main(args: argparse.Namespace) -> None:
         shard = ShardCore(config, redis.url, 0)
         await shard.ready()
         await shard.stop_background()  # the tick below closes the windows, on its own clock
-        pairs = Pairs(shard, args.users, args.seed)
+        pairs = Pairs(shard, args.users, args.seed, args.batch)
+        per_block = -(-args.pairs // args.batch) * args.batch
         try:
             progress(f"warm-up: {args.warmup:,} pairs ...")
             await pairs.run(args.warmup, args.rate, args.in_flight)
@@ -152,7 +166,7 @@ async def main(args: argparse.Namespace) -> None:
                     )
                 finally:
                     switches[name](False)
-                cpu[name].append(1000 * seconds / args.pairs)
+                cpu[name].append(1000 * seconds / per_block)
                 progress(f"  block {block + 1}: {name:<28} {fmt(cpu[name][-1])} ms CPU per pair")
         finally:
             await shard.close()
@@ -171,10 +185,11 @@ if __name__ == "__main__":
     parser.add_argument("--warmup", type=int, default=3000, help="uncounted pairs first (default 3000)")
     parser.add_argument("--pairs", type=int, default=900, help="pairs per measured block (default 900)")
     parser.add_argument("--blocks", type=int, default=4, help="measured blocks per variant (default 4)")
+    parser.add_argument("--batch", type=int, default=1, help="pairs per Recommend and per Record call (default 1)")
     parser.add_argument("--seed", type=int, default=1, help="the users' and clicks' random seed")
     parser.add_argument("--profile", metavar="PATH", help="write a cProfile of the service's blocks")
     args = parser.parse_args()
-    for name in ("rate", "in_flight", "users", "warmup", "pairs", "blocks"):
+    for name in ("rate", "in_flight", "users", "warmup", "pairs", "blocks", "batch"):
         if getattr(args, name) < (0 if name == "rate" else 1):
             parser.error(f"--{name.replace('_', '-')} must be >= {0 if name == 'rate' else 1}")
     run_main(lambda: main(args))
