@@ -51,10 +51,16 @@ def start_ray(stack: contextlib.ExitStack | contextlib.AsyncExitStack) -> None:
     stack.callback(ray.shutdown)
 
 
-def run_main(main: Callable[[], Awaitable[object]]) -> None:
-    """asyncio.run(main()); Ctrl-C cancels it, everything started is stopped, exit 130."""
+def run_main(main: Callable[[], Awaitable[object]], *, uvloop: bool = False) -> None:
+    """asyncio.run(main()) (on uvloop, the loop Ray's async actors and the front run, if asked);
+    Ctrl-C cancels it, everything started is stopped, exit 130."""
     try:
-        asyncio.run(main())
+        if uvloop:
+            import uvloop as _uvloop
+
+            _uvloop.run(main())
+        else:
+            asyncio.run(main())
     except KeyboardInterrupt:
         progress("interrupted: load processes, servers, Ray and redis-server were stopped")
         sys.exit(130)

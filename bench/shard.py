@@ -1,6 +1,6 @@
 """What a Recommend + Record pair costs a shard's CPU, in-process: ``ShardCore`` on a real embedded
 Redis (AOF, ``appendfsync always``), no gRPC, no channel, no Ray, so that a change to the shard's own
-code shows without the soak's noise.
+code shows without the soak's noise. It runs on uvloop, as Ray runs the shard actors.
 
 Pairs as the soak sends them (a Recommend of 10 on home_feed for one of --users users, then a CLICK
 with its decision_id on one of the items shown, value 1 with probability 0.1), each decision's
@@ -15,6 +15,8 @@ is compared with, in the same process (so the box's noise falls on all of them a
 
 - redis-py packing: commands packed by redis-py's own Python packer instead of hiredis'
   (``state/store.py``, ``HiredisPacking``);
+- redis-py pipelines: the two writes of every call (durable feedback, write behind) through
+  redis-py's pipeline and its pool instead of ``state/direct.py``'s connections;
 - no linger: the writer behind starts at once instead of after ``write_behind.LINGER_SECONDS``.
 
 Printed per variant: the shard's CPU per pair (this process, all threads; min and median of its
@@ -36,12 +38,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from _cli import run_main
 from _report import fmt, print_environment, progress, table
 from redis.asyncio.connection import AbstractConnection
 
 from rewardloop.state import store
+from rewardloop.state.direct import DirectPipelines
 from rewardloop.workers import write_behind
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.messages import Decision, FeedbackCall, RecommendCall
@@ -57,14 +61,28 @@ def variants() -> dict[str, Callable[[bool], None]]:
     """Name -> switch (True: on for the next block, False: back to the service as it is)."""
     hiredis_pack = store.HiredisPacking.pack_command
     linger = write_behind.LINGER_SECONDS
+    direct_execute = DirectPipelines.execute
 
     def python_packing(on: bool) -> None:
         store.HiredisPacking.pack_command = AbstractConnection.pack_command if on else hiredis_pack  # type: ignore[method-assign]
 
+    async def via_redis_py(self: DirectPipelines, pipe: Any) -> list[Any]:
+        async with pipe:
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            return replies
+
+    def redis_py_pipelines(on: bool) -> None:
+        DirectPipelines.execute = via_redis_py if on else direct_execute  # type: ignore[method-assign]
+
     def no_linger(on: bool) -> None:
         write_behind.LINGER_SECONDS = 0.0 if on else linger
 
-    return {"service": lambda on: None, "redis-py packing (baseline)": python_packing, "no linger": no_linger}
+    return {
+        "service": lambda on: None,
+        "redis-py packing (baseline)": python_packing,
+        "redis-py pipelines (baseline)": redis_py_pipelines,
+        "no linger": no_linger,
+    }
 
 
 class Pairs:
@@ -192,4 +210,4 @@ if __name__ == "__main__":
     for name in ("rate", "in_flight", "users", "warmup", "pairs", "blocks", "batch"):
         if getattr(args, name) < (0 if name == "rate" else 1):
             parser.error(f"--{name.replace('_', '-')} must be >= {0 if name == 'rate' else 1}")
-    run_main(lambda: main(args))
+    run_main(lambda: main(args), uvloop=True)  # as a shard actor runs

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import DataError, NoScriptError, OutOfMemoryError, RedisError, ResponseError
 from redis.maint_notifications import MaintNotificationsConfig
 
+from rewardloop.state.direct import DirectPipelines
 from rewardloop.state.keys import PLAUSIBLE_MS, UserKeys, decision_day, split_window_member, window_member
 from rewardloop.state.records import DecisionRecord, FeedbackRecord, stream_id_key
 from rewardloop.state.retention import (
@@ -227,6 +228,8 @@ class Store:
         )  # fmt: skip
         pool.connection_class = hiredis_packed(pool.connection_class)
         self.redis = aioredis.Redis(connection_pool=pool, decode_responses=False)
+        # The two writes every call makes (record_feedback, write_back): direct.py.
+        self.direct = DirectPipelines(self.redis)
         self.retention = retention
         self._join_ms = join_ms
         self._settled_ms = settled_ms
@@ -234,6 +237,7 @@ class Store:
         self._clock = clock
 
     async def close(self) -> None:
+        await self.direct.close()
         await self.redis.aclose()
 
     def _now_ms(self) -> int:
@@ -261,15 +265,15 @@ class Store:
         now_ms = self._now_ms()
         days = dedup_days(now_ms)
         # EVALSHA directly: redis-py's Script objects add a SCRIPT EXISTS round trip per pipeline.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for r in records:
-                keys = UserKeys(r.pseudonym)
-                hashes = [keys.event_ids, *(keys.day_event_ids(day) for day in days)]
-                pipe.evalsha(
-                    _RECORD_SHA, len(hashes) + 2, *hashes, keys.legacy_event(r.event_id), keys.feedback_log,
-                    now_ms, self._dedup_ms, r.event_id, r.flag, *r.fields(),
-                )  # fmt: skip
-            results = await pipe.execute()
+        pipe = self.direct.pipeline()
+        for r in records:
+            keys = UserKeys(r.pseudonym)
+            hashes = [keys.event_ids, *(keys.day_event_ids(day) for day in days)]
+            pipe.evalsha(
+                _RECORD_SHA, len(hashes) + 2, *hashes, keys.legacy_event(r.event_id), keys.feedback_log,
+                now_ms, self._dedup_ms, r.event_id, r.flag, *r.fields(),
+            )  # fmt: skip
+        results = _raise_first_error(await self.direct.execute(pipe))
         return [Seen(res[0].decode(), res[1].decode()) if isinstance(res, list) else res.decode() for res in results]
 
     async def load_snapshot(self, pseudonym: str) -> bytes | None:
@@ -342,23 +346,23 @@ class Store:
         ``windows_key``), and snapshots, each compacting the user's logs behind it."""
         log_ttl_ms = self.retention.logs_seconds * 1000
         now_ms = self._now_ms()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for d in decisions:
-                keys = UserKeys(d.pseudonym)
-                pipe.xadd(keys.decision_log, {"j": d.to_json()}, maxlen=DECISION_LOG_LENGTH, approximate=True)
-                pipe.pexpire(keys.decision_log, log_ttl_ms)
-            open_windows = {window_member(d.pseudonym, d.decision_id): d.closes_at_ms for d in decisions}
-            if windows_key and open_windows:
-                pipe.zadd(windows_key, open_windows)
-            self._queue_scripts(pipe, decisions, snapshots, now_ms)
-            results = await pipe.execute(raise_on_error=False)
+        pipe = self.direct.pipeline()
+        for d in decisions:
+            keys = UserKeys(d.pseudonym)
+            pipe.xadd(keys.decision_log, {"j": d.to_json()}, maxlen=DECISION_LOG_LENGTH, approximate=True)
+            pipe.pexpire(keys.decision_log, log_ttl_ms)
+        open_windows = {window_member(d.pseudonym, d.decision_id): d.closes_at_ms for d in decisions}
+        if windows_key and open_windows:
+            pipe.zadd(windows_key, open_windows)
+        self._queue_scripts(pipe, decisions, snapshots, now_ms)
+        results = await self.direct.execute(pipe)
         errors = [r for r in results if isinstance(r, Exception)]
         if errors and all(isinstance(e, NoScriptError) for e in errors):
             # Only the scripts were refused (Redis restarted): the rest is written.
             await self._load_scripts()
-            async with self.redis.pipeline(transaction=False) as pipe:
-                self._queue_scripts(pipe, decisions, snapshots, now_ms)
-                await pipe.execute()
+            pipe = self.direct.pipeline()
+            self._queue_scripts(pipe, decisions, snapshots, now_ms)
+            _raise_first_error(await self.direct.execute(pipe))
         elif errors:
             raise errors[0]
 
@@ -384,6 +388,14 @@ class Store:
                 snapshot.blob, lifetime_ms, covered, cutoff, snapshot.last_id, log_ttl_ms, now_ms, self._settled_ms,
                 len(snapshot.defaults), *appended, *entries,
             )  # fmt: skip
+
+
+def _raise_first_error(replies: list[Any]) -> list[Any]:
+    """``replies`` unless one is an error reply: then that error (as redis-py's pipeline raises it)."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 @dataclass(frozen=True)
