@@ -37,6 +37,7 @@ USERS = 500
 
 
 def via_redis_py_switch() -> Callable[[bool], None]:
+    """A switch: on, the two writes go through redis-py's pipeline and pool (the baseline)."""
     direct = DirectPipelines.execute
 
     async def via_redis_py(self: DirectPipelines, pipe: Any) -> list[Any]:

@@ -38,14 +38,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from _cli import run_main
 from _report import fmt, print_environment, progress, table
+from direct import via_redis_py_switch
 from redis.asyncio.connection import AbstractConnection
 
 from rewardloop.state import store
-from rewardloop.state.direct import DirectPipelines
 from rewardloop.workers import write_behind
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.messages import Decision, FeedbackCall, RecommendCall
@@ -61,18 +60,9 @@ def variants() -> dict[str, Callable[[bool], None]]:
     """Name -> switch (True: on for the next block, False: back to the service as it is)."""
     hiredis_pack = store.HiredisPacking.pack_command
     linger = write_behind.LINGER_SECONDS
-    direct_execute = DirectPipelines.execute
 
     def python_packing(on: bool) -> None:
         store.HiredisPacking.pack_command = AbstractConnection.pack_command if on else hiredis_pack  # type: ignore[method-assign]
-
-    async def via_redis_py(self: DirectPipelines, pipe: Any) -> list[Any]:
-        async with pipe:
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-            return replies
-
-    def redis_py_pipelines(on: bool) -> None:
-        DirectPipelines.execute = via_redis_py if on else direct_execute  # type: ignore[method-assign]
 
     def no_linger(on: bool) -> None:
         write_behind.LINGER_SECONDS = 0.0 if on else linger
@@ -80,7 +70,7 @@ def variants() -> dict[str, Callable[[bool], None]]:
     return {
         "service": lambda on: None,
         "redis-py packing (baseline)": python_packing,
-        "redis-py pipelines (baseline)": redis_py_pipelines,
+        "redis-py pipelines (baseline)": via_redis_py_switch(),
         "no linger": no_linger,
     }
 
