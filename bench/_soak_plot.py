@@ -93,12 +93,19 @@ def _redis_panel(ax: Any, rows: Sequence[Row], minutes: list[float]) -> None:
 
 
 def _gauges_panel(ax: Any, rows: Sequence[Row], minutes: list[float], gauges: list[str]) -> None:
-    """The service's own gauges: bytes in MB on the left, counts on the right (budgets left out:
-    a flat line far above the rest would flatten it)."""
+    """The service's own gauges that moved during the run: bytes in MB on the left, counts on the
+    right. Left out: limits (a budget or maxmemory, a flat line far above the rest would flatten it)
+    and series that never changed (dozens of them, e.g. agent counters on a service without agents;
+    their values are in soak.json): drawn, their legend covered the panel."""
     counts = ax.twinx()
+    steady = 0
     for key in gauges:
         name = key.removeprefix("svc_rewardloop_")
-        if "budget" in name:
+        if "budget" in name or "maxmemory" in name:
+            continue
+        values = {v for v in _series(rows, key) if not math.isnan(v)}
+        if len(values) <= 1:
+            steady += 1
             continue
         if name.split("{")[0].endswith("bytes"):
             ax.plot(minutes, _series(rows, key, MB), marker=".", label=name)
@@ -107,7 +114,8 @@ def _gauges_panel(ax: Any, rows: Sequence[Row], minutes: list[float], gauges: li
     ax.set_ylabel("service gauges (MB)")
     counts.set_ylabel("count")
     handles = ax.get_legend_handles_labels()[0] + counts.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, fontsize=7, ncol=2, loc="upper left")
+    title = f"{steady} steady gauges not drawn (soak.json)" if steady else None
+    ax.legend(handles=handles, fontsize=6, ncol=3, loc="upper left", title=title, title_fontsize=6)
 
 
 def _cpu_panel(ax: Any, rows: Sequence[Row], minutes: list[float]) -> None:
