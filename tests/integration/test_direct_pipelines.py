@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from rewardloop.state.direct import DirectPipelines
@@ -68,6 +69,25 @@ async def test_a_connection_the_server_closed_is_reopened_and_the_commands_sent_
         pipe.set(f"{KEY}b", "x")
         [second, ok] = await direct.execute(pipe)
         assert second != first and ok == b"OK" and direct.connections == 1
+    finally:
+        await direct.close()
+
+
+async def test_an_idle_connection_whose_check_fails_is_reopened(client: aioredis.Redis) -> None:
+    direct = DirectPipelines(client)
+    try:
+        pipe = direct.pipeline()
+        pipe.set(f"{KEY}d", "z")
+        await direct.execute(pipe)
+        [idle] = direct._idle
+
+        async def broken() -> bool:  # as can_read reports a connection whose buffer went away
+            raise RedisConnectionError("Error while reading from the socket")
+
+        idle.can_read = broken  # type: ignore[method-assign]
+        pipe = direct.pipeline()
+        pipe.get(f"{KEY}d")
+        assert await direct.execute(pipe) == [b"z"]
     finally:
         await direct.close()
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 # Commands as a redis-py Pipeline queues them: (args, options).
@@ -93,7 +94,7 @@ async def _closed_or_dirty(connection: AbstractConnection) -> bool:
         return False  # opened by the next send
     try:
         return bool(await connection.can_read())
-    except (ConnectionError, OSError):
+    except (RedisConnectionError, OSError):  # redis-py's, not the builtin: what can_read raises
         return True
 
 
