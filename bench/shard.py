@@ -100,10 +100,14 @@ class Pairs:
             )
         await self.shard.feedback(events)
 
+    def rounded(self, pairs: int) -> int:
+        """The pairs ``run(pairs, ...)`` sends: whole batches."""
+        return -(-pairs // self.batch) * self.batch
+
     async def run(self, pairs: int, rate: float, in_flight: int) -> None:
         """``pairs`` more pairs (rounded up to whole batches), open loop at ``rate`` pairs/s or closed
         loop, with the windows' tick."""
-        pairs = -(-pairs // self.batch)  # batches from here on
+        pairs = self.rounded(pairs) // self.batch  # batches from here on
         rate /= self.batch
         self.ticking = True
         ticking = asyncio.get_running_loop().create_task(self._tick())
@@ -160,7 +164,7 @@ async def main(args: argparse.Namespace) -> None:
         await shard.ready()
         await shard.stop_background()  # the tick below closes the windows, on its own clock
         pairs = Pairs(shard, args.users, args.seed, args.batch)
-        per_block = -(-args.pairs // args.batch) * args.batch
+        per_block = pairs.rounded(args.pairs)
         try:
             progress(f"warm-up: {args.warmup:,} pairs ...")
             await pairs.run(args.warmup, args.rate, args.in_flight)

@@ -11,8 +11,9 @@ amortises and an open-loop load does not (issue 10, ``bench/shard.py --batch``).
 
 What is kept from redis-py: its connection (protocol, authentication, TLS, the hiredis reader, the
 health check and socket timeouts of the URL), its command builders (a ``Pipeline`` queues the
-commands, ``execute`` sends them) and its retry policy (the connection's ``Retry``: a connection
-error reconnects and sends again, as its pipeline does). What is dropped: the pool. A round trip
+commands, ``execute`` sends them) and its retry policy (the connection's ``Retry``, used as its
+pipeline uses it; the store's connections have none, so a connection error fails the call, as it
+did through the pipeline). What is dropped: the pool. A round trip
 takes an idle connection of its own (at most ``max_connections`` at once; more wait; one the server
 closed while it was idle is reopened first, as the pool's checkout does), sends every
 command in one write and reads every reply, error replies included, so a connection never
