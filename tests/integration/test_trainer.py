@@ -14,7 +14,7 @@ from rewardloop.learning.agents.checkpoint import config_to_dict, loads
 from rewardloop.learning.agents.dqn import DQN, DQNConfig
 from rewardloop.simulator.agent_env import AgentSessionEnv
 from rewardloop.state.transitions import TransitionLog, TransitionRecord
-from rewardloop.workers.cluster import start_trainer
+from rewardloop.workers.cluster import create_trainer, wait_ready
 from rewardloop.workers.redis_server import EmbeddedRedis
 from rewardloop.workers.trainer import Trainer, checkpoint_key, weights_key
 
@@ -128,7 +128,8 @@ async def test_the_trainer_actor_killed_mid_training_resumes_exactly(
     surface = "agent-killed"
     log = TransitionLog(redis, surface)
     config = config_to_dict(new_agent().config)
-    actor = start_trainer(redis_server.url, surface, "dqn", config, checkpoint_every=100, checkpoint_seconds=3600)
+    actor = create_trainer(redis_server.url, surface, "dqn", config, checkpoint_every=100, checkpoint_seconds=3600)
+    wait_ready([actor])
     await log.append(records[:650])
     status = await until(actor, lambda s: s["learned"] == 650)
     assert status["version"] == 6 and status["since_checkpoint"] == 50

@@ -44,7 +44,15 @@ from rewardloop.v1 import (
     recommender_pb2,
     recommender_pb2_grpc,
 )
-from rewardloop.workers.cluster import start_agents, start_fitter, start_shards, stop_agents, stop_fitter, stop_shards
+from rewardloop.workers.cluster import (
+    create_fitter,
+    create_shards,
+    start_agents,
+    stop_agents,
+    stop_fitter,
+    stop_shards,
+    wait_ready,
+)
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.experiment_monitor import MONITOR_SECONDS, ExperimentMonitor
 from rewardloop.workers.heap import Heap
@@ -191,10 +199,13 @@ class Service:
 
     async def start(self) -> Service:
         await check_no_eviction(self.redis_url)
-        # Agent surfaces' trainers and policy replicas first: the shards' first decisions ask them.
+        # The shards', the fitter's and the trainers' processes start while the agent surfaces' policy
+        # replicas deploy (each process spends seconds importing); the first decisions, which ask
+        # the replicas, come only once the gRPC server opens, after all of them answered.
+        self.actors = create_shards(self.config, self.redis_url, self.traces, self.shard_prefix)
+        self.fitter = create_fitter(self.config, self.redis_url, self.shard_prefix)
         self.trainers = await asyncio.to_thread(start_agents, self.config, self.redis_url)
-        self.actors = start_shards(self.config, self.redis_url, self.traces, self.shard_prefix)
-        self.fitter = start_fitter(self.config, self.redis_url, self.shard_prefix)
+        await asyncio.to_thread(wait_ready, [*self.trainers, *self.actors, self.fitter])
         self.router = ShardRouter(self.actors)
         self._streams = OpenStreams()
         self.catalog = await ExperimentCatalog(self.redis_url).start()

@@ -130,19 +130,19 @@ class HostedTrainer:
 TrainerActor: Any = ray.remote(HostedTrainer)
 
 
-def start_trainer(redis_url: str, surface: str, algorithm: str, config: dict[str, Any], **options: Any) -> Any:
-    """Create (or reuse, by name) a surface's trainer, restarted by Ray after a crash, and start it."""
-    actor = TrainerActor.options(
+def create_trainer(redis_url: str, surface: str, algorithm: str, config: dict[str, Any], **options: Any) -> Any:
+    """Create (or reuse, by name) a surface's trainer, restarted by Ray after a crash; ``wait_ready``
+    starts it."""
+    return TrainerActor.options(
         name=f"trainer-{surface}", namespace=NAMESPACE, get_if_exists=True, max_restarts=-1,
         max_task_retries=0, num_cpus=0, enable_task_events=False,
     ).remote(redis_url, surface, algorithm, config, **options)  # fmt: skip
-    ray.get(actor.ready.remote(), timeout=120)
-    return actor
 
 
 def start_agents(config: ServiceConfig, redis_url: str) -> list[Any]:
     """For each agent surface, its trainer and its policy replicas on Ray Serve (an application per
-    surface, no HTTP or gRPC proxy: the shards call it through handles); the trainers."""
+    surface, no HTTP or gRPC proxy: the shards call it through handles). Returns once the replicas
+    serve, with the trainers created: ``wait_ready`` starts them (their processes start meanwhile)."""
     surfaces = [s for s in config.surfaces.values() if s.kind == "agent"]
     if not surfaces:
         return []
@@ -150,15 +150,17 @@ def start_agents(config: ServiceConfig, redis_url: str) -> list[Any]:
 
     from rewardloop.workers.policy_replicas import deployment
 
-    serve.start(proxy_location="Disabled")
     trainers = []
     for surface in surfaces:
         spec = surface.spec
         learner = spec.learner_dict(surface.context_dim, len(surface.items))
         options = {"checkpoint_every": spec.checkpoint_every, "checkpoint_seconds": spec.checkpoint_seconds}
-        trainers.append(start_trainer(redis_url, surface.name, spec.algorithm, learner, **options))
+        trainers.append(create_trainer(redis_url, surface.name, spec.algorithm, learner, **options))
+    serve.start(proxy_location="Disabled")
+    for surface in surfaces:
+        learner = surface.spec.learner_dict(surface.context_dim, len(surface.items))
         name = app_name(surface.name)
-        app = deployment(name, replicas=spec.replicas).bind(redis_url, surface.name, learner)
+        app = deployment(name, replicas=surface.spec.replicas).bind(redis_url, surface.name, learner)
         serve.run(app, name=name, route_prefix=None)
     return trainers
 
@@ -181,19 +183,17 @@ def stop_agents(config: ServiceConfig, trainers: list[Any]) -> None:
         ray.kill(trainer, no_restart=True)
 
 
-def start_fitter(config: ServiceConfig, redis_url: str, name_prefix: str = "shard") -> Any:
-    """Create (or reuse, by name) the segment fitter and wait until it answers."""
-    actor = FitterActor.options(
+def create_fitter(config: ServiceConfig, redis_url: str, name_prefix: str = "shard") -> Any:
+    """Create (or reuse, by name) the segment fitter; ``wait_ready`` waits until it answers."""
+    return FitterActor.options(
         name=f"{name_prefix}-segments", namespace=NAMESPACE, get_if_exists=True, max_restarts=-1,
         max_task_retries=0, max_concurrency=10, num_cpus=0, enable_task_events=False,
     ).remote(config, redis_url)  # fmt: skip
-    ray.get(actor.ready.remote(), timeout=120)
-    return actor
 
 
-def start_shards(config: ServiceConfig, redis_url: str, traces: str = "", name_prefix: str = "shard") -> list[Any]:
-    """Create (or reuse, by name) the shard actors and wait until each answers."""
-    actors = [
+def create_shards(config: ServiceConfig, redis_url: str, traces: str = "", name_prefix: str = "shard") -> list[Any]:
+    """Create (or reuse, by name) the shard actors; ``wait_ready`` waits until each answers."""
+    return [
         ShardActor.options(
             name=f"{name_prefix}-{k}",
             namespace=NAMESPACE,
@@ -210,8 +210,12 @@ def start_shards(config: ServiceConfig, redis_url: str, traces: str = "", name_p
         ).remote(config, redis_url, k, traces)
         for k in range(config.shards)
     ]
-    ray.get([a.ready.remote() for a in actors], timeout=120)
-    return actors
+
+
+def wait_ready(actors: list[Any], timeout: float = 120.0) -> None:
+    """Wait until each actor answers ``ready``. Actors created together start their processes at
+    once: a shard's imports take seconds, so the service creates all of them before it waits."""
+    ray.get([a.ready.remote() for a in actors], timeout=timeout)
 
 
 def stop_shards(actors: list[Any], flush: bool = True, timeout: float = 10.0) -> None:
