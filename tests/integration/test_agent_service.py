@@ -50,8 +50,15 @@ def config() -> ServiceConfig:
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize(
+    "rounds",
+    # Learning to earn more takes ROUNDS rounds (~100 s on 2 cores); `make test` (CI) runs the rest of
+    # the test after two, which publish and serve new versions all the same. The same learning through
+    # a shard, without Ray, is test_agent_surface.py's, in CI.
+    [pytest.param(2, id="serves-new-versions"), pytest.param(ROUNDS, id="earns-more", marks=pytest.mark.slow)],
+)
 async def test_sessions_through_the_service_train_versions_that_earn_more(
-    ray_cluster: None, redis_server: EmbeddedRedis
+    ray_cluster: None, redis_server: EmbeddedRedis, rounds: int
 ) -> None:
     client = redis.Redis.from_url(redis_server.url)
     client.delete(transitions_key(SURFACE), checkpoint_key(SURFACE), weights_key(SURFACE))
@@ -60,17 +67,18 @@ async def test_sessions_through_the_service_train_versions_that_earn_more(
         await _bad_input_is_named(service.target)
         async with AsyncClient(service.target, default_timeout=10) as sdk:
             backend = SdkBackend(sdk, SURFACE)
-            rounds = [await drive(backend, SESSIONS, users=8, seed=100 + k) for k in range(ROUNDS)]
-            returns = [float(np.mean([r.ret for r in results])) for results in rounds]
-            served = [sorted({version_number(v) for r in results for v in r.versions}) for results in rounds]
+            driven = [await drive(backend, SESSIONS, users=8, seed=100 + k) for k in range(rounds)]
+            returns = [float(np.mean([r.ret for r in results])) for results in driven]
+            served = [sorted({version_number(v) for r in results for v in r.versions}) for results in driven]
             print("returns", [round(r, 2) for r in returns], "versions", [(s[0], s[-1]) for s in served])
-            print("by version", by_version([r for results in rounds for r in results]))
+            print("by version", by_version([r for results in driven for r in results]))
             # Every decision names the version that made it; each round is served by newer ones.
             assert served[0][0] == 0 and all(a[-1] <= b[0] + 1 for a, b in itertools.pairwise(served))
-            assert served[-1][-1] >= 10
-            # Version 0 is uniform (~0.9 a session); the best one-step policy earns 2.16, the optimum 4.95.
-            assert np.mean(returns[-2:]) > 2.0 * returns[0]
-            assert np.mean(returns[-2:]) > 2.16
+            assert served[-1][-1] >= 5 * rounds // 4
+            if rounds == ROUNDS:
+                # Version 0 is uniform (~0.9 a session); the best one-step policy earns 2.16, the optimum 4.95.
+                assert np.mean(returns[-2:]) > 2.0 * returns[0]
+                assert np.mean(returns[-2:]) > 2.16
 
             appended = await _transitions_appended(service)
             agent_turns, bandit_turns = await _bandit_against_the_agent(service.target, sdk)
