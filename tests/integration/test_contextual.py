@@ -31,7 +31,12 @@ async def refresh_and_fit(service: object, round_: int) -> None:
 
 @pytest.mark.parametrize(
     ("surface", "refresh"),
-    [("ctx_linucb", refresh_priors), ("ctx_linucb_learned", refresh_and_fit), ("ctx_lints_learned", refresh_and_fit)],
+    [
+        # The prior strength set by hand (not the default any more): in `make test-all`.
+        pytest.param("ctx_linucb", refresh_priors, marks=pytest.mark.slow),
+        ("ctx_linucb_learned", refresh_and_fit),
+        ("ctx_lints_learned", refresh_and_fit),
+    ],
 )
 async def test_contextual_policy_nears_the_oracle(service: object, surface: str, refresh: Any) -> None:
     """Budget: 150 users x 30 decisions = 4,500 decisions, measured over the last 10 rounds.

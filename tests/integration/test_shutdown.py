@@ -279,10 +279,15 @@ def _clean(output: str) -> None:
 
 
 # The front on each of its event loops (``--event-loop``; uvloop by default), once each.
+# Each test starts a service of its own (~30 s on 2 cores): `make test` (CI) stops it the ways a
+# deployment does (SIGTERM, the front killed, an external Redis); Ctrl-C on the asyncio loop and a
+# process manager's SIGKILL to the group run in `make test-all`.
 @pytest.mark.parametrize(
     ("stop_signal", "event_loop"),
-    [(signal.SIGTERM, "uvloop"), (signal.SIGINT, "asyncio")],
-    ids=["SIGTERM-uvloop", "SIGINT-asyncio"],
+    [
+        pytest.param(signal.SIGTERM, "uvloop", id="SIGTERM-uvloop"),
+        pytest.param(signal.SIGINT, "asyncio", id="SIGINT-asyncio", marks=pytest.mark.slow),
+    ],
 )
 def test_a_signal_to_the_group_drains_flushes_and_leaves_nothing(
     launch: Callable[..., Launched], stop_signal: signal.Signals, event_loop: str
@@ -350,6 +355,7 @@ def test_redis_and_ray_do_not_outlive_a_front_killed_with_sigkill(launch: Callab
     assert not _group_exists(launched.process.pid)
 
 
+@pytest.mark.slow
 def test_a_sigkill_to_the_group_still_stops_the_service_gracefully(launch: Callable[..., Launched]) -> None:
     """What a process manager does when its stop timeout expires: only the supervisor is in
     the group, and its death makes the kernel send the service SIGTERM."""

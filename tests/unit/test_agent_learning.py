@@ -18,9 +18,9 @@ from rewardloop.learning.agents.training import train
 from rewardloop.simulator.agent_env import AgentSessionEnv, SessionMDP
 
 SEEDS = range(5)
-# The tests that take 10-15 s a seed on 2 cores run two seeds in `make test` (CI), all five in
+# The tests that take 10-15 s a seed on 2 cores run one seed in `make test` (CI), all five in
 # `make test-all`.
-SLOW_SEEDS = [pytest.param(s, marks=pytest.mark.slow) if s >= 2 else s for s in SEEDS]
+SLOW_SEEDS = [pytest.param(s, marks=pytest.mark.slow) if s >= 1 else s for s in SEEDS]
 EPISODES = 1_000
 
 
