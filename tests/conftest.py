@@ -179,6 +179,9 @@ def ray_cluster() -> Iterator[None]:
         runtime_env["worker_process_setup_hook"] = worker_coverage.save_periodically
     serve_at_full_priority()
     ray.init(
+        # A cluster of this session's own, even where another one runs (a second xdist worker's,
+        # `make run`'s): without an address Ray may join one that `ray start` recorded.
+        address="local",
         num_cpus=2,
         include_dashboard=False,
         logging_level=logging.WARNING,
