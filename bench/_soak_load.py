@@ -53,13 +53,15 @@ class PairSpec:
 
 @dataclass(frozen=True)
 class CalibrationSpec:
-    """Closed loop: `in_flight` pair loops; pairs answered in [warmup, warmup + duration) count."""
+    """Closed loop: `in_flight` pair loops; pairs answered in [warmup, warmup + windows * duration)
+    count, in `windows` windows of `duration` s each."""
 
     pairs: PairSpec
     in_flight: int
     warmup: float
     duration: float
     start_at: float = 0.0  # time.time()
+    windows: int = 1
 
 
 @dataclass(frozen=True)
@@ -163,17 +165,21 @@ class _Pairs:
         await self._channel.close()
 
 
-async def calibrate(spec: CalibrationSpec, process: int) -> Tally:
-    """Closed loop: each of `in_flight` loops sends its next pair when the last one is answered."""
+async def calibrate(spec: CalibrationSpec, process: int) -> list[Tally]:
+    """Closed loop: each of `in_flight` loops sends its next pair when the last one is answered. One
+    tally per window, by completion time."""
     pairs = _Pairs(spec.pairs, process)
     offset = time.time() - time.perf_counter()
     await asyncio.sleep(max(0.0, spec.start_at - time.time()))
     counted_from = spec.start_at + spec.warmup - offset
-    end = counted_from + spec.duration
-    window, ignored = Tally(), Tally()
+    end = counted_from + spec.windows * spec.duration
+    windows, ignored = [Tally(index=k) for k in range(spec.windows)], Tally()
 
     def tally_for() -> Tally:
-        return window if counted_from <= time.perf_counter() < end else ignored
+        now = time.perf_counter()
+        if not counted_from <= now < end:
+            return ignored
+        return windows[min(int((now - counted_from) // spec.duration), spec.windows - 1)]
 
     async def loop() -> None:
         while (due := time.perf_counter()) < end:
@@ -183,7 +189,7 @@ async def calibrate(spec: CalibrationSpec, process: int) -> Tally:
         await asyncio.gather(*(loop() for _ in range(spec.in_flight)))
     finally:
         await pairs.close()
-    return window
+    return windows
 
 
 class _Intervals:
@@ -315,15 +321,18 @@ class SoakClients:
         stop_load_processes(self._procs, self._conns)
         self._procs, self._conns = [], []
 
-    def calibrate(self, spec: CalibrationSpec) -> Tally:
-        """Run the closed loop in every process (in_flight shared among them); the merged window."""
+    def calibrate(self, spec: CalibrationSpec) -> list[Tally]:
+        """Run the closed loop in every process (in_flight shared among them); its windows, each
+        merged over the processes."""
         spec = replace(spec, start_at=time.time() + 0.5)
         shares = split_evenly(spec.in_flight, self.processes)
         for conn, share in zip(self._conns, shares, strict=True):
             conn.send(replace(spec, in_flight=max(1, share)))
-        merged = Tally()
+        merged = [Tally(index=k) for k in range(spec.windows)]
+        timeout = spec.warmup + spec.windows * spec.duration + 2 * RPC_TIMEOUT_SECONDS + 30
         for conn in self._conns:
-            merged.merge(_expect(conn, spec.warmup + spec.duration + 2 * RPC_TIMEOUT_SECONDS + 30, Tally))
+            for window, part in zip(merged, _expect(conn, timeout, list), strict=True):
+                window.merge(part)
         return merged
 
     def start_open_loop(self, spec: OpenLoopSpec) -> None:
