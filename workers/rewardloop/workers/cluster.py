@@ -150,15 +150,14 @@ def start_agents(config: ServiceConfig, redis_url: str) -> list[Any]:
 
     from rewardloop.workers.policy_replicas import deployment
 
+    learners = [s.spec.learner_dict(s.context_dim, len(s.items)) for s in surfaces]
     trainers = []
-    for surface in surfaces:
+    for surface, learner in zip(surfaces, learners, strict=True):
         spec = surface.spec
-        learner = spec.learner_dict(surface.context_dim, len(surface.items))
         options = {"checkpoint_every": spec.checkpoint_every, "checkpoint_seconds": spec.checkpoint_seconds}
         trainers.append(create_trainer(redis_url, surface.name, spec.algorithm, learner, **options))
     serve.start(proxy_location="Disabled")
-    for surface in surfaces:
-        learner = surface.spec.learner_dict(surface.context_dim, len(surface.items))
+    for surface, learner in zip(surfaces, learners, strict=True):
         name = app_name(surface.name)
         app = deployment(name, replicas=surface.spec.replicas).bind(redis_url, surface.name, learner)
         serve.run(app, name=name, route_prefix=None)
