@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits
 
 from rewardloop.learning.bandits import Policy, PolicyConfig, PolicyState, make_policy
 from rewardloop.learning.segments import SegmentModel, fit_segments
@@ -129,7 +130,10 @@ def run_population(
             clicks = before if refit and t < shift_at else after  # newcomers come after any shift
             prior = prior_live.copy()  # what the shard decides with until the next refresh
             if segments and refit and t % REFIT_ROUNDS == 0:
-                model = fit_segments(*_evidence(states), seed=seed) or model
+                # One thread, as in the service's fitter: two runs at once, each with OpenMP's
+                # spinning pool, took 10-20x longer each.
+                with threadpool_limits(limits=1):
+                    model = fit_segments(*_evidence(states), seed=seed) or model
             for u in cohort:
                 state = states[int(u)]
                 if model is not None:

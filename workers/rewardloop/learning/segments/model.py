@@ -16,9 +16,16 @@ structure worth the name) is a valid answer: then the segment is the population.
 users with 30 plays each costs ~1.6 s of CPU with 30 arms and ~3.4 s with 200 (``bench/segments.py``;
 4.5 s and 9.9 s before the likelihood was computed once per distinct cell, ``_Cells``).
 
-**A segment** has, per arm, the mean reward of its users' plays (shrunk toward the population's
-mean by ``SEGMENT_SHRINK_PLAYS``) and the plays behind it, and one strength: how strongly its users agree,
-estimated from them by empirical Bayes (``pooled_strength``), clamped to [1, ``MAX_STRENGTH``].
+**A segment** has, per arm, the mean reward of its users and the plays behind it, and one strength:
+how strongly its users agree, estimated from them by empirical Bayes (``pooled_strength``), clamped
+to [1, ``MAX_STRENGTH``]. The mean counts each user's rate once, weighted by what their plays are
+worth when users' rates spread as much as the surface's do (``_user_weights``: Kleinman 1973's
+estimator of a Beta-binomial mean), not every play alike: a bandit replays what a user liked, so
+pooled plays speak for an arm's fans (an arm that fans replayed looked up to 2.5x better than it was
+to a segment's other users). Means are shrunk toward the population's by ``SEGMENT_SHRINK`` such
+weights. Measured against pooled plays (``bench/families.py --segments``, bench/README.md "Segment
+means count users"): newcomers' first request gains on every family but ``drift``, and memberships
+recover true groups better.
 
 **Membership** of a user is the posterior over segments given their own evidence: segment ``s``
 explains ``x`` rewards in ``n`` plays of an arm with the Beta-binomial likelihood of
@@ -69,10 +76,11 @@ FOLDS = 3
 SELECTION_USERS = 600
 SHRINK_PLAYS = 2.0
 """Plays of the population's mean in each user's rates that the clustering sees."""
-SEGMENT_SHRINK_PLAYS = 20.0
-"""Plays of the population's mean in each segment's means (the config's ``segment_strength``): an
-arm a segment's users played once and liked is not their favourite yet (with 2, newcomers of
-epsilon-greedy surfaces were served such arms: 0.26x the best item at their first request)."""
+SEGMENT_SHRINK = 3.0
+"""Users' worth of the population's mean in each segment's means (each user weighing as much as
+``_user_weights`` says): an arm a segment's users played once and liked is not their favourite yet.
+3 against 20 with the same means: newcomers at requests 4-6 1.18x against 1.09x the best item on
+``latent_groups`` (bench/README.md, "Segment means per user")."""
 EM_ROUNDS = 10
 
 
@@ -124,7 +132,7 @@ class SegmentModel:
         pi = np.asarray(membership, dtype=np.float64)
         # The shrinkage plays count too: an arm no member played has the population's mean, and a
         # prior on it (an arm without one would be the policy's unplayed arm: epsilon-greedy's is 1.0).
-        evidence = self.plays + SEGMENT_SHRINK_PLAYS
+        evidence = self.plays + SEGMENT_SHRINK
         plays = pi @ evidence
         # A segment's mean of an arm is worth as much to one user as the segment's users agree
         # (strength k), on every arm. Served less where the mean rests on few plays (1 / (1/k +
@@ -196,13 +204,14 @@ def _fit(
 ) -> SegmentModel:
     """k-means on the users' rate vectors, then EM_ROUNDS rounds of EM of the Beta-binomial mixture
     (``cells``: ``_Cells.of(n, x)``, if the caller has it)."""
+    users = _UserRates.of(n, x)
     labels = _cluster(_features(n, x, population), k, seed)
     responsibilities = np.eye(k)[labels]
-    model = _segments(n, x, responsibilities, population)
+    model = _segments(users, responsibilities, population)
     if k > 1:
         cells = _Cells.of(n, x) if cells is None else cells
         for _ in range(EM_ROUNDS):
-            model = _segments(n, x, np.exp(_log_posterior(model, cells)), population)
+            model = _segments(users, np.exp(_log_posterior(model, cells)), population)
     return model
 
 
@@ -276,17 +285,44 @@ def _cluster(features: FloatArray, k: int, seed: int) -> NDArray[np.intp]:
         return np.asarray(kmeans.fit_predict(features), dtype=np.intp)
 
 
-def _segments(n: FloatArray, x: FloatArray, responsibilities: FloatArray, population: FloatArray) -> SegmentModel:
+@dataclass(frozen=True)
+class _UserRates:
+    """The users' evidence as segments' means need it: each user's rate of every arm they played,
+    weighted as ``_user_weights`` says at the spread of every user's rates (``pooled_strength``)."""
+
+    plays: FloatArray  # (users, arms)
+    sums: FloatArray  # (users, arms)
+    weights: FloatArray  # (users, arms): 0 where unplayed
+    weighted_rates: FloatArray  # (users, arms): weights x the user's rate
+
+    @classmethod
+    def of(cls, n: FloatArray, x: FloatArray) -> _UserRates:
+        estimate = pooled_strength(x, n)
+        weights = _user_weights(n, FALLBACK_STRENGTH if estimate is None else min(estimate, MAX_STRENGTH))
+        return cls(n, x, weights, weights * np.divide(x, n, out=np.zeros_like(x), where=n > 0))
+
+
+def _user_weights(n: FloatArray, strength: float) -> FloatArray:
+    """What a user's rate over ``n`` plays of an arm weighs in a mean over users whose rates are
+    Beta-distributed at ``strength``: ``n / (1 + (n - 1) rho)``, ``rho = 1 / (strength + 1)`` the
+    correlation of one user's plays (the inverse variance of their rate as an estimate of the mean,
+    Kleinman 1973). One play weighs 1, many at most ``strength + 1``: a user who replayed an arm is
+    still one user."""
+    rho = 1.0 / (strength + 1.0)
+    return np.asarray(n / (1.0 + np.maximum(n - 1.0, 0.0) * rho), dtype=np.float64)
+
+
+def _segments(users: _UserRates, responsibilities: FloatArray, population: FloatArray) -> SegmentModel:
     """The segments whose users are weighted by ``responsibilities`` (users x k)."""
     k = responsibilities.shape[1]
-    plays, sums = responsibilities.T @ n, responsibilities.T @ x
-    means = np.clip((sums + SEGMENT_SHRINK_PLAYS * population) / (plays + SEGMENT_SHRINK_PLAYS), 1e-4, 1.0 - 1e-4)
+    weights, weighted_rates = responsibilities.T @ users.weights, responsibilities.T @ users.weighted_rates
+    means = np.clip((weighted_rates + SEGMENT_SHRINK * population) / (weights + SEGMENT_SHRINK), 1e-4, 1.0 - 1e-4)
     strengths = np.full(k, FALLBACK_STRENGTH)
     hard = responsibilities.argmax(axis=1)
     for s in range(k):
         members = hard == s
-        strength = pooled_strength(x[members], n[members]) if members.sum() >= 5 else None
+        strength = pooled_strength(users.sums[members], users.plays[members]) if members.sum() >= 5 else None
         if strength is not None:
             strengths[s] = min(strength, MAX_STRENGTH)
-    weights = (responsibilities.sum(axis=0) + 1.0) / (len(n) + k)
-    return SegmentModel(means, plays, strengths, weights)
+    shares = (responsibilities.sum(axis=0) + 1.0) / (len(users.plays) + k)
+    return SegmentModel(means, responsibilities.T @ users.plays, strengths, shares)
