@@ -13,8 +13,9 @@ held-out cell under the membership the user's other cells give. The ``k`` kept i
 whose held-out log-likelihood is within one standard error (of the per-user difference, and at
 least ``MIN_GAIN`` nats) of the best ``k``'s: a noisy gain is not structure. ``k = 1`` (no
 structure worth the name) is a valid answer: then the segment is the population. Fitting 4,000
-users with 30 plays each costs ~1.6 s of CPU with 30 arms and ~3.4 s with 200 (``bench/segments.py``;
-4.5 s and 9.9 s before the likelihood was computed once per distinct cell, ``_Cells``).
+users with 30 plays each costs ~0.7 s of CPU with 30 arms and ~1.6 s with 200 (``bench/segments.py``,
+2026-11-29, the same with pooled or per-user means; 4.5 s and 9.9 s before the likelihood was
+computed once per distinct cell, ``_Cells``).
 
 **A segment** has, per arm, the mean reward of its users and the plays behind it, and one strength:
 how strongly its users agree, estimated from them by empirical Bayes (``pooled_strength``), clamped
