@@ -388,6 +388,26 @@ async def test_repeat_exposures_skip_redis_and_the_cache_is_bounded(
         await catalog.stop()
 
 
+async def test_a_burst_of_requests_past_the_redis_pool_waits_for_connections_instead_of_failing(
+    admin: admin_pb2_grpc.AdminStub, service: Any
+) -> None:
+    """300 requests at once, each needing Redis (an experiment created after the front's last refresh,
+    first exposures): more than a connection pool's worth at once. Each waits for a connection;
+    none fails (redis-py 8's default pool raised "Too many connections" past 100, an Assign burst got
+    UNAVAILABLE and exposures were lost)."""
+    catalog = await ExperimentCatalog(service.redis_url, refresh_seconds=3600).start()
+    try:
+        name = _name()
+        await admin.CreateExperiment(xp.CreateExperimentRequest(spec=_spec(name)), timeout=5)
+        assert name not in catalog.experiments  # not refreshed: each lookup goes to Redis
+        assert await asyncio.gather(*(catalog.exists(name) for _ in range(300))) == [True] * 300
+        at = int(time.time() * 1000)
+        firsts = await asyncio.gather(*(catalog.expose(f"{name}-{i}", [(name, "control")], at) for i in range(300)))
+        assert firsts == [1] * 300
+    finally:
+        await catalog.stop()
+
+
 async def test_cuped_covariates_come_from_the_users_pre_exposure_history(
     admin: admin_pb2_grpc.AdminStub, channel: grpc.aio.Channel, service: Any
 ) -> None:

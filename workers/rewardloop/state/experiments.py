@@ -35,6 +35,7 @@ from rewardloop.state.keys import (
     experiments_key,
     experiments_version_key,
 )
+from rewardloop.state.store import waiting_client
 from rewardloop.state.traffic import TrafficCounter
 
 log = logging.getLogger(__name__)
@@ -221,7 +222,7 @@ class ExperimentCatalog:
 
     async def start(self) -> ExperimentCatalog:
         """First load now (a failure raises: the service must not start blind), then refresh in the background."""
-        redis = aioredis.Redis.from_url(self._redis_url)
+        redis = waiting_client(self._redis_url)  # every front request shares it
         try:
             await self.refresh(redis)
         except BaseException:

@@ -205,6 +205,22 @@ def hiredis_packed(connection_class: type[Any]) -> type[Any]:
     return _HIREDIS_PACKED[connection_class]
 
 
+def waiting_client(url: str) -> aioredis.Redis:
+    """A client for many concurrent callers: past ``MAX_CONNECTIONS`` connections in use, a caller
+    waits up to ``POOL_WAIT_SECONDS`` for one instead of failing (redis-py 8's default pool raises
+    ``MaxConnectionsError`` past 100: a burst of Assign calls failed as UNAVAILABLE). Commands are
+    packed by hiredis (``hiredis_packed``)."""
+    # No CLIENT SETINFO nor CLIENT MAINT_NOTIFICATIONS on each new connection: Redis 6.2 (the
+    # embedded one) knows neither, and each refusal left a traceback cycle holding the task that
+    # connected and what it was loading, garbage only the cycle collector finds (workers/heap.py).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, health_check_interval=30,
+        driver_info=None, maint_notifications_config=MaintNotificationsConfig(enabled=False),
+    )  # fmt: skip
+    pool.connection_class = hiredis_packed(pool.connection_class)
+    return aioredis.Redis(connection_pool=pool, decode_responses=False)
+
+
 class Store:
     """A shard's Redis: ``retention`` bounds what it keeps (``retention.py``); ``join_ms`` is how long
     after a decision feedback can still join it (the longest reward window + the 7 days feedback
@@ -219,15 +235,7 @@ class Store:
         clock: Callable[[], float] = time.time,
         settled_ms: int = 2 * DEDUP_DAYS * DAY_MS,
     ):
-        # No CLIENT SETINFO nor CLIENT MAINT_NOTIFICATIONS on each new connection: Redis 6.2 (the
-        # embedded one) knows neither, and each refusal left a traceback cycle holding the task that
-        # connected and what it was loading, garbage only the cycle collector finds (workers/heap.py).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, health_check_interval=30,
-            driver_info=None, maint_notifications_config=MaintNotificationsConfig(enabled=False),
-        )  # fmt: skip
-        pool.connection_class = hiredis_packed(pool.connection_class)
-        self.redis = aioredis.Redis(connection_pool=pool, decode_responses=False)
+        self.redis = waiting_client(url)
         # The two writes every call makes (record_feedback, write_back): direct.py.
         self.direct = DirectPipelines(self.redis)
         self.retention = retention
