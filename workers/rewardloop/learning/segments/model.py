@@ -178,16 +178,16 @@ def fit_segments(
     else:
         n_sel, x_sel = n, x
     fold = rng.integers(0, FOLDS, size=n_sel.shape)
-    folds = []  # per fold: the training evidence, its cells, the held-out cells
+    folds = []  # per fold, computed once for every k: the training evidence, its cells, the held-out cells
     for f in range(FOLDS):
         held_out = fold == f
         n_train, x_train = np.where(held_out, 0.0, n_sel), np.where(held_out, 0.0, x_sel)
-        folds.append((n_train, x_train, _Cells.of(n_train, x_train), _Cells.of(n_sel, x_sel, held_out)))
+        folds.append((_UserRates.of(n_train, x_train), _Cells.of(n_train, x_train), _Cells.of(n_sel, x_sel, held_out)))
     scores = []  # per k: (users,) held-out log-likelihood summed over folds
     for k in range(1, min(max_segments, len(n_sel) // 3) + 1):
         score = np.zeros(len(n_sel))
-        for n_train, x_train, train, held in folds:
-            model = _fit(n_train, x_train, k, population, seed, train)
+        for users, train, held in folds:
+            model = _fit(users, k, population, seed, train)
             score += logsumexp(_log_posterior(model, train) + _log_evidence(model, held), axis=1)
         scores.append(score)
     # The smallest k within one standard error (of the per-user paired difference) of the best:
@@ -198,15 +198,13 @@ def fit_segments(
         for k in range(best + 1)
         if scores[k].sum() >= scores[best].sum() - max(MIN_GAIN, np.std(scores[best] - scores[k]) * np.sqrt(len(n_sel)))
     )
-    return _fit(n, x, chosen + 1, population, seed)
+    return _fit(_UserRates.of(n, x), chosen + 1, population, seed)
 
 
-def _fit(
-    n: FloatArray, x: FloatArray, k: int, population: FloatArray, seed: int, cells: _Cells | None = None
-) -> SegmentModel:
+def _fit(users: _UserRates, k: int, population: FloatArray, seed: int, cells: _Cells | None = None) -> SegmentModel:
     """k-means on the users' rate vectors, then EM_ROUNDS rounds of EM of the Beta-binomial mixture
-    (``cells``: ``_Cells.of(n, x)``, if the caller has it)."""
-    users = _UserRates.of(n, x)
+    (``cells``: ``_Cells.of`` the users' evidence, if the caller has it)."""
+    n, x = users.plays, users.sums
     labels = _cluster(_features(n, x, population), k, seed)
     responsibilities = np.eye(k)[labels]
     model = _segments(users, responsibilities, population)
