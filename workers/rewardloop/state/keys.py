@@ -248,3 +248,9 @@ def surface_traffic_key(surface_name: str, day: str) -> str:
     """HyperLogLog of the distinct users a surface decided for on one UTC day (``YYYYMMDD``), for
     planning experiments (`state/traffic.py`). 12 KB at most, expires after `TRAFFIC_TTL_SECONDS`."""
     return f"{KEY_PREFIX}traffic:{surface_name}:{day}"
+
+
+def surface_traffic_since_key(surface_name: str, day: str) -> str:
+    """When (epoch seconds) the surface's count for that UTC day began: the first flush that day, so
+    a day the service saw only part of is scaled from the hours it covered. Expires with the count."""
+    return f"{KEY_PREFIX}traffic-since:{surface_name}:{day}"
