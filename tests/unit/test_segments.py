@@ -7,7 +7,13 @@ import pytest
 from scipy.stats import betabinom
 from sklearn.metrics import adjusted_rand_score
 
-from rewardloop.learning.segments import SegmentModel, beta_prior, fit_segments, pooled_strength
+from rewardloop.learning.segments import (
+    SegmentModel,
+    beta_prior,
+    fit_segments,
+    fit_segments_and_mixture,
+    pooled_strength,
+)
 from rewardloop.learning.segments.model import _Cells, _log_evidence
 from rewardloop.simulator import Population
 
@@ -184,3 +190,22 @@ def test_a_segments_mean_counts_its_users_not_the_replays_of_an_arms_fans() -> N
     plays_, sums, _ = segments.prior(segments.weights)  # a new user's prior
     served = float(sums[0] / plays_[0])
     assert abs(served - per_user) < 0.3 * abs(per_play - per_user), (served, per_user, per_play)
+
+
+def test_the_prior_mixture_has_the_configured_number_of_segments_beside_the_selected_ones() -> None:
+    rng = np.random.default_rng(0)
+    p = np.tile(rng.uniform(0.02, 0.4, 12), (300, 1))  # users all alike: one segment is selected
+    plays = rng.poisson(6.0, size=p.shape).astype(float)
+    clicks = rng.binomial(plays.astype(int), p).astype(float)
+    fitted = fit_segments_and_mixture(plays, clicks, seed=0, max_segments=6)
+    assert fitted is not None
+    segments, mixture = fitted
+    assert segments.k == 1 and mixture is not None and mixture.k == 6
+    again = fit_segments_and_mixture(plays, clicks, seed=0, max_segments=6)
+    assert again is not None and again[1] is not None and np.array_equal(again[1].means, mixture.means)
+    # As many segments selected as the mixture would have: one fit, no mixture beside it.
+    single = fit_segments_and_mixture(plays, clicks, seed=0, max_segments=1)
+    assert single is not None and single[0].k == 1 and single[1] is None
+    # At most a third of the users, however many are asked for.
+    few = fit_segments(plays[:30], clicks[:30], seed=0, k=20)
+    assert few is not None and few.k == 10
