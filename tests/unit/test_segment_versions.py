@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 
 from rewardloop.learning.bandits import ConfigError, Thompson, make_policy
 from rewardloop.learning.segments import SegmentModel
-from rewardloop.learning.segments.versions import decode, encode, next_version
+from rewardloop.learning.segments.versions import HEAD, decode, encode, next_version
 from rewardloop.learning.surface import ColdStart
 from rewardloop.state.segment_priors import (
     SAMPLE_ARMS,
@@ -116,3 +119,27 @@ def test_segments_are_on_by_default_where_they_were_measured_to_help() -> None:
 def test_an_unset_strength_is_estimated_and_a_set_one_is_kept() -> None:
     assert ColdStart().strength is None and ColdStart().prior_strength == 2.0
     assert ColdStart(strength=7).prior_strength == 7.0
+
+
+def test_a_version_carries_the_prior_mixture_and_format_1_still_decodes() -> None:
+    segments = _model([[0.1, 0.5, 0.2], [0.6, 0.1, 0.3]])
+    mixture = _model([[0.1, 0.5, 0.2], [0.3, 0.3, 0.3], [0.6, 0.1, 0.3], [0.2, 0.2, 0.6]])
+    version = next_version(None, segments, 5, mixture)
+    back = decode(encode(version))
+    assert back.mixture is not None and back.prior_mixture.k == 4 and back.model.k == 2
+    for name in ("means", "plays", "strengths", "weights"):
+        np.testing.assert_array_equal(getattr(back.mixture, name), getattr(mixture, name))
+    assert next_version(back, segments, 6).prior_mixture is not mixture  # the next fit brings its own
+    # Format 1 (before the mixture): the segments' arrays, nothing after; its segments serve.
+    old = next_version(None, segments, 5)
+    blob = encode(old)
+    head = struct.calcsize(HEAD)
+    body = blob[:4] + struct.pack("<H", 1) + blob[6:-8]  # format 1, without the mixture's size (0)
+    legacy = decode(body + struct.pack("<I", zlib.crc32(body)))
+    assert legacy.mixture is None and legacy.prior_mixture is legacy.model and legacy.ids == old.ids
+    np.testing.assert_array_equal(legacy.model.means, segments.means)
+    with pytest.raises(ValueError, match="wrong length"):
+        cut = encode(version)[: head + 40]
+        decode(cut + struct.pack("<I", zlib.crc32(cut)))
+    with pytest.raises(ValueError, match="arms"):
+        encode(next_version(None, segments, 5, _model([[0.1, 0.2]])))
