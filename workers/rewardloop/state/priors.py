@@ -161,7 +161,7 @@ class Priors:
             version = self.learned.versions[surface].version
             cached = memberships.get(surface) if memberships is not None else None
             if cached is None or cached[:2] != (version, own.n_updates):
-                cached = (version, own.n_updates, self.learned.membership(surface, own))
+                cached = (version, own.n_updates, self.learned.mixture_membership(surface, own))
                 if memberships is not None:
                     memberships[surface] = cached
             state, strength = self.learned.prior(surface, cached[2])

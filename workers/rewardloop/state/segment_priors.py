@@ -12,9 +12,10 @@ users' retention. Keys hold pseudonyms only.
 **The priors.** Every refresh reads the version number of each surface's model
 (``keys.segment_model_key``) and loads the model when it changed. A user's prior is then
 ``SegmentModel.prior`` of their membership, which is the posterior over segments given the user's
-own (decayed) evidence: a pure function of the user's state and the model's bytes, so a restarted
-shard serves exactly what it served before. The membership is cached on the user, keyed by the
-model's version and the user's update count.
+own (decayed) evidence, over the finer mixture fitted beside the segments
+(``SegmentVersion.prior_mixture``): a pure function of the user's state and the model's bytes, so a
+restarted shard serves exactly what it served before. The membership is cached on the user, keyed
+by the model's version and the user's update count.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from rewardloop.learning.bandits import Policy, PolicyState, make_policy
+from rewardloop.learning.segments import SegmentModel
 from rewardloop.learning.segments.versions import SegmentVersion, decode
 from rewardloop.learning.surface import DEFAULT_STRENGTH, SurfaceConfig
 from rewardloop.state import keys
@@ -273,6 +275,11 @@ class LearnedSegments:
         model = self.versions[surface].model
         return model.membership(state.arrays["counts"], state.arrays["reward_sums"])
 
+    def mixture_membership(self, surface: str, state: PolicyState) -> np.ndarray:
+        """The same over the mixture the current version's priors are served from (``prior``'s input)."""
+        model = self.versions[surface].prior_mixture
+        return model.membership(state.arrays["counts"], state.arrays["reward_sums"])
+
     def describe(self, surface: str, state: PolicyState, strength: float | None) -> dict[str, Any]:
         """A user's membership for the admin API: the version, segment ids and probabilities (largest
         first), the prior's strength (``strength`` if configured), the user's plays."""
@@ -285,7 +292,8 @@ class LearnedSegments:
             return {"version": 0, "memberships": [], "prior_strength": 0.0, "interactions": plays}
         membership = self.membership(surface, state)
         order = np.argsort(-membership, kind="stable")
-        estimated = float(membership @ version.model.strengths)  # what ``prior`` serves on every arm
+        mixture = self.mixture_membership(surface, state)
+        estimated = float(mixture @ version.prior_mixture.strengths)  # what ``prior`` serves on every arm
         return {
             "version": version.version,
             "memberships": [(version.ids[s], float(membership[s])) for s in order],
@@ -294,13 +302,12 @@ class LearnedSegments:
         }
 
     def prior(self, surface: str, membership: np.ndarray) -> tuple[PolicyState, np.ndarray]:
-        """The prior state of a user with ``membership`` of the current version, and its strength."""
-        version = self.versions[surface]
-        policy = self._policies[surface]
+        """The prior state of a user with ``membership`` of the current version's prior mixture
+        (``mixture_membership``), and its strength."""
         best = int(np.argmax(membership))
         if membership[best] >= SURE:
             return self._sure[surface][best]
-        return _prior_state(policy, version, membership)
+        return _prior_state(self._policies[surface], self.versions[surface].prior_mixture, membership)
 
     def linear_strength(self, surface: str) -> float | None:
         """The learned prior strength of a linear surface; None before the first estimate."""
@@ -372,13 +379,12 @@ class LearnedSegments:
             return
         policy = self._policies[name]
         self.versions[name] = version
-        self._sure[name] = [_prior_state(policy, version, np.eye(version.model.k)[s]) for s in range(version.model.k)]
+        mixture = version.prior_mixture
+        self._sure[name] = [_prior_state(policy, mixture, np.eye(mixture.k)[s]) for s in range(mixture.k)]
 
 
-def _prior_state(
-    policy: Policy[Any], version: SegmentVersion, membership: np.ndarray
-) -> tuple[PolicyState, np.ndarray]:
-    plays, sums, strength = version.model.prior(membership)
+def _prior_state(policy: Policy[Any], model: SegmentModel, membership: np.ndarray) -> tuple[PolicyState, np.ndarray]:
+    plays, sums, strength = model.prior(membership)
     state = policy.new_state()
     state.arrays["counts"][:], state.arrays["reward_sums"][:] = plays, sums
     state.n_updates = 1

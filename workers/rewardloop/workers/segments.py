@@ -3,7 +3,8 @@
 Every ``service.segment_fit_seconds`` (longer if fitting took more than ``MAX_DUTY`` of the time) it reads the
 shards' samples of each surface's users (``state/segment_priors.py``), fits segments to them
 (``learning.segments.fit_segments``: the number of segments chosen from the data, at most the
-surface's ``cold_start.max_segments``), keeps the ids of the segments it found again
+surface's ``cold_start.max_segments``; and the mixture of ``max_segments`` that priors are served
+from, ``versions.SegmentVersion.prior_mixture``), keeps the ids of the segments it found again
 (``versions.next_version``) and writes the new version to the surface's model hash, the previous
 one beside it. Shards load a new version within their next prior refresh. A fit runs only when the
 samples changed; fitting runs in a thread, so the actor still answers while it fits, and at the lowest
@@ -37,7 +38,7 @@ from redis.exceptions import RedisError, WatchError
 from threadpoolctl import threadpool_limits
 
 from rewardloop.learning.bandits.ridge import RidgeConfig
-from rewardloop.learning.segments import fit_segments
+from rewardloop.learning.segments import fit_segments_and_mixture
 from rewardloop.learning.segments.linear_prior import linear_strength
 from rewardloop.learning.segments.versions import SegmentVersion, decode, encode, next_version
 from rewardloop.learning.surface import SurfaceConfig
@@ -177,12 +178,13 @@ class SegmentFitter:
         if digest == self._fitted.get(name):
             return None if previous is None else previous.version
         seed = 1 if previous is None else previous.version + 1
-        fit = functools.partial(fit_segments, plays, sums, seed, max_segments=surface.cold_start.max_segments)
-        model = await self._in_background(fit)
+        fit = functools.partial(fit_segments_and_mixture, plays, sums, seed, surface.cold_start.max_segments)
+        fitted = await self._in_background(fit)
         self._fitted[name] = digest
-        if model is None:
+        if fitted is None:
             return None if previous is None else previous.version
-        version = next_version(previous, model, now_ms)
+        segments, mixture = fitted
+        version = next_version(previous, segments, now_ms, mixture)
         async with self.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(model_key)
