@@ -49,8 +49,15 @@ def main() -> None:
     parser.add_argument(
         "--explore-first", action="store_true", help="explore from a user's first request (ColdStart.explore_first)"
     )
+    parser.add_argument(
+        "--selected-segments",
+        action="store_true",
+        help="with --segments: serve priors from the selected segments, not the finer mixture (as before 2026-11-30)",
+    )
     args = parser.parse_args()
-    prior = "segment priors (estimated strength)" if args.segments else f"population prior, strength {args.strength:g}"
+    served = "the selected segments" if args.selected_segments else "the prior mixture"
+    population = f"population prior, strength {args.strength:g}"
+    prior = f"priors from {served} (estimated strength)" if args.segments else population
     first = "explore from the first request" if args.explore_first else "first request as configured by default"
     print(f"{prior}; {first}; seeds 0-{args.seeds - 1}; mean (min) over seeds")
     header = f"{'family':<17} {'algorithm':<16} {'x random':>13} {'x best item':>13} {'new@1 x best':>13}"
@@ -66,6 +73,7 @@ def main() -> None:
                     seed,
                     segments=args.segments,
                     explore_first=True if args.explore_first else None,
+                    prior_mixture=not args.selected_segments,
                 )
                 for seed in range(args.seeds)
             ]

@@ -1,7 +1,8 @@
 """What learned segments cost: fitting, and Recommend with segment priors next to without, same run.
 
-1. Fitting (``fit_segments``) on sampled users of catalogues of several sizes: seconds per fit (the
-   fitter actor spends at most ``MAX_DUTY`` of a core on it).
+1. Fitting (``fit_segments_and_mixture``: the segments and the prior mixture, as the fitter does) on
+   sampled users of catalogues of several sizes: seconds per fit (the fitter actor spends at most
+   ``MAX_DUTY`` of a core on it).
 2. In-process: the shard's decision (``Bandit.decide_now``) for users with 5-40 plays each, from the
    population prior (segments off) and from their segment prior, with the membership cached (the
    user's next request before new feedback) and recomputed (every request after feedback).
@@ -28,7 +29,7 @@ from _cli import run_main, start_ray
 from rewardloop.client import AsyncClient
 from rewardloop.demo.drive import run_population
 from rewardloop.learning.bandits import make_policy
-from rewardloop.learning.segments import fit_segments
+from rewardloop.learning.segments import fit_segments_and_mixture
 from rewardloop.learning.segments.versions import encode, next_version
 from rewardloop.server.app import Service
 from rewardloop.simulator import Population
@@ -66,13 +67,15 @@ def evidence(pop: Population, plays_per_user: int, seed: int) -> tuple[np.ndarra
 
 def fitting() -> None:
     print(f"1. fitting segments (the fitter spends at most {MAX_DUTY:.0%} of a core on it)")
-    print(f"  {'users':>6} {'items':>6} {'plays/user':>10} {'segments':>9} {'seconds':>8}")
+    print(f"  {'users':>6} {'items':>6} {'plays/user':>10} {'segments':>9} {'mixture':>8} {'seconds':>8}")
     for users, items, plays in ((1000, 30, 30), (4000, 30, 30), (4000, 200, 30), (4000, 1000, 30)):
         n, x = evidence(population(users, items), plays, seed=0)
         started = time.perf_counter()
-        model = fit_segments(n, x, seed=0)
+        fitted = fit_segments_and_mixture(n, x, seed=0)  # what the fitter runs
         elapsed = time.perf_counter() - started
-        print(f"  {users:>6} {items:>6} {plays:>10} {model.k if model else 0:>9} {elapsed:>8.2f}", flush=True)
+        k = fitted[0].k if fitted else 0
+        mixture = fitted[1].k if fitted and fitted[1] else k
+        print(f"  {users:>6} {items:>6} {plays:>10} {k:>9} {mixture:>8} {elapsed:>8.2f}", flush=True)
 
 
 def deciders(items: int) -> tuple[dict[str, Bandit], list[UserState]]:
@@ -90,9 +93,9 @@ def deciders(items: int) -> tuple[dict[str, Bandit], list[UserState]]:
         for u, arm in zip(*np.nonzero(n[:200]), strict=True):
             priors.learn(name, "", int(arm), float(x[u, arm] / n[u, arm]), None, None)
         priors._recompute(name, [])
-    model = fit_segments(n, x, seed=0)
-    assert model is not None
-    priors.learned._load("with", encode(next_version(None, model, 0)))
+    fitted = fit_segments_and_mixture(n, x, seed=0)
+    assert fitted is not None
+    priors.learned._load("with", encode(next_version(None, fitted[0], 0, fitted[1])))
     rng = np.random.default_rng(3)
     clicks = pop.click_matrix()
     users = []

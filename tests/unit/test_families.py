@@ -103,6 +103,25 @@ def test_segment_priors_serve_thompson_better_than_the_population_prior() -> Non
     assert soon[1] > soon[0] + 0.1, soon  # newcomers at requests 4-6, x the best item
 
 
+def test_newcomers_are_served_better_from_the_finer_mixture_than_from_the_selected_segments() -> None:
+    family = FAMILIES["popular"]
+    soon = {
+        mixture: np.mean(
+            [
+                (
+                    run := run_family(family, Thompson(), DEFAULT_STRENGTH, seed, segments=True, prior_mixture=mixture)
+                ).newcomers(4, 6)
+                / run.best_item
+                for seed in (0, 1, 2)
+            ]
+        )
+        for mixture in (False, True)
+    }
+    # Measured (seeds 0-2): 1.23x, 1.11x, 1.34x the best item at requests 4-6 from the mixture against
+    # 1.16x, 0.74x, 1.16x from the selected segments; better on each of seeds 0-5.
+    assert soon[True] > soon[False] + 0.1, soon
+
+
 def test_a_drifting_family_redraws_tastes_under_the_same_catalogue() -> None:
     family = FAMILIES["drift"]
     before, drift = family.population(seed=0), family.drift(seed=0)

@@ -12,8 +12,9 @@ every request, round by round; then *newcomers* arrive at a population prior the
 make theirs. Clicks are the reward.
 
 With ``segments``, every ``REFIT_ROUNDS`` rounds the veterans' evidence is fitted into behaviour-based
-segments (``learning.segments``), and each decision uses the user's own segment prior instead: the
-membership-weighted segments given the user's evidence, at the segments' estimated strength.
+segments and the finer mixture beside them (``learning.segments.fit_segments_and_mixture``), and
+each decision uses the user's own prior instead: the mixture's components weighted by the user's
+membership given their evidence, at their estimated strength (as the shard serves).
 
 >>> from rewardloop.learning.bandits import Thompson
 >>> from rewardloop.simulator.families import FAMILIES
@@ -31,7 +32,7 @@ from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
 from rewardloop.learning.bandits import Policy, PolicyConfig, PolicyState, make_policy
-from rewardloop.learning.segments import SegmentModel, fit_segments
+from rewardloop.learning.segments import SegmentModel, fit_segments_and_mixture
 from rewardloop.learning.surface import ColdStart
 from rewardloop.simulator.families import Family, best_item_ctr, group_bound
 from rewardloop.simulator.population import Population
@@ -83,6 +84,7 @@ def run_family(
     requests: int | None = None,
     segments: bool = False,
     explore_first: bool | None = None,
+    prior_mixture: bool = True,
 ) -> Run:
     """``family``'s population of ``seed`` served by per-user ``config`` policies over a population prior.
 
@@ -91,7 +93,9 @@ def run_family(
     """
     population, drift = family.population(seed), family.drift(seed)
     requests = requests or family.requests
-    return run_population(population, config, strength, requests, seed, newcomer_share, segments, drift, explore_first)
+    return run_population(
+        population, config, strength, requests, seed, newcomer_share, segments, drift, explore_first, prior_mixture
+    )
 
 
 def run_population(
@@ -104,8 +108,10 @@ def run_population(
     segments: bool = False,
     drift: tuple[int, Population] | None = None,
     explore_first: bool | None = None,
+    prior_mixture: bool = True,
 ) -> Run:
     """``drift = (t, later)``: from request ``t`` on (and for every newcomer) users behave as in ``later``.
+    ``prior_mixture=False`` serves priors from the selected segments instead of the finer mixture.
 
     As in the shard, a user without evidence is served the prior's best item unless the algorithm
     explores first (``ColdStart.exploits_first``; ``explore_first`` overrides its default)."""
@@ -120,7 +126,7 @@ def run_population(
     rng = np.random.default_rng([seed, 7])
     available = np.arange(population.n_items)
 
-    model: SegmentModel | None = None
+    model: SegmentModel | None = None  # the prior mixture (or the segments: ``prior_mixture``)
     cold_start = ColdStart(explore_first=explore_first)
 
     def serve(cohort: NDArray[np.intp], refit: bool) -> FloatArray:
@@ -133,7 +139,10 @@ def run_population(
                 # One thread, as in the service's fitter: two runs at once, each with OpenMP's
                 # spinning pool, took 10-20x longer each.
                 with threadpool_limits(limits=1):
-                    model = fit_segments(*_evidence(states), seed=seed) or model
+                    fitted = fit_segments_and_mixture(*_evidence(states), seed=seed)
+                if fitted is not None:  # served as the shard serves: from the prior mixture
+                    selected, mixture = fitted
+                    model = mixture if mixture is not None and prior_mixture else selected
             for u in cohort:
                 state = states[int(u)]
                 if model is not None:
