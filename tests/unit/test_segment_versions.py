@@ -143,3 +143,10 @@ def test_a_version_carries_the_prior_mixture_and_format_1_still_decodes() -> Non
         decode(cut + struct.pack("<I", zlib.crc32(cut)))
     with pytest.raises(ValueError, match="arms"):
         encode(next_version(None, segments, 5, _model([[0.1, 0.2]])))
+    empty = SegmentModel(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), np.zeros(0))
+    with pytest.raises(ValueError, match="no segments"):
+        encode(next_version(None, segments, 5, empty))
+    none = blob[: head - 8] + struct.pack("<II", 0, 3)  # a header of no segments, over 3 arms
+    none += struct.pack("<I", 0)
+    with pytest.raises(ValueError, match="no segments"):
+        decode(none + struct.pack("<I", zlib.crc32(none)))

@@ -250,7 +250,8 @@ def surface_traffic_key(surface_name: str, day: str) -> str:
     return f"{KEY_PREFIX}traffic:{surface_name}:{day}"
 
 
-def surface_traffic_since_key(surface_name: str, day: str) -> str:
-    """When (epoch seconds) the surface's count for that UTC day began: the first flush that day, so
-    a day the service saw only part of is scaled from the hours it covered. Expires with the count."""
-    return f"{KEY_PREFIX}traffic-since:{surface_name}:{day}"
+def traffic_since_key(day: str) -> str:
+    """Sorted set with one member, ``start``: when counting traffic began that UTC day (epoch seconds;
+    the earliest of the fronts that counted, `state/traffic.py`), so a day the service saw only part
+    of is scaled from the hours it covered. Expires with the counts."""
+    return f"{KEY_PREFIX}traffic-since:{day}"

@@ -140,7 +140,7 @@ class Priors:
         surface: str,
         segment: str,
         own: PolicyState | None = None,
-        memberships: dict[str, tuple[int, int, np.ndarray]] | None = None,
+        memberships: dict[str, tuple[tuple[int, int], int, np.ndarray]] | None = None,
     ) -> tuple[PolicyState, float | np.ndarray] | None:
         """The prior a user of named ``segment`` starts from, and how strongly (per arm, for learned
         segments); None without one.
@@ -158,7 +158,10 @@ class Priors:
         priors = self._segment_priors[surface]
         named = priors.get(segment) if segment else None
         if named is None and own is not None and surface in self.learned.versions:
-            version = self.learned.versions[surface].version
+            # A version is its number and creation time: a fitter that restarts from an unreadable
+            # model numbers from 1 again, and a membership must never meet another model's mixture.
+            current = self.learned.versions[surface]
+            version = (current.version, current.created_ms)
             cached = memberships.get(surface) if memberships is not None else None
             if cached is None or cached[:2] != (version, own.n_updates):
                 cached = (version, own.n_updates, self.learned.mixture_membership(surface, own))

@@ -8,9 +8,11 @@ per key, ~0.8% error; keys expire after `TRAFFIC_TTL_SECONDS`). The buffer holds
 plan undercounts accordingly.
 
 `daily_users` reads yesterday's count for the surfaces (the union: a user of two surfaces counts
-once). Each day's key notes when its count began (`surface_traffic_since_key`), so a day the service
-saw only part of is scaled to 24 hours from the hours it covered, and of yesterday and today the one
-covered longer is read: a service started at 23:50 does not plan on ten minutes of users at 00:05.
+once). Each day notes when counting began (`traffic_since_key`: the earliest start among the fronts
+that counted that day, midnight for a front already running), so a day the service saw only part of
+is scaled to 24 hours from the hours it covered, and of yesterday and today the one covered longer is
+read: a service started at 23:50 does not plan on ten minutes of users at 00:05. A day counted
+before starts were noted is read as a whole day.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Iterable
 
 import redis.asyncio as aioredis
 
-from rewardloop.state.keys import surface_traffic_key, surface_traffic_since_key
+from rewardloop.state.keys import surface_traffic_key, traffic_since_key
 
 TRAFFIC_TTL_SECONDS = 3 * 86_400
 MAX_BUFFERED = 100_000
@@ -31,11 +33,22 @@ def _day(at: datetime.datetime) -> str:
     return at.strftime("%Y%m%d")
 
 
+def _utc(at: datetime.datetime | None) -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC) if at is None else at.astimezone(datetime.UTC)
+
+
+def _midnight(at: datetime.datetime) -> datetime.datetime:
+    return at.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 class TrafficCounter:
-    def __init__(self) -> None:
+    def __init__(self, started: datetime.datetime | None = None) -> None:
+        """``started``: when this process began counting (default: now)."""
+        self.started = _utc(started)
         self._pending: dict[str, set[str]] = {}
         self._size = 0
         self.dropped = 0
+        self._noted: str | None = None  # the day whose start this counter has noted
 
     def note(self, surface: str, pseudonym: str) -> None:
         users = self._pending.setdefault(surface, set())
@@ -52,39 +65,43 @@ class TrafficCounter:
         return self._size
 
     async def flush(self, redis: aioredis.Redis, now: datetime.datetime | None = None) -> None:
-        """Adds the buffered users to today's counts; on a Redis error they stay buffered."""
-        if not self._size:
-            return
-        now = now or datetime.datetime.now(datetime.UTC)
+        """Adds the buffered users to today's counts, and notes when today's counting began (once a
+        day); on a Redis error they stay buffered and the start unnoted."""
+        now = _utc(now)
         day = _day(now)
         pipe = redis.pipeline(transaction=False)
+        if self._noted != day:  # the earliest start of the day's fronts: ZADD LT keeps the least
+            since = traffic_since_key(day)
+            pipe.zadd(since, {"start": max(_midnight(now), self.started).timestamp()}, lt=True)
+            pipe.expire(since, TRAFFIC_TTL_SECONDS)
         for surface, users in self._pending.items():
             if users:
                 key = surface_traffic_key(surface, day)
                 pipe.pfadd(key, *users)
                 pipe.expire(key, TRAFFIC_TTL_SECONDS)
-                pipe.set(surface_traffic_since_key(surface, day), int(now.timestamp()), nx=True, ex=TRAFFIC_TTL_SECONDS)
-        await pipe.execute()
+        if len(pipe):
+            await pipe.execute()
+        self._noted = day
         self._pending, self._size = {}, 0
 
 
 async def daily_users(redis: aioredis.Redis, surfaces: Iterable[str], now: datetime.datetime | None = None) -> float:
     """Distinct users of ``surfaces`` a day: of yesterday's and today's counts, the one whose day the
     service covered longer, scaled to 24 hours from the hours it covered (at least `MIN_HOURS`)."""
-    now = now or datetime.datetime.now(datetime.UTC)
+    now = _utc(now)
     surfaces = list(surfaces)
     if not surfaces:
         return 0.0
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    midnight = _midnight(now)
     best_hours, best_keys = -1.0, []
     for start, end in ((midnight - datetime.timedelta(days=1), midnight), (midnight, now)):
         keys = [surface_traffic_key(s, _day(start)) for s in surfaces]
-        began = [int(b) for b in await redis.mget([surface_traffic_since_key(s, _day(start)) for s in surfaces]) if b]
-        if began:
-            since = max(start, min(datetime.datetime.fromtimestamp(b, datetime.UTC) for b in began))
-        elif await redis.exists(*keys):  # counted before counts noted their start: taken as whole
+        began = await redis.zscore(traffic_since_key(_day(start)), "start")
+        if began is not None:
+            since = max(start, datetime.datetime.fromtimestamp(began, datetime.UTC))
+        elif await redis.exists(*keys):  # counted before starts were noted: taken as whole
             since = start
-        else:  # no surface counted a user that day
+        else:  # nothing counted that day
             continue
         hours = (end - since).total_seconds() / 3600
         if hours > best_hours:

@@ -70,8 +70,8 @@ class UserState:
     epochs: dict[str, int] = field(default_factory=dict)
     # Recent decisions and feedback, for real-time features (module docstring).
     activity: UserActivity = field(default_factory=UserActivity)
-    # Per surface with learned segments: (model version, n_updates, membership) last computed.
-    memberships: dict[str, tuple[int, int, np.ndarray]] = field(default_factory=dict)
+    # Per surface with learned segments: ((model version, created_ms), n_updates, membership) last computed.
+    memberships: dict[str, tuple[tuple[int, int], int, np.ndarray]] = field(default_factory=dict)
 
     def footprint(self) -> int:
         """Bytes this state takes in memory, estimated from what grows: its policy states (packed at

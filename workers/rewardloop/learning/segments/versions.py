@@ -121,6 +121,8 @@ def encode(version: SegmentVersion) -> bytes:
     """Head, segment ids, the segments' arrays, the mixture's size and arrays (none: 0), CRC32."""
     model, mixture = version.model, version.mixture
     k, arms = model.means.shape
+    if k == 0 or (mixture is not None and mixture.k == 0):
+        raise ValueError("segment model: no segments")
     if mixture is not None and mixture.means.shape[1] != arms:
         raise ValueError(f"segment model: the mixture has {mixture.means.shape[1]} arms, the segments {arms}")
     body = struct.pack(HEAD, MAGIC, FORMAT_VERSION, version.version, version.created_ms, version.next_id, k, arms)
@@ -137,6 +139,8 @@ def decode(blob: bytes) -> SegmentVersion:
     magic, fmt, number, created_ms, next_id, k, arms = struct.unpack(HEAD, blob[:head])
     if magic != MAGIC or fmt not in (1, FORMAT_VERSION):
         raise ValueError(f"segment model: unknown format {magic!r} v{fmt}")
+    if k == 0:
+        raise ValueError("segment model: no segments")
     segments_end = head + 8 * k + _size(k, arms)
     if fmt > 1 and len(blob) < segments_end + 8:
         raise ValueError("segment model: wrong length")
