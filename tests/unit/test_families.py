@@ -106,20 +106,19 @@ def test_segment_priors_serve_thompson_better_than_the_population_prior() -> Non
 def test_newcomers_are_served_better_from_the_finer_mixture_than_from_the_selected_segments() -> None:
     family = FAMILIES["popular"]
     soon = {
-        mixture: np.mean(
-            [
-                (
-                    run := run_family(family, Thompson(), DEFAULT_STRENGTH, seed, segments=True, prior_mixture=mixture)
-                ).newcomers(4, 6)
-                / run.best_item
-                for seed in (0, 1, 2)
-            ]
-        )
+        mixture: [
+            (
+                run := run_family(family, Thompson(), DEFAULT_STRENGTH, seed, segments=True, prior_mixture=mixture)
+            ).newcomers(4, 6)
+            / run.best_item
+            for seed in (0, 1, 2)
+        ]
         for mixture in (False, True)
     }
-    # Measured (seeds 0-2): 1.23x, 1.11x, 1.34x the best item at requests 4-6 from the mixture against
-    # 1.16x, 0.74x, 1.16x from the selected segments; better on each of seeds 0-5.
-    assert soon[True] > soon[False] + 0.1, soon
+    # Measured (seeds 0-2): 1.14x, 1.16x, 1.13x the best item at requests 4-6 from the mixture against
+    # 1.16x, 0.74x, 1.16x from the selected segments, which kept one segment on seed 1's last refits.
+    assert np.mean(soon[True]) > np.mean(soon[False]) + 0.05, soon
+    assert min(soon[True]) > min(soon[False]) + 0.2, soon
 
 
 def test_a_drifting_family_redraws_tastes_under_the_same_catalogue() -> None:

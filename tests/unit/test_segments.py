@@ -14,7 +14,7 @@ from rewardloop.learning.segments import (
     fit_segments_and_mixture,
     pooled_strength,
 )
-from rewardloop.learning.segments.model import _Cells, _log_evidence
+from rewardloop.learning.segments.model import PRIOR_COMPONENTS, _Cells, _log_evidence
 from rewardloop.simulator import Population
 
 
@@ -200,12 +200,18 @@ def test_the_prior_mixture_has_the_configured_number_of_segments_beside_the_sele
     fitted = fit_segments_and_mixture(plays, clicks, seed=0, max_segments=6)
     assert fitted is not None
     segments, mixture = fitted
-    assert segments.k == 1 and mixture is not None and mixture.k == 6
+    assert segments.k == 1 and mixture is not None and mixture.k == PRIOR_COMPONENTS
     again = fit_segments_and_mixture(plays, clicks, seed=0, max_segments=6)
     assert again is not None and again[1] is not None and np.array_equal(again[1].means, mixture.means)
-    # As many segments selected as the mixture would have: one fit, no mixture beside it.
-    single = fit_segments_and_mixture(plays, clicks, seed=0, max_segments=1)
-    assert single is not None and single[0].k == 1 and single[1] is None
+    wide = fit_segments_and_mixture(plays, clicks, seed=0, max_segments=PRIOR_COMPONENTS + 4)
+    assert wide is not None and wide[1] is not None and wide[1].k == PRIOR_COMPONENTS + 4
+    # Fitting the selected number again gives the selected segments: a mixture of that many would be them.
+    plays3, clicks3, _, _ = evidence(0)
+    selected = fit_segments(plays3, clicks3, seed=2)
+    assert selected is not None and selected.k > 1
+    same = fit_segments(plays3, clicks3, seed=2, k=selected.k)
+    assert same is not None and np.array_equal(same.means, selected.means)
+    assert np.array_equal(same.weights, selected.weights)
     # At most a third of the users, however many are asked for.
     few = fit_segments(plays[:30], clicks[:30], seed=0, k=20)
     assert few is not None and few.k == 10

@@ -66,7 +66,7 @@ class ColdStart:
     strength the user's segments were estimated to have (empirical Bayes, ``learning/segments``);
     before the first segments are fitted, and for policies without them, ``DEFAULT_STRENGTH``.
     ``segments`` learns behaviour-based segments of the surface's users, at most ``max_segments``
-    of them, and beside them a mixture of ``max_segments``, and serves each user from the mixture's
+    of them, and beside them a finer mixture (16 components), and serves each user from the mixture's
     components that explain their behaviour (count-based policies:
     thompson, ucb1, epsilon_greedy, softmax, gaussian_thompson). Unset, it is on for the algorithms
     it was measured to help across the population families (``SEGMENTS_BY_DEFAULT``; bench/README.md,

@@ -3,7 +3,7 @@
 Every ``service.segment_fit_seconds`` (longer if fitting took more than ``MAX_DUTY`` of the time) it reads the
 shards' samples of each surface's users (``state/segment_priors.py``), fits segments to them
 (``learning.segments.fit_segments``: the number of segments chosen from the data, at most the
-surface's ``cold_start.max_segments``; and the mixture of ``max_segments`` that priors are served
+surface's ``cold_start.max_segments``; and the finer mixture that priors are served
 from, ``versions.SegmentVersion.prior_mixture``), keeps the ids of the segments it found again
 (``versions.next_version``) and writes the new version to the surface's model hash, the previous
 one beside it. Shards load a new version within their next prior refresh. A fit runs only when the

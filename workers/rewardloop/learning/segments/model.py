@@ -37,8 +37,8 @@ dominates; a new user's membership is the shares.
 
 **The prior** of a user is the membership-weighted mix of the segments: per arm the weighted
 mean, and the weighted strength. Serve it with ``policy.combine(user, prior_state, strength)``. The
-service serves it from a finer mixture fitted beside the selected segments, of ``max_segments``
-(``fit_segments_and_mixture``): the selected ones are what people see and target.
+service serves it from a finer mixture fitted beside the selected segments, of
+``PRIOR_COMPONENTS`` (``fit_segments_and_mixture``): the selected ones are what people see and target.
 
 >>> from rewardloop.simulator.families import FAMILIES
 >>> from rewardloop.simulator import Population
@@ -86,6 +86,12 @@ SEGMENT_SHRINK = 3.0
 Newcomers at requests 4-6 on ``latent_groups``, ten seeds: 1.10x the best item at 1, 1.17x at 3 and at
 8, 1.04x at 14 and at 20 (bench/README.md, "Segment means count users")."""
 EM_ROUNDS = 10
+PRIOR_COMPONENTS = 16
+"""Components of the mixture priors are served from (``fit_segments_and_mixture``; more if more
+segments are allowed), at most a third of the users. Thompson's newcomers at requests 4-6, ten seeds,
+on ``latent_groups``, ``popular``, ``long_tail``, ``few_interactions``, ``drift``, ``no_groups``: 1.31,
+1.16, 0.87, 1.11, 0.71, 1.10x the best item from 5; 1.31, 1.16, 0.92, 1.10, 0.83, 1.24x from 8; 1.34,
+1.17, 0.91, 1.07, 1.02, 1.37x from 16 (bench/README.md, "Priors from a finer mixture")."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -212,19 +218,21 @@ def fit_segments_and_mixture(
     plays: ArrayLike, sums: ArrayLike, seed: int, max_segments: int = 8
 ) -> tuple[SegmentModel, SegmentModel | None] | None:
     """The users' segments (``fit_segments``: their number chosen from the data) and the mixture of
-    ``max_segments`` that priors are served from (None if the segments are that many: the same fit).
+    ``max(PRIOR_COMPONENTS, max_segments)`` that priors are served from (None if the segments are
+    that many: the same fit).
 
     Why two: cross-validation keeps the fewest segments that explain held-out plays about as well as
     more, which is what people should see and target; newcomers are served better from more, finer
     ones (each a closer match to the few users a newcomer resembles). Thompson, ten seeds, served from
-    8 segments against the selected ones: newcomers at requests 4-6 1.31x the best item against 1.17x
-    on ``latent_groups``, 1.16x against 1.10x on ``popular``, equal on ``drift`` and ``long_tail``,
-    1.10x against 1.14x on ``few_interactions`` (bench/README.md, "Priors from a finer mixture").
+    16 components against the selected segments: newcomers at requests 4-6 1.34x the best item against
+    1.17x on ``latent_groups``, 1.17x against 1.10x on ``popular``, 1.02x against 0.83x on ``drift``,
+    0.91x on ``long_tail`` either way, 1.07x against 1.14x on ``few_interactions`` (bench/README.md,
+    "Priors from a finer mixture").
     """
     segments = fit_segments(plays, sums, seed, max_segments=max_segments)
     if segments is None:
         return None
-    mixture = fit_segments(plays, sums, seed, k=max_segments)
+    mixture = fit_segments(plays, sums, seed, k=max(PRIOR_COMPONENTS, max_segments))
     return segments, None if mixture is None or mixture.k == segments.k else mixture
 
 

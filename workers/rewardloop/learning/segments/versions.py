@@ -7,7 +7,7 @@ rates' spread) and gives new ids to the others, so that what names a segment to 
 API, experiment targeting) keeps naming the same users' taste.
 
 A version also carries the finer mixture that users' priors are served from (``prior_mixture``:
-``max_segments`` segments, not chosen by cross-validation). The segments are what people see and
+``model.PRIOR_COMPONENTS`` segments, not chosen by cross-validation). The segments are what people see and
 target; the mixture is what serves, because more segments serve newcomers better than fewer that
 explain held-out plays as well (bench/README.md, "Priors from a finer mixture").
 
