@@ -82,15 +82,27 @@ def _call_every_rpc_through_reflection(target: str) -> None:
 
 
 def _shard_processes() -> list[int]:
-    """Pids of the shard actors' processes (Ray titles them ``ray::HostedShard...``)."""
+    """Pids of this test process's shard actors (Ray titles them ``ray::HostedShard...``; its raylet,
+    their parent, is a child of the process that started the local cluster): not another cluster's
+    on the same machine (a parallel test worker's, a benchmark's)."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::HostedShard"):
+            shard = entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::HostedShard")
+            if shard and os.getpid() in _ancestors(int(entry.name)):
                 pids.append(int(entry.name))
         except OSError:  # ended meanwhile
             continue
     return pids
+
+
+def _ancestors(pid: int) -> set[int]:
+    found: set[int] = set()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        pid = int(stat[stat.rindex(")") + 2 :].split()[1])  # the field after the state: the parent
+    return found
 
 
 async def test_shards_serve_at_the_priority_of_the_front(service: object) -> None:
