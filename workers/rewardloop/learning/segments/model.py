@@ -86,6 +86,8 @@ SEGMENT_SHRINK = 3.0
 Newcomers at requests 4-6 on ``latent_groups``, ten seeds: 1.10x the best item at 1, 1.17x at 3 and at
 8, 1.04x at 14 and at 20 (bench/README.md, "Segment means count users")."""
 EM_ROUNDS = 10
+MIN_INTERACTIONS = 5
+"""Plays a user needs to take part in a fit."""
 PRIOR_COMPONENTS = 16
 """Components of the mixture priors are served from (``fit_segments_and_mixture``; more if more
 segments are allowed), at most a third of the users. Thompson's newcomers at requests 4-6, ten seeds,
@@ -159,7 +161,7 @@ def fit_segments(
     seed: int,
     *,
     max_segments: int = 8,
-    min_interactions: int = 5,
+    min_interactions: int = MIN_INTERACTIONS,
     k: int | None = None,
 ) -> SegmentModel | None:
     """Segments of the users whose evidence is the rows of ``plays`` and ``sums`` (users x arms).
@@ -169,6 +171,43 @@ def fit_segments(
     cross-validation: the finer mixture priors are served from (``prior_mixture``).
     Deterministic given ``seed``.
     """
+    prepared = _prepared(plays, sums, min_interactions)
+    if prepared is None:
+        return None
+    users, population = prepared
+    chosen = _selected_k(users, population, seed, max_segments) if k is None else k
+    return _fit(users, max(1, min(chosen, len(users.plays) // 3)), population, seed)
+
+
+def fit_segments_and_mixture(
+    plays: ArrayLike, sums: ArrayLike, seed: int, max_segments: int = 8
+) -> tuple[SegmentModel, SegmentModel | None] | None:
+    """The users' segments (``fit_segments``: their number chosen from the data) and the mixture of
+    ``max(PRIOR_COMPONENTS, max_segments)`` that priors are served from (None if the segments are
+    that many: the same fit).
+
+    Why two: cross-validation keeps the fewest segments that explain held-out plays about as well as
+    more, which is what people should see and target; newcomers are served better from more, finer
+    ones (each a closer match to the few users a newcomer resembles). Thompson, ten seeds, served from
+    16 components against the selected segments: newcomers at requests 4-6 1.34x the best item against
+    1.17x on ``latent_groups``, 1.17x against 1.10x on ``popular``, 1.02x against 0.83x on ``drift``,
+    0.91x on ``long_tail`` either way, 1.07x against 1.14x on ``few_interactions`` (bench/README.md,
+    "Priors from a finer mixture").
+    """
+    prepared = _prepared(plays, sums, MIN_INTERACTIONS)
+    if prepared is None:
+        return None
+    users, population = prepared
+    cells = _Cells.of(users.plays, users.sums)  # both fits' likelihoods, computed once
+    chosen = _selected_k(users, population, seed, max_segments)
+    segments = _fit(users, chosen, population, seed, cells)
+    components = max(1, min(max(PRIOR_COMPONENTS, max_segments), len(users.plays) // 3))
+    return segments, None if components == chosen else _fit(users, components, population, seed, cells)
+
+
+def _prepared(plays: ArrayLike, sums: ArrayLike, min_interactions: int) -> tuple[_UserRates, FloatArray] | None:
+    """The users with at least ``min_interactions`` plays (None with fewer than 10 of them), and each
+    arm's population mean."""
     n_all, x_all = np.asarray(plays, dtype=np.float64), np.asarray(sums, dtype=np.float64)
     active = n_all.sum(axis=1) >= min_interactions
     n, x = n_all[active], x_all[active]
@@ -179,8 +218,12 @@ def fit_segments(
     # fell from 0.78x to 0.48x the best item on the long tail: adaptive plays hide the head's lead.)
     overall = float(np.clip(x.sum() / max(n.sum(), 1.0), 1e-3, 1.0 - 1e-3))
     population = np.clip((x.sum(axis=0) + SHRINK_PLAYS * overall) / (n.sum(axis=0) + SHRINK_PLAYS), 1e-3, 1.0 - 1e-3)
-    if k is not None:
-        return _fit(_UserRates.of(n, x), max(1, min(k, len(n) // 3)), population, seed)
+    return _UserRates.of(n, x), population
+
+
+def _selected_k(users: _UserRates, population: FloatArray, seed: int, max_segments: int) -> int:
+    """The number of segments cross-validation keeps (see the module's docstring)."""
+    n, x = users.plays, users.sums
     # Every (user, arm) cell is held out in one of FOLDS folds; a model fitted on the other cells
     # scores it (scored on cells it saw, a larger k would always look better). On a sample of
     # SELECTION_USERS users: choosing k is most of the cost, and a few hundred users tell it.
@@ -199,41 +242,18 @@ def fit_segments(
     scores = []  # per k: (users,) held-out log-likelihood summed over folds
     for k in range(1, min(max_segments, len(n_sel) // 3) + 1):
         score = np.zeros(len(n_sel))
-        for users, train, held in folds:
-            model = _fit(users, k, population, seed, train)
+        for fold_users, train, held in folds:
+            model = _fit(fold_users, k, population, seed, train)
             score += logsumexp(_log_posterior(model, train) + _log_evidence(model, held), axis=1)
         scores.append(score)
     # The smallest k within one standard error (of the per-user paired difference) of the best:
     # a noisy gain is not structure (the one-standard-error rule of Breiman et al. 1984).
     best = int(np.argmax([s.sum() for s in scores]))
-    chosen = next(
+    return 1 + next(
         k
         for k in range(best + 1)
         if scores[k].sum() >= scores[best].sum() - max(MIN_GAIN, np.std(scores[best] - scores[k]) * np.sqrt(len(n_sel)))
     )
-    return _fit(_UserRates.of(n, x), chosen + 1, population, seed)
-
-
-def fit_segments_and_mixture(
-    plays: ArrayLike, sums: ArrayLike, seed: int, max_segments: int = 8
-) -> tuple[SegmentModel, SegmentModel | None] | None:
-    """The users' segments (``fit_segments``: their number chosen from the data) and the mixture of
-    ``max(PRIOR_COMPONENTS, max_segments)`` that priors are served from (None if the segments are
-    that many: the same fit).
-
-    Why two: cross-validation keeps the fewest segments that explain held-out plays about as well as
-    more, which is what people should see and target; newcomers are served better from more, finer
-    ones (each a closer match to the few users a newcomer resembles). Thompson, ten seeds, served from
-    16 components against the selected segments: newcomers at requests 4-6 1.34x the best item against
-    1.17x on ``latent_groups``, 1.17x against 1.10x on ``popular``, 1.02x against 0.83x on ``drift``,
-    0.91x on ``long_tail`` either way, 1.07x against 1.14x on ``few_interactions`` (bench/README.md,
-    "Priors from a finer mixture").
-    """
-    segments = fit_segments(plays, sums, seed, max_segments=max_segments)
-    if segments is None:
-        return None
-    mixture = fit_segments(plays, sums, seed, k=max(PRIOR_COMPONENTS, max_segments))
-    return segments, None if mixture is None or mixture.k == segments.k else mixture
 
 
 def _fit(users: _UserRates, k: int, population: FloatArray, seed: int, cells: _Cells | None = None) -> SegmentModel:
