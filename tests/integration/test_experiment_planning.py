@@ -68,8 +68,8 @@ async def test_the_plan_uses_the_measured_traffic_of_the_surfaces(
             await asyncio.sleep(0.25)
         else:
             raise AssertionError(f"the surface's traffic was never counted: {missing} of {len(users)} users missing")
-        # What the plan must use: yesterday's count, else today's scaled to a day (both are read, since
-        # the test may straddle midnight, when the day the count comes from changes).
+        # What the plan must use: daily_users, read before and after the creation (the test may
+        # straddle midnight, when the day the count comes from changes).
         measured = [await daily_users(redis, ["eg"])]
         name = f"t-plan-{uuid.uuid4().hex[:8]}"
         created = await admin.CreateExperiment(
