@@ -83,8 +83,14 @@ def test_tuned_ucb_learns_far_more_than_the_textbook_bonus() -> None:
 def test_the_run_reports_the_baselines_of_its_own_population() -> None:
     pop = Population(n_users=20, n_items=6, seed=2, taste_strength=2.0)
     run = run_population(pop, EpsilonGreedy(), DEFAULT_STRENGTH, requests=5, seed=0)
-    assert run.random == pytest.approx(pop.random_ctr()) and run.oracle == pytest.approx(pop.oracle_ctr())
-    assert run.best_item == pytest.approx(best_item_ctr(pop))
+    clicks, veterans = pop.click_matrix(), np.arange(15)  # a quarter of the 20 users are newcomers
+    assert run.random == pytest.approx(clicks[veterans].mean())
+    assert run.oracle == pytest.approx(clicks[veterans].max(axis=1).mean())
+    # The population's best item, served to the cohort: not the cohort's own best in hindsight.
+    best = int(clicks.mean(axis=0).argmax())
+    assert run.best_item == pytest.approx(clicks[veterans, best].mean())
+    assert run.newcomer_best == pytest.approx(clicks[15:, best].mean())
+    assert run.best_item != pytest.approx(best_item_ctr(pop))  # the cohorts differ from the whole
     assert run.veteran_ctr.shape == run.newcomer_ctr.shape == run.bound.shape == (5,)
     assert np.all((run.veteran_ctr > 0) & (run.veteran_ctr <= run.oracle))
 
@@ -147,7 +153,9 @@ def test_default_policies_recover_from_a_taste_shift(algorithm: str) -> None:
         drift = family.drift(seed)
         assert drift is not None
         after = drift[1]
-        assert run.newcomer_best == pytest.approx(best_item_ctr(after))  # newcomers arrive after the shift
+        newcomers = np.arange(after.n_users - round(after.n_users * 0.25), after.n_users)
+        # Newcomers arrive after the shift: the new tastes' best item, served to them.
+        assert run.newcomer_best == pytest.approx(best_item_ctr(after, users=newcomers))
         random_after = after.random_ctr()
         dropped.append(run.veteran_ctr[family.shift_at : family.shift_at + 5].mean() / random_after)
         recovered.append(run.veteran_ctr[-10:].mean() / random_after)
@@ -155,3 +163,18 @@ def test_default_policies_recover_from_a_taste_shift(algorithm: str) -> None:
     # shift, 1.54-3.81 in the last 10; the mean of seeds 1 and 2 is 2.2 (thompson) to 2.9 (ucb1).
     assert np.mean(recovered) > 1.5, (algorithm, recovered)
     assert np.mean(recovered) > np.mean(dropped) + 0.3, (algorithm, recovered, dropped)
+
+
+def test_cohort_baselines_are_the_population_best_item_and_bound_averaged_over_the_cohort() -> None:
+    pop = FAMILIES["latent_groups"].population(seed=0)
+    clicks = pop.click_matrix()
+    cohort = np.arange(pop.n_users - 40, pop.n_users)
+    best = int(clicks.mean(axis=0).argmax())
+    assert best_item_ctr(pop, users=cohort) == pytest.approx(clicks[cohort, best].mean())
+    # Its own best item in hindsight would be at least as good: the cohort is not asked to beat that.
+    assert best_item_ctr(pop, users=cohort) <= clicks[cohort].mean(axis=0).max() + 1e-12
+    whole, part = group_bound(pop, requests=6, seed=0), group_bound(pop, requests=6, seed=0, users=cohort)
+    assert part[0] == pytest.approx(clicks[cohort, best].mean())  # nothing known: the population's best item
+    everyone = np.arange(pop.n_users)
+    assert group_bound(pop, requests=6, seed=0, users=everyone) == pytest.approx(whole)
+    assert part != pytest.approx(whole)

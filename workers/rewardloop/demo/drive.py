@@ -100,6 +100,20 @@ class RunResult:
         rounds = self.items_per_round[first_round:last_round]
         return float(np.sum(rounds, axis=0).max()) / (len(rounds) * self.users) if rounds else 0.0
 
+    def best_item(self, first_round: int = 0, last_round: int | None = None) -> int:
+        """The item ``best_item_ctr`` serves: the best over those rounds of these users."""
+        return int(np.argmax(np.sum(self.items_per_round[first_round:last_round], axis=0)))
+
+    def item_ctr(self, item: int, first_round: int = 0, last_round: int | None = None) -> float:
+        """Expected CTR of ``item`` served to every user at those rounds (under the same contexts).
+
+        >>> run = RunResult(users=2, items_per_round=[[0.2, 1.0], [0.4, 0.0]])
+        >>> run.best_item(), run.item_ctr(1), run.best_item_ctr(), run.item_ctr(0, first_round=1)
+        (1, 0.25, 0.25, 0.2)
+        """
+        rounds = self.items_per_round[first_round:last_round]
+        return sum(r[item] for r in rounds) / (len(rounds) * self.users) if rounds else 0.0
+
 
 def random_policy_ctr(population: Population, users: list[int], rounds: int, seed: int) -> float:
     """CTR of uniform-random recommendations to the same users under the same model."""

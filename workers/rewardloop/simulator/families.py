@@ -47,6 +47,7 @@ from numpy.typing import NDArray
 from rewardloop.simulator.population import Population
 
 FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.intp]
 SHIFT_SEED = 1_000
 """Drifting families redraw tastes from ``taste_seed = SHIFT_SEED + seed``."""
 
@@ -119,19 +120,24 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def best_item_ctr(population: Population, later: Population | None = None, share: float = 1.0) -> float:
-    """Click rate of the population's single best item, served to everyone.
+def best_item_ctr(
+    population: Population, later: Population | None = None, share: float = 1.0, users: IntArray | None = None
+) -> float:
+    """Click rate of the population's single best item, served to everyone (or to ``users``).
 
     With ``later``: the best item over requests of which ``share`` meet ``population`` and the
-    rest ``later`` (a taste shift), served to everyone at each of them.
+    rest ``later`` (a taste shift), served to everyone at each of them. With ``users``, the item is
+    still the whole population's best, and its rate is theirs: what serving it would have given this
+    cohort (a cohort's own best item in hindsight is a maximum over noisy means, biased upward).
     """
     clicks = population.click_matrix()
     if later is not None:
         clicks = share * clicks + (1.0 - share) * later.click_matrix()
-    return float(clicks.mean(axis=0).max())
+    best = int(clicks.mean(axis=0).argmax())
+    return float(clicks[:, best].mean() if users is None else clicks[users, best].mean())
 
 
-def group_bound(population: Population, requests: int, seed: int = 0) -> list[float]:
+def group_bound(population: Population, requests: int, seed: int = 0, users: IntArray | None = None) -> list[float]:
     """Expected click rate at each of a new user's first ``requests`` requests under a policy that knows
     every group's mean click probabilities (not the user's own) and which users form a group.
 
@@ -139,7 +145,7 @@ def group_bound(population: Population, requests: int, seed: int = 0) -> list[fl
     posterior of the user's group given their clicks so far (each click or not a Bernoulli draw of
     the group mean): the greedy Bayes policy the issue's bar is set against. Averaged over every
     user, with clicks drawn from ``seed``; the value at a request is the chosen item's true click
-    probability for that user.
+    probability for that user. With ``users``, averaged over them only (the same draws).
     """
     clicks = population.click_matrix()
     groups = np.array([population.segment_of(u) for u in range(population.n_users)])
@@ -154,7 +160,7 @@ def group_bound(population: Population, requests: int, seed: int = 0) -> list[fl
         post /= post.sum(axis=1, keepdims=True)
         chosen = (post @ means).argmax(axis=1)
         truth = clicks[np.arange(population.n_users), chosen]
-        values[t] = truth.mean()
+        values[t] = truth.mean() if users is None else truth[users].mean()
         clicked = rng.random(population.n_users) < truth
         log_post += np.where(clicked[:, None], log_hit[:, chosen].T, log_miss[:, chosen].T)
     return values.tolist()
