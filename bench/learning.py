@@ -85,10 +85,13 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} (min {min(values):.3f}, max {max(values):.3f})"
 
 
-async def main_async(seeds: list[int], parts: list[str], family_names: list[str], algorithms: list[str]) -> None:
+async def main_async(
+    seeds: list[int], parts: list[str], family_names: list[str], algorithms: list[str], fit_every: int | None = None
+) -> None:
     # Segments are refitted every REFIT_ROUNDS rounds (the service's fitter runs every 30 s; here
-    # rounds take a second or two, and the outcome must not depend on when a fit lands).
-    service = {"shards": 2, "seed": 1, "quality": NO_BURST_LIMIT, "segment_fit_seconds": 0}
+    # rounds take a second or two, and the outcome must not depend on when a fit lands). With
+    # ``fit_every``, the fitter's own timer fits instead, as for a caller driving the service at speed.
+    service = {"shards": 2, "seed": 1, "quality": NO_BURST_LIMIT, "segment_fit_seconds": fit_every or 0}
     chosen = family_names if "families" in parts else []
     config = ServiceConfig.from_dict({"service": service, "surfaces": surfaces_for(seeds, chosen, algorithms)})
     runners = [
@@ -103,7 +106,7 @@ async def main_async(seeds: list[int], parts: list[str], family_names: list[str]
 
         async def refresh() -> None:
             await asyncio.gather(*(a.refresh_priors.remote() for a in service.actors))
-            if next(rounds) % REFIT_ROUNDS == 0:  # the samples just published are fitted
+            if fit_every is None and next(rounds) % REFIT_ROUNDS == 0:  # the samples just published are fitted
                 await service.fitter.fit_now.remote()
                 await asyncio.gather(*(a.refresh_priors.remote() for a in service.actors))
 
@@ -259,10 +262,18 @@ def main() -> None:
         action="append",
         help="families part: only this algorithm (repeatable)",
     )
+    parser.add_argument(
+        "--fit-every",
+        type=int,
+        metavar="SECONDS",
+        help="segments fitted by the fitter's timer at this service.segment_fit_seconds (default 30), "
+        f"not every {REFIT_ROUNDS} rounds",
+    )
     args = parser.parse_args()
     parts = args.only or DEFAULT_PARTS
     algorithms = args.algorithm or list(FAMILY_ALGORITHMS + CONTEXTUAL_ALGORITHMS)
-    asyncio.run(main_async(list(range(1, args.seeds + 1)), parts, args.family or list(FAMILIES), algorithms))
+    chosen = args.family or list(FAMILIES)
+    asyncio.run(main_async(list(range(1, args.seeds + 1)), parts, chosen, algorithms, args.fit_every))
 
 
 if __name__ == "__main__":

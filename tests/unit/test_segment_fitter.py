@@ -1,13 +1,18 @@
-"""The segment fitter fits in the idle scheduling class, on one thread, and counts the CPU it takes."""
+"""The segment fitter fits in the idle scheduling class, on one thread, counts the CPU it takes, and
+refits young surfaces sooner."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
 
+import pytest
+from redis.exceptions import RedisError
 from threadpoolctl import threadpool_info
 
+from rewardloop.workers import segments
 from rewardloop.workers.config import ServiceConfig
 from rewardloop.workers.segments import SegmentFitter
 
@@ -40,3 +45,45 @@ async def test_fits_run_idle_class_single_threaded_and_are_counted() -> None:
         assert {t.name.split("_")[0] for t in threading.enumerate()} >= {"segment-fit"}
     finally:
         await fitter.close()
+
+
+async def test_a_young_surface_is_refitted_sooner_and_redis_trouble_waits_the_full_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = ServiceConfig.from_dict(
+        {"service": {"segment_fit_seconds": 30}, "surfaces": {"feed": {"items": ["a", "b"], "algorithm": "thompson"}}}
+    )
+    fitter = SegmentFitter(config, "redis://127.0.0.1:1/0")  # never connects: fit() is replaced
+    # Rounds of fits: no model yet (too few users), then versions 1, 2, ..., with Redis away once.
+    rounds: list[dict[str, int] | Exception] = [{}, {}, {"feed": 1}, {"feed": 2}, RedisError("away"), {"feed": 3}]
+    rounds += [{"feed": v} for v in range(4, 9)]
+    waits: list[float] = []
+
+    async def fit() -> dict[str, int]:
+        outcome = rounds.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if not rounds:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(fitter, "fit", fit)
+    monkeypatch.setattr(segments.asyncio, "sleep", sleep)
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await fitter._fit_forever()
+    finally:
+        await fitter.close()
+    first = segments.FIRST_FIT_SECONDS
+    # Before each round: first, then as long while there is no model, doubling with each version up
+    # to the configured period; a round that failed on Redis waits the configured period.
+    assert waits == [first, first, first, 2 * first, 4 * first, 30.0, 8 * first, 30.0, 30.0, 30.0, 30.0, 30.0]
+
+
+def test_the_fitter_never_takes_more_than_its_duty_of_a_core() -> None:
+    assert segments.pause(30.0, [0], fit_cpu_seconds=0.5) == pytest.approx(0.5 * 9)  # MAX_DUTY 0.1
+    assert segments.pause(30.0, [], fit_cpu_seconds=0.0) == segments.FIRST_FIT_SECONDS
+    assert segments.pause(1.0, [0], fit_cpu_seconds=0.0) == 1.0  # a shorter period than the first pause

@@ -1,15 +1,16 @@
 """The segment fitter: the one writer of every surface's segment model.
 
-Every ``service.segment_fit_seconds`` (longer if fitting took more than ``MAX_DUTY`` of the time) it reads the
-shards' samples of each surface's users (``state/segment_priors.py``), fits segments to them
-(``learning.segments.fit_segments``: the number of segments chosen from the data, at most the
-surface's ``cold_start.max_segments``; and the finer mixture that priors are served
-from, ``versions.SegmentVersion.prior_mixture``), keeps the ids of the segments it found again
-(``versions.next_version``) and writes the new version to the surface's model hash, the previous
-one beside it. Shards load a new version within their next prior refresh. A fit runs only when the
-samples changed; fitting runs in a thread, so the actor still answers while it fits, and at the lowest
-CPU priority (``_lower_priority``), so fits use what the serving path leaves: at full priority, a fit's
-seconds of CPU every minute were the soak's periodic p99 spikes (issue 10).
+Every ``service.segment_fit_seconds`` (sooner while a surface is young, ``pause``; longer if fitting
+took more than ``MAX_DUTY`` of the time) it reads the shards' samples of each surface's users
+(``state/segment_priors.py``), fits segments to them (``learning.segments.fit_segments``: the number
+of segments chosen from the data, at most the surface's ``cold_start.max_segments``; and the finer
+mixture that priors are served from, ``versions.SegmentVersion.prior_mixture``), keeps the ids of
+the segments it found again (``versions.next_version``) and writes the new version to the surface's
+model hash, the previous one beside it. Shards load a new version within their next prior refresh.
+A fit runs only when the samples changed; fitting runs in a thread, so the actor still answers while
+it fits, and at the lowest CPU priority (``_lower_priority``), so fits use what the serving path
+leaves: at full priority, a fit's seconds of CPU every minute were the soak's periodic p99 spikes
+(issue 10).
 ``SegmentFitter`` is plain asyncio, testable without Ray; ``workers.cluster`` hosts it as an actor
 that Ray restarts after a crash (it resumes from the version in Redis: the models are the durable
 state, fitting again is cheap).
@@ -62,6 +63,9 @@ log = logging.getLogger(__name__)
 
 MAX_DUTY = 0.1
 """Share of a core the fitter may spend fitting (fits are seconds of CPU each, on a box that serves)."""
+FIRST_FIT_SECONDS = 2.0
+"""How soon the fitter looks again while some surface has no model yet; after a surface's ``v``-th
+version, ``FIRST_FIT_SECONDS * 2 ** v``, up to ``service.segment_fit_seconds`` (``pause``)."""
 T = TypeVar("T")
 
 
@@ -84,6 +88,25 @@ def _single_threaded(fn: Callable[[], T]) -> tuple[T, float]:
     with threadpool_limits(limits=1):
         result = fn()
     return result, time.thread_time() - started
+
+
+def pause(every: float, versions: list[int], fit_cpu_seconds: float) -> float:
+    """Seconds until the next round of fits, after one that took ``fit_cpu_seconds`` of CPU and left the
+    surfaces at model ``versions`` (0: none yet).
+
+    A young surface is refitted sooner: ``FIRST_FIT_SECONDS`` while it has no model, then twice as long
+    after each version, up to ``every``. Its sample is small and doubles within seconds while its users
+    start (a model of the first few seconds is soon a poor one), and a fit of it costs little; a caller
+    that drives a new surface for a minute otherwise met at most two fits. A restarted fitter continues
+    from the versions in Redis, so a surface that has been fitted for a while waits ``every``. Never
+    more than ``MAX_DUTY`` of a core (counted in CPU: an idle-class fit on a busy box takes longer, not more).
+
+    >>> pause(30.0, [0], 0.0), pause(30.0, [3, 9], 0.0), pause(30.0, [9], 0.0), pause(30.0, [9], 10.0)
+    (2.0, 16.0, 30.0, 90.0)
+    """
+    youngest = min(versions, default=0)
+    soon = FIRST_FIT_SECONDS * 2.0 ** min(youngest, 32)
+    return max(min(every, soon), fit_cpu_seconds * (1.0 - MAX_DUTY) / MAX_DUTY)
 
 
 class SegmentFitter:
@@ -118,18 +141,20 @@ class SegmentFitter:
         return result
 
     async def _fit_forever(self) -> None:
-        pause = self.every
+        wait = min(self.every, FIRST_FIT_SECONDS)
         while loops.running():
-            await asyncio.sleep(pause)
+            await asyncio.sleep(wait)
             started, cpu_before = time.monotonic(), self._cpu_seconds
             try:
-                await self.fit()
+                versions = await self.fit()
             except RedisError as exc:
                 log.warning("segment fit failed: %s", exc)
-            # Fitting takes at most MAX_DUTY of a core, however many surfaces and users there are
-            # (counted in CPU: an idle-class fit on a busy box takes longer, not more).
-            self.last_fit_seconds = time.monotonic() - started
-            pause = max(self.every, (self._cpu_seconds - cpu_before) * (1.0 - MAX_DUTY) / MAX_DUTY)
+                wait = self.every  # not every few seconds while Redis is away
+                continue
+            finally:
+                self.last_fit_seconds = time.monotonic() - started
+            ages = [versions.get(name, 0) for name in (*self.surfaces, *self.linear)]
+            wait = pause(self.every, ages, self._cpu_seconds - cpu_before)
 
     async def fit(self, now_ms: int | None = None) -> dict[str, int]:
         """Fit every surface whose samples changed; the current version number of each surface."""
