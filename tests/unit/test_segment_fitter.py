@@ -77,10 +77,13 @@ async def test_a_young_surface_is_refitted_sooner_and_redis_trouble_waits_the_fu
             await fitter._fit_forever()
     finally:
         await fitter.close()
-    first = segments.FIRST_FIT_SECONDS
-    # Before each round: first, then as long while there is no model, doubling with each version up
-    # to the configured period; a round that failed on Redis waits the configured period.
-    assert waits == [first, first, first, 2 * first, 4 * first, 30.0, 8 * first, 30.0, 30.0, 30.0, 30.0, 30.0]
+    first, growth = segments.FIRST_FIT_SECONDS, segments.FIT_GROWTH
+    # Before each round: first, then as long while there is no model, growing with each version up to
+    # the configured period; a round that failed on Redis waits the configured period.
+    expected = [first, first, first, first * growth, first * growth**2, 30.0]
+    expected += [min(30.0, first * growth**v) for v in range(3, 9)]
+    assert waits == pytest.approx(expected)
+    assert expected[-1] < 30.0 < first * growth**20  # still young after 8 versions; not after 20
 
 
 def test_the_fitter_never_takes_more_than_its_duty_of_a_core() -> None:

@@ -65,7 +65,10 @@ MAX_DUTY = 0.1
 """Share of a core the fitter may spend fitting (fits are seconds of CPU each, on a box that serves)."""
 FIRST_FIT_SECONDS = 2.0
 """How soon the fitter looks again while some surface has no model yet; after a surface's ``v``-th
-version, ``FIRST_FIT_SECONDS * 2 ** v``, up to ``service.segment_fit_seconds`` (``pause``)."""
+version, ``FIRST_FIT_SECONDS * FIT_GROWTH ** v``, up to ``service.segment_fit_seconds`` (``pause``)."""
+FIT_GROWTH = 1.25
+"""How much longer each pause is than the one before, while a surface is young: under steady traffic
+since the surface began, its sample has grown by a quarter since the last fit."""
 T = TypeVar("T")
 
 
@@ -94,18 +97,19 @@ def pause(every: float, versions: list[int], fit_cpu_seconds: float) -> float:
     """Seconds until the next round of fits, after one that took ``fit_cpu_seconds`` of CPU and left the
     surfaces at model ``versions`` (0: none yet).
 
-    A young surface is refitted sooner: ``FIRST_FIT_SECONDS`` while it has no model, then twice as long
-    after each version, up to ``every``. Its sample is small and doubles within seconds while its users
-    start (a model of the first few seconds is soon a poor one), and a fit of it costs little; a caller
-    that drives a new surface for a minute otherwise met at most two fits. A restarted fitter continues
-    from the versions in Redis, so a surface that has been fitted for a while waits ``every``. Never
-    more than ``MAX_DUTY`` of a core (counted in CPU: an idle-class fit on a busy box takes longer, not more).
+    A young surface is refitted sooner: ``FIRST_FIT_SECONDS`` while it has no model, then ``FIT_GROWTH``
+    times longer after each version, up to ``every`` (after ~13 versions at 30 s). Its sample is small
+    and grows by half within seconds while its users start (a model of the first few seconds is soon a
+    poor one), and a fit of it costs little: a caller that drove a new surface for a minute met one or
+    two fits (bench/README.md, "Fits while a surface is young"). A restarted fitter continues from the
+    versions in Redis, so a surface that has been fitted for a while waits ``every``. Never more than
+    ``MAX_DUTY`` of a core (counted in CPU: an idle-class fit on a busy box takes longer, not more).
 
-    >>> pause(30.0, [0], 0.0), pause(30.0, [3, 9], 0.0), pause(30.0, [9], 0.0), pause(30.0, [9], 10.0)
-    (2.0, 16.0, 30.0, 90.0)
+    >>> pause(30.0, [0], 0.0), pause(30.0, [3, 20], 0.0), pause(30.0, [20], 0.0), pause(30.0, [20], 10.0)
+    (2.0, 3.90625, 30.0, 90.0)
     """
     youngest = min(versions, default=0)
-    soon = FIRST_FIT_SECONDS * 2.0 ** min(youngest, 32)
+    soon = FIRST_FIT_SECONDS * FIT_GROWTH ** min(youngest, 64)
     return max(min(every, soon), fit_cpu_seconds * (1.0 - MAX_DUTY) / MAX_DUTY)
 
 
