@@ -46,7 +46,7 @@ LINEAR_SAMPLE_BYTES = 4 << 20
 MIN_LINEAR_SAMPLE = 100
 THRESHOLD_FIELD = "#threshold"
 FULL_THRESHOLD = 1 << 64
-MODEL_FIELD, VERSION_FIELD, PREVIOUS_FIELD = "current", "version", "previous"
+MODEL_FIELD, VERSION_FIELD, PREVIOUS_FIELD, NEXT_ID_FIELD = "current", "version", "previous", "next_id"
 STRENGTH_FIELD, USERS_FIELD, CREATED_FIELD = "strength", "users", "created_ms"
 SURE = 0.999
 """A membership this sure of one segment is served that segment's prior (built once per version)."""

@@ -42,11 +42,12 @@ from rewardloop.learning.bandits.ridge import RidgeConfig
 from rewardloop.learning.segments import fit_segments_and_mixture
 from rewardloop.learning.segments.linear_prior import linear_strength
 from rewardloop.learning.segments.versions import SegmentVersion, decode, encode, next_version
-from rewardloop.learning.surface import SurfaceConfig
+from rewardloop.learning.surface import MAX_SEGMENTS, SurfaceConfig
 from rewardloop.state import keys, loops
 from rewardloop.state.segment_priors import (
     CREATED_FIELD,
     MODEL_FIELD,
+    NEXT_ID_FIELD,
     PREVIOUS_FIELD,
     STRENGTH_FIELD,
     THRESHOLD_FIELD,
@@ -202,18 +203,20 @@ class SegmentFitter:
     async def _fit_surface(self, name: str, surface: SurfaceConfig, now_ms: int) -> int | None:
         model_key = keys.segment_model_key(name, surface.fingerprint)
         plays, sums, digest = await self._sample(surface, now_ms)
-        previous_blob: Any = await self.redis.hget(model_key, MODEL_FIELD)
+        stored: Any = await self.redis.hmget(model_key, [MODEL_FIELD, VERSION_FIELD, NEXT_ID_FIELD])
+        previous_blob = stored[0]
         previous = _decoded(previous_blob, name)
+        after = None if previous is not None else _counters(stored[1], stored[2])
         if digest == self._fitted.get(name):
-            return None if previous is None else previous.version
-        seed = 1 if previous is None else previous.version + 1
+            return previous.version if previous is not None else None if after is None else after[0]
+        seed = (previous.version if previous is not None else 0 if after is None else after[0]) + 1
         fit = functools.partial(fit_segments_and_mixture, plays, sums, seed, surface.cold_start.max_segments)
         fitted = await self._in_background(fit)
         self._fitted[name] = digest
         if fitted is None:
-            return None if previous is None else previous.version
+            return previous.version if previous is not None else None if after is None else after[0]
         segments, mixture = fitted
-        version = next_version(previous, segments, now_ms, mixture)
+        version = next_version(previous, segments, now_ms, mixture, after)
         async with self.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(model_key)
@@ -221,7 +224,11 @@ class SegmentFitter:
                 if current != previous_blob:
                     return None  # another fitter wrote a version meanwhile: its version stands
                 pipe.multi()
-                fields: Any = {MODEL_FIELD: encode(version), VERSION_FIELD: str(version.version)}
+                fields: Any = {
+                    MODEL_FIELD: encode(version),
+                    VERSION_FIELD: str(version.version),
+                    NEXT_ID_FIELD: str(version.next_id),
+                }
                 if previous_blob is not None:
                     fields[PREVIOUS_FIELD] = previous_blob
                 pipe.hset(model_key, mapping=fields)
@@ -274,11 +281,29 @@ class SegmentFitter:
         return rows, digest.digest()
 
 
+def _counters(number: bytes | None, next_id: bytes | None) -> tuple[int, int] | None:
+    """(version number, next segment id) stored beside a model whose bytes are unreadable; None if
+    there is no number. A fitter before ``NEXT_ID_FIELD`` stored no next id: every version gives at
+    most ``MAX_SEGMENTS`` new ids, so ids from ``MAX_SEGMENTS * (number + 1)`` on were never given.
+
+    >>> _counters(b"7", b"12"), _counters(b"7", None), _counters(None, b"3"), _counters(b"x", None)
+    ((7, 12), (7, 256), None, None)
+    """
+    try:
+        last = int(number) if number is not None else None
+        given = int(next_id) if next_id is not None else None
+    except ValueError:
+        return None
+    if last is None or last < 0:
+        return None
+    return last, given if given is not None and given >= 0 else MAX_SEGMENTS * (last + 1)
+
+
 def _decoded(blob: bytes | None, name: str) -> SegmentVersion | None:
     if blob is None:
         return None
     try:
         return decode(blob)
     except ValueError as exc:
-        log.warning("segments of %s: starting afresh from an unreadable model: %s", name, exc)
+        log.warning("segments of %s: refitting over an unreadable model (numbering goes on): %s", name, exc)
         return None

@@ -94,15 +94,30 @@ def distance(a: FloatArray, b: FloatArray) -> float:
 
 
 def next_version(
-    previous: SegmentVersion | None, model: SegmentModel, now_ms: int, mixture: SegmentModel | None = None
+    previous: SegmentVersion | None,
+    model: SegmentModel,
+    now_ms: int,
+    mixture: SegmentModel | None = None,
+    after: tuple[int, int] | None = None,
 ) -> SegmentVersion:
     """``model`` (and the ``mixture`` priors are served from) as the version after ``previous``:
-    segments close to an old one keep its id."""
+    segments close to an old one keep its id.
+
+    Without ``previous`` (none yet, or its bytes are unreadable), ``after`` is the (version number,
+    next id) stored beside it, if any: numbers still move forward and ids are never reused, since a
+    segment id names a taste group to the people and experiments that target it.
+
+    >>> model = SegmentModel(np.full((2, 3), 0.2), np.ones((2, 3)), np.full(2, 10.0), np.full(2, 0.5))
+    >>> fresh = next_version(None, model, 5, after=(7, 12))
+    >>> fresh.version, fresh.ids, fresh.next_id
+    (8, (12, 13), 14)
+    """
     if previous is None or previous.model.means.shape[1] != model.means.shape[1]:
-        first = 0 if previous is None else previous.next_id
+        last, first = (0, 0) if previous is None else (previous.version, previous.next_id)
+        if previous is None and after is not None:
+            last, first = after
         ids = tuple(range(first, first + model.k))
-        number = 1 if previous is None else previous.version + 1
-        return SegmentVersion(number, now_ms, ids, first + model.k, model, mixture)
+        return SegmentVersion(last + 1, now_ms, ids, first + model.k, model, mixture)
     cost = np.array([[distance(old, new) for old in previous.model.means] for new in model.means])
     rows, cols = linear_sum_assignment(cost)
     assigned = {int(r): previous.ids[int(c)] for r, c in zip(rows, cols, strict=True) if cost[r, c] <= SAME_SEGMENT}
