@@ -87,6 +87,9 @@ async def test_a_young_surface_is_refitted_sooner_and_redis_trouble_waits_the_fu
 
 
 def test_the_fitter_never_takes_more_than_its_duty_of_a_core() -> None:
-    assert segments.pause(30.0, [0], fit_cpu_seconds=0.5) == pytest.approx(0.5 * 9)  # MAX_DUTY 0.1
+    mature, young = segments.MAX_DUTY, segments.YOUNG_DUTY
+    assert segments.pause(30.0, [40], fit_cpu_seconds=5.0) == pytest.approx(5.0 * (1 - mature) / mature)
+    assert segments.pause(30.0, [40, 0], fit_cpu_seconds=5.0) == pytest.approx(5.0 * (1 - young) / young)
+    assert segments.pause(30.0, [0], fit_cpu_seconds=0.5) == segments.FIRST_FIT_SECONDS  # small fits: the schedule
     assert segments.pause(30.0, [], fit_cpu_seconds=0.0) == segments.FIRST_FIT_SECONDS
     assert segments.pause(1.0, [0], fit_cpu_seconds=0.0) == 1.0  # a shorter period than the first pause

@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 
 MAX_DUTY = 0.1
 """Share of a core the fitter may spend fitting (fits are seconds of CPU each, on a box that serves)."""
+YOUNG_DUTY = 0.5
+"""The same while some surface is young (``pause``): its model changes fastest, for a few minutes."""
 FIRST_FIT_SECONDS = 2.0
 """How soon the fitter looks again while some surface has no model yet; after a surface's ``v``-th
 version, ``FIRST_FIT_SECONDS * FIT_GROWTH ** v``, up to ``service.segment_fit_seconds`` (``pause``)."""
@@ -103,15 +105,19 @@ def pause(every: float, versions: list[int], fit_cpu_seconds: float) -> float:
     and grows by half within seconds while its users start (a model of the first few seconds is soon a
     poor one), and a fit of it costs little: a caller that drove a new surface for a minute met one or
     two fits (bench/README.md, "Fits while a surface is young"). A restarted fitter continues from the
-    versions in Redis, so a surface that has been fitted for a while waits ``every``. Never more than
-    ``MAX_DUTY`` of a core (counted in CPU: an idle-class fit on a busy box takes longer, not more).
+    versions in Redis, so a surface that has been fitted for a while waits ``every``. The fitter spends
+    at most ``MAX_DUTY`` of a core, ``YOUNG_DUTY`` while a surface is young (counted in CPU: an
+    idle-class fit on a busy box takes longer, not more; the serving path keeps every core it wants).
 
     >>> pause(30.0, [0], 0.0), pause(30.0, [3, 20], 0.0), pause(30.0, [20], 0.0), pause(30.0, [20], 10.0)
     (2.0, 3.90625, 30.0, 90.0)
+    >>> pause(30.0, [0], 3.0), pause(30.0, [0, 20], 3.0)  # young: half a core, whatever else is fitted
+    (3.0, 3.0)
     """
     youngest = min(versions, default=0)
     soon = FIRST_FIT_SECONDS * FIT_GROWTH ** min(youngest, 64)
-    return max(min(every, soon), fit_cpu_seconds * (1.0 - MAX_DUTY) / MAX_DUTY)
+    duty = YOUNG_DUTY if soon < every else MAX_DUTY
+    return max(min(every, soon), fit_cpu_seconds * (1.0 - duty) / duty)
 
 
 class SegmentFitter:
