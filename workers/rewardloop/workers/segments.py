@@ -1,7 +1,7 @@
 """The segment fitter: the one writer of every surface's segment model.
 
-Every ``service.segment_fit_seconds`` (sooner while a surface is young, ``pause``; longer if fitting
-took more than ``MAX_DUTY`` of the time) it reads the shards' samples of each surface's users
+Every ``service.segment_fit_seconds`` (sooner while a surface is young, ``refit_after``; longer if
+fitting took more than ``MAX_DUTY`` of the time, ``rest``) it reads the shards' samples of each surface's users
 (``state/segment_priors.py``), fits segments to them (``learning.segments.fit_segments``: the number
 of segments chosen from the data, at most the surface's ``cold_start.max_segments``; and the finer
 mixture that priors are served from, ``versions.SegmentVersion.prior_mixture``), keeps the ids of
@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import numpy as np
@@ -65,10 +65,11 @@ log = logging.getLogger(__name__)
 MAX_DUTY = 0.1
 """Share of a core the fitter may spend fitting (fits are seconds of CPU each, on a box that serves)."""
 YOUNG_DUTY = 0.5
-"""The same while some surface is young (``pause``): its model changes fastest, for a few minutes."""
+"""The same after a round that fitted a young surface (``refit_after``): its model changes fastest, for
+a few minutes."""
 FIRST_FIT_SECONDS = 2.0
 """How soon the fitter looks again while some surface has no model yet; after a surface's ``v``-th
-version, ``FIRST_FIT_SECONDS * FIT_GROWTH ** v``, up to ``service.segment_fit_seconds`` (``pause``)."""
+version, ``FIRST_FIT_SECONDS * FIT_GROWTH ** v``, up to ``service.segment_fit_seconds`` (``refit_after``)."""
 FIT_GROWTH = 1.25
 """How much longer each pause is than the one before, while a surface is young: under steady traffic
 since the surface began, its sample has grown by a quarter since the last fit."""
@@ -96,28 +97,32 @@ def _single_threaded(fn: Callable[[], T]) -> tuple[T, float]:
     return result, time.thread_time() - started
 
 
-def pause(every: float, versions: list[int], fit_cpu_seconds: float) -> float:
-    """Seconds until the next round of fits, after one that took ``fit_cpu_seconds`` of CPU and left the
-    surfaces at model ``versions`` (0: none yet).
+def refit_after(every: float, version: int) -> float:
+    """Seconds until a surface at model ``version`` (0: none yet) is looked at again.
 
     A young surface is refitted sooner: ``FIRST_FIT_SECONDS`` while it has no model, then ``FIT_GROWTH``
     times longer after each version, up to ``every`` (after ~13 versions at 30 s). Its sample is small
     and grows by half within seconds while its users start (a model of the first few seconds is soon a
     poor one), and a fit of it costs little: a caller that drove a new surface for a minute met one or
     two fits (bench/README.md, "Fits while a surface is young"). A restarted fitter continues from the
-    versions in Redis, so a surface that has been fitted for a while waits ``every``. The fitter spends
-    at most ``MAX_DUTY`` of a core, ``YOUNG_DUTY`` while a surface is young (counted in CPU: an
+    versions in Redis, so a surface that has been fitted for a while waits ``every``.
+
+    >>> refit_after(30.0, 0), refit_after(30.0, 3), refit_after(30.0, 20), refit_after(1.0, 0)
+    (2.0, 3.90625, 30.0, 1.0)
+    """
+    return min(every, FIRST_FIT_SECONDS * FIT_GROWTH ** min(version, 64))
+
+
+def rest(fit_cpu_seconds: float, young: bool) -> float:
+    """Seconds the fitter rests after a round of fits that took ``fit_cpu_seconds`` of CPU: it spends at
+    most ``MAX_DUTY`` of a core, ``YOUNG_DUTY`` if a surface it fitted is young (counted in CPU: an
     idle-class fit on a busy box takes longer, not more; the serving path keeps every core it wants).
 
-    >>> pause(30.0, [0], 0.0), pause(30.0, [3, 20], 0.0), pause(30.0, [20], 0.0), pause(30.0, [20], 10.0)
-    (2.0, 3.90625, 30.0, 90.0)
-    >>> pause(30.0, [0], 3.0), pause(30.0, [0, 20], 3.0)  # young: half a core, whatever else is fitted
-    (3.0, 3.0)
+    >>> rest(1.0, young=False), rest(1.0, young=True)
+    (9.0, 1.0)
     """
-    youngest = min(versions, default=0)
-    soon = FIRST_FIT_SECONDS * FIT_GROWTH ** min(youngest, 64)
-    duty = YOUNG_DUTY if soon < every else MAX_DUTY
-    return max(min(every, soon), fit_cpu_seconds * (1.0 - duty) / duty)
+    duty = YOUNG_DUTY if young else MAX_DUTY
+    return fit_cpu_seconds * (1.0 - duty) / duty
 
 
 class SegmentFitter:
@@ -152,31 +157,37 @@ class SegmentFitter:
         return result
 
     async def _fit_forever(self) -> None:
+        """Each surface on its own schedule (``refit_after``); the rounds at the fitter's duty (``rest``)."""
+        due = dict.fromkeys((*self.surfaces, *self.linear), 0.0)  # monotonic time of each one's next look
         wait = min(self.every, FIRST_FIT_SECONDS)
         while loops.running():
             await asyncio.sleep(wait)
             started, cpu_before = time.monotonic(), self._cpu_seconds
+            ready = {name for name, at in due.items() if at <= started}
             try:
-                versions = await self.fit()
+                versions = await self.fit(only=ready)
             except RedisError as exc:
                 log.warning("segment fit failed: %s", exc)
-                wait = self.every  # not every few seconds while Redis is away
-                continue
+                versions = None
             finally:
                 self.last_fit_seconds = time.monotonic() - started
-            ages = [versions.get(name, 0) for name in (*self.surfaces, *self.linear)]
-            wait = pause(self.every, ages, self._cpu_seconds - cpu_before)
+            now, young = time.monotonic(), False
+            for name in ready:  # the full period while Redis is away
+                seconds = self.every if versions is None else refit_after(self.every, versions.get(name, 0))
+                due[name], young = now + seconds, young or seconds < self.every
+            wait = max(rest(self._cpu_seconds - cpu_before, young), min(due.values()) - now, 0.0)
 
-    async def fit(self, now_ms: int | None = None) -> dict[str, int]:
-        """Fit every surface whose samples changed; the current version number of each surface."""
+    async def fit(self, now_ms: int | None = None, only: Collection[str] | None = None) -> dict[str, int]:
+        """Fit every surface (``only`` those named) whose samples changed; the current version number of
+        each surface looked at that has one."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         out: dict[str, int] = {}
         for name, surface in self.surfaces.items():
-            version = await self._fit_surface(name, surface, now_ms)
+            version = await self._fit_surface(name, surface, now_ms) if only is None or name in only else None
             if version is not None:
                 out[name] = version
         for name, surface in self.linear.items():
-            version = await self._fit_linear(name, surface, now_ms)
+            version = await self._fit_linear(name, surface, now_ms) if only is None or name in only else None
             if version is not None:
                 out[name] = version
         return out
