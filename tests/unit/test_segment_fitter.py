@@ -107,7 +107,7 @@ async def test_a_young_surface_is_refitted_sooner_and_redis_trouble_waits_the_fu
     expected = [first, first, first * growth, first * growth**2, 30.0]
     expected += [min(30.0, first * growth**v) for v in range(3, 8)]
     assert waits == pytest.approx(expected)
-    assert expected[-1] < 30.0 < first * growth**20  # still young after 7 versions; not after 20
+    assert expected[-1] < 30.0 < first * growth**40  # still young after 7 versions; not after 40
 
 
 async def test_each_surface_keeps_its_own_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,8 +120,16 @@ async def test_each_surface_keeps_its_own_schedule(monkeypatch: pytest.MonkeyPat
     gaps = {name: [b - a for a, b in itertools.pairwise(t)] for name, t in times.items()}
     assert gaps["old"] and all(gap == pytest.approx(30.0) for gap in gaps["old"])  # not with the young one
     first_period = {name: sum(t < 1000.0 + 30.0 for t in ts) for name, ts in times.items()}
-    assert first_period == {"old": 1, "new": 6}  # at 2, 4.5, 7.6, 11.5, 16.4 and 22.5 s
-    assert gaps["new"] == sorted(gaps["new"]) and gaps["new"][0] == pytest.approx(segments.FIRST_FIT_SECONDS * 1.25)
+    # The new one at 2 s, then after each of its versions v = 1, 2, ... its own pause (9 looks by 30 s).
+    due, young_looks = segments.FIRST_FIT_SECONDS, []
+    for v in itertools.count(1):
+        if due >= 30.0:
+            break
+        young_looks.append(due)
+        due += segments.refit_after(30.0, v)
+    assert first_period == {"old": 1, "new": len(young_looks)} and len(young_looks) >= 6
+    assert gaps["new"] == sorted(gaps["new"])
+    assert gaps["new"][0] == pytest.approx(segments.FIRST_FIT_SECONDS * segments.FIT_GROWTH)
 
 
 def test_the_fitter_never_takes_more_than_its_duty_of_a_core() -> None:
