@@ -97,8 +97,9 @@ class RunResult:
     def best_item_ctr(self, first_round: int = 0, last_round: int | None = None) -> float:
         """Expected CTR of the one item that would have done best, served to everyone at those rounds
         (under the same contexts and, after a taste shift, the same tastes)."""
-        rounds = self.items_per_round[first_round:last_round]
-        return float(np.sum(rounds, axis=0).max()) / (len(rounds) * self.users) if rounds else 0.0
+        if not self.items_per_round[first_round:last_round]:
+            return 0.0
+        return self.item_ctr(self.best_item(first_round, last_round), first_round, last_round)
 
     def best_item(self, first_round: int = 0, last_round: int | None = None) -> int:
         """The item ``best_item_ctr`` serves: the best over those rounds of these users."""

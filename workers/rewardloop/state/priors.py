@@ -158,8 +158,8 @@ class Priors:
         priors = self._segment_priors[surface]
         named = priors.get(segment) if segment else None
         if named is None and own is not None and surface in self.learned.versions:
-            # A version is its number and creation time: a fitter that restarts from an unreadable
-            # model numbers from 1 again, and a membership must never meet another model's mixture.
+            # A version is its number and creation time: a fitter that finds no model hash at all (Redis
+            # lost it) numbers from 1 again, and a membership must never meet another model's mixture.
             current = self.learned.versions[surface]
             version = (current.version, current.created_ms)
             cached = memberships.get(surface) if memberships is not None else None

@@ -225,14 +225,17 @@ class SegmentFitter:
         previous_blob = stored[0]
         previous = _decoded(previous_blob, name)
         after = None if previous is not None else _counters(stored[1], stored[2])
+        # The current number: the model's, or the one stored beside its unreadable bytes.
+        number = previous.version if previous is not None else None if after is None else after[0]
         if digest == self._fitted.get(name):
-            return previous.version if previous is not None else None if after is None else after[0]
-        seed = (previous.version if previous is not None else 0 if after is None else after[0]) + 1
-        fit = functools.partial(fit_segments_and_mixture, plays, sums, seed, surface.cold_start.max_segments)
+            return number
+        fit = functools.partial(
+            fit_segments_and_mixture, plays, sums, (number or 0) + 1, surface.cold_start.max_segments
+        )
         fitted = await self._in_background(fit)
         self._fitted[name] = digest
         if fitted is None:
-            return previous.version if previous is not None else None if after is None else after[0]
+            return number
         segments, mixture = fitted
         version = next_version(previous, segments, now_ms, mixture, after)
         async with self.redis.pipeline(transaction=True) as pipe:
