@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from rewardloop.workers.redis_server import AOF_REWRITE_GROWTH_PERCENT, REWRITE_NICENESS, EmbeddedRedis
+from rewardloop.workers.redis_server import (
+    AOF_REWRITE_GROWTH_PERCENT,
+    KEPT_PREFIX,
+    REWRITE_NICENESS,
+    EmbeddedRedis,
+    ReplacedAof,
+    aof_files,
+)
+
+MB = 1 << 20
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
@@ -34,9 +43,18 @@ def test_the_aof_rewrite_child_runs_at_low_priority(tmp_path: Path) -> None:
                     break
             time.sleep(0.02)
         client.config_set("rdb-key-save-delay", 0)
+        kept = list(server.data_dir.glob(f"{KEPT_PREFIX}*"))
         for child in found:
             os.kill(child, signal.SIGKILL)  # the rewrite fails; Redis goes on with its AOF
         assert client.get("k7") == b"7"
+        time.sleep(0.5)  # the watcher looks every 0.1 s: the AOF it kept is still Redis', so it stays whole
+        assert kept and all(link.exists() for link in kept)
+        assert client.set("after", 1)
+        client.close()
+    with EmbeddedRedis(tmp_path / "redis") as server:  # the AOF has every write; the kept names are gone
+        client = redis.Redis.from_url(server.url)
+        assert client.get("k7") == b"7" and client.get("after") == b"1"
+        assert not list(server.data_dir.glob(f"{KEPT_PREFIX}*"))
         client.close()
     assert niceness == REWRITE_NICENESS
     # Niceness counts only against processes of the same scheduling group: the starter's session
@@ -90,4 +108,53 @@ def test_the_aof_is_rewritten_once_it_grew_by_the_configured_share(tmp_path: Pat
         while forks(client) == rewrites and time.monotonic() < deadline:
             time.sleep(0.05)
         assert forks(client) == rewrites + 1
+        client.close()
+
+
+def test_a_replaced_aof_file_is_freed_a_slice_at_a_time_and_a_live_one_never(tmp_path: Path) -> None:
+    aof = tmp_path / "appendonly.aof"
+    aof.write_bytes(b"a" * (5 * MB))
+    replaced = ReplacedAof(tmp_path)
+    replaced.keep()
+    for _ in range(3):
+        replaced.free_slice(2 * MB)
+    assert aof.read_bytes() == b"a" * (5 * MB)  # still Redis' file: untouched
+
+    (tmp_path / "temp-rewriteaof-bg-1.aof").write_bytes(b"b" * MB)
+    os.rename(tmp_path / "temp-rewriteaof-bg-1.aof", aof)  # what Redis does when a rewrite is done
+    (link,) = tmp_path.glob(f"{KEPT_PREFIX}*")
+    sizes = []
+    while link.exists():
+        sizes.append(link.stat().st_size)
+        replaced.free_slice(2 * MB)
+    assert sizes == [5 * MB, 3 * MB, 1 * MB, 0]
+    assert aof.read_bytes() == b"b" * MB
+    assert [p.name for p in tmp_path.iterdir()] == ["appendonly.aof"]
+
+
+def test_the_aof_a_rewrite_replaced_is_freed_and_every_write_survives(tmp_path: Path) -> None:
+    data_dir = tmp_path / "redis"
+    with EmbeddedRedis(data_dir) as server:
+        client = redis.Redis.from_url(server.url)
+        client.mset({f"k{k}": k for k in range(20)})
+        old = {path.stat().st_ino for path in aof_files(data_dir)}
+        client.config_set("rdb-key-save-delay", 20_000)  # 20 ms a key: the child lives ~0.4 s, the watcher sees it
+        client.bgrewriteaof()
+        kept: set[Path] = set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            kept |= set(data_dir.glob(f"{KEPT_PREFIX}*"))
+            rewriting = int(client.info("persistence")["aof_rewrite_in_progress"])
+            if not rewriting and kept and not list(data_dir.glob(f"{KEPT_PREFIX}*")):
+                break
+            time.sleep(0.02)
+        assert {int(link.name.removeprefix(KEPT_PREFIX)) for link in kept} == old  # kept while the child lived
+        assert not list(data_dir.glob(f"{KEPT_PREFIX}*"))  # then freed
+        assert not old & {path.stat().st_ino for path in aof_files(data_dir)}  # Redis replaced them
+        client.set("after", 1)
+        client.close()
+    with EmbeddedRedis(data_dir) as server:
+        client = redis.Redis.from_url(server.url)
+        assert client.mget([f"k{k}" for k in range(20)]) == [str(k).encode() for k in range(20)]
+        assert client.get("after") == b"1"
         client.close()
