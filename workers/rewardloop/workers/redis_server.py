@@ -80,9 +80,9 @@ REWRITE_NICENESS = 19
 AOF_REWRITE_GROWTH_PERCENT = 400
 # Redis frees the old AOF once a rewrite has replaced it: one close of an unlinked file of hundreds of
 # MB, whose blocks the filesystem frees (and, mounted with ``discard``, trims) in the journal commit
-# that Redis' next fsyncs wait on. Measured with 300 fsync-always transactions a second beside one
-# BGREWRITEAOF (bench/README.md, "The old AOF"): replacing a 450 MB AOF stalled them 77-89 ms, a 120 MB
-# one 25 ms, and the soak's one interval over 250 ms held the rewrite of a 554 MB AOF. So while a
+# that Redis' next fsyncs wait on. With 300 fsync-always transactions a second beside one BGREWRITEAOF
+# (bench/aof_rewrite.py), replacing a 450 MB AOF stalled them 93-119 ms (18-22 ms freed in slices), and
+# a soak's one interval over 250 ms held the rewrite of a 554 MB AOF (bench/README.md). So while a
 # rewrite child lives, the watcher gives each AOF file a second name (a hard link); a file Redis has
 # replaced is then named only by that link, and the watcher frees it a slice at a time before removing
 # the name, as RocksDB's DeleteScheduler frees its files.
@@ -147,10 +147,12 @@ class ReplacedAof:
         self.kept.clear()
 
 
-def watch_children_forever(pid: int, data_dir: Path, stop: threading.Event, every: float = CHILD_POLL_SECONDS) -> None:
+def watch_children_forever(
+    pid: int, data_dir: Path, stop: threading.Event, every: float = CHILD_POLL_SECONDS, slices: bool = True
+) -> None:
     """While ``pid`` runs and ``stop`` is not set: renice each child of it (Redis forks only to rewrite
-    or save) to ``REWRITE_NICENESS``, keep the AOF files while a child lives, and free the ones it
-    replaced (``ReplacedAof``). Linux only (/proc); a no-op elsewhere."""
+    or save) to ``REWRITE_NICENESS``, and (``slices``) keep the AOF files while a child lives and free
+    the ones it replaced a slice at a time (``ReplacedAof``). Linux only (/proc); a no-op elsewhere."""
     children = Path(f"/proc/{pid}/task/{pid}/children")
     reniced: set[int] = set()
     replaced = ReplacedAof(data_dir)
@@ -163,7 +165,7 @@ def watch_children_forever(pid: int, data_dir: Path, stop: threading.Event, ever
             with contextlib.suppress(OSError):  # it may have ended already
                 os.setpriority(os.PRIO_PROCESS, child, REWRITE_NICENESS)
         reniced = found
-        if found:
+        if found and slices:
             replaced.keep()
         replaced.free_slice()
 
@@ -193,6 +195,7 @@ class EmbeddedRedis:
         port: int = 0,
         fsync: str = "always",
         maxmemory: int = 0,
+        free_in_slices: bool = True,
     ):
         if fsync not in ("always", "everysec", "no"):
             raise ValueError(f"fsync must be one of always, everysec, no; got {fsync!r}")
@@ -203,6 +206,8 @@ class EmbeddedRedis:
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="rewardloop-redis-"))
         self.port = port or free_port()
         self.fsync = fsync
+        # False leaves a replaced AOF to Redis (one close), as a Redis run by hand: bench/aof_rewrite.py.
+        self.free_in_slices = free_in_slices
         self._process: subprocess.Popen[bytes] | None = None
         self._stop_watching = threading.Event()
 
@@ -259,6 +264,7 @@ class EmbeddedRedis:
                     threading.Thread(
                         target=watch_children_forever,
                         args=(self._process.pid, self.data_dir, self._stop_watching),
+                        kwargs={"slices": self.free_in_slices},
                         name="redis-children", daemon=True,
                     ).start()  # fmt: skip
                     return self
