@@ -120,15 +120,21 @@ def test_a_replaced_aof_file_is_freed_a_slice_at_a_time_and_a_live_one_never(tmp
         replaced.free_slice(2 * MB)
     assert aof.read_bytes() == b"a" * (5 * MB)  # still Redis' file: untouched
 
+    old = aof.stat().st_ino
     (tmp_path / "temp-rewriteaof-bg-1.aof").write_bytes(b"b" * MB)
     os.rename(tmp_path / "temp-rewriteaof-bg-1.aof", aof)  # what Redis does when a rewrite is done
-    (link,) = tmp_path.glob(f"{KEPT_PREFIX}*")
+    for _ in range(2):  # a child still seen (the next rewrite's): the new AOF is kept too, once
+        replaced.keep()
+    links = {int(p.name.removeprefix(KEPT_PREFIX)): p for p in tmp_path.glob(f"{KEPT_PREFIX}*")}
+    assert set(links) == {old, aof.stat().st_ino}
+    assert all(link.stat().st_ino == ino for ino, link in links.items())  # each named after its file
     sizes = []
-    while link.exists():
-        sizes.append(link.stat().st_size)
+    while links[old].exists():
+        sizes.append(links[old].stat().st_size)
         replaced.free_slice(2 * MB)
     assert sizes == [5 * MB, 3 * MB, 1 * MB, 0]
-    assert aof.read_bytes() == b"b" * MB
+    assert aof.read_bytes() == b"b" * MB and links[aof.stat().st_ino].exists()
+    replaced.drop()
     assert [p.name for p in tmp_path.iterdir()] == ["appendonly.aof"]
 
 

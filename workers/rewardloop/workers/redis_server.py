@@ -106,14 +106,21 @@ class ReplacedAof:
         self.kept: set[Path] = set()
 
     def keep(self) -> None:
-        """Give each current AOF file a second name (a rewrite is under way)."""
+        """Give each current AOF file a second name (a rewrite is under way): one per file, named after
+        the file it links (Redis may replace ``path`` between a look at it and the link)."""
+        staging = self.data_dir / f"{KEPT_PREFIX}new"
         for path in aof_files(self.data_dir):
             with contextlib.suppress(OSError):  # it may be gone already
-                link = self.data_dir / f"{KEPT_PREFIX}{path.stat().st_ino}"
-                if link not in self.kept:
-                    with contextlib.suppress(FileExistsError):
-                        os.link(path, link)
-                    self.kept.add(link)
+                if self.data_dir / f"{KEPT_PREFIX}{path.stat().st_ino}" in self.kept:
+                    continue
+                staging.unlink(missing_ok=True)
+                os.link(path, staging)
+                link = self.data_dir / f"{KEPT_PREFIX}{staging.stat().st_ino}"
+                if link.exists():
+                    staging.unlink()
+                else:
+                    staging.rename(link)
+                self.kept.add(link)
 
     def free_slice(self, slice_bytes: int = OLD_AOF_SLICE_BYTES) -> None:
         """Cut each kept file no other name refers to any more (Redis replaced it) by ``slice_bytes``,
