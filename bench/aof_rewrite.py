@@ -31,6 +31,7 @@ from pathlib import Path
 import redis
 import redis.asyncio as aioredis
 from _cli import run_main
+from _measure import percentile
 from _report import fmt, print_environment, progress, table
 
 from rewardloop.workers.redis_server import EmbeddedRedis
@@ -103,11 +104,6 @@ async def drive(url: str, rate: float, before: float, after: float) -> list[tupl
     return timed
 
 
-def p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[int(0.99 * (len(ordered) - 1))] if ordered else 0.0
-
-
 async def one_run(args: argparse.Namespace, slices: bool) -> list[str]:
     with (
         tempfile.TemporaryDirectory(prefix="aof-rewrite-", dir=args.dir) as data_dir,
@@ -133,7 +129,7 @@ async def one_run(args: argparse.Namespace, slices: bool) -> list[str]:
         str(aof_mb),
         str(used_mb),
         str(took),
-        fmt(p99(during), 1),
+        fmt(percentile(during, 99), 1),
         fmt(max(during), 1),
         str(stalls.get("aof-fsync-always", 0)),
         slow,

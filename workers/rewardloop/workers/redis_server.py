@@ -139,7 +139,7 @@ class ReplacedAof:
                     os.ftruncate(fd, max(0, st.st_size - slice_bytes))
                     continue
             except OSError:
-                pass
+                pass  # a file that cannot be cut is let go whole, as Redis would have
             finally:
                 os.close(fd)
             with contextlib.suppress(OSError):
